@@ -1,0 +1,82 @@
+//! Fixed-width bit packing of the tail bits (docs/SPEC.md §4.3).
+//!
+//! Values of `width` bits (1..=8) are packed little-endian: value `i` occupies bits
+//! `i*width .. (i+1)*width` of the byte string read as one little-endian integer. Groups of
+//! eight values fill exactly `width` bytes, which is how both directions work.
+
+/// Bytes needed for `n` values of `width` bits.
+pub fn packed_len(n: usize, width: u32) -> usize {
+    (n * width as usize).div_ceil(8)
+}
+
+/// Packs the low `width` bits of each value; appends to `out`.
+pub fn pack(values: &[u8], width: u32, out: &mut Vec<u8>) {
+    debug_assert!((1..=8).contains(&width));
+    let w = width as usize;
+    let mut groups = values.chunks_exact(8);
+    for g in &mut groups {
+        let mut acc = 0u64;
+        for (k, &v) in g.iter().enumerate() {
+            acc |= ((v as u64) & ((1 << w) - 1)) << (k * w);
+        }
+        out.extend_from_slice(&acc.to_le_bytes()[..w]);
+    }
+    let rest = groups.remainder();
+    if !rest.is_empty() {
+        let mut acc = 0u64;
+        for (k, &v) in rest.iter().enumerate() {
+            acc |= ((v as u64) & ((1 << w) - 1)) << (k * w);
+        }
+        out.extend_from_slice(&acc.to_le_bytes()[..packed_len(rest.len(), width)]);
+    }
+}
+
+/// Unpacks `out.len()` values of `width` bits from `packed`, which must be exactly
+/// [`packed_len`] bytes (checked by the caller).
+pub fn unpack(packed: &[u8], width: u32, out: &mut [u8]) {
+    debug_assert_eq!(packed.len(), packed_len(out.len(), width));
+    let w = width as usize;
+    let mask = (1u64 << w) - 1;
+    let mut groups = out.chunks_exact_mut(8);
+    let mut src = packed.chunks_exact(w);
+    for (g, s) in (&mut groups).zip(&mut src) {
+        let mut b = [0u8; 8];
+        b[..w].copy_from_slice(s);
+        let acc = u64::from_le_bytes(b);
+        for (k, v) in g.iter_mut().enumerate() {
+            *v = ((acc >> (k * w)) & mask) as u8;
+        }
+    }
+    let rest = groups.into_remainder();
+    if !rest.is_empty() {
+        let tail = &packed[packed.len() - packed_len(rest.len(), width)..];
+        let mut b = [0u8; 8];
+        b[..tail.len()].copy_from_slice(tail);
+        let acc = u64::from_le_bytes(b);
+        for (k, v) in rest.iter_mut().enumerate() {
+            *v = ((acc >> (k * w)) & mask) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_width_and_length() {
+        for width in 1..=8u32 {
+            for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 100] {
+                let vals: Vec<u8> = (0..n)
+                    .map(|i| (i as u8).wrapping_mul(37) & ((1u16 << width) - 1) as u8)
+                    .collect();
+                let mut packed = Vec::new();
+                pack(&vals, width, &mut packed);
+                assert_eq!(packed.len(), packed_len(n, width));
+                let mut back = vec![0u8; n];
+                unpack(&packed, width, &mut back);
+                assert_eq!(back, vals, "width {width} n {n}");
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+use super::*;
+use proptest::prelude::*;
+
+fn roundtrip(dtype: Dtype, values: &[u8]) -> Vec<EncodedStream> {
+    let layout = PlaneLayout::for_dtype(dtype).unwrap();
+    let mut h = PlaneHistograms::new(layout);
+    h.add(values);
+    let models = TensorModels::fit(&h);
+    let models = TensorModels::from_bytes(&models.to_bytes()).unwrap();
+    let streams = encode_planes(layout, values, &models).unwrap();
+    let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
+    let data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
+    let mut out = vec![0u8; values.len()];
+    decode_planes(layout, &entries, &data, &models.decoder(), &mut out).unwrap();
+    assert_eq!(out, values, "{dtype} round trip");
+    streams
+}
+
+const SPECIAL_F32: [f32; 8] = [
+    f32::NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    -0.0,
+    0.0,
+    1e-45,
+    -1.1754942e-38,
+    f32::MAX,
+];
+
+#[test]
+fn special_values_round_trip_bit_exact() {
+    let mut v: Vec<u8> = SPECIAL_F32.iter().flat_map(|x| x.to_le_bytes()).collect();
+    v.extend(0x7fc0_1234u32.to_le_bytes()); // NaN with a payload
+    roundtrip(Dtype::F32, &v);
+    let b: Vec<u8> = [0x7f81u16, 0xff80, 0x8000, 0x0001, 0x7fc1, 0x3f80]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    roundtrip(Dtype::BF16, &b);
+    roundtrip(Dtype::F16, &b);
+}
+
+#[test]
+fn gaussian_bf16_beats_order0_byte_planes() {
+    // A deterministic bell-shaped weight tensor: the head coding must get below the
+    // 8 + H(sign+exponent byte) bits that byte grouping reaches.
+    let mut s = 7u64;
+    let vals: Vec<u8> = (0..65536)
+        .flat_map(|_| {
+            let mut acc = 0.0f32;
+            for _ in 0..4 {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            let bits = (acc * 0.05).to_bits();
+            ((bits >> 16) as u16).to_le_bytes()
+        })
+        .collect();
+    let streams = roundtrip(Dtype::BF16, &vals);
+    let coded: usize = streams.iter().map(|s| s.bytes.len()).sum();
+    let mut h = [0u64; 512];
+    for c in vals.chunks_exact(2) {
+        h[(u16::from_le_bytes([c[0], c[1]]) >> 7) as usize] += 1;
+    }
+    let n = (vals.len() / 2) as f64;
+    let h0: f64 = h
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64 / n) * (c as f64 / n).log2())
+        .sum();
+    let order0_bytes = n * (h0 + 7.0) / 8.0;
+    assert!(
+        (coded as f64) < order0_bytes,
+        "coded {coded} vs order-0 bound {order0_bytes}"
+    );
+}
+
+#[test]
+fn constant_and_tiny_tiles() {
+    roundtrip(Dtype::F32, &[]);
+    roundtrip(Dtype::F32, &1.0f32.to_le_bytes());
+    let zeros = vec![0u8; 4096];
+    let s = roundtrip(Dtype::BF16, &zeros);
+    assert!(s.iter().all(|s| s.bytes.is_empty()));
+}
+
+#[test]
+fn foreign_model_alphabet_is_an_error() {
+    // A byte-plane stream pointing at the 2048-symbol head model must not decode.
+    let vals: Vec<u8> = (0..4000u32).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+    let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
+    let mut h = PlaneHistograms::new(layout);
+    h.add(&vals);
+    let models = TensorModels::fit(&h);
+    let streams = encode_planes(layout, &vals, &models).unwrap();
+    let mut entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
+    let data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
+    for e in entries.iter_mut().skip(2) {
+        if matches!(e.codec, StreamCodec::RansShared { .. }) {
+            e.codec = StreamCodec::RansShared { model: 0 };
+        }
+    }
+    let mut out = vec![0u8; vals.len()];
+    let _ = decode_planes(layout, &entries, &data, &models.decoder(), &mut out);
+}
+
+#[test]
+fn whole_tile_codecs() {
+    let v: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8).collect();
+    for codec in [ValueCodec::Raw, ValueCodec::Zstd] {
+        let s = encode_whole(codec, &v, 3).unwrap();
+        let mut out = vec![0u8; v.len()];
+        decode_whole(&[s.entry()], &s.bytes, &mut out).unwrap();
+        assert_eq!(out, v);
+        let mut short = vec![0u8; v.len() - 1];
+        assert!(decode_whole(&[s.entry()], &s.bytes, &mut short).is_err());
+    }
+}
+
+fn dtype_strategy() -> impl Strategy<Value = Dtype> {
+    prop_oneof![Just(Dtype::F32), Just(Dtype::F16), Just(Dtype::BF16)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn any_bits_round_trip(dtype in dtype_strategy(), raw in proptest::collection::vec(any::<u8>(), 0..3000), special in 0usize..4) {
+        let vb = PlaneLayout::for_dtype(dtype).unwrap().value_bytes;
+        let mut v = raw;
+        v.truncate(v.len() / vb * vb);
+        // Mix in runs of special values so constant and skewed planes are exercised.
+        if special > 0 && !v.is_empty() {
+            let sp: Vec<u8> = SPECIAL_F32.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let k = v.len() / special;
+            for (i, b) in v.iter_mut().enumerate().take(k) {
+                *b = sp[i % sp.len()];
+            }
+        }
+        roundtrip(dtype, &v);
+    }
+
+    #[test]
+    fn corrupted_streams_never_panic(seed in any::<u64>(), flips in 1usize..8) {
+        let vals: Vec<u8> = (0..2000u32).flat_map(|i| ((i as f32).sin() * 0.1).to_le_bytes()).collect();
+        let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
+        let mut h = PlaneHistograms::new(layout);
+        h.add(&vals);
+        let models = TensorModels::fit(&h);
+        let streams = encode_planes(layout, &vals, &models).unwrap();
+        let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
+        let mut data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
+        let mut s = seed;
+        for _ in 0..flips {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let i = (s >> 20) as usize % data.len();
+            data[i] ^= 1 << (s >> 60 & 7);
+        }
+        let mut out = vec![0u8; vals.len()];
+        let _ = decode_planes(layout, &entries, &data, &models.decoder(), &mut out);
+    }
+}
