@@ -1,0 +1,353 @@
+//! Reading a stream: validate once (SPEC §5), then hand out tiles.
+
+use crate::{data_start, tile_checksum, StreamError, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES};
+use rayon::prelude::*;
+use sparsewire_codec::{
+    decode_planes, decode_whole, PlaneLayout, TensorDecoder, TensorModels,
+};
+use sparsewire_formats::tiling::{TileGrid, TileRect};
+use sparsewire_formats::{Tensor, TensorFile};
+use sparsewire_metadata::{view_2d, Header, TensorMeta, ValueCodec, MAX_HEADER_BYTES};
+use std::sync::OnceLock;
+
+/// Bounds on what decoding may produce.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Most bytes one decode call (a tensor, or all of them) may output.
+    pub max_output_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        // Enough for a 7B-parameter model in bf16; raise it for larger ones.
+        DecodeLimits {
+            max_output_bytes: 16 << 30,
+        }
+    }
+}
+
+/// A validated stream. `B` is anything holding the bytes: `Vec<u8>`, `&[u8]`, an mmap.
+/// `Send + Sync` when `B` is, so many threads can decode tiles of one reader.
+#[derive(Debug)]
+pub struct Reader<B> {
+    bytes: B,
+    header: Header,
+    data_start: usize,
+    models: Vec<TensorModels>,
+    decoders: Vec<OnceLock<TensorDecoder>>,
+    limits: DecodeLimits,
+}
+
+fn need(what: &'static str, needed: u64, available: usize) -> Result<(), StreamError> {
+    if needed > available as u64 {
+        return Err(StreamError::Truncated {
+            what,
+            needed,
+            available: available as u64,
+        });
+    }
+    Ok(())
+}
+
+impl<B: AsRef<[u8]>> Reader<B> {
+    /// Validates a stream with the default limits.
+    pub fn new(bytes: B) -> Result<Self, StreamError> {
+        Self::with_limits(bytes, DecodeLimits::default())
+    }
+
+    /// Validates a stream: preamble, header checksum and contents, padding, and that the
+    /// tiles tile the data section exactly (no holes, no overlaps, no trailing bytes).
+    pub fn with_limits(bytes: B, limits: DecodeLimits) -> Result<Self, StreamError> {
+        let b = bytes.as_ref();
+        need("the preamble", PREAMBLE_BYTES as u64, b.len())?;
+        if b[..8] != MAGIC {
+            return Err(StreamError::BadMagic);
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(StreamError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let flags = u32_at(12);
+        if flags != 0 {
+            return Err(StreamError::ReservedFlags { flags });
+        }
+        let header_len = u64_at(16);
+        if header_len > MAX_HEADER_BYTES {
+            return Err(StreamError::HeaderTooLarge {
+                len: header_len,
+                cap: MAX_HEADER_BYTES,
+            });
+        }
+        need("the header", PREAMBLE_BYTES as u64 + header_len, b.len())?;
+        let hbytes = &b[PREAMBLE_BYTES..PREAMBLE_BYTES + header_len as usize];
+        let expected = u64_at(24);
+        let got = xxhash_rust::xxh3::xxh3_64(hbytes);
+        if got != expected {
+            return Err(StreamError::HeaderChecksum { expected, got });
+        }
+        let header = Header::from_postcard(hbytes)?;
+        let start = data_start(header_len).expect("capped header") as usize;
+        need("the data section's alignment padding", start as u64, b.len())?;
+        if b[PREAMBLE_BYTES + header_len as usize..start]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            return Err(StreamError::BadPadding);
+        }
+        let present = (b.len() - start) as u64;
+        if header.data_len != present {
+            return Err(StreamError::DataLength {
+                declared: header.data_len,
+                present,
+            });
+        }
+        let mut expected_offset = 0u64;
+        for t in &header.tensors {
+            for (k, tile) in t.tiles.iter().enumerate() {
+                if tile.offset != expected_offset {
+                    return Err(StreamError::TileOffset {
+                        tensor: t.name.clone(),
+                        tile: k,
+                        expected: expected_offset,
+                        got: tile.offset,
+                        kind: if tile.offset < expected_offset {
+                            "overlaps the previous tile"
+                        } else {
+                            "leaves a hole after the previous tile"
+                        },
+                    });
+                }
+                let streams = tile
+                    .streams
+                    .iter()
+                    .try_fold(0u64, |a, s| a.checked_add(s.len));
+                if streams != Some(tile.len) {
+                    return Err(StreamError::TileLength {
+                        tensor: t.name.clone(),
+                        tile: k,
+                        len: tile.len,
+                        streams: streams.unwrap_or(u64::MAX),
+                    });
+                }
+                let end = tile.offset.checked_add(tile.len).unwrap_or(u64::MAX);
+                if end > header.data_len {
+                    return Err(StreamError::TileOutOfRange {
+                        tensor: t.name.clone(),
+                        tile: k,
+                        end,
+                        data_len: header.data_len,
+                    });
+                }
+                expected_offset = end;
+            }
+        }
+        if expected_offset != header.data_len {
+            return Err(StreamError::TrailingBytes {
+                bytes: header.data_len - expected_offset,
+            });
+        }
+        let models = header
+            .tensors
+            .iter()
+            .map(|t| {
+                TensorModels::from_bytes(&t.models).map_err(|source| StreamError::Models {
+                    tensor: t.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let decoders = header.tensors.iter().map(|_| OnceLock::new()).collect();
+        Ok(Reader {
+            bytes,
+            header,
+            data_start: start,
+            models,
+            decoders,
+            limits,
+        })
+    }
+
+    /// The validated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Index of the tensor called `name`.
+    pub fn tensor_index(&self, name: &str) -> Result<usize, StreamError> {
+        self.header
+            .tensor(name)
+            .map(|(i, _)| i)
+            .ok_or_else(|| StreamError::NoSuchTensor { name: name.into() })
+    }
+
+    fn meta(&self, t: usize) -> &TensorMeta {
+        &self.header.tensors[t]
+    }
+
+    /// The tile grid of tensor `t` (a single tile for non-float dtypes).
+    pub fn grid(&self, t: usize) -> TileGrid {
+        let m = self.meta(t);
+        let n = m.numel().expect("validated");
+        let (rows, cols) = view_2d(&m.shape, n);
+        TileGrid::new(rows, cols, m.tile_shape)
+    }
+
+    fn check_tile(&self, t: usize, k: usize) -> Result<(), StreamError> {
+        let m = self.header.tensors.get(t).ok_or_else(|| StreamError::NoSuchTensor {
+            name: format!("#{t}"),
+        })?;
+        if k >= m.tiles.len() {
+            return Err(StreamError::NoSuchTile {
+                tensor: m.name.clone(),
+                tile: k,
+                tiles: m.tiles.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes tile `k` of tensor `t` decodes to.
+    pub fn tile_decoded_len(&self, t: usize, k: usize) -> Result<u64, StreamError> {
+        self.check_tile(t, k)?;
+        let m = self.meta(t);
+        if PlaneLayout::for_dtype(m.dtype).is_none() {
+            return Ok(m.byte_len()?);
+        }
+        let r: TileRect = self.grid(t).rect(k as u64);
+        Ok(r.numel() * m.dtype.bits() / 8)
+    }
+
+    /// The stored bytes of a tile, after checking its checksum.
+    pub fn tile_stored(&self, t: usize, k: usize) -> Result<&[u8], StreamError> {
+        self.check_tile(t, k)?;
+        let m = self.meta(t);
+        let e = &m.tiles[k];
+        let s = self.data_start + e.offset as usize;
+        let stored = &self.bytes.as_ref()[s..s + e.len as usize];
+        let got = tile_checksum(stored, t, k);
+        if got != e.checksum {
+            return Err(StreamError::ChecksumMismatch {
+                tensor: m.name.clone(),
+                tile: k,
+                expected: e.checksum,
+                got,
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Decodes tile `k` of tensor `t` into `out` (exactly [`Self::tile_decoded_len`]
+    /// bytes), row-major within the tile. Reads no other tile.
+    pub fn decode_tile_into(&self, t: usize, k: usize, out: &mut [u8]) -> Result<(), StreamError> {
+        let need = self.tile_decoded_len(t, k)?;
+        if need != out.len() as u64 {
+            return Err(StreamError::OutputSize {
+                expected: need,
+                got: out.len() as u64,
+            });
+        }
+        let stored = self.tile_stored(t, k)?;
+        let m = self.meta(t);
+        let entries = &m.tiles[k].streams;
+        let res = match (m.codec, PlaneLayout::for_dtype(m.dtype)) {
+            (ValueCodec::FloatPlanes, Some(layout)) => {
+                let dec = self.decoders[t].get_or_init(|| self.models[t].decoder());
+                decode_planes(layout, entries, stored, dec, out)
+            }
+            _ => decode_whole(entries, stored, out),
+        };
+        res.map_err(|source| StreamError::Codec {
+            tensor: m.name.clone(),
+            tile: k,
+            source,
+        })
+    }
+
+    /// Decodes one tile into a new buffer.
+    pub fn decode_tile(&self, t: usize, k: usize) -> Result<Vec<u8>, StreamError> {
+        let n = self.tile_decoded_len(t, k)?;
+        self.check_limit(n)?;
+        let mut out = vec![0u8; n as usize];
+        self.decode_tile_into(t, k, &mut out)?;
+        Ok(out)
+    }
+
+    fn check_limit(&self, needed: u64) -> Result<(), StreamError> {
+        if needed > self.limits.max_output_bytes {
+            return Err(StreamError::OutputLimit {
+                needed,
+                limit: self.limits.max_output_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes a whole tensor, tiles in parallel.
+    pub fn decode_tensor(&self, t: usize) -> Result<Tensor, StreamError>
+    where
+        B: Sync,
+    {
+        let m = self.meta(t);
+        let len = m.byte_len()?;
+        self.check_limit(len)?;
+        let mut data = vec![0u8; len as usize];
+        let tiles = m.tiles.len();
+        if PlaneLayout::for_dtype(m.dtype).is_none() || tiles <= 1 {
+            if tiles == 1 {
+                self.decode_tile_into(t, 0, &mut data)?;
+            }
+        } else {
+            let grid = self.grid(t);
+            let elem = (m.dtype.bits() / 8) as usize;
+            if grid.contiguous() {
+                let chunk = (grid.tile.rows * grid.cols) as usize * elem;
+                data.par_chunks_mut(chunk)
+                    .enumerate()
+                    .try_for_each(|(k, out)| self.decode_tile_into(t, k, out))?;
+            } else {
+                let decoded = (0..tiles)
+                    .into_par_iter()
+                    .map(|k| self.decode_tile(t, k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (k, tile) in decoded.iter().enumerate() {
+                    grid.scatter(tile, k as u64, elem, &mut data);
+                }
+            }
+        }
+        Ok(Tensor {
+            name: m.name.clone(),
+            dtype: m.dtype,
+            shape: m.shape.clone(),
+            data,
+        })
+    }
+
+    /// Decodes every tensor, with the stream's metadata.
+    pub fn decode_all(&self) -> Result<TensorFile, StreamError>
+    where
+        B: Sync,
+    {
+        let mut total = 0u64;
+        for t in &self.header.tensors {
+            total = total.saturating_add(t.byte_len()?);
+        }
+        self.check_limit(total)?;
+        let tensors = (0..self.header.tensors.len())
+            .map(|t| self.decode_tensor(t))
+            .collect::<Result<_, _>>()?;
+        Ok(TensorFile {
+            tensors,
+            metadata: self.header.user_metadata.clone(),
+        })
+    }
+
+    /// Total stored bytes (the whole stream).
+    pub fn stored_len(&self) -> usize {
+        self.bytes.as_ref().len()
+    }
+}

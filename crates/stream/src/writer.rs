@@ -1,0 +1,251 @@
+//! Writing a stream: tile, code and index every tensor, then lay out preamble, header and
+//! data section (SPEC §1).
+
+use crate::{data_start, tile_checksum, StreamError, FORMAT_VERSION, MAGIC};
+use rayon::prelude::*;
+use sparsewire_codec::{
+    encode_planes, encode_whole, EncodedStream, PlaneHistograms, PlaneLayout, TensorModels,
+};
+use sparsewire_formats::tiling::{default_tile_shape, TileGrid, DEFAULT_TILE_ELEMS};
+use sparsewire_formats::{Tensor, TensorFile};
+use sparsewire_metadata::{
+    view_2d, Header, Layout, Reconstruction, StreamCodec, TensorMeta, TileEntry, TileShape,
+    ValueCodec,
+};
+
+/// How to write a stream. `Default` is the recommended configuration.
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    /// Elements per tile the default tile shape aims at.
+    pub tile_elems: u64,
+    /// A fixed tile shape for every float tensor (overrides `tile_elems`).
+    pub tile_shape: Option<TileShape>,
+    /// Try a zstd pass per tensor and keep it where it is smaller than the float planes
+    /// (structured tensors) or than raw bytes (non-float tensors).
+    pub try_lz: bool,
+    /// zstd level for that pass.
+    pub zstd_level: i32,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            tile_elems: DEFAULT_TILE_ELEMS,
+            tile_shape: None,
+            try_lz: true,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Progress of a long encode, reported after each tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+struct EncodedTensor {
+    meta: TensorMeta,
+    tiles: Vec<Vec<u8>>,
+}
+
+/// The zstd pass is kept only when it beats the alternative by this factor.
+const LZ_MIN_GAIN: f64 = 0.98;
+
+fn streams_len(s: &[EncodedStream]) -> usize {
+    s.iter().map(|s| s.bytes.len()).sum()
+}
+
+fn encode_tensor(
+    index: usize,
+    t: &Tensor,
+    opts: &EncodeOptions,
+) -> Result<EncodedTensor, StreamError> {
+    let numel = sparsewire_metadata::numel(&t.name, &t.shape)?;
+    let (rows, cols) = view_2d(&t.shape, numel);
+    let err = |source| StreamError::Encode {
+        tensor: t.name.clone(),
+        source,
+    };
+    let layout = PlaneLayout::for_dtype(t.dtype);
+    // Float tensors are tiled; other dtypes (any bit width) are one tile, carried through.
+    let tile_shape = match layout {
+        Some(_) => opts
+            .tile_shape
+            .unwrap_or_else(|| default_tile_shape(rows, cols, opts.tile_elems)),
+        None => TileShape {
+            rows: rows.max(1),
+            cols: cols.max(1),
+        },
+    };
+    let grid = TileGrid::new(rows, cols, tile_shape);
+    let elem = (t.dtype.bits() / 8).max(1) as usize;
+    let tiles: Vec<std::borrow::Cow<[u8]>> = match layout {
+        Some(_) => (0..grid.len()).map(|k| grid.gather(&t.data, k, elem)).collect(),
+        None if grid.is_empty() => vec![],
+        None => vec![std::borrow::Cow::Borrowed(&t.data[..])],
+    };
+
+    let (codec, models, streams): (ValueCodec, TensorModels, Vec<Vec<EncodedStream>>) =
+        match layout {
+            Some(layout) => {
+                // Shared models pay only when several tiles use them; a lone tile's own
+                // model is the same table stored once.
+                let models = if tiles.len() >= 2 {
+                    let h = tiles
+                        .par_iter()
+                        .map(|tile| {
+                            let mut h = PlaneHistograms::new(layout);
+                            h.add(tile);
+                            h
+                        })
+                        .reduce_with(|a, b| a.merge(&b))
+                        .expect("two or more tiles");
+                    TensorModels::fit(&h)
+                } else {
+                    TensorModels {
+                        models: vec![None; 1 + layout.byte_planes],
+                    }
+                };
+                let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
+                let mut lz = false;
+                if opts.try_lz && !tiles.is_empty() {
+                    let p = streams_len(&planes(&tiles[0])?);
+                    let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level)
+                        .map_err(err)?;
+                    lz = (z.bytes.len() as f64) < p as f64 * LZ_MIN_GAIN;
+                }
+                let streams = tiles
+                    .par_iter()
+                    .map(|tile| {
+                        if lz {
+                            Ok(vec![encode_whole(ValueCodec::Zstd, tile, opts.zstd_level)
+                                .map_err(err)?])
+                        } else {
+                            planes(tile)
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let codec = if lz {
+                    ValueCodec::Zstd
+                } else {
+                    ValueCodec::FloatPlanes
+                };
+                (codec, models, streams)
+            }
+            None => {
+                let mut codec = ValueCodec::Raw;
+                if opts.try_lz && !tiles.is_empty() {
+                    let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level)
+                        .map_err(err)?;
+                    if (z.bytes.len() as f64) < tiles[0].len() as f64 * LZ_MIN_GAIN {
+                        codec = ValueCodec::Zstd;
+                    }
+                }
+                let streams = tiles
+                    .iter()
+                    .map(|tile| Ok(vec![encode_whole(codec, tile, opts.zstd_level).map_err(err)?]))
+                    .collect::<Result<Vec<_>, StreamError>>()?;
+                (codec, TensorModels { models: vec![] }, streams)
+            }
+        };
+
+    // Keep only the shared models some tile uses.
+    let mut used = vec![false; models.models.len()];
+    for s in streams.iter().flatten() {
+        if let StreamCodec::RansShared { model } = s.codec {
+            used[model as usize] = true;
+        }
+    }
+    let model_bytes = models
+        .to_bytes()
+        .into_iter()
+        .zip(&used)
+        .map(|(b, &u)| if u { b } else { Vec::new() })
+        .collect();
+
+    let mut entries = Vec::with_capacity(streams.len());
+    let mut tile_bytes = Vec::with_capacity(streams.len());
+    for (k, s) in streams.into_iter().enumerate() {
+        let bytes: Vec<u8> = s.iter().flat_map(|s| s.bytes.iter().copied()).collect();
+        entries.push(TileEntry {
+            offset: 0,
+            len: bytes.len() as u64,
+            checksum: tile_checksum(&bytes, index, k),
+            streams: s.iter().map(EncodedStream::entry).collect(),
+        });
+        tile_bytes.push(bytes);
+    }
+    Ok(EncodedTensor {
+        meta: TensorMeta {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            layout: Layout::guess(&t.shape),
+            tile_shape,
+            codec,
+            models: model_bytes,
+            sparsification: None,
+            mask_encoding: None,
+            reconstruction: Reconstruction::Zero,
+            tiles: entries,
+        },
+        tiles: tile_bytes,
+    })
+}
+
+/// Encodes a tensor file as a `.swire` stream. `progress` is called after each tensor.
+pub fn encode(
+    file: &TensorFile,
+    opts: &EncodeOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<u8>, StreamError> {
+    let total_bytes = file.byte_len();
+    let mut done_bytes = 0;
+    let mut encoded = Vec::with_capacity(file.tensors.len());
+    for (i, t) in file.tensors.iter().enumerate() {
+        let _span = tracing::debug_span!("encode_tensor", name = %t.name).entered();
+        encoded.push(encode_tensor(i, t, opts)?);
+        done_bytes += t.data.len() as u64;
+        progress(Progress {
+            done_bytes,
+            total_bytes,
+        });
+    }
+    let mut offset = 0u64;
+    for e in &mut encoded {
+        for (entry, bytes) in e.meta.tiles.iter_mut().zip(&e.tiles) {
+            entry.offset = offset;
+            offset += bytes.len() as u64;
+        }
+    }
+    let header = Header {
+        tensors: encoded.iter().map(|e| e.meta.clone()).collect(),
+        user_metadata: file.metadata.clone(),
+        data_len: offset,
+    };
+    header.validate()?;
+    let hbytes = header.to_postcard()?;
+    let start = data_start(hbytes.len() as u64).expect("header under the cap") as usize;
+    let mut out = Vec::with_capacity(start + offset as usize);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(hbytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&hbytes).to_le_bytes());
+    out.extend_from_slice(&hbytes);
+    out.resize(start, 0);
+    for e in &encoded {
+        for t in &e.tiles {
+            out.extend_from_slice(t);
+        }
+    }
+    tracing::debug!(
+        tensors = header.tensors.len(),
+        header_bytes = hbytes.len(),
+        data_bytes = offset,
+        "stream written"
+    );
+    Ok(out)
+}
