@@ -1,1 +1,86 @@
-//! placeholder
+//! The accelerator model (docs/ARCHITECTURE.md "Accelerator model"): the bus between host
+//! and accelerator, the local memory device (LMD) with its reconstruction buffer, and the
+//! matrix unit (MMU).
+//!
+//! Takes a hardware description ([`Hardware`]) and byte counts; gives modelled times. The
+//! foundation release models the bus alone: the time a stream takes to cross it, against
+//! the dense tensor's ([`Bus::transfer_seconds`]). The event-driven simulator that drives the
+//! real tile scheduler, the LMD and MMU timing, presets and calibration arrive with issue #5.
+#![forbid(unsafe_code)]
+
+/// Errors in a hardware description.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum HardwareError {
+    #[error("{field} must be positive and finite, got {value}")]
+    NotPositive { field: &'static str, value: f64 },
+}
+
+/// The link between host and accelerator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bus {
+    /// Sustained bandwidth, bytes per second.
+    pub bytes_per_second: f64,
+    /// Fixed cost of one transfer, seconds.
+    pub latency_seconds: f64,
+}
+
+impl Bus {
+    /// A bus of `gbps` GB/s (1e9 bytes) with `latency_us` microseconds per transfer.
+    pub fn new(gbps: f64, latency_us: f64) -> Result<Self, HardwareError> {
+        if !(gbps > 0.0 && gbps.is_finite()) {
+            return Err(HardwareError::NotPositive {
+                field: "bus.gbps",
+                value: gbps,
+            });
+        }
+        if !(latency_us >= 0.0 && latency_us.is_finite()) {
+            return Err(HardwareError::NotPositive {
+                field: "bus.latency_us",
+                value: latency_us,
+            });
+        }
+        Ok(Bus {
+            bytes_per_second: gbps * 1e9,
+            latency_seconds: latency_us * 1e-6,
+        })
+    }
+
+    /// Time to move `bytes` in `transfers` transfers.
+    pub fn transfer_seconds(&self, bytes: u64, transfers: u64) -> f64 {
+        bytes as f64 / self.bytes_per_second + transfers as f64 * self.latency_seconds
+    }
+}
+
+/// Local memory beside the matrix unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lmd {
+    pub capacity_bytes: u64,
+}
+
+/// The matrix unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mmu {
+    pub macs_per_second: f64,
+}
+
+/// A whole accelerator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hardware {
+    pub bus: Bus,
+    pub lmd: Lmd,
+    pub mmu: Mmu,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_time_is_bytes_over_bandwidth_plus_latency() {
+        let b = Bus::new(2.0, 10.0).unwrap();
+        assert!((b.transfer_seconds(2_000_000_000, 1) - 1.00001).abs() < 1e-12);
+        assert!(Bus::new(0.0, 1.0).is_err());
+        assert!(Bus::new(1.0, f64::NAN).is_err());
+    }
+}

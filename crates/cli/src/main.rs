@@ -1,1 +1,560 @@
-fn main() {}
+//! `sparsewire`: the command-line front end over `sparsewire-pipeline`.
+//!
+//! Parses arguments (clap), shows progress on stderr (indicatif, hidden when stderr is not
+//! a terminal), installs the tracing subscriber (`-v`, `-vv`), prints tables or `--json`
+//! reports on stdout, and turns errors into one message and a non-zero exit.
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sparsewire_pipeline::{
+    self as sw, demo, BenchReport, DecodeLimits, EncodeOptions, InspectReport, PipelineError,
+};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sparsewire",
+    version,
+    about = "Make neural-network tensors small before they cross a slow link, and rebuild them on the other side.",
+    long_about = "Make neural-network tensors small before they cross a slow link, and rebuild them on the other side.\n\n\
+    sparsewire compresses safetensors and .npy files into .swire streams whose tiles each decode on their own. \
+    Today's codec is lossless and bit-exact (sparsification and reconstruction are coming).\n\n\
+    Start with `sparsewire demo`, which needs no files.",
+    after_help = "Examples:\n  sparsewire demo\n  sparsewire compress model.safetensors -o model.swire\n  sparsewire inspect model.swire\n  sparsewire decompress model.swire -o restored.safetensors\n  sparsewire bench model.safetensors --json"
+)]
+struct Cli {
+    /// More logging on stderr (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress a .safetensors or .npy file into a .swire stream (lossless).
+    Compress(CompressArgs),
+    /// Decode a .swire stream back to .safetensors (or .npy for a single tensor), bit for bit.
+    Decompress(DecompressArgs),
+    /// Show what a .swire stream holds: per tensor sizes, codecs per plane, entropy bounds.
+    Inspect(InspectArgs),
+    /// Measure encode/decode speed and ratio on a .safetensors/.npy file.
+    Bench(BenchArgs),
+    /// Run the whole job on a built-in set of weight-like tensors: compress, inspect,
+    /// decompress, verify.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct CodecArgs {
+    /// Elements per tile the default tile shape aims at (whole rows when they fit).
+    #[arg(long, default_value_t = sw::formats::tiling::DEFAULT_TILE_ELEMS)]
+    tile_elems: u64,
+    /// Fixed tile shape ROWSxCOLS for every float tensor (overrides --tile-elems).
+    #[arg(long, value_parser = parse_tile)]
+    tile: Option<sw::metadata::TileShape>,
+    /// Do not try zstd per tensor (it is kept only where it beats the float planes).
+    #[arg(long)]
+    no_lz: bool,
+    /// zstd level for that trial.
+    #[arg(long, default_value_t = 3)]
+    zstd_level: i32,
+}
+
+impl CodecArgs {
+    fn options(&self) -> EncodeOptions {
+        EncodeOptions {
+            tile_elems: self.tile_elems.max(1),
+            tile_shape: self.tile,
+            try_lz: !self.no_lz,
+            zstd_level: self.zstd_level,
+        }
+    }
+}
+
+fn parse_tile(s: &str) -> std::result::Result<sw::metadata::TileShape, String> {
+    let (r, c) = s
+        .split_once(['x', 'X'])
+        .ok_or("expected ROWSxCOLS, for example 64x384")?;
+    let rows: u64 = r.parse().map_err(|_| format!("bad row count {r:?}"))?;
+    let cols: u64 = c.parse().map_err(|_| format!("bad column count {c:?}"))?;
+    if rows == 0 || cols == 0 {
+        return Err("tile sides must be at least 1".into());
+    }
+    Ok(sw::metadata::TileShape { rows, cols })
+}
+
+#[derive(Args)]
+struct CompressArgs {
+    /// Input: .safetensors or .npy.
+    input: PathBuf,
+    /// Output .swire file (default: INPUT with .swire appended).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Overwrite an existing output.
+    #[arg(short, long)]
+    force: bool,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    codec: CodecArgs,
+}
+
+#[derive(Args)]
+struct DecompressArgs {
+    /// Input .swire stream.
+    input: PathBuf,
+    /// Output: .safetensors, or .npy when the stream holds one tensor.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Overwrite an existing output.
+    #[arg(short, long)]
+    force: bool,
+    /// Refuse to decode more than this many bytes.
+    #[arg(long, default_value_t = DecodeLimits::default().max_output_bytes)]
+    max_output_bytes: u64,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A .swire stream.
+    file: PathBuf,
+    /// Skip decoding, so no entropy bounds (fast on large files).
+    #[arg(long)]
+    no_entropy: bool,
+    /// Print a JSON report on stdout (with every tile's codecs per plane).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Input: .safetensors or .npy.
+    file: PathBuf,
+    /// Threads for the all-threads figures (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed runs per figure; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    codec: CodecArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Also write demo.safetensors and demo.swire into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .init();
+    let res = match cli.command {
+        Command::Compress(a) => compress(a),
+        Command::Decompress(a) => decompress(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Bench(a) => bench(a),
+        Command::Demo(a) => run_demo(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn default_output(input: &Path) -> PathBuf {
+    let mut s = input.as_os_str().to_owned();
+    s.push(".swire");
+    PathBuf::from(s)
+}
+
+fn compress(a: CompressArgs) -> Result<()> {
+    let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
+    let size = std::fs::metadata(&a.input)
+        .map_err(|source| PipelineError::Io {
+            path: a.input.clone(),
+            source,
+        })?
+        .len();
+    let pb = progress_bar(size, "compress");
+    let (stream, summary) =
+        sw::compress_file(&a.input, &output, &a.codec.options(), a.force, &|p| {
+            pb.set_length(p.total_bytes);
+            pb.set_position(p.done_bytes)
+        })?;
+    pb.finish_and_clear();
+    let reader = sw::Reader::new(&stream[..])?;
+    let report = sw::inspect(&reader, false)?;
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            input: &'a Path,
+            output: &'a Path,
+            input_bytes: u64,
+            output_bytes: u64,
+            ratio: f64,
+            seconds: f64,
+            tensors: &'a [sw::TensorReport],
+        }
+        print_json(&Out {
+            input: &a.input,
+            output: &output,
+            input_bytes: summary.input_bytes,
+            output_bytes: summary.output_bytes,
+            ratio: summary.ratio,
+            seconds: summary.seconds,
+            tensors: &report.tensors,
+        })
+    } else {
+        println!(
+            "{} -> {}: {} -> {} bytes ({:.2}%) in {:.2} s, {} tensors",
+            a.input.display(),
+            output.display(),
+            summary.input_bytes,
+            summary.output_bytes,
+            summary.ratio * 100.0,
+            summary.seconds,
+            report.tensors.len()
+        );
+        Ok(())
+    }
+}
+
+fn decompress(a: DecompressArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let limits = DecodeLimits {
+        max_output_bytes: a.max_output_bytes,
+    };
+    let file = sw::decompress_file(&a.input, &a.output, a.force, limits)?;
+    let input_bytes = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+    let output_bytes = file.byte_len();
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct T<'a> {
+            name: &'a str,
+            dtype: String,
+            shape: &'a [u64],
+            input_bytes: u64,
+            output_bytes: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            input_bytes: u64,
+            output_bytes: u64,
+            ratio: f64,
+            seconds: f64,
+            tensors: Vec<T<'a>>,
+        }
+        // Per tensor, input_bytes is the compressed size; read it from the stream index.
+        let reader = sw::open_stream(&a.input, limits)?;
+        let report = sw::inspect(&reader, false)?;
+        print_json(&Out {
+            input_bytes,
+            output_bytes,
+            ratio: sw::ratio(input_bytes, output_bytes),
+            seconds: t0.elapsed().as_secs_f64(),
+            tensors: file
+                .tensors
+                .iter()
+                .zip(&report.tensors)
+                .map(|(t, r)| T {
+                    name: &t.name,
+                    dtype: t.dtype.to_string(),
+                    shape: &t.shape,
+                    input_bytes: r.output_bytes,
+                    output_bytes: t.data.len() as u64,
+                })
+                .collect(),
+        })
+    } else {
+        println!(
+            "{} -> {}: {} tensors, {} bytes, in {:.2} s",
+            a.input.display(),
+            a.output.display(),
+            file.tensors.len(),
+            output_bytes,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+fn print_inspect(r: &InspectReport) {
+    println!(
+        "{:<48} {:>6} {:>16} {:>11} {:>11} {:>7}  planes: codec bytes (order-0 bound)",
+        "tensor", "dtype", "shape", "bytes", "stored", "ratio"
+    );
+    for t in &r.tensors {
+        let planes: Vec<String> = t
+            .planes
+            .iter()
+            .map(|p| {
+                let codecs: Vec<String> =
+                    p.codecs.iter().map(|(c, n)| format!("{c}x{n}")).collect();
+                format!(
+                    "{}: {} {} ({:.0})",
+                    p.plane,
+                    codecs.join("+"),
+                    p.bytes,
+                    p.entropy_bound_bytes
+                )
+            })
+            .collect();
+        println!(
+            "{:<48} {:>6} {:>16} {:>11} {:>11} {:>6.2}%  {}",
+            truncate(&t.name, 48),
+            t.dtype,
+            format!("{:?}", t.shape),
+            t.input_bytes,
+            t.output_bytes,
+            t.ratio * 100.0,
+            planes.join("; ")
+        );
+    }
+    println!(
+        "total: {} -> {} bytes ({:.2}%), header {} bytes, format version {}",
+        r.input_bytes,
+        r.output_bytes,
+        r.ratio * 100.0,
+        r.header_bytes,
+        r.format_version
+    );
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(n - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{tail}")
+    }
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let reader = sw::open_stream(&a.file, DecodeLimits::default())?;
+    let report = sw::inspect(&reader, !a.no_entropy)?;
+    if a.json {
+        print_json(&report)
+    } else {
+        print_inspect(&report);
+        Ok(())
+    }
+}
+
+fn print_bench(r: &BenchReport) {
+    println!(
+        "ratio {:.2}% ({} -> {} bytes)",
+        r.ratio * 100.0,
+        r.input_bytes,
+        r.output_bytes
+    );
+    println!(
+        "encode {:.3} GB/s (1 thread), {:.3} GB/s ({} threads)",
+        r.encode_gbps, r.encode_gbps_all_threads, r.threads
+    );
+    println!(
+        "decode {:.3} GB/s (1 thread), {:.3} GB/s ({} threads)",
+        r.decode_gbps, r.decode_gbps_all_threads, r.threads
+    );
+    println!(
+        "median of {} runs; GB = 1e9 bytes of original tensor data",
+        r.runs
+    );
+    println!(
+        "{:<10} {:>12} {:>16} {:>10}",
+        "plane", "bytes", "order-0 bound", "over bound"
+    );
+    for p in &r.planes {
+        println!(
+            "{:<10} {:>12} {:>16.0} {:>9.2}%",
+            p.plane, p.bytes, p.entropy_bound_bytes, p.over_bound_percent
+        );
+    }
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let file = sw::read_tensors(&a.file)?;
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(format!(
+        "benchmarking {} ({} runs per figure)",
+        a.file.display(),
+        a.runs
+    ));
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = sw::bench(&file, &a.codec.options(), threads, a.runs)?;
+    pb.finish_and_clear();
+    if a.json {
+        print_json(&report)
+    } else {
+        print_bench(&report);
+        Ok(())
+    }
+}
+
+fn run_demo(a: DemoArgs) -> Result<()> {
+    let file = demo::tensors();
+    if !a.json {
+        println!(
+            "sparsewire demo: {} built-in tensors (fixed seed), {} bytes",
+            file.tensors.len(),
+            file.byte_len()
+        );
+        println!(
+            "{:<22} {:>6} {:>14} {:>10} {:>10} {:>10} {:>10}",
+            "tensor", "dtype", "shape", "mean", "std", "min", "max"
+        );
+        for t in &file.tensors {
+            match demo::stats(t) {
+                Some([m, s, lo, hi]) => println!(
+                    "{:<22} {:>6} {:>14} {:>10.4} {:>10.4} {:>10.4} {:>10.4}",
+                    t.name,
+                    t.dtype,
+                    format!("{:?}", t.shape),
+                    m,
+                    s,
+                    lo,
+                    hi
+                ),
+                None => println!(
+                    "{:<22} {:>6} {:>14} (not float: carried through)",
+                    t.name,
+                    t.dtype,
+                    format!("{:?}", t.shape)
+                ),
+            }
+        }
+        println!("\n1. compress");
+    }
+    let t0 = std::time::Instant::now();
+    let stream = sw::compress(&file, &EncodeOptions::default())?;
+    let enc_s = t0.elapsed().as_secs_f64();
+    let reader = sw::Reader::new(&stream[..])?;
+    let report = sw::inspect(&reader, true)?;
+    if !a.json {
+        println!("2. inspect");
+        print_inspect(&report);
+        println!("3. decompress");
+    }
+    let t1 = std::time::Instant::now();
+    let back = reader.decode_all()?;
+    let dec_s = t1.elapsed().as_secs_f64();
+    let identical = back == file;
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).map_err(|source| PipelineError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        sw::write_tensors(&dir.join("demo.safetensors"), &file, true)?;
+        sw::write_atomic(&dir.join("demo.swire"), &stream, true)?;
+    }
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            input_bytes: u64,
+            output_bytes: u64,
+            ratio: f64,
+            encode_seconds: f64,
+            decode_seconds: f64,
+            bit_exact: bool,
+            tensors: &'a [sw::TensorReport],
+        }
+        print_json(&Out {
+            input_bytes: report.input_bytes,
+            output_bytes: report.output_bytes,
+            ratio: report.ratio,
+            encode_seconds: enc_s,
+            decode_seconds: dec_s,
+            bit_exact: identical,
+            tensors: &report.tensors,
+        })?;
+    } else {
+        println!(
+            "4. verify: {}",
+            if identical {
+                "every tensor identical, bit for bit"
+            } else {
+                "MISMATCH"
+            }
+        );
+        println!(
+            "\nsummary: {} -> {} bytes ({:.2}% of the original), encode {:.1} ms, decode {:.1} ms",
+            report.input_bytes,
+            report.output_bytes,
+            report.ratio * 100.0,
+            enc_s * 1e3,
+            dec_s * 1e3
+        );
+        if let Some(dir) = &a.out {
+            println!(
+                "wrote {}/demo.safetensors and {}/demo.swire",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    if identical {
+        Ok(())
+    } else {
+        Err("demo round trip was not bit-exact".into())
+    }
+}

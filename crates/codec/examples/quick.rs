@@ -22,12 +22,20 @@ fn main() {
         let mut h = PlaneHistograms::new(layout);
         h.add(data);
         let models = TensorModels::fit(&h);
-        let tiles: Vec<_> = data.chunks(chunk).map(|c| encode_planes(layout, c, &models).unwrap()).collect();
+        let tiles: Vec<_> = data
+            .chunks(chunk)
+            .map(|c| encode_planes(layout, c, &models).unwrap())
+            .collect();
         enc += t0.elapsed().as_secs_f64();
         let dm = models.decoder();
         let prepared: Vec<(Vec<StreamEntry>, Vec<u8>)> = tiles
             .iter()
-            .map(|t| (t.iter().map(EncodedStream::entry).collect(), t.iter().flat_map(|s| s.bytes.iter().copied()).collect()))
+            .map(|t| {
+                (
+                    t.iter().map(EncodedStream::entry).collect(),
+                    t.iter().flat_map(|s| s.bytes.iter().copied()).collect(),
+                )
+            })
             .collect();
         let mut out = vec![0u8; data.len()];
         let mut best = f64::MAX;
@@ -44,5 +52,10 @@ fn main() {
         outb += tiles.iter().flatten().map(|s| s.bytes.len()).sum::<usize>()
             + models.to_bytes().iter().map(Vec::len).sum::<usize>();
     }
-    println!("ratio {:.2}%  encode {:.2} GB/s  decode {:.2} GB/s", outb as f64 / inb as f64 * 100.0, inb as f64 / enc / 1e9, inb as f64 / dec / 1e9);
+    println!(
+        "ratio {:.2}%  encode {:.2} GB/s  decode {:.2} GB/s",
+        outb as f64 / inb as f64 * 100.0,
+        inb as f64 / enc / 1e9,
+        inb as f64 / dec / 1e9
+    );
 }

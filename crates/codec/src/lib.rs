@@ -604,7 +604,10 @@ pub fn decode_planes(
     while first < n {
         let c = CHUNK.min(n - first);
         head.fill(first, &mut hbuf[..c])?;
-        if hbuf[..c].iter().any(|&h| (h as u32) >> layout.head_bits != 0) {
+        if hbuf[..c]
+            .iter()
+            .any(|&h| (h as u32) >> layout.head_bits != 0)
+        {
             return Err(CodecError::Corrupt {
                 reason: "head symbol wider than the layout",
             });
@@ -614,7 +617,11 @@ pub fn decode_planes(
             Some(Source::Raw(packed)) => {
                 let start = first * layout.tail_bits as usize / 8;
                 let len = bits::packed_len(c, layout.tail_bits);
-                bits::unpack(&packed[start..start + len], layout.tail_bits, &mut tbuf[..c]);
+                bits::unpack(
+                    &packed[start..start + len],
+                    layout.tail_bits,
+                    &mut tbuf[..c],
+                );
             }
             _ => {}
         }
@@ -680,7 +687,11 @@ pub fn encode_whole(
 
 /// Decodes a whole-tile stream into `out`, which has the tile's exact decoded size; zstd is
 /// never allowed to produce more.
-pub fn decode_whole(entries: &[StreamEntry], data: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+pub fn decode_whole(
+    entries: &[StreamEntry],
+    data: &[u8],
+    out: &mut [u8],
+) -> Result<(), CodecError> {
     let [e] = entries else {
         return Err(CodecError::StreamLayout {
             reason: format!("a whole-tile tile has one stream, found {}", entries.len()),
@@ -703,9 +714,10 @@ pub fn decode_whole(entries: &[StreamEntry], data: &[u8], out: &mut [u8]) -> Res
             out.copy_from_slice(data);
         }
         StreamCodec::Zstd => {
-            let got = zstd::bulk::decompress_to_buffer(data, out).map_err(|e| CodecError::Zstd {
-                reason: e.to_string(),
-            })?;
+            let got =
+                zstd::bulk::decompress_to_buffer(data, out).map_err(|e| CodecError::Zstd {
+                    reason: e.to_string(),
+                })?;
             if got != out.len() {
                 return Err(CodecError::Corrupt {
                     reason: "zstd frame decodes to the wrong size",

@@ -87,7 +87,9 @@ impl Model {
                 sum -= sub;
             }
         }
-        Some(Model::from_freqs(freq.into_iter().map(|f| f as u16).collect()))
+        Some(Model::from_freqs(
+            freq.into_iter().map(|f| f as u16).collect(),
+        ))
     }
 
     fn from_freqs(freq: Vec<u16>) -> Model {
@@ -249,7 +251,7 @@ impl EncSymbol {
             let shift = 32 - (freq - 1).leading_zeros(); // ceil(log2(freq))
             EncSymbol {
                 x_max,
-                rcp_freq: (((1u64 << (shift + 31)) + freq as u64 - 1) / freq as u64) as u32,
+                rcp_freq: (1u64 << (shift + 31)).div_ceil(freq as u64) as u32,
                 rcp_shift: shift - 1,
                 bias: start,
                 cmpl_freq,
@@ -380,8 +382,8 @@ impl<'a> Decoder<'a> {
                 for l in 0..LANES {
                     let e = tab[(x[l] & MASK) as usize];
                     round[l] = to_sym(e);
-                    let y = ((e >> 16) & 0xffff) as u32 * (x[l] >> PRECISION_BITS)
-                        + (e >> 32) as u32;
+                    let y =
+                        ((e >> 16) & 0xffff) as u32 * (x[l] >> PRECISION_BITS) + (e >> 32) as u32;
                     let k = 2 * (used % LANES);
                     let word = u16::from_le_bytes([w[k], w[k + 1]]) as u32;
                     let refill = y < STATE_LOW;
@@ -448,7 +450,9 @@ mod tests {
         for n in [0usize, 1, 7, 8, 9, 100, 4097, 50_000] {
             let syms: Vec<u16> = (0..n)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let r = (seed >> 33) as u32;
                     (r.trailing_zeros().min(20) as u16) * 3 + (r as u16 & 1)
                 })

@@ -87,7 +87,9 @@ fn constant_and_tiny_tiles() {
 #[test]
 fn foreign_model_alphabet_is_an_error() {
     // A byte-plane stream pointing at the 2048-symbol head model must not decode.
-    let vals: Vec<u8> = (0..4000u32).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+    let vals: Vec<u8> = (0..4000u32)
+        .flat_map(|i| (i * 7919).to_le_bytes())
+        .collect();
     let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
     let mut h = PlaneHistograms::new(layout);
     h.add(&vals);

@@ -241,7 +241,13 @@ mod tests {
         let file = TensorFile {
             tensors: vec![
                 Tensor::from_f32("w", vec![2, 3], &[1.0, -2.0, 0.5, 0.0, -0.0, 7.0]),
-                Tensor::new("ids", Dtype::I64, vec![2], vec![1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
+                Tensor::new(
+                    "ids",
+                    Dtype::I64,
+                    vec![2],
+                    vec![1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
+                )
+                .unwrap(),
                 Tensor::new("scalar", Dtype::BF16, vec![], vec![0x80, 0x3f]).unwrap(),
                 Tensor::new("empty", Dtype::F16, vec![0, 4], vec![]).unwrap(),
             ],

@@ -90,7 +90,9 @@ pub fn read_npy(bytes: &[u8], name: &str) -> Result<Tensor, FormatError> {
         what: ".npy input (little-endian numeric only)",
     })?;
     if field(header, "fortran_order") != Some("False") {
-        return Err(err("only C-order arrays are supported (fortran_order is not False)"));
+        return Err(err(
+            "only C-order arrays are supported (fortran_order is not False)",
+        ));
     }
     let shape_txt = field(header, "shape").ok_or_else(|| err("no 'shape' in header"))?;
     let shape: Vec<u64> = shape_txt
@@ -98,7 +100,10 @@ pub fn read_npy(bytes: &[u8], name: &str) -> Result<Tensor, FormatError> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u64>().map_err(|_| err(format!("bad shape entry {s:?}"))))
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| err(format!("bad shape entry {s:?}")))
+        })
         .collect::<Result<_, _>>()?;
     Tensor::new(name, dtype, shape, bytes[hstart + hlen..].to_vec())
 }
@@ -113,7 +118,11 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, FormatError> {
         1 => format!("({},)", t.shape[0]),
         _ => format!(
             "({})",
-            t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            t.shape
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -152,6 +161,9 @@ mod tests {
         assert!(read_npy(b"hello world", "a").is_err());
         let mut b = write_npy(&Tensor::from_f32("a", vec![4], &[0.0; 4])).unwrap();
         b.pop();
-        assert!(matches!(read_npy(&b, "a"), Err(FormatError::ByteLength { .. })));
+        assert!(matches!(
+            read_npy(&b, "a"),
+            Err(FormatError::ByteLength { .. })
+        ));
     }
 }

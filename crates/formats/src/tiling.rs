@@ -123,7 +123,12 @@ mod tests {
 
     #[test]
     fn gather_scatter_cover_the_tensor_once() {
-        for (rows, cols, tr, tc) in [(5u64, 7u64, 2u64, 3u64), (4, 4, 4, 4), (1, 9, 1, 4), (3, 2, 8, 8)] {
+        for (rows, cols, tr, tc) in [
+            (5u64, 7u64, 2u64, 3u64),
+            (4, 4, 4, 4),
+            (1, 9, 1, 4),
+            (3, 2, 8, 8),
+        ] {
             let g = TileGrid::new(rows, cols, TileShape { rows: tr, cols: tc });
             let data: Vec<u8> = (0..rows * cols * 2).map(|i| i as u8).collect();
             let mut back = vec![0u8; data.len()];
@@ -136,7 +141,16 @@ mod tests {
             assert_eq!(seen, data.len());
             assert_eq!(back, data);
         }
-        assert_eq!(default_tile_shape(30522, 384, DEFAULT_TILE_ELEMS), TileShape { rows: 170, cols: 384 });
-        assert_eq!(default_tile_shape(1, 10, DEFAULT_TILE_ELEMS), TileShape { rows: 1, cols: 10 });
+        assert_eq!(
+            default_tile_shape(30522, 384, DEFAULT_TILE_ELEMS),
+            TileShape {
+                rows: 170,
+                cols: 384
+            }
+        );
+        assert_eq!(
+            default_tile_shape(1, 10, DEFAULT_TILE_ELEMS),
+            TileShape { rows: 1, cols: 10 }
+        );
     }
 }

@@ -516,7 +516,10 @@ impl Header {
 
     /// Looks a tensor up by name.
     pub fn tensor(&self, name: &str) -> Option<(usize, &TensorMeta)> {
-        self.tensors.iter().enumerate().find(|(_, t)| t.name == name)
+        self.tensors
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == name)
     }
 }
 

@@ -36,14 +36,18 @@ pub enum StreamError {
         got: u64,
         kind: &'static str,
     },
-    #[error("tensor {tensor:?} tile {tile}: length {len} differs from its streams' total {streams}")]
+    #[error(
+        "tensor {tensor:?} tile {tile}: length {len} differs from its streams' total {streams}"
+    )]
     TileLength {
         tensor: String,
         tile: usize,
         len: u64,
         streams: u64,
     },
-    #[error("tensor {tensor:?} tile {tile}: ends at {end}, beyond the data section ({data_len} bytes)")]
+    #[error(
+        "tensor {tensor:?} tile {tile}: ends at {end}, beyond the data section ({data_len} bytes)"
+    )]
     TileOutOfRange {
         tensor: String,
         tile: usize,

@@ -2,9 +2,7 @@
 
 use crate::{data_start, tile_checksum, StreamError, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES};
 use rayon::prelude::*;
-use sparsewire_codec::{
-    decode_planes, decode_whole, PlaneLayout, TensorDecoder, TensorModels,
-};
+use sparsewire_codec::{decode_planes, decode_whole, PlaneLayout, TensorDecoder, TensorModels};
 use sparsewire_formats::tiling::{TileGrid, TileRect};
 use sparsewire_formats::{Tensor, TensorFile};
 use sparsewire_metadata::{view_2d, Header, TensorMeta, ValueCodec, MAX_HEADER_BYTES};
@@ -92,7 +90,11 @@ impl<B: AsRef<[u8]>> Reader<B> {
         }
         let header = Header::from_postcard(hbytes)?;
         let start = data_start(header_len).expect("capped header") as usize;
-        need("the data section's alignment padding", start as u64, b.len())?;
+        need(
+            "the data section's alignment padding",
+            start as u64,
+            b.len(),
+        )?;
         if b[PREAMBLE_BYTES + header_len as usize..start]
             .iter()
             .any(|&x| x != 0)
@@ -134,7 +136,7 @@ impl<B: AsRef<[u8]>> Reader<B> {
                         streams: streams.unwrap_or(u64::MAX),
                     });
                 }
-                let end = tile.offset.checked_add(tile.len).unwrap_or(u64::MAX);
+                let end = tile.offset.saturating_add(tile.len);
                 if end > header.data_len {
                     return Err(StreamError::TileOutOfRange {
                         tensor: t.name.clone(),
@@ -198,9 +200,13 @@ impl<B: AsRef<[u8]>> Reader<B> {
     }
 
     fn check_tile(&self, t: usize, k: usize) -> Result<(), StreamError> {
-        let m = self.header.tensors.get(t).ok_or_else(|| StreamError::NoSuchTensor {
-            name: format!("#{t}"),
-        })?;
+        let m = self
+            .header
+            .tensors
+            .get(t)
+            .ok_or_else(|| StreamError::NoSuchTensor {
+                name: format!("#{t}"),
+            })?;
         if k >= m.tiles.len() {
             return Err(StreamError::NoSuchTile {
                 tensor: m.name.clone(),

@@ -12,7 +12,13 @@ fn sample() -> TensorFile {
         tensors: vec![
             Tensor::from_f32("w", vec![20, 30], &w),
             Tensor::from_f32("special", vec![25], &special),
-            Tensor::new("ids", Dtype::I32, vec![3], vec![1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]).unwrap(),
+            Tensor::new(
+                "ids",
+                Dtype::I32,
+                vec![3],
+                vec![1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0],
+            )
+            .unwrap(),
             Tensor::new("empty", Dtype::BF16, vec![0, 3], vec![]).unwrap(),
             Tensor::new("scalar", Dtype::F16, vec![], vec![0x00, 0x3c]).unwrap(),
         ],
@@ -82,12 +88,17 @@ fn truncated_files() {
         assert!(
             matches!(
                 e,
-                StreamError::Truncated { .. } | StreamError::DataLength { .. } | StreamError::BadMagic
+                StreamError::Truncated { .. }
+                    | StreamError::DataLength { .. }
+                    | StreamError::BadMagic
             ),
             "cut {cut}: {e}"
         );
     }
-    assert!(matches!(open(&b[..b.len() - 1]), Err(StreamError::DataLength { .. })));
+    assert!(matches!(
+        open(&b[..b.len() - 1]),
+        Err(StreamError::DataLength { .. })
+    ));
 }
 
 #[test]
@@ -95,7 +106,13 @@ fn header_length_beyond_file_or_cap() {
     let mut b = good();
     let len = b.len() as u64;
     b[16..24].copy_from_slice(&len.to_le_bytes());
-    assert!(matches!(open(&b), Err(StreamError::Truncated { what: "the header", .. })));
+    assert!(matches!(
+        open(&b),
+        Err(StreamError::Truncated {
+            what: "the header",
+            ..
+        })
+    ));
     b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(matches!(open(&b), Err(StreamError::HeaderTooLarge { .. })));
 }
@@ -103,7 +120,10 @@ fn header_length_beyond_file_or_cap() {
 #[test]
 fn metadata_that_does_not_decode() {
     let b = raw_stream(&[0xff; 40], &[]);
-    assert!(matches!(open(&b), Err(StreamError::Metadata(MetadataError::Decode { .. }))));
+    assert!(matches!(
+        open(&b),
+        Err(StreamError::Metadata(MetadataError::Decode { .. }))
+    ));
     let mut b = good();
     b[40] ^= 1;
     assert!(matches!(open(&b), Err(StreamError::HeaderChecksum { .. })));
@@ -121,18 +141,29 @@ fn duplicate_names() {
 #[test]
 fn unknown_codec_id_and_version() {
     // Postcard writes the tile shape's varints right before the codec's variant index.
-    let b = rewrite(&good(), |h| h.tensors[0].tile_shape = TileShape { rows: 7, cols: 11 });
+    let b = rewrite(&good(), |h| {
+        h.tensors[0].tile_shape = TileShape { rows: 7, cols: 11 }
+    });
     let hlen = u64::from_le_bytes(b[16..24].try_into().unwrap()) as usize;
     let mut hb = b[32..32 + hlen].to_vec();
-    let at = hb.windows(3).position(|w| w == [7, 11, 2]).expect("codec byte");
+    let at = hb
+        .windows(3)
+        .position(|w| w == [7, 11, 2])
+        .expect("codec byte");
     hb[at + 2] = 9;
     let start = data_start(hlen as u64).unwrap() as usize;
     let e = open(&raw_stream(&hb, &b[start..])).unwrap_err();
-    assert!(matches!(e, StreamError::Metadata(MetadataError::Decode { .. })), "{e}");
+    assert!(
+        matches!(e, StreamError::Metadata(MetadataError::Decode { .. })),
+        "{e}"
+    );
 
     let mut b = good();
     b[8] = 2;
-    assert!(matches!(open(&b), Err(StreamError::UnsupportedVersion { found: 2, .. })));
+    assert!(matches!(
+        open(&b),
+        Err(StreamError::UnsupportedVersion { found: 2, .. })
+    ));
     let mut b = good();
     b[12] = 1;
     assert!(matches!(open(&b), Err(StreamError::ReservedFlags { .. })));
@@ -146,7 +177,9 @@ fn offsets_out_of_range_overlapping_or_with_holes() {
     let b = rewrite(&good(), |h| h.tensors[0].tiles[1].offset += 1);
     assert!(matches!(open(&b), Err(StreamError::TileOffset { kind, .. }) if kind.contains("hole")));
     let b = rewrite(&good(), |h| h.tensors[0].tiles[1].offset -= 1);
-    assert!(matches!(open(&b), Err(StreamError::TileOffset { kind, .. }) if kind.contains("overlap")));
+    assert!(
+        matches!(open(&b), Err(StreamError::TileOffset { kind, .. }) if kind.contains("overlap"))
+    );
     let b = rewrite(&good(), |h| {
         let t = h.tensors.last_mut().unwrap();
         t.tiles[0].len += 1;
@@ -175,7 +208,10 @@ fn shape_overflow_and_shape_byte_mismatch() {
         h.tensors[2].tile_shape = TileShape { rows: 1, cols: 4 };
     });
     let e = open(&b).unwrap_err();
-    assert!(matches!(e, StreamError::Codec { ref tensor, .. } if tensor == "ids"), "{e}");
+    assert!(
+        matches!(e, StreamError::Codec { ref tensor, .. } if tensor == "ids"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -192,7 +228,13 @@ fn checksum_mismatch_names_tensor_and_tile() {
 fn swapped_tiles_fail_their_checksums() {
     // Two tiles of equal size swapped in place: the seeded checksum catches it.
     let f = TensorFile {
-        tensors: vec![Tensor::new("z", Dtype::BF16, vec![4, 2], vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]).unwrap()],
+        tensors: vec![Tensor::new(
+            "z",
+            Dtype::BF16,
+            vec![4, 2],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        )
+        .unwrap()],
         metadata: vec![],
     };
     let opts = EncodeOptions {
@@ -212,7 +254,10 @@ fn swapped_tiles_fail_their_checksums() {
         let tmp = s[a..a + l].to_vec();
         s.copy_within(c..c + l, a);
         s[c..c + l].copy_from_slice(&tmp);
-        assert!(matches!(open(&s), Err(StreamError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            open(&s),
+            Err(StreamError::ChecksumMismatch { .. })
+        ));
     }
 }
 
@@ -225,21 +270,39 @@ fn trailing_bytes() {
     assert!(open(&b).is_ok());
     let mut b2 = rewrite(&good(), |h| h.data_len += 3);
     b2.extend_from_slice(&[0, 0, 0]);
-    assert!(matches!(open(&b2), Err(StreamError::TrailingBytes { bytes: 3 })));
+    assert!(matches!(
+        open(&b2),
+        Err(StreamError::TrailingBytes { bytes: 3 })
+    ));
 }
 
 #[test]
 fn output_limit_is_enforced() {
     let b = good();
-    let r = Reader::with_limits(&b[..], DecodeLimits { max_output_bytes: 100 }).unwrap();
-    assert!(matches!(r.decode_all(), Err(StreamError::OutputLimit { .. })));
+    let r = Reader::with_limits(
+        &b[..],
+        DecodeLimits {
+            max_output_bytes: 100,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        r.decode_all(),
+        Err(StreamError::OutputLimit { .. })
+    ));
 }
 
 #[test]
 fn bit_flip_sweep_gives_error_or_identical_output() {
     let f = TensorFile {
         tensors: vec![
-            Tensor::from_f32("a", vec![3, 5], &[0.5, -1.0, 0.25, 3.0, 0.0, 1e-3, 2.0, -2.0, 7.5, 0.1, 0.2, 0.3, -0.4, 9.0, 1.0]),
+            Tensor::from_f32(
+                "a",
+                vec![3, 5],
+                &[
+                    0.5, -1.0, 0.25, 3.0, 0.0, 1e-3, 2.0, -2.0, 7.5, 0.1, 0.2, 0.3, -0.4, 9.0, 1.0,
+                ],
+            ),
             Tensor::new("b", Dtype::U8, vec![4], vec![1, 2, 3, 4]).unwrap(),
         ],
         metadata: vec![("k".into(), "v".into())],

@@ -82,74 +82,79 @@ fn encode_tensor(
     let grid = TileGrid::new(rows, cols, tile_shape);
     let elem = (t.dtype.bits() / 8).max(1) as usize;
     let tiles: Vec<std::borrow::Cow<[u8]>> = match layout {
-        Some(_) => (0..grid.len()).map(|k| grid.gather(&t.data, k, elem)).collect(),
+        Some(_) => (0..grid.len())
+            .map(|k| grid.gather(&t.data, k, elem))
+            .collect(),
         None if grid.is_empty() => vec![],
         None => vec![std::borrow::Cow::Borrowed(&t.data[..])],
     };
 
-    let (codec, models, streams): (ValueCodec, TensorModels, Vec<Vec<EncodedStream>>) =
-        match layout {
-            Some(layout) => {
-                // Shared models pay only when several tiles use them; a lone tile's own
-                // model is the same table stored once.
-                let models = if tiles.len() >= 2 {
-                    let h = tiles
-                        .par_iter()
-                        .map(|tile| {
-                            let mut h = PlaneHistograms::new(layout);
-                            h.add(tile);
-                            h
-                        })
-                        .reduce_with(|a, b| a.merge(&b))
-                        .expect("two or more tiles");
-                    TensorModels::fit(&h)
-                } else {
-                    TensorModels {
-                        models: vec![None; 1 + layout.byte_planes],
-                    }
-                };
-                let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
-                let mut lz = false;
-                if opts.try_lz && !tiles.is_empty() {
-                    let p = streams_len(&planes(&tiles[0])?);
-                    let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level)
-                        .map_err(err)?;
-                    lz = (z.bytes.len() as f64) < p as f64 * LZ_MIN_GAIN;
-                }
-                let streams = tiles
+    let (codec, models, streams): (ValueCodec, TensorModels, Vec<Vec<EncodedStream>>) = match layout
+    {
+        Some(layout) => {
+            // Shared models pay only when several tiles use them; a lone tile's own
+            // model is the same table stored once.
+            let models = if tiles.len() >= 2 {
+                let h = tiles
                     .par_iter()
                     .map(|tile| {
-                        if lz {
-                            Ok(vec![encode_whole(ValueCodec::Zstd, tile, opts.zstd_level)
-                                .map_err(err)?])
-                        } else {
-                            planes(tile)
-                        }
+                        let mut h = PlaneHistograms::new(layout);
+                        h.add(tile);
+                        h
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let codec = if lz {
-                    ValueCodec::Zstd
-                } else {
-                    ValueCodec::FloatPlanes
-                };
-                (codec, models, streams)
-            }
-            None => {
-                let mut codec = ValueCodec::Raw;
-                if opts.try_lz && !tiles.is_empty() {
-                    let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level)
-                        .map_err(err)?;
-                    if (z.bytes.len() as f64) < tiles[0].len() as f64 * LZ_MIN_GAIN {
-                        codec = ValueCodec::Zstd;
-                    }
+                    .reduce_with(|a, b| a.merge(&b))
+                    .expect("two or more tiles");
+                TensorModels::fit(&h)
+            } else {
+                TensorModels {
+                    models: vec![None; 1 + layout.byte_planes],
                 }
-                let streams = tiles
-                    .iter()
-                    .map(|tile| Ok(vec![encode_whole(codec, tile, opts.zstd_level).map_err(err)?]))
-                    .collect::<Result<Vec<_>, StreamError>>()?;
-                (codec, TensorModels { models: vec![] }, streams)
+            };
+            let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
+            let mut lz = false;
+            if opts.try_lz && !tiles.is_empty() {
+                let p = streams_len(&planes(&tiles[0])?);
+                let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level).map_err(err)?;
+                lz = (z.bytes.len() as f64) < p as f64 * LZ_MIN_GAIN;
             }
-        };
+            let streams = tiles
+                .par_iter()
+                .map(|tile| {
+                    if lz {
+                        Ok(vec![
+                            encode_whole(ValueCodec::Zstd, tile, opts.zstd_level).map_err(err)?
+                        ])
+                    } else {
+                        planes(tile)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let codec = if lz {
+                ValueCodec::Zstd
+            } else {
+                ValueCodec::FloatPlanes
+            };
+            (codec, models, streams)
+        }
+        None => {
+            let mut codec = ValueCodec::Raw;
+            if opts.try_lz && !tiles.is_empty() {
+                let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level).map_err(err)?;
+                if (z.bytes.len() as f64) < tiles[0].len() as f64 * LZ_MIN_GAIN {
+                    codec = ValueCodec::Zstd;
+                }
+            }
+            let streams = tiles
+                .iter()
+                .map(|tile| {
+                    Ok(vec![
+                        encode_whole(codec, tile, opts.zstd_level).map_err(err)?
+                    ])
+                })
+                .collect::<Result<Vec<_>, StreamError>>()?;
+            (codec, TensorModels { models: vec![] }, streams)
+        }
+    };
 
     // Keep only the shared models some tile uses.
     let mut used = vec![false; models.models.len()];

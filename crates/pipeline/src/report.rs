@@ -1,0 +1,298 @@
+//! Reports: what a stream holds ([`inspect`]) and how fast it codes ([`bench`]).
+//! Field names are stable: the README documents them for `--json` users.
+
+use crate::{ratio, PipelineError};
+use serde::Serialize;
+use sparsewire_codec::PlaneLayout;
+use sparsewire_formats::TensorFile;
+use sparsewire_metadata::{Plane, StreamCodec, ValueCodec};
+use sparsewire_stream::{encode, EncodeOptions, Reader};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// One plane of one tensor, summed over its tiles.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaneReport {
+    /// `head`, `tail_bits`, `byte1`, `byte0` or `whole`.
+    pub plane: String,
+    /// Stored bytes, over all tiles (shared models counted in the tensor, not here).
+    pub bytes: u64,
+    /// How many tiles used each stream codec.
+    pub codecs: BTreeMap<String, usize>,
+    /// Order-0 entropy of the plane's symbols over the whole tensor, in bytes.
+    pub entropy_bound_bytes: f64,
+}
+
+/// One tensor of a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub input_bytes: u64,
+    /// Stored bytes: tiles plus shared entropy models.
+    pub output_bytes: u64,
+    pub ratio: f64,
+    pub codec: String,
+    pub tiles: usize,
+    pub tile_shape: [u64; 2],
+    pub model_bytes: u64,
+    pub planes: Vec<PlaneReport>,
+}
+
+/// `sparsewire inspect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    pub format_version: u32,
+    /// Dense bytes of all tensors.
+    pub input_bytes: u64,
+    /// Bytes of the whole stream (preamble, header, data).
+    pub output_bytes: u64,
+    pub ratio: f64,
+    pub header_bytes: u64,
+    pub tensors: Vec<TensorReport>,
+}
+
+fn plane_name(p: Plane) -> String {
+    match p {
+        Plane::Whole => "whole".into(),
+        Plane::Head => "head".into(),
+        Plane::TailBits => "tail_bits".into(),
+        Plane::Byte(k) => format!("byte{k}"),
+        Plane::Mask => "mask".into(),
+    }
+}
+
+fn codec_name(c: StreamCodec) -> String {
+    match c {
+        StreamCodec::Raw => "raw".into(),
+        StreamCodec::Constant { .. } => "constant".into(),
+        StreamCodec::RansShared { .. } => "rans-shared".into(),
+        StreamCodec::RansLocal => "rans-local".into(),
+        StreamCodec::Zstd => "zstd".into(),
+    }
+}
+
+fn entropy_bytes(hist: &[u64]) -> f64 {
+    let n: u64 = hist.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
+    let bits: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64) * (c as f64 / n as f64).log2())
+        .sum();
+    bits / 8.0
+}
+
+/// Order-0 entropy bound of each plane of a tensor's dense bytes, in stream order.
+fn plane_bounds(codec: ValueCodec, layout: Option<PlaneLayout>, data: &[u8]) -> Vec<f64> {
+    match (codec, layout) {
+        (ValueCodec::FloatPlanes, Some(l)) => {
+            let vb = l.value_bytes;
+            let total = vb as u32 * 8;
+            let mut head = vec![0u64; 1 << l.head_bits];
+            let mut tail = vec![0u64; 1 << l.tail_bits];
+            let mut bytes = vec![vec![0u64; 256]; l.byte_planes];
+            for v in data.chunks_exact(vb) {
+                let x = if vb == 2 {
+                    u16::from_le_bytes([v[0], v[1]]) as u32
+                } else {
+                    u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+                };
+                head[(x >> (total - l.head_bits)) as usize] += 1;
+                tail[((x >> (8 * l.byte_planes)) & ((1 << l.tail_bits) - 1)) as usize] += 1;
+                for (k, h) in bytes.iter_mut().enumerate() {
+                    h[((x >> (8 * k)) & 0xff) as usize] += 1;
+                }
+            }
+            let mut out = vec![entropy_bytes(&head)];
+            if l.tail_bits > 0 {
+                out.push(entropy_bytes(&tail));
+            }
+            out.extend(bytes.iter().rev().map(|h| entropy_bytes(h)));
+            out
+        }
+        _ => {
+            let mut h = vec![0u64; 256];
+            for &b in data {
+                h[b as usize] += 1;
+            }
+            vec![entropy_bytes(&h)]
+        }
+    }
+}
+
+/// Describes every tensor of a stream. With `entropy`, decodes each tensor to compute the
+/// order-0 entropy bound of its planes.
+pub fn inspect<B: AsRef<[u8]> + Sync>(
+    reader: &Reader<B>,
+    entropy: bool,
+) -> Result<InspectReport, PipelineError> {
+    let h = reader.header();
+    let mut tensors = Vec::with_capacity(h.tensors.len());
+    for (i, t) in h.tensors.iter().enumerate() {
+        let input_bytes = t.byte_len().map_err(sparsewire_stream::StreamError::from)?;
+        let model_bytes: u64 = t.models.iter().map(|m| m.len() as u64).sum();
+        let mut planes: Vec<PlaneReport> = Vec::new();
+        for tile in &t.tiles {
+            for (j, s) in tile.streams.iter().enumerate() {
+                if planes.len() <= j {
+                    planes.push(PlaneReport {
+                        plane: plane_name(s.plane),
+                        bytes: 0,
+                        codecs: BTreeMap::new(),
+                        entropy_bound_bytes: 0.0,
+                    });
+                }
+                planes[j].bytes += s.len;
+                *planes[j].codecs.entry(codec_name(s.codec)).or_default() += 1;
+            }
+        }
+        if entropy && !t.tiles.is_empty() {
+            let dense = reader.decode_tensor(i)?;
+            let layout = PlaneLayout::for_dtype(t.dtype);
+            for (p, b) in planes
+                .iter_mut()
+                .zip(plane_bounds(t.codec, layout, &dense.data))
+            {
+                p.entropy_bound_bytes = b;
+            }
+        }
+        let stored: u64 = t.tiles.iter().map(|x| x.len).sum::<u64>() + model_bytes;
+        tensors.push(TensorReport {
+            name: t.name.clone(),
+            dtype: t.dtype.to_string(),
+            shape: t.shape.clone(),
+            input_bytes,
+            output_bytes: stored,
+            ratio: ratio(stored, input_bytes),
+            codec: format!("{:?}", t.codec),
+            tiles: t.tiles.len(),
+            tile_shape: [t.tile_shape.rows, t.tile_shape.cols],
+            model_bytes,
+            planes,
+        });
+    }
+    let input_bytes = tensors.iter().map(|t| t.input_bytes).sum();
+    let output_bytes = reader.stored_len() as u64;
+    Ok(InspectReport {
+        format_version: sparsewire_stream::FORMAT_VERSION,
+        input_bytes,
+        output_bytes,
+        ratio: ratio(output_bytes, input_bytes),
+        header_bytes: reader.stored_len() as u64 - h.data_len,
+        tensors,
+    })
+}
+
+/// `sparsewire bench`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub ratio: f64,
+    /// Threads used for the all-threads figures.
+    pub threads: usize,
+    /// GB (1e9 bytes) of original tensor bytes per second, one thread, median of `runs`.
+    pub encode_gbps: f64,
+    pub decode_gbps: f64,
+    pub encode_gbps_all_threads: f64,
+    pub decode_gbps_all_threads: f64,
+    pub runs: usize,
+    /// Per plane kind over all tensors: stored bytes against the order-0 entropy bound.
+    pub planes: Vec<PlaneTotal>,
+    pub tensors: Vec<TensorReport>,
+}
+
+/// One plane kind summed over a file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaneTotal {
+    pub plane: String,
+    pub bytes: u64,
+    pub entropy_bound_bytes: f64,
+    /// `bytes / entropy_bound_bytes - 1`, in percent (negative: below the order-0 bound,
+    /// from per-tile models).
+    pub over_bound_percent: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed<T>(
+    pool: &rayon::ThreadPool,
+    runs: usize,
+    mut f: impl FnMut() -> Result<T, PipelineError> + Send,
+) -> Result<f64, PipelineError>
+where
+    T: Send,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        pool.install(&mut f)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(median(times))
+}
+
+/// Encodes and decodes `file` `runs` times on one thread and on `threads` threads.
+pub fn bench(
+    file: &TensorFile,
+    opts: &EncodeOptions,
+    threads: usize,
+    runs: usize,
+) -> Result<BenchReport, PipelineError> {
+    let runs = runs.max(1);
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("thread pool")
+    };
+    let (one, all) = (pool(1), pool(threads.max(1)));
+    let stream = encode(file, opts, &|_| {})?;
+    let reader = Reader::new(&stream[..])?;
+    let enc1 = timed(&one, runs, || Ok(encode(file, opts, &|_| {})?))?;
+    let encn = timed(&all, runs, || Ok(encode(file, opts, &|_| {})?))?;
+    let dec1 = timed(&one, runs, || Ok(reader.decode_all()?))?;
+    let decn = timed(&all, runs, || Ok(reader.decode_all()?))?;
+    let report = inspect(&reader, true)?;
+    let mut totals: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for t in &report.tensors {
+        for p in &t.planes {
+            let e = totals.entry(p.plane.clone()).or_default();
+            e.0 += p.bytes;
+            e.1 += p.entropy_bound_bytes;
+        }
+    }
+    let gbps = |s: f64| file.byte_len() as f64 / s / 1e9;
+    Ok(BenchReport {
+        input_bytes: report.input_bytes,
+        output_bytes: report.output_bytes,
+        ratio: report.ratio,
+        threads: threads.max(1),
+        encode_gbps: gbps(enc1),
+        decode_gbps: gbps(dec1),
+        encode_gbps_all_threads: gbps(encn),
+        decode_gbps_all_threads: gbps(decn),
+        runs,
+        planes: totals
+            .into_iter()
+            .map(|(plane, (bytes, bound))| PlaneTotal {
+                plane,
+                bytes,
+                entropy_bound_bytes: bound,
+                over_bound_percent: if bound > 0.0 {
+                    (bytes as f64 / bound - 1.0) * 100.0
+                } else {
+                    0.0
+                },
+            })
+            .collect(),
+        tensors: report.tensors,
+    })
+}
