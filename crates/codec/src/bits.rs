@@ -35,26 +35,43 @@ pub fn pack(values: &[u8], width: u32, out: &mut Vec<u8>) {
 /// [`packed_len`] bytes (checked by the caller).
 pub fn unpack(packed: &[u8], width: u32, out: &mut [u8]) {
     debug_assert_eq!(packed.len(), packed_len(out.len(), width));
-    let w = width as usize;
-    let mask = (1u64 << w) - 1;
+    match width {
+        1 => unpack_w::<1>(packed, out),
+        2 => unpack_w::<2>(packed, out),
+        3 => unpack_w::<3>(packed, out),
+        4 => unpack_w::<4>(packed, out),
+        5 => unpack_w::<5>(packed, out),
+        6 => unpack_w::<6>(packed, out),
+        7 => unpack_w::<7>(packed, out),
+        _ => unpack_w::<8>(packed, out),
+    }
+}
+
+/// Eight values of `W` bits from the `W` bytes of one group.
+#[inline(always)]
+pub fn group<const W: usize>(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..W].copy_from_slice(&bytes[..W]);
+    u64::from_le_bytes(b)
+}
+
+fn unpack_w<const W: usize>(packed: &[u8], out: &mut [u8]) {
+    let mask = (1u64 << W) - 1;
     let mut groups = out.chunks_exact_mut(8);
-    let mut src = packed.chunks_exact(w);
-    for (g, s) in (&mut groups).zip(&mut src) {
-        let mut b = [0u8; 8];
-        b[..w].copy_from_slice(s);
-        let acc = u64::from_le_bytes(b);
+    for (g, s) in (&mut groups).zip(packed.chunks_exact(W)) {
+        let acc = group::<W>(s);
         for (k, v) in g.iter_mut().enumerate() {
-            *v = ((acc >> (k * w)) & mask) as u8;
+            *v = ((acc >> (k * W)) & mask) as u8;
         }
     }
     let rest = groups.into_remainder();
     if !rest.is_empty() {
-        let tail = &packed[packed.len() - packed_len(rest.len(), width)..];
+        let tail = &packed[packed.len() - packed_len(rest.len(), W as u32)..];
         let mut b = [0u8; 8];
         b[..tail.len()].copy_from_slice(tail);
         let acc = u64::from_le_bytes(b);
         for (k, v) in rest.iter_mut().enumerate() {
-            *v = ((acc >> (k * w)) & mask) as u8;
+            *v = ((acc >> (k * W)) & mask) as u8;
         }
     }
 }

@@ -23,10 +23,12 @@
 //!
 //! Non-float tensors, and float tensors where it wins on a sample, go through a whole-tile
 //! codec instead: raw or zstd ([`encode_whole`]).
-#![forbid(unsafe_code)]
+// `simd.rs` alone uses unsafe (AVX2 intrinsics), each block with a SAFETY note.
+#![deny(unsafe_code)]
 
 pub mod bits;
 pub mod rans;
+mod simd;
 
 use rans::{DecodeTable, Model};
 pub use sparsewire_metadata::{Dtype, Plane, StreamCodec, StreamEntry, ValueCodec};
@@ -512,6 +514,16 @@ impl<'a> Source<'a> {
         Ok(())
     }
 
+    /// Symbols this source can produce (0 for raw: checked as it is read).
+    fn alphabet(&self) -> usize {
+        match self {
+            Source::Constant(sym) => *sym as usize + 1,
+            Source::Raw(_) => 0,
+            Source::Shared(_, t) => t.alphabet(),
+            Source::Local(_, t) => t.alphabet(),
+        }
+    }
+
     fn finish(self) -> Result<(), CodecError> {
         match self {
             Source::Shared(d, _) | Source::Local(d, _) => d.finish(),
@@ -561,6 +573,11 @@ pub fn decode_planes(
     }
 
     let mut head = Source::open::<u16>(&entries[0], streams[0], decoder, n)?;
+    if head.alphabet() > 1 << layout.head_bits {
+        return Err(CodecError::Corrupt {
+            reason: "head symbol wider than the layout",
+        });
+    }
     let mut idx = 1;
     let mut tail: Option<Source> = None;
     if layout.tail_bits > 0 {
@@ -604,13 +621,28 @@ pub fn decode_planes(
     while first < n {
         let c = CHUNK.min(n - first);
         head.fill(first, &mut hbuf[..c])?;
-        if hbuf[..c]
-            .iter()
-            .any(|&h| (h as u32) >> layout.head_bits != 0)
+        if matches!(head, Source::Raw(_))
+            && hbuf[..c]
+                .iter()
+                .any(|&h| (h as u32) >> layout.head_bits != 0)
         {
             return Err(CodecError::Corrupt {
                 reason: "head symbol wider than the layout",
             });
+        }
+        let o = &mut out[first * layout.value_bytes..(first + c) * layout.value_bytes];
+        // BF16 with packed tails: unpack and merge in one pass (the hot case).
+        if let (2, 0, 5, Some(Source::Raw(packed))) = (
+            layout.value_bytes,
+            layout.byte_planes,
+            layout.tail_bits,
+            &tail,
+        ) {
+            let start = first * 5 / 8;
+            let packed = &packed[start..start + bits::packed_len(c, 5)];
+            merge_bf16_packed(&hbuf[..c], packed, o);
+            first += c;
+            continue;
         }
         match &tail {
             Some(Source::Constant(sym)) => tbuf[..c].fill(*sym as u8),
@@ -628,7 +660,6 @@ pub fn decode_planes(
         for (src, buf) in bytes.iter_mut().zip(bbuf.iter_mut()) {
             src.fill(first, &mut buf[..c])?;
         }
-        let o = &mut out[first * layout.value_bytes..(first + c) * layout.value_bytes];
         match (layout.value_bytes, layout.byte_planes) {
             // BF16: head << 5 | tail.
             (2, 0) => {
@@ -661,6 +692,32 @@ pub fn decode_planes(
         b.finish()?;
     }
     Ok(())
+}
+
+/// BF16 values from heads and their 5-bit tails, packed 8 per 5 bytes.
+fn merge_bf16_packed(head: &[u16], packed: &[u8], out: &mut [u8]) {
+    let mut groups = out.chunks_exact_mut(16);
+    let mut heads = head.chunks_exact(8);
+    for ((o, h), p) in (&mut groups).zip(&mut heads).zip(packed.chunks_exact(5)) {
+        let acc = bits::group::<5>(p);
+        for k in 0..8 {
+            let v = (h[k] << 5) | ((acc >> (5 * k)) & 31) as u16;
+            o[2 * k..2 * k + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let rest = groups.into_remainder();
+    if !rest.is_empty() {
+        let n = rest.len() / 2;
+        let mut t = [0u8; 8];
+        bits::unpack(
+            &packed[packed.len() - bits::packed_len(n, 5)..],
+            5,
+            &mut t[..n],
+        );
+        for ((o, &h), &tl) in rest.chunks_exact_mut(2).zip(heads.remainder()).zip(&t) {
+            o.copy_from_slice(&((h << 5) | tl as u16).to_le_bytes());
+        }
+    }
 }
 
 /// Codes a whole tile with a byte codec (`Raw` or `Zstd` at `zstd_level`).

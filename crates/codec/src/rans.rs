@@ -1,15 +1,18 @@
 //! Static-model interleaved rANS (docs/SPEC.md §4.2).
 //!
-//! `LANES` independent 32-bit states share one stream of 16-bit words: symbol `i` is coded
-//! by lane `i % LANES`, so a decoder has `LANES` independent dependency chains to overlap,
-//! and a GPU can later give each lane a thread. Probabilities are quantised to
+//! `LANES` independent 32-bit states, each with its own stream of 16-bit words: symbol `i`
+//! is coded by lane `i % LANES`, so a decoder has `LANES` dependency chains that share
+//! nothing (with one shared word stream, where a lane reads depends on how many lanes
+//! before it refilled, which chains every lane to the previous one and was measured 3x
+//! slower), and a GPU can give each lane a thread. Probabilities are quantised to
 //! [`PRECISION_BITS`] bits and come from a [`Model`] that is either shared by the tiles of a
 //! tensor or serialised in front of the stream.
 //!
-//! Stream layout: `LANES` little-endian `u32` final encoder states, then the renormalisation
-//! words, little-endian `u16`, in the order the decoder consumes them. A decoder that ends
-//! with a state other than [`STATE_LOW`] in any lane, or with words left over, was fed a
-//! corrupt stream.
+//! Stream layout: `LANES` little-endian `u32` final encoder states; the word counts of lanes
+//! `0..LANES-1` as LEB128 varints (the last lane takes the rest); then each lane's
+//! renormalisation words, little-endian `u16`, lane 0 first, each in the order its decoder
+//! consumes them. A decoder that ends with a state other than [`STATE_LOW`] in any lane,
+//! or with words left over, was fed a corrupt stream.
 //!
 //! Written here rather than taken from a crate: the layout (lane count, word size, state
 //! range, shared tables) is part of the normative format that a CUDA decoder will share
@@ -19,7 +22,7 @@
 use crate::CodecError;
 
 /// Number of interleaved states.
-pub const LANES: usize = 8;
+pub const LANES: usize = 16;
 /// Probabilities are `freq / 2^PRECISION_BITS`.
 pub const PRECISION_BITS: u32 = 12;
 const TOTAL: u32 = 1 << PRECISION_BITS;
@@ -29,6 +32,8 @@ const MASK: u32 = TOTAL - 1;
 pub const STATE_LOW: u32 = 1 << 15;
 /// Bytes of the stream prefix holding the lane states.
 pub const STATE_BYTES: usize = LANES * 4;
+/// Symbols per call of the SIMD kernel (its value buffer lives on the stack).
+const SIMD_BLOCK: usize = 2048;
 /// Largest alphabet a model may have (11-bit head symbols).
 pub const MAX_ALPHABET: usize = 1 << 11;
 
@@ -41,10 +46,34 @@ pub struct Model {
 }
 
 /// A model's decode table: slot -> (symbol, frequency, slot - cumulative frequency).
+///
+/// Models with at most 256 symbols (all byte planes, and the heads of real tensors) use
+/// 32-bit entries holding the symbol's *index*, so the table is 16 KiB and stays in L1
+/// beside the buffers; larger models fall back to 64-bit entries holding the symbol.
 #[derive(Debug, Clone)]
 pub struct DecodeTable {
-    entries: Box<[u64]>,
+    kind: TableKind,
     alphabet: usize,
+}
+
+#[derive(Debug, Clone)]
+enum TableKind {
+    /// `freq | bias << 12 | value << 24`, and the symbol of each value. `value` is the
+    /// symbol itself when every symbol is below 256 (`direct`), else its index.
+    Compact {
+        entries: Box<[u32; TOTAL as usize]>,
+        symbols: Box<[u16; 256]>,
+        direct: bool,
+    },
+    /// `symbol | freq << 16 | bias << 32`.
+    Wide(Box<[u64; TOTAL as usize]>),
+}
+
+impl DecodeTable {
+    /// Size of the alphabet the table decodes to.
+    pub fn alphabet(&self) -> usize {
+        self.alphabet
+    }
 }
 
 impl Model {
@@ -187,16 +216,39 @@ impl Model {
 
     /// Builds the decode table.
     pub fn decode_table(&self) -> DecodeTable {
-        let mut entries = vec![0u64; TOTAL as usize].into_boxed_slice();
-        for (s, &f) in self.freq.iter().enumerate() {
-            let start = self.cum[s];
-            for slot in start..start + f as u32 {
-                let bias = slot - start;
-                entries[slot as usize] = s as u64 | (f as u64) << 16 | (bias as u64) << 32;
+        let present = self.freq.iter().filter(|&&f| f > 0).count();
+        let kind = if present <= 256 {
+            let direct = self.freq.len() <= 256;
+            let mut entries = Box::new([0u32; TOTAL as usize]);
+            let mut symbols = Box::new([0u16; 256]);
+            let mut index = 0u32;
+            for (s, &f) in self.freq.iter().enumerate().filter(|(_, &f)| f > 0) {
+                let value = if direct { s as u32 } else { index };
+                symbols[value as usize] = s as u16;
+                let start = self.cum[s];
+                for slot in start..start + f as u32 {
+                    entries[slot as usize] = f as u32 | (slot - start) << 12 | value << 24;
+                }
+                index += 1;
             }
-        }
+            TableKind::Compact {
+                entries,
+                symbols,
+                direct,
+            }
+        } else {
+            let mut entries = Box::new([0u64; TOTAL as usize]);
+            for (s, &f) in self.freq.iter().enumerate() {
+                let start = self.cum[s];
+                for slot in start..start + f as u32 {
+                    entries[slot as usize] =
+                        s as u64 | (f as u64) << 16 | ((slot - start) as u64) << 32;
+                }
+            }
+            TableKind::Wide(entries)
+        };
         DecodeTable {
-            entries,
+            kind,
             alphabet: self.freq.len(),
         }
     }
@@ -271,7 +323,8 @@ pub fn encode<S: Copy + Into<u32>>(
         .map(|s| EncSymbol::new(model.cum[s], model.freq(s)))
         .collect();
     let mut states = [STATE_LOW; LANES];
-    let mut words: Vec<u16> = Vec::with_capacity(symbols.len() / 2 + 16);
+    let mut words: [Vec<u16>; LANES] =
+        std::array::from_fn(|_| Vec::with_capacity(symbols.len() / (2 * LANES) + 4));
     let put = |x: &mut u32, sym: S, words: &mut Vec<u16>| -> Result<(), CodecError> {
         let s = sym.into() as usize;
         let es = match syms.get(s) {
@@ -286,23 +339,29 @@ pub fn encode<S: Copy + Into<u32>>(
         *x += es.bias + q * es.cmpl_freq;
         Ok(())
     };
-    // Backwards: the partial last round first, then whole rounds, lanes in reverse, so
-    // symbol i always goes to lane i % LANES.
+    // Backwards: the partial last round first, then whole rounds, so symbol i always
+    // goes to lane i % LANES.
     let full = symbols.len() / LANES * LANES;
     for (l, &sym) in symbols[full..].iter().enumerate().rev() {
-        put(&mut states[l], sym, &mut words)?;
+        put(&mut states[l], sym, &mut words[l])?;
     }
     for round in symbols[..full].chunks_exact(LANES).rev() {
         for l in (0..LANES).rev() {
-            put(&mut states[l], round[l], &mut words)?;
+            put(&mut states[l], round[l], &mut words[l])?;
         }
     }
-    out.reserve(STATE_BYTES + words.len() * 2);
+    let total: usize = words.iter().map(Vec::len).sum();
+    out.reserve(STATE_BYTES + 3 * LANES + total * 2);
     for x in states {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    for w in words.iter().rev() {
-        out.extend_from_slice(&w.to_le_bytes());
+    for w in &words[..LANES - 1] {
+        put_varint(out, w.len() as u64);
+    }
+    for w in &words {
+        for word in w.iter().rev() {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
     }
     Ok(())
 }
@@ -323,32 +382,58 @@ pub fn decode<S: Copy + TryFrom<u64>>(
 #[derive(Debug)]
 pub struct Decoder<'a> {
     x: [u32; LANES],
+    /// The whole stream; lane words start after the states and counts.
     words: &'a [u8],
-    /// Next word, in bytes from the start of `words`.
-    pos: usize,
+    /// Next word of each lane, in bytes from the start of the stream.
+    pos: [usize; LANES],
+    /// End of each lane's words.
+    end: [usize; LANES],
 }
 
 impl<'a> Decoder<'a> {
-    /// Reads the lane states at the front of `stream`.
+    /// Reads the lane states and word counts at the front of `stream`.
     pub fn new(stream: &'a [u8]) -> Result<Self, CodecError> {
-        if stream.len() < STATE_BYTES || (stream.len() - STATE_BYTES) % 2 != 0 {
-            return Err(CodecError::Corrupt {
-                reason: "rANS stream shorter than its states or of odd length",
-            });
+        let corrupt = |reason| CodecError::Corrupt { reason };
+        if stream.len() < STATE_BYTES {
+            return Err(corrupt("rANS stream shorter than its states"));
         }
         let mut x = [0u32; LANES];
         for (l, chunk) in stream[..STATE_BYTES].chunks_exact(4).enumerate() {
             x[l] = u32::from_le_bytes(chunk.try_into().expect("4-byte chunk"));
             if !(STATE_LOW..1 << 31).contains(&x[l]) {
-                return Err(CodecError::Corrupt {
-                    reason: "rANS state outside its interval",
-                });
+                return Err(corrupt("rANS state outside its interval"));
             }
+        }
+        let mut p = STATE_BYTES;
+        let mut counts = [0u64; LANES];
+        for c in counts.iter_mut().take(LANES - 1) {
+            *c = get_varint(stream, &mut p).ok_or(corrupt("rANS lane counts truncated"))?;
+        }
+        let words = &stream[p..];
+        if words.len() % 2 != 0 || stream.len() > i32::MAX as usize {
+            return Err(corrupt("rANS words of odd length"));
+        }
+        let given: u64 = counts
+            .iter()
+            .try_fold(0u64, |a, &c| a.checked_add(c))
+            .unwrap_or(u64::MAX);
+        let all = (words.len() / 2) as u64;
+        if given > all {
+            return Err(corrupt("rANS lane counts exceed the stream"));
+        }
+        counts[LANES - 1] = all - given;
+        let (mut pos, mut end) = ([0usize; LANES], [0usize; LANES]);
+        let mut at = p;
+        for l in 0..LANES {
+            pos[l] = at;
+            at += 2 * counts[l] as usize;
+            end[l] = at;
         }
         Ok(Decoder {
             x,
-            words: &stream[STATE_BYTES..],
-            pos: 0,
+            words: stream,
+            pos,
+            end,
         })
     }
 
@@ -363,42 +448,128 @@ impl<'a> Decoder<'a> {
                 reason: "model alphabet wider than the plane",
             });
         }
-        let tab: &[u64; TOTAL as usize] = table.entries[..].try_into().expect("full table");
-        let to_sym = |e: u64| -> S {
+        let to_sym = |v: u64| -> S {
             // Checked above: every symbol of the table fits S.
-            S::try_from(e & 0xffff).unwrap_or_else(|_| unreachable!("symbol fits the plane"))
+            S::try_from(v).unwrap_or_else(|_| unreachable!("symbol fits the plane"))
         };
-        // A local copy keeps the states in registers; through `&mut self` every step
-        // would be a store and a reload on the dependency chain.
+        match &table.kind {
+            TableKind::Compact {
+                entries,
+                symbols,
+                direct,
+            } => {
+                let done = if crate::simd::available() {
+                    self.decode_simd(entries, symbols, *direct, out)
+                } else {
+                    0
+                };
+                self.run(&mut out[done..], |slot| {
+                    let e = entries[slot as usize & MASK as usize];
+                    let v = e >> 24;
+                    let sym = if *direct {
+                        v as u64
+                    } else {
+                        symbols[v as usize] as u64
+                    };
+                    (e & 0xfff, (e >> 12) & 0xfff, to_sym(sym))
+                })
+            }
+            TableKind::Wide(tab) => self.run(out, |slot| {
+                let e = tab[slot as usize & MASK as usize];
+                (
+                    ((e >> 16) & 0xffff) as u32,
+                    (e >> 32) as u32,
+                    to_sym(e & 0xffff),
+                )
+            }),
+        }
+    }
+
+    /// Decodes as many whole rounds as the lanes' remaining words allow without checks,
+    /// through the AVX2 path; returns how many symbols it wrote.
+    fn decode_simd<S: Copy + TryFrom<u64>>(
+        &mut self,
+        entries: &[u32; TOTAL as usize],
+        symbols: &[u16; 256],
+        direct: bool,
+        out: &mut [S],
+    ) -> usize {
+        let mut values = [0u8; SIMD_BLOCK];
+        let mut done = 0;
+        loop {
+            let safe = (0..LANES)
+                .map(|l| (self.end[l] - self.pos[l]) / 2)
+                .min()
+                .unwrap_or(0);
+            let rounds = safe.min((out.len() - done) / LANES).min(SIMD_BLOCK / LANES);
+            if rounds == 0 {
+                return done;
+            }
+            let n = rounds * LANES;
+            crate::simd::decode_rounds(
+                &mut self.x,
+                &mut self.pos,
+                &self.end,
+                self.words,
+                entries,
+                &mut values[..n],
+            );
+            for (o, &v) in out[done..done + n].iter_mut().zip(&values[..n]) {
+                let sym = if direct {
+                    v as u64
+                } else {
+                    symbols[v as usize] as u64
+                };
+                *o = S::try_from(sym).unwrap_or_else(|_| unreachable!("symbol fits the plane"));
+            }
+            done += n;
+        }
+    }
+
+    /// The decode loop, over a lookup `slot -> (freq, slot - cum, symbol)`.
+    #[inline(always)]
+    fn run<S: Copy>(
+        &mut self,
+        out: &mut [S],
+        lookup: impl Fn(u32) -> (u32, u32, S),
+    ) -> Result<(), CodecError> {
+        // Local copies keep states and pointers in registers; through `&mut self` every
+        // step would be a store and a reload on the dependency chain.
         let mut x = self.x;
         let mut pos = self.pos;
+        let end = self.end;
+        let words = self.words;
         let mut rounds = out.chunks_exact_mut(LANES);
-        for round in &mut rounds {
-            if let Some(w) = self.words.get(pos..pos + 2 * LANES) {
-                // At most one refill per lane: LANES words are at hand, so no lane can
-                // run past the end inside this round.
-                let w: &[u8; 2 * LANES] = w.try_into().expect("LANES words");
-                let mut used = 0usize;
+        loop {
+            // Each round takes at most one word per lane: this many rounds need no check.
+            let safe = (0..LANES).map(|l| (end[l] - pos[l]) / 2).min().unwrap_or(0);
+            let mut done = 0;
+            for round in (&mut rounds).take(safe) {
                 for l in 0..LANES {
-                    let e = tab[(x[l] & MASK) as usize];
-                    round[l] = to_sym(e);
-                    let y =
-                        ((e >> 16) & 0xffff) as u32 * (x[l] >> PRECISION_BITS) + (e >> 32) as u32;
-                    let k = 2 * (used % LANES);
-                    let word = u16::from_le_bytes([w[k], w[k + 1]]) as u32;
+                    let (f, bias, sym) = lookup(x[l]);
+                    round[l] = sym;
+                    let y = f * (x[l] >> PRECISION_BITS) + bias;
+                    let word = u16::from_le_bytes([words[pos[l]], words[pos[l] + 1]]) as u32;
                     let refill = y < STATE_LOW;
                     x[l] = if refill { (y << 16) | word } else { y };
-                    used += refill as usize;
+                    pos[l] += 2 * refill as usize;
                 }
-                pos += 2 * used;
-            } else {
-                for l in 0..LANES {
-                    round[l] = to_sym(step(&mut x[l], tab, self.words, &mut pos)?);
+                done += 1;
+            }
+            if done < safe || safe == 0 {
+                // Out of rounds, or some lane is near its end: one checked round.
+                match rounds.next() {
+                    Some(round) => {
+                        for l in 0..LANES {
+                            round[l] = step(&mut x[l], &lookup, words, &mut pos[l], end[l])?;
+                        }
+                    }
+                    None => break,
                 }
             }
         }
         for (l, slot) in rounds.into_remainder().iter_mut().enumerate() {
-            *slot = to_sym(step(&mut x[l], tab, self.words, &mut pos)?);
+            *slot = step(&mut x[l], &lookup, words, &mut pos[l], end[l])?;
         }
         self.x = x;
         self.pos = pos;
@@ -407,7 +578,7 @@ impl<'a> Decoder<'a> {
 
     /// Checks that the stream ended exactly where the encoder started it.
     pub fn finish(self) -> Result<(), CodecError> {
-        if self.pos != self.words.len() || self.x.iter().any(|&s| s != STATE_LOW) {
+        if self.pos != self.end || self.x.iter().any(|&s| s != STATE_LOW) {
             return Err(CodecError::Corrupt {
                 reason: "rANS stream did not end where it should (corrupt data)",
             });
@@ -416,20 +587,29 @@ impl<'a> Decoder<'a> {
     }
 }
 
-#[inline]
-fn step(x: &mut u32, tab: &[u64], words: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
-    let e = tab[(*x & MASK) as usize];
-    let y = ((e >> 16) & 0xffff) as u32 * (*x >> PRECISION_BITS) + (e >> 32) as u32;
+#[inline(always)]
+fn step<S>(
+    x: &mut u32,
+    lookup: &impl Fn(u32) -> (u32, u32, S),
+    words: &[u8],
+    pos: &mut usize,
+    end: usize,
+) -> Result<S, CodecError> {
+    let (f, bias, sym) = lookup(*x);
+    let y = f * (*x >> PRECISION_BITS) + bias;
     *x = if y < STATE_LOW {
-        let w = words.get(*pos..*pos + 2).ok_or(CodecError::Corrupt {
-            reason: "rANS stream ran out of words",
-        })?;
+        if *pos + 2 > end {
+            return Err(CodecError::Corrupt {
+                reason: "rANS lane ran out of words",
+            });
+        }
+        let w = u16::from_le_bytes([words[*pos], words[*pos + 1]]);
         *pos += 2;
-        (y << 16) | u16::from_le_bytes([w[0], w[1]]) as u32
+        (y << 16) | w as u32
     } else {
         y
     };
-    Ok(e)
+    Ok(sym)
 }
 
 #[cfg(test)]
