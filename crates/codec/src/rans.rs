@@ -221,15 +221,14 @@ impl Model {
             let direct = self.freq.len() <= 256;
             let mut entries = Box::new([0u32; TOTAL as usize]);
             let mut symbols = Box::new([0u16; 256]);
-            let mut index = 0u32;
-            for (s, &f) in self.freq.iter().enumerate().filter(|(_, &f)| f > 0) {
-                let value = if direct { s as u32 } else { index };
+            let present = self.freq.iter().enumerate().filter(|(_, &f)| f > 0);
+            for (index, (s, &f)) in present.enumerate() {
+                let value = if direct { s as u32 } else { index as u32 };
                 symbols[value as usize] = s as u16;
                 let start = self.cum[s];
                 for slot in start..start + f as u32 {
                     entries[slot as usize] = f as u32 | (slot - start) << 12 | value << 24;
                 }
-                index += 1;
             }
             TableKind::Compact {
                 entries,
