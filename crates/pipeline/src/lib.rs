@@ -22,6 +22,9 @@
 #![deny(unsafe_code)]
 
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzz_targets;
+pub mod golden;
 mod io;
 mod report;
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Measure the lossless peers on one tensor file, single thread, and print JSON.
+
+Peers: zstd -3 (python `zstandard`), ZipNN (`zipnn`), lmzip (the `lmz` CLI, timed as a
+process, so its figures include interpreter start-up). Install them with
+`pip install zstandard zipnn lmzip`; a missing peer is reported as such, never guessed.
+Ratios are compressed bytes / original file bytes; decode GB/s are original bytes per
+second, median of RUNS.
+"""
+import json, os, shutil, statistics, subprocess, sys, tempfile, time
+
+RUNS = int(os.environ.get("PEER_RUNS", "3"))
+
+
+def med(f):
+    ts = []
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main(path):
+    data = open(path, "rb").read()
+    n = len(data)
+    out = {"file": os.path.basename(path), "bytes": n, "peers": {}}
+    try:
+        import zstandard
+        c = zstandard.ZstdCompressor(level=3).compress(data)
+        d = zstandard.ZstdDecompressor()
+        s = med(lambda: d.decompress(c))
+        out["peers"]["zstd-3"] = {"ratio": len(c) / n, "decode_gbps": n / s / 1e9}
+    except ImportError:
+        out["peers"]["zstd-3"] = None
+    try:
+        from zipnn import ZipNN
+        dtype = "bfloat16" if "bf16" in path else "float32"
+        z = ZipNN(input_format="byte", bytearray_dtype=dtype, threads=1)
+        c = z.compress(data)
+        s = med(lambda: z.decompress(c))
+        out["peers"]["zipnn"] = {"ratio": len(c) / n, "decode_gbps": n / s / 1e9}
+    except ImportError:
+        out["peers"]["zipnn"] = None
+    lmz = shutil.which("lmz")
+    if lmz:
+        with tempfile.TemporaryDirectory() as d:
+            arc = os.path.join(d, "a.lmz")
+            subprocess.run([lmz, "compress", "-q", "-f", "-j", "1", path, arc], check=True)
+            back = os.path.join(d, "back")
+            s = med(lambda: subprocess.run([lmz, "decompress", "-q", "-f", "-j", "1", arc, back], check=True))
+            out["peers"]["lmzip"] = {"ratio": os.path.getsize(arc) / n, "decode_gbps": n / s / 1e9}
+    else:
+        out["peers"]["lmzip"] = None
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
