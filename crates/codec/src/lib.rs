@@ -365,7 +365,7 @@ fn code_symbols<S: Copy + Into<u32>>(
         let width = if hist.len() > 256 { 16 } else { 8 };
         (symbols.len() * width / 8) as f64
     };
-    let overhead = rans::STATE_BYTES as f64 + 2.0;
+    let overhead = rans::overhead_bytes(symbols.len()) as f64 + 1.0;
     let shared_bytes = shared
         .and_then(|m| m.cost_bits(hist))
         .map(|b| b / 8.0 + overhead);
@@ -382,8 +382,7 @@ fn code_symbols<S: Copy + Into<u32>>(
     let local = match shared_bytes {
         Some(s) if s <= entropy_bytes + overhead + present => None,
         _ => {
-            let m = Model::from_counts(hist).expect("two symbols are present");
-            let b = m.to_bytes();
+            let (m, b) = Model::best_for(hist).expect("two symbols are present");
             let cost = m.cost_bits(hist).expect("own model codes its data") / 8.0
                 + overhead
                 + b.len() as f64;

@@ -8,11 +8,12 @@
 //! [`PRECISION_BITS`] bits and come from a [`Model`] that is either shared by the tiles of a
 //! tensor or serialised in front of the stream.
 //!
-//! Stream layout: `LANES` little-endian `u32` final encoder states; the word counts of lanes
-//! `0..LANES-1` as LEB128 varints (the last lane takes the rest); then each lane's
-//! renormalisation words, little-endian `u16`, lane 0 first, each in the order its decoder
-//! consumes them. A decoder that ends with a state other than [`STATE_LOW`] in any lane,
-//! or with words left over, was fed a corrupt stream.
+//! Stream layout: one byte `L`, the lane count (1, 4 or 16, by [`lanes_for`]); `L`
+//! little-endian `u32` final encoder states; the word counts of lanes `0..L-1` as LEB128
+//! varints (the last lane takes the rest); then each lane's renormalisation words,
+//! little-endian `u16`, lane 0 first, each in the order its decoder consumes them. A
+//! decoder that ends with a state other than [`STATE_LOW`] in any lane, or with words left
+//! over, was fed a corrupt stream.
 //!
 //! Written here rather than taken from a crate: the layout (lane count, word size, state
 //! range, shared tables) is part of the normative format that a CUDA decoder will share
@@ -21,7 +22,7 @@
 
 use crate::CodecError;
 
-/// Number of interleaved states.
+/// Most interleaved states a stream has (the SIMD kernel decodes exactly this many).
 pub const LANES: usize = 16;
 /// Probabilities are `freq / 2^PRECISION_BITS`.
 pub const PRECISION_BITS: u32 = 12;
@@ -32,6 +33,22 @@ const MASK: u32 = TOTAL - 1;
 pub const STATE_LOW: u32 = 1 << 15;
 /// Bytes of the stream prefix holding the lane states.
 pub const STATE_BYTES: usize = LANES * 4;
+
+/// Lanes a stream of `n` symbols is written with: 16 where the SIMD kernel pays, fewer
+/// for short streams, whose lane states and word counts would otherwise dominate.
+pub fn lanes_for(n: usize) -> usize {
+    match n {
+        0..64 => 1,
+        64..1024 => 4,
+        _ => LANES,
+    }
+}
+
+/// Bytes a stream of `n` symbols spends beyond its words (lane byte, states, counts).
+pub fn overhead_bytes(n: usize) -> usize {
+    let l = lanes_for(n);
+    1 + 4 * l + 2 * (l - 1)
+}
 /// Symbols per call of the SIMD kernel (its value buffer lives on the stack).
 const SIMD_BLOCK: usize = 2048;
 /// Largest alphabet a model may have (11-bit head symbols).
@@ -43,6 +60,9 @@ pub struct Model {
     /// `freq[s]`, summing to `2^PRECISION_BITS`; 0 for symbols that cannot occur.
     freq: Vec<u16>,
     cum: Vec<u32>,
+    /// Bits the frequencies were quantised to (they are multiples of
+    /// `2^(PRECISION_BITS - precision)`); what the serialised form stores.
+    precision: u32,
 }
 
 /// A model's decode table: slot -> (symbol, frequency, slot - cumulative frequency).
@@ -76,52 +96,119 @@ impl DecodeTable {
     }
 }
 
+/// An `f64` ordered by `total_cmp`, for the quantiser's heap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Key(f64);
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 impl Model {
-    /// Quantises a histogram. `None` when fewer than two symbols occur (a constant plane
-    /// needs no model).
+    /// Quantises a histogram at full precision. `None` when fewer than two symbols occur
+    /// (a constant plane needs no model).
     pub fn from_counts(counts: &[u64]) -> Option<Model> {
+        Model::from_counts_at(counts, PRECISION_BITS)
+    }
+
+    /// The model for a histogram that is cheapest with its own serialised size counted:
+    /// small tiles pay for coarser tables with fewer bytes. Returns it with its bytes.
+    pub fn best_for(counts: &[u64]) -> Option<(Model, Vec<u8>)> {
+        let n: u64 = counts.iter().sum();
+        let tries: &[u32] = if n < 1 << 13 { &[12, 10, 8, 6] } else { &[12] };
+        tries
+            .iter()
+            .filter_map(|&p| Model::from_counts_at(counts, p))
+            .map(|m| {
+                let b = m.to_bytes();
+                let cost =
+                    m.cost_bits(counts).expect("own model codes its data") / 8.0 + b.len() as f64;
+                (m, b, cost)
+            })
+            .min_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(m, b, _)| (m, b))
+    }
+
+    /// Quantises a histogram to `precision` bits (`None` if it has fewer than two
+    /// symbols, or more than `2^precision`).
+    pub fn from_counts_at(counts: &[u64], precision: u32) -> Option<Model> {
         assert!(counts.len() <= MAX_ALPHABET, "alphabet over MAX_ALPHABET");
+        assert!((1..=PRECISION_BITS).contains(&precision));
+        const _: () = assert!(PRECISION_BITS == 12);
+        let total_p = 1u32 << precision;
         let total: u64 = counts.iter().sum();
         let present = counts.iter().filter(|&&c| c > 0).count();
-        if present < 2 {
+        if present < 2 || present > total_p as usize {
             return None;
         }
+        // Floor of the scaled counts (at least 1 for a present symbol), then move units of
+        // frequency one at a time to where they change the coded size the least: each step
+        // adds to the symbol that gains most (c * log2((f+1)/f)) or takes from the one that
+        // loses least (c * log2(f/(f-1))). Taking from the largest entry instead, as a
+        // simple fix-up does, costs 9% on a head with 169 singletons among 387 symbols.
         let mut freq: Vec<u32> = counts
             .iter()
             .map(|&c| {
                 if c == 0 {
                     0
                 } else {
-                    ((c as u128 * TOTAL as u128 + total as u128 / 2) / total as u128).max(1) as u32
+                    ((c as u128 * total_p as u128 / total as u128) as u32).max(1)
                 }
             })
             .collect();
-        // Fix rounding so the table sums to TOTAL, taking from or giving to the largest
-        // entries, where a change of one costs the least.
-        let mut sum: u32 = freq.iter().sum();
-        while sum != TOTAL {
-            let (i, _) = freq
-                .iter()
-                .enumerate()
-                .filter(|(_, &f)| sum < TOTAL || f > 1)
-                .max_by_key(|(_, &f)| f)
-                .expect("at least two symbols are present");
-            if sum < TOTAL {
-                let add = TOTAL - sum;
-                freq[i] += add;
-                sum += add;
-            } else {
-                let sub = (sum - TOTAL).min(freq[i] - 1).max(1);
-                freq[i] -= sub;
-                sum -= sub;
+        let sum: u32 = freq.iter().sum();
+        let step = |c: u64, from: u32, to: u32| c as f64 * ((to as f64) / (from as f64)).log2();
+        let mut heap = std::collections::BinaryHeap::new();
+        if sum < total_p {
+            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
+                if c > 0 {
+                    heap.push((Key(step(c, f, f + 1)), std::cmp::Reverse(i)));
+                }
+            }
+            for _ in sum..total_p {
+                let (_, std::cmp::Reverse(i)) = heap.pop().expect("present symbols");
+                freq[i] += 1;
+                heap.push((
+                    Key(step(counts[i], freq[i], freq[i] + 1)),
+                    std::cmp::Reverse(i),
+                ));
+            }
+        } else {
+            // Smallest loss first: order by the negated loss.
+            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
+                if c > 0 && f > 1 {
+                    heap.push((Key(-step(c, f - 1, f)), std::cmp::Reverse(i)));
+                }
+            }
+            for _ in total_p..sum {
+                let (_, std::cmp::Reverse(i)) = heap
+                    .pop()
+                    .expect("present <= 2^precision leaves a frequency above 1");
+                freq[i] -= 1;
+                if freq[i] > 1 {
+                    let f = freq[i];
+                    heap.push((Key(-step(counts[i], f - 1, f)), std::cmp::Reverse(i)));
+                }
             }
         }
+        let shift = PRECISION_BITS - precision;
         Some(Model::from_freqs(
-            freq.into_iter().map(|f| f as u16).collect(),
+            freq.into_iter().map(|f| (f << shift) as u16).collect(),
+            precision,
         ))
     }
 
-    fn from_freqs(freq: Vec<u16>) -> Model {
+    fn from_freqs(freq: Vec<u16>, precision: u32) -> Model {
         let mut cum = Vec::with_capacity(freq.len() + 1);
         let mut c = 0u32;
         for &f in &freq {
@@ -129,7 +216,11 @@ impl Model {
             c += f as u32;
         }
         cum.push(c);
-        Model { freq, cum }
+        Model {
+            freq,
+            cum,
+            precision,
+        }
     }
 
     /// Alphabet size.
@@ -159,10 +250,12 @@ impl Model {
         Some(bits)
     }
 
-    /// Serialises as: varint alphabet, varint count of present symbols, then per present
-    /// symbol a varint gap from the previous present symbol (+1) and a varint frequency.
+    /// Serialises as: a byte `p` (the precision, 1..=12), varint alphabet, varint count
+    /// of present symbols, then per present symbol a varint gap from the previous present
+    /// symbol (+1) and a varint frequency out of `2^p`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = vec![self.precision as u8];
+        let shift = PRECISION_BITS - self.precision;
         put_varint(&mut out, self.freq.len() as u64);
         let present = self.freq.iter().filter(|&&f| f > 0).count();
         put_varint(&mut out, present as u64);
@@ -170,7 +263,7 @@ impl Model {
         for (s, &f) in self.freq.iter().enumerate() {
             if f > 0 {
                 put_varint(&mut out, (s as i64 - prev) as u64);
-                put_varint(&mut out, f as u64);
+                put_varint(&mut out, (f >> shift) as u64);
                 prev = s as i64;
             }
         }
@@ -180,13 +273,18 @@ impl Model {
     /// Parses a model written by [`Model::to_bytes`], returning it and the bytes used.
     pub fn from_bytes(bytes: &[u8]) -> Result<(Model, usize), CodecError> {
         let bad = |reason: &'static str| CodecError::BadModel { reason };
-        let mut pos = 0;
+        let precision = *bytes.first().ok_or(bad("truncated"))? as u32;
+        if !(1..=PRECISION_BITS).contains(&precision) {
+            return Err(bad("precision out of range"));
+        }
+        let total_p = 1u32 << precision;
+        let mut pos = 1;
         let alphabet = get_varint(bytes, &mut pos).ok_or(bad("truncated"))? as usize;
         if alphabet > MAX_ALPHABET {
             return Err(bad("alphabet over the cap"));
         }
         let present = get_varint(bytes, &mut pos).ok_or(bad("truncated"))? as usize;
-        if !(2..=alphabet).contains(&present) {
+        if !(2..=alphabet.min(total_p as usize)).contains(&present) {
             return Err(bad("symbol count out of range"));
         }
         let mut freq = vec![0u16; alphabet];
@@ -202,16 +300,16 @@ impl Model {
             if s >= alphabet as i64 {
                 return Err(bad("symbol beyond the alphabet"));
             }
-            if f == 0 || f >= TOTAL as u64 {
+            if f == 0 || f >= total_p as u64 {
                 return Err(bad("frequency out of range"));
             }
-            freq[s as usize] = f as u16;
+            freq[s as usize] = (f << (PRECISION_BITS - precision)) as u16;
             sum += f as u32;
         }
-        if sum != TOTAL {
-            return Err(bad("frequencies do not sum to 2^12"));
+        if sum != total_p {
+            return Err(bad("frequencies do not sum to 2^precision"));
         }
-        Ok((Model::from_freqs(freq), pos))
+        Ok((Model::from_freqs(freq, precision), pos))
     }
 
     /// Builds the decode table.
@@ -275,39 +373,39 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// Per-symbol constants that turn the encoder's division into a multiply and shifts
-/// (Alverson's reciprocal, as in ryg_rans).
+/// (Alverson's reciprocal, as in ryg_rans), packed in 8 bytes so a 2048-symbol table stays
+/// in L1: the reciprocal, and `freq | bias << 13 | shift << 26` (freq 0: not codable).
 #[derive(Debug, Clone, Copy, Default)]
 struct EncSymbol {
-    x_max: u32,
     rcp_freq: u32,
-    rcp_shift: u32,
-    bias: u32,
-    cmpl_freq: u32,
+    packed: u32,
 }
 
 impl EncSymbol {
     fn new(start: u32, freq: u32) -> Self {
-        let x_max = ((STATE_LOW >> PRECISION_BITS) << 16) * freq;
-        let cmpl_freq = TOTAL - freq;
-        if freq < 2 {
+        if freq == 0 {
+            return EncSymbol::default();
+        }
+        let (rcp_freq, shift, bias) = if freq < 2 {
             // x / 1 = x: a reciprocal of 2^32-1 gives x - 1, made up for in the bias.
-            EncSymbol {
-                x_max,
-                rcp_freq: u32::MAX,
-                rcp_shift: 0,
-                bias: start + TOTAL - 1,
-                cmpl_freq,
-            }
+            (u32::MAX, 0, start + TOTAL - 1)
         } else {
             let shift = 32 - (freq - 1).leading_zeros(); // ceil(log2(freq))
-            EncSymbol {
-                x_max,
-                rcp_freq: (1u64 << (shift + 31)).div_ceil(freq as u64) as u32,
-                rcp_shift: shift - 1,
-                bias: start,
-                cmpl_freq,
-            }
+            (
+                (1u64 << (shift + 31)).div_ceil(freq as u64) as u32,
+                shift - 1,
+                start,
+            )
+        };
+        EncSymbol {
+            rcp_freq,
+            packed: freq | bias << 13 | shift << 26,
         }
+    }
+
+    #[inline(always)]
+    fn freq(self) -> u32 {
+        self.packed & 0x1fff
     }
 }
 
@@ -321,45 +419,74 @@ pub fn encode<S: Copy + Into<u32>>(
     let syms: Vec<EncSymbol> = (0..model.alphabet())
         .map(|s| EncSymbol::new(model.cum[s], model.freq(s)))
         .collect();
-    let mut states = [STATE_LOW; LANES];
-    let mut words: [Vec<u16>; LANES] =
-        std::array::from_fn(|_| Vec::with_capacity(symbols.len() / (2 * LANES) + 4));
-    let put = |x: &mut u32, sym: S, words: &mut Vec<u16>| -> Result<(), CodecError> {
+    match lanes_for(symbols.len()) {
+        1 => encode_lanes::<S, 1>(symbols, &syms, out),
+        4 => encode_lanes::<S, 4>(symbols, &syms, out),
+        _ => encode_lanes::<S, LANES>(symbols, &syms, out),
+    }
+}
+
+/// The encoder for `L` lanes. Each lane writes at most one word per symbol, so its words
+/// go to a region of `n / L + 1` slots, written branch-free and kept or skipped by
+/// advancing the lane's count.
+fn encode_lanes<S: Copy + Into<u32>, const L: usize>(
+    symbols: &[S],
+    syms: &[EncSymbol],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let cap = symbols.len() / L + 1;
+    let mut words = vec![0u16; cap * L];
+    let mut count = [0usize; L];
+    let mut states = [STATE_LOW; L];
+    let mut bad = false;
+    let mut put = |l: usize, sym: S, states: &mut [u32; L]| {
         let s = sym.into() as usize;
-        let es = match syms.get(s) {
-            Some(es) if es.x_max != 0 => *es,
-            _ => return Err(CodecError::SymbolNotInModel { symbol: s as u32 }),
-        };
-        if *x >= es.x_max {
-            words.push(*x as u16);
-            *x >>= 16;
-        }
-        let q = (((*x as u64 * es.rcp_freq as u64) >> 32) as u32) >> es.rcp_shift;
-        *x += es.bias + q * es.cmpl_freq;
-        Ok(())
+        let es = syms.get(s).copied().unwrap_or_default();
+        let freq = es.freq();
+        bad |= freq == 0;
+        let x_max = ((STATE_LOW >> PRECISION_BITS) << 16) * freq;
+        let mut x = states[l];
+        let emit = x >= x_max;
+        words[l * cap + count[l]] = x as u16;
+        count[l] += emit as usize;
+        x = if emit { x >> 16 } else { x };
+        let q = (((x as u64 * es.rcp_freq as u64) >> 32) as u32) >> (es.packed >> 26);
+        let bias = (es.packed >> 13) & 0x1fff;
+        states[l] = x
+            .wrapping_add(bias)
+            .wrapping_add(q.wrapping_mul(TOTAL.wrapping_sub(freq)));
     };
     // Backwards: the partial last round first, then whole rounds, so symbol i always
-    // goes to lane i % LANES.
-    let full = symbols.len() / LANES * LANES;
+    // goes to lane i % L.
+    let full = symbols.len() / L * L;
     for (l, &sym) in symbols[full..].iter().enumerate().rev() {
-        put(&mut states[l], sym, &mut words[l])?;
+        put(l, sym, &mut states);
     }
-    for round in symbols[..full].chunks_exact(LANES).rev() {
-        for l in (0..LANES).rev() {
-            put(&mut states[l], round[l], &mut words[l])?;
+    for round in symbols[..full].chunks_exact(L).rev() {
+        for l in (0..L).rev() {
+            put(l, round[l], &mut states);
         }
     }
-    let total: usize = words.iter().map(Vec::len).sum();
-    out.reserve(STATE_BYTES + 3 * LANES + total * 2);
+    if bad {
+        let symbol = symbols
+            .iter()
+            .map(|&s| s.into())
+            .find(|&s| syms.get(s as usize).is_none_or(|e| e.freq() == 0))
+            .unwrap_or(0);
+        return Err(CodecError::SymbolNotInModel { symbol });
+    }
+    let total: usize = count.iter().sum();
+    out.reserve(overhead_bytes(symbols.len()) + total * 2);
+    out.push(L as u8);
     for x in states {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    for w in &words[..LANES - 1] {
-        put_varint(out, w.len() as u64);
+    for &c in &count[..L - 1] {
+        put_varint(out, c as u64);
     }
-    for w in &words {
-        for word in w.iter().rev() {
-            out.extend_from_slice(&word.to_le_bytes());
+    for l in 0..L {
+        for w in words[l * cap..l * cap + count[l]].iter().rev() {
+            out.extend_from_slice(&w.to_le_bytes());
         }
     }
     Ok(())
@@ -380,6 +507,8 @@ pub fn decode<S: Copy + TryFrom<u64>>(
 /// long, except the last) so that a tile decodes through buffers that stay in L1.
 #[derive(Debug)]
 pub struct Decoder<'a> {
+    /// Lanes in use (1, 4 or 16); the rest of the arrays is idle.
+    lanes: usize,
     x: [u32; LANES],
     /// The whole stream; lane words start after the states and counts.
     words: &'a [u8],
@@ -393,19 +522,23 @@ impl<'a> Decoder<'a> {
     /// Reads the lane states and word counts at the front of `stream`.
     pub fn new(stream: &'a [u8]) -> Result<Self, CodecError> {
         let corrupt = |reason| CodecError::Corrupt { reason };
-        if stream.len() < STATE_BYTES {
+        let lanes = *stream.first().ok_or(corrupt("empty rANS stream"))? as usize;
+        if ![1, 4, LANES].contains(&lanes) {
+            return Err(corrupt("rANS lane count is not 1, 4 or 16"));
+        }
+        if stream.len() < 1 + 4 * lanes {
             return Err(corrupt("rANS stream shorter than its states"));
         }
-        let mut x = [0u32; LANES];
-        for (l, chunk) in stream[..STATE_BYTES].chunks_exact(4).enumerate() {
+        let mut x = [STATE_LOW; LANES];
+        for (l, chunk) in stream[1..1 + 4 * lanes].chunks_exact(4).enumerate() {
             x[l] = u32::from_le_bytes(chunk.try_into().expect("4-byte chunk"));
             if !(STATE_LOW..1 << 31).contains(&x[l]) {
                 return Err(corrupt("rANS state outside its interval"));
             }
         }
-        let mut p = STATE_BYTES;
+        let mut p = 1 + 4 * lanes;
         let mut counts = [0u64; LANES];
-        for c in counts.iter_mut().take(LANES - 1) {
+        for c in counts.iter_mut().take(lanes - 1) {
             *c = get_varint(stream, &mut p).ok_or(corrupt("rANS lane counts truncated"))?;
         }
         let words = &stream[p..];
@@ -420,15 +553,16 @@ impl<'a> Decoder<'a> {
         if given > all {
             return Err(corrupt("rANS lane counts exceed the stream"));
         }
-        counts[LANES - 1] = all - given;
+        counts[lanes - 1] = all - given;
         let (mut pos, mut end) = ([0usize; LANES], [0usize; LANES]);
         let mut at = p;
-        for l in 0..LANES {
+        for l in 0..lanes {
             pos[l] = at;
             at += 2 * counts[l] as usize;
             end[l] = at;
         }
         Ok(Decoder {
+            lanes,
             x,
             words: stream,
             pos,
@@ -475,7 +609,7 @@ impl<'a> Decoder<'a> {
                 symbols,
                 direct,
             } => {
-                let done = if simd {
+                let done = if simd && self.lanes == LANES {
                     self.decode_simd(entries, symbols, *direct, out)
                 } else {
                     0
@@ -556,13 +690,14 @@ impl<'a> Decoder<'a> {
         let mut pos = self.pos;
         let end = self.end;
         let words = self.words;
-        let mut rounds = out.chunks_exact_mut(LANES);
+        let lanes = self.lanes;
+        let mut rounds = out.chunks_exact_mut(lanes);
         loop {
             // Each round takes at most one word per lane: this many rounds need no check.
-            let safe = (0..LANES).map(|l| (end[l] - pos[l]) / 2).min().unwrap_or(0);
+            let safe = (0..lanes).map(|l| (end[l] - pos[l]) / 2).min().unwrap_or(0);
             let mut done = 0;
             for round in (&mut rounds).take(safe) {
-                for l in 0..LANES {
+                for l in 0..lanes {
                     let (f, bias, sym) = lookup(x[l]);
                     round[l] = sym;
                     let y = f * (x[l] >> PRECISION_BITS) + bias;
@@ -577,7 +712,7 @@ impl<'a> Decoder<'a> {
                 // Out of rounds, or some lane is near its end: one checked round.
                 match rounds.next() {
                     Some(round) => {
-                        for l in 0..LANES {
+                        for l in 0..lanes {
                             round[l] = step(&mut x[l], &lookup, words, &mut pos[l], end[l])?;
                         }
                     }
@@ -666,6 +801,28 @@ mod tests {
             let est = m.cost_bits(&hist(&syms, 64)).unwrap() / 8.0;
             assert!((buf.len() as f64) < est + STATE_BYTES as f64 + 64.0 + est * 0.01);
         }
+    }
+
+    #[test]
+    fn coarse_models_round_trip_and_are_chosen_for_small_tiles() {
+        let counts = [3u64, 0, 40, 2, 1, 0, 9];
+        for p in [3, 6, 12] {
+            let m = Model::from_counts_at(&counts, p).unwrap();
+            let (back, used) = Model::from_bytes(&m.to_bytes()).unwrap();
+            assert_eq!((&back, used), (&m, m.to_bytes().len()));
+            let syms: Vec<u16> = [0u16, 2, 2, 3, 6, 4, 2].repeat(5);
+            let mut buf = Vec::new();
+            encode(&syms, &m, &mut buf).unwrap();
+            let mut out = vec![0u16; syms.len()];
+            decode(&buf, &m.decode_table(), &mut out).unwrap();
+            assert_eq!(out, syms);
+        }
+        assert!(
+            Model::from_counts_at(&counts, 2).is_none(),
+            "5 symbols need 3 bits"
+        );
+        let (m, _) = Model::best_for(&counts).unwrap();
+        assert!(m.precision < 12);
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn encode_tensor(
     let mut entries = Vec::with_capacity(streams.len());
     let mut tile_bytes = Vec::with_capacity(streams.len());
     for (k, s) in streams.into_iter().enumerate() {
-        let bytes: Vec<u8> = s.iter().flat_map(|s| s.bytes.iter().copied()).collect();
+        let bytes: Vec<u8> = s.iter().map(|s| &s.bytes[..]).collect::<Vec<_>>().concat();
         entries.push(TileEntry {
             offset: 0,
             len: bytes.len() as u64,
