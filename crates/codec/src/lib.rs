@@ -436,6 +436,18 @@ impl Symbol for u16 {
     }
 }
 
+/// A raw stream must be exactly the size its symbols take.
+fn expect_len(plane: Plane, s: &[u8], expected: usize) -> Result<(), CodecError> {
+    if s.len() != expected {
+        return Err(CodecError::StreamLength {
+            plane,
+            expected: expected as u64,
+            got: s.len() as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Values decoded per step: every plane's chunk buffer stays in L1.
 const CHUNK: usize = 2048;
 
@@ -463,14 +475,7 @@ impl<'a> Source<'a> {
                 Source::Constant(symbol)
             }
             StreamCodec::Raw => {
-                let expected = n * S::BYTES;
-                if s.len() != expected {
-                    return Err(CodecError::StreamLength {
-                        plane: e.plane,
-                        expected: expected as u64,
-                        got: s.len() as u64,
-                    });
-                }
+                expect_len(e.plane, s, n * S::BYTES)?;
                 Source::Raw(s)
             }
             StreamCodec::RansShared { model } => {
@@ -587,14 +592,7 @@ pub fn decode_planes(
                 Source::Constant(symbol)
             }
             StreamCodec::Raw => {
-                let expected = bits::packed_len(n, layout.tail_bits);
-                if s.len() != expected {
-                    return Err(CodecError::StreamLength {
-                        plane: e.plane,
-                        expected: expected as u64,
-                        got: s.len() as u64,
-                    });
-                }
+                expect_len(e.plane, s, bits::packed_len(n, layout.tail_bits))?;
                 Source::Raw(s)
             }
             codec => {
@@ -760,13 +758,7 @@ pub fn decode_whole(
     }
     match e.codec {
         StreamCodec::Raw => {
-            if data.len() != out.len() {
-                return Err(CodecError::StreamLength {
-                    plane: Plane::Whole,
-                    expected: out.len() as u64,
-                    got: data.len() as u64,
-                });
-            }
+            expect_len(Plane::Whole, data, out.len())?;
             out.copy_from_slice(data);
         }
         StreamCodec::Zstd => {
