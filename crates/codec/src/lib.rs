@@ -141,11 +141,17 @@ impl PlaneHistograms {
     pub fn add(&mut self, values: &[u8]) {
         let l = self.layout;
         let hs = l.head_shift();
-        for v in values.chunks_exact(l.value_bytes) {
-            let x = load(v);
-            self.head[(x >> hs) as usize] += 1;
-            for (k, h) in self.bytes.iter_mut().enumerate() {
-                h[((x >> (8 * k)) & 0xff) as usize] += 1;
+        let head: Vec<u16> = values
+            .chunks_exact(l.value_bytes)
+            .map(|v| (load(v) >> hs) as u16)
+            .collect();
+        for (a, b) in self.head.iter_mut().zip(histogram(&head, 1 << l.head_bits)) {
+            *a += b;
+        }
+        for (k, h) in self.bytes.iter_mut().enumerate() {
+            let plane: Vec<u8> = values.chunks_exact(l.value_bytes).map(|v| v[k]).collect();
+            for (a, b) in h.iter_mut().zip(histogram(&plane, 256)) {
+                *a += b;
             }
         }
     }
@@ -162,6 +168,31 @@ impl PlaneHistograms {
         }
         self
     }
+}
+
+/// Symbol counts. Four interleaved sub-histograms: runs of one symbol (common in a head
+/// plane) would otherwise serialise on a single counter through memory.
+fn histogram<S: Copy + Into<u32>>(symbols: &[S], alphabet: usize) -> Vec<u64> {
+    let mut total = vec![0u64; alphabet];
+    let mut sub = vec![[0u32; 4]; alphabet];
+    // u32 counters: flush before any could overflow.
+    for block in symbols.chunks(1 << 30) {
+        let mut quads = block.chunks_exact(4);
+        for q in &mut quads {
+            sub[q[0].into() as usize][0] += 1;
+            sub[q[1].into() as usize][1] += 1;
+            sub[q[2].into() as usize][2] += 1;
+            sub[q[3].into() as usize][3] += 1;
+        }
+        for &s in quads.remainder() {
+            sub[s.into() as usize][0] += 1;
+        }
+        for (t, s) in total.iter_mut().zip(sub.iter_mut()) {
+            *t += s.iter().map(|&c| c as u64).sum::<u64>();
+            *s = [0; 4];
+        }
+    }
+    total
 }
 
 #[inline]
@@ -267,22 +298,24 @@ pub fn encode_planes(
     let hs = layout.head_shift();
     let ts = layout.tail_shift();
     let tail_mask = (1u32 << layout.tail_bits) - 1;
-    let mut head = Vec::with_capacity(n);
-    let mut tail = Vec::with_capacity(if layout.tail_bits > 0 { n } else { 0 });
-    let mut bytes: Vec<Vec<u8>> = vec![Vec::with_capacity(n); layout.byte_planes];
-    let mut head_hist = vec![0u64; 1 << layout.head_bits];
-    for v in values.chunks_exact(layout.value_bytes) {
-        let x = load(v);
-        let h = (x >> hs) as u16;
-        head.push(h);
-        head_hist[h as usize] += 1;
-        if layout.tail_bits > 0 {
-            tail.push(((x >> ts) & tail_mask) as u8);
-        }
-        for (k, b) in bytes.iter_mut().enumerate() {
-            b.push((x >> (8 * k)) as u8);
+    // Split first (plain streaming loops), count afterwards.
+    let mut head = vec![0u16; n];
+    let mut tail = vec![0u8; if layout.tail_bits > 0 { n } else { 0 }];
+    let mut bytes: Vec<Vec<u8>> = vec![vec![0u8; n]; layout.byte_planes];
+    for (h, v) in head.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
+        *h = (load(v) >> hs) as u16;
+    }
+    if layout.tail_bits > 0 {
+        for (t, v) in tail.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
+            *t = ((load(v) >> ts) & tail_mask) as u8;
         }
     }
+    for (k, b) in bytes.iter_mut().enumerate() {
+        for (o, v) in b.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
+            *o = v[k];
+        }
+    }
+    let head_hist = histogram(&head, 1 << layout.head_bits);
 
     let mut streams = Vec::with_capacity(2 + layout.byte_planes);
     streams.push(code_symbols(
@@ -319,10 +352,7 @@ pub fn encode_planes(
     }
     for k in (0..layout.byte_planes).rev() {
         let plane = &bytes[k];
-        let mut hist = vec![0u64; 256];
-        for &b in plane {
-            hist[b as usize] += 1;
-        }
+        let hist = histogram(plane, 256);
         let id = 1 + k as u16;
         streams.push(code_symbols(
             Plane::Byte(k as u8),
