@@ -1,35 +1,57 @@
-//! Sparsity masks (docs/SPEC.md §6, reserved): which elements of a tile were kept.
+//! Sparsity masks (docs/SPEC.md §6): which elements of a tile were kept, and how that is
+//! written down.
 //!
 //! Takes the kept/dropped decision of the sparsification engine as a [`Mask`] (a bitvec
-//! bitmap, one bit per element of a tile, row-major) and gives its coded form; the
-//! reconstruction engine decodes it back. This foundation release has the plain bitmask
-//! encoding; run-length, delta indices and N:M codes, chosen per tile as the smallest,
-//! arrive with the sparsification engine (issue #3). A dense tensor has no mask.
+//! bitmap, one bit per element of a tile, row-major) and gives it as a sequence of symbols
+//! in one of four encodings ([`MaskEncoding`]); the value codec then stores the symbols raw
+//! or through rANS, whichever is smaller, and the writer keeps the encoding whose coded
+//! stream is smallest for each tile ([`candidates`]). The reconstruction side turns symbols
+//! back into a mask with [`decode`].
+//!
+//! | encoding | symbols | alphabet | good for |
+//! |---|---|---|---|
+//! | `Bitmask` | the packed bits, one byte per 8 elements (LSB first) | 256 | unstructured at any density (rANS on the bytes reaches 8·H(density) per byte) |
+//! | `RunLength` | alternating run lengths, kept first (possibly 0), LEB128 bytes | 256 | block and channel patterns (long runs) |
+//! | `DeltaIndices` | gaps between kept indices (first: index + 1), LEB128 bytes | 256 | very sparse tiles (CSR-style) |
+//! | `NMCodes` | per group of M along a row, the index of its kept set among C(M, N) | C(M, N) | N:M patterns (2:4: log2(6) = 2.58 bits per 4 elements) |
+//!
+//! N:M codes need the tile's row length (groups do not cross rows) and M <= 12; other N:M
+//! patterns (any N < M <= 16 is a valid pattern) use the other three encodings.
 #![forbid(unsafe_code)]
 
 use bitvec::prelude::*;
 pub use sparsewire_metadata::MaskEncoding;
 
+/// Largest code alphabet for N:M masks (the value codec's rANS cap).
+pub const MAX_NM_CODES: usize = 2048;
+
 /// Errors decoding a mask.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MaskError {
-    #[error("mask of {len} elements needs {expected} bytes, got {got}")]
-    Length {
-        len: usize,
-        expected: usize,
-        got: usize,
-    },
-    #[error("mask encoding {0:?} is not implemented by this version")]
-    Unsupported(MaskEncoding),
-    #[error("padding bits after the last element are not zero")]
-    Padding,
+    #[error("mask symbols describe {got} elements, the tile has {len}")]
+    Length { len: usize, got: usize },
+    #[error("mask symbol stream is malformed: {reason}")]
+    Malformed { reason: &'static str },
+    #[error("N:M codes need 0 < N < M <= 12; got {n}:{m}")]
+    BadNM { n: u8, m: u8 },
+    #[error("group {group} keeps {kept} elements, not the pattern's {n} (or its share of a partial group)")]
+    NotNM { group: usize, kept: usize, n: u8 },
 }
 
 /// Which elements of a tile are kept (`true`) or dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mask {
     bits: BitVec<u8, Lsb0>,
+}
+
+/// A mask as symbols, ready for the value codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskSymbols {
+    pub encoding: MaskEncoding,
+    /// Symbols are below this.
+    pub alphabet: usize,
+    pub symbols: Vec<u16>,
 }
 
 impl Mask {
@@ -75,12 +97,7 @@ impl Mask {
 
     /// Order-0 entropy bound of the mask, in bits per element: H(density).
     pub fn entropy_bits_per_element(&self) -> f64 {
-        let p = self.density();
-        if p <= 0.0 || p >= 1.0 {
-            0.0
-        } else {
-            -(p * p.log2() + (1.0 - p) * (1.0 - p).log2())
-        }
+        binary_entropy(self.density())
     }
 
     /// Indices of kept elements, ascending.
@@ -88,53 +105,346 @@ impl Mask {
         self.bits.iter_ones()
     }
 
-    /// Codes the mask.
-    pub fn encode(&self, encoding: MaskEncoding) -> Result<Vec<u8>, MaskError> {
-        match encoding {
-            MaskEncoding::Bitmask => Ok(self.bits.as_raw_slice().to_vec()),
-            other => Err(MaskError::Unsupported(other)),
-        }
+    /// The packed bits (LSB first), `ceil(len / 8)` bytes, padding bits zero.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bits.as_raw_slice()
     }
 
-    /// Decodes a mask of `len` elements.
-    pub fn decode(encoding: MaskEncoding, bytes: &[u8], len: usize) -> Result<Self, MaskError> {
-        match encoding {
-            MaskEncoding::Bitmask => {
-                let expected = len.div_ceil(8);
-                if bytes.len() != expected {
+    /// The mask in one encoding. `row_len` and `nm` are needed for `NMCodes`.
+    pub fn to_symbols(
+        &self,
+        encoding: MaskEncoding,
+        row_len: usize,
+        nm: Option<(u8, u8)>,
+    ) -> Result<MaskSymbols, MaskError> {
+        let bytes = |v: Vec<u8>| v.into_iter().map(u16::from).collect();
+        let symbols = match encoding {
+            MaskEncoding::Bitmask => bytes(self.as_bytes().to_vec()),
+            MaskEncoding::RunLength => {
+                let mut out = Vec::new();
+                let mut want = true;
+                let mut run = 0u64;
+                for b in self.bits.iter().by_vals() {
+                    if b == want {
+                        run += 1;
+                    } else {
+                        put_varint(&mut out, run);
+                        want = !want;
+                        run = 1;
+                    }
+                }
+                put_varint(&mut out, run);
+                bytes(out)
+            }
+            MaskEncoding::DeltaIndices => {
+                let mut out = Vec::new();
+                let mut prev: i64 = -1;
+                for i in self.bits.iter_ones() {
+                    put_varint(&mut out, (i as i64 - prev) as u64);
+                    prev = i as i64;
+                }
+                bytes(out)
+            }
+            MaskEncoding::NMCodes => {
+                let (n, m) = nm.ok_or(MaskError::Malformed {
+                    reason: "N:M codes without an N:M pattern",
+                })?;
+                let table = NMTable::new(n, m)?;
+                let mut out = Vec::new();
+                for (g, (start, len)) in groups(self.len(), row_len, m as usize).enumerate() {
+                    let mut bits = 0u32;
+                    for j in 0..len {
+                        bits |= (self.bits[start + j] as u32) << j;
+                    }
+                    if len < m as usize {
+                        // A partial group at a row's end is stored as its bits.
+                        out.push(bits as u16);
+                        continue;
+                    }
+                    let code = table.code(bits).ok_or(MaskError::NotNM {
+                        group: g,
+                        kept: bits.count_ones() as usize,
+                        n,
+                    })?;
+                    out.push(code);
+                }
+                out
+            }
+        };
+        let alphabet = match encoding {
+            MaskEncoding::NMCodes => {
+                let (n, m) = nm.expect("checked above");
+                NMTable::new(n, m)?.len().max(1 << (m - 1))
+            }
+            _ => 256,
+        };
+        Ok(MaskSymbols {
+            encoding,
+            alphabet,
+            symbols,
+        })
+    }
+}
+
+/// `(start, len)` of each group of `m` along rows of `row_len` elements.
+fn groups(len: usize, row_len: usize, m: usize) -> impl Iterator<Item = (usize, usize)> {
+    let row_len = row_len.max(1);
+    (0..len.div_ceil(row_len)).flat_map(move |r| {
+        let row_start = r * row_len;
+        let this_row = row_len.min(len - row_start);
+        (0..this_row.div_ceil(m)).map(move |g| {
+            let s = g * m;
+            (row_start + s, m.min(this_row - s))
+        })
+    })
+}
+
+/// The C(M, N) kept-sets of an N:M group, as bit patterns, in increasing order.
+#[derive(Debug, Clone)]
+pub struct NMTable {
+    patterns: Vec<u32>,
+}
+
+impl NMTable {
+    /// The table for N kept of every M; errors outside `0 < N < M <= 16` or when C(M, N)
+    /// exceeds [`MAX_NM_CODES`].
+    pub fn new(n: u8, m: u8) -> Result<Self, MaskError> {
+        // Partial groups at a row's end are stored as their bits (< 2^(M-1)), so M <= 12
+        // keeps every symbol under the cap.
+        if !(n > 0 && n < m && m <= 12) || binomial(m as u64, n as u64) > MAX_NM_CODES as u64 {
+            return Err(MaskError::BadNM { n, m });
+        }
+        let patterns = (0u32..1 << m)
+            .filter(|p| p.count_ones() == n as u32)
+            .collect();
+        Ok(NMTable { patterns })
+    }
+
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    fn code(&self, bits: u32) -> Option<u16> {
+        self.patterns.binary_search(&bits).ok().map(|i| i as u16)
+    }
+
+    fn pattern(&self, code: u16) -> Option<u32> {
+        self.patterns.get(code as usize).copied()
+    }
+}
+
+fn binomial(n: u64, k: u64) -> u64 {
+    (0..k).fold(1, |acc, i| acc * (n - i) / (i + 1))
+}
+
+/// H(p) in bits.
+pub fn binary_entropy(p: f64) -> f64 {
+    if p <= 0.0 || p >= 1.0 {
+        0.0
+    } else {
+        -(p * p.log2() + (1.0 - p) * (1.0 - p).log2())
+    }
+}
+
+/// Rebuilds a mask of `len` elements from its symbols.
+pub fn decode(
+    encoding: MaskEncoding,
+    symbols: &[u16],
+    len: usize,
+    row_len: usize,
+    nm: Option<(u8, u8)>,
+) -> Result<Mask, MaskError> {
+    let bad = |reason| MaskError::Malformed { reason };
+    let as_bytes = || -> Result<Vec<u8>, MaskError> {
+        symbols
+            .iter()
+            .map(|&s| u8::try_from(s).map_err(|_| bad("symbol over 255")))
+            .collect()
+    };
+    let mut bits: BitVec<u8, Lsb0> = BitVec::with_capacity(len);
+    match encoding {
+        MaskEncoding::Bitmask => {
+            let b = as_bytes()?;
+            if b.len() != len.div_ceil(8) {
+                return Err(MaskError::Length {
+                    len,
+                    got: b.len() * 8,
+                });
+            }
+            bits = BitVec::from_vec(b);
+            if bits[len..].any() {
+                return Err(bad("padding bits are not zero"));
+            }
+            bits.truncate(len);
+        }
+        MaskEncoding::RunLength => {
+            let b = as_bytes()?;
+            let mut pos = 0;
+            let mut value = true;
+            while pos < b.len() {
+                let run = get_varint(&b, &mut pos).ok_or(bad("truncated run"))?;
+                if run > (len - bits.len()) as u64 {
                     return Err(MaskError::Length {
                         len,
-                        expected,
-                        got: bytes.len(),
+                        got: bits.len().saturating_add(run as usize),
                     });
                 }
-                let mut bits = BitVec::<u8, Lsb0>::from_slice(bytes);
-                if bits[len..].any() {
-                    return Err(MaskError::Padding);
-                }
-                bits.truncate(len);
-                Ok(Mask { bits })
+                bits.resize(bits.len() + run as usize, value);
+                value = !value;
             }
-            other => Err(MaskError::Unsupported(other)),
+        }
+        MaskEncoding::DeltaIndices => {
+            let b = as_bytes()?;
+            let mut pos = 0;
+            while pos < b.len() {
+                let gap = get_varint(&b, &mut pos).ok_or(bad("truncated gap"))?;
+                if gap == 0 || gap > (len - bits.len()) as u64 {
+                    return Err(bad("index gap out of range"));
+                }
+                bits.resize(bits.len() + gap as usize - 1, false);
+                bits.push(true);
+            }
+            bits.resize(len, false);
+        }
+        MaskEncoding::NMCodes => {
+            let (n, m) = nm.ok_or(bad("N:M codes without an N:M pattern"))?;
+            let table = NMTable::new(n, m)?;
+            let gs: Vec<_> = groups(len, row_len, m as usize).collect();
+            if gs.len() != symbols.len() {
+                return Err(MaskError::Length {
+                    len,
+                    got: symbols.len() * m as usize,
+                });
+            }
+            for ((_, glen), &code) in gs.iter().zip(symbols) {
+                let p = if *glen < m as usize {
+                    if (code as u32) >> glen != 0 {
+                        return Err(bad("partial group with bits beyond it"));
+                    }
+                    code as u32
+                } else {
+                    table.pattern(code).ok_or(bad("N:M code out of range"))?
+                };
+                for j in 0..*glen {
+                    bits.push(p >> j & 1 == 1);
+                }
+            }
         }
     }
+    if bits.len() != len {
+        return Err(MaskError::Length {
+            len,
+            got: bits.len(),
+        });
+    }
+    Ok(Mask { bits })
+}
+
+/// Every encoding that applies to a mask (N:M codes only with an N:M pattern that fits).
+pub fn candidates(nm: Option<(u8, u8)>) -> Vec<MaskEncoding> {
+    let mut c = vec![
+        MaskEncoding::Bitmask,
+        MaskEncoding::RunLength,
+        MaskEncoding::DeltaIndices,
+    ];
+    if let Some((n, m)) = nm {
+        if NMTable::new(n, m).is_ok() {
+            c.push(MaskEncoding::NMCodes);
+        }
+    }
+    c
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn nm_mask(rows: usize, row_len: usize, n: u8, m: u8, seed: u64) -> Mask {
+        let mut s = seed | 1;
+        let mut kept = Vec::new();
+        for _ in 0..rows {
+            for start in (0..row_len).step_by(m as usize) {
+                let len = (m as usize).min(row_len - start);
+                let mut g = vec![false; len];
+                let want = if len == m as usize { n as usize } else { len / 2 };
+                let mut placed = 0;
+                while placed < want {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    let j = (s % len as u64) as usize;
+                    if !g[j] {
+                        g[j] = true;
+                        placed += 1;
+                    }
+                }
+                kept.extend(g);
+            }
+        }
+        Mask::from_kept(kept)
+    }
+
+    proptest! {
+        #[test]
+        fn every_encoding_round_trips(flags in proptest::collection::vec(any::<bool>(), 0..500), runs in any::<bool>()) {
+            // Half the cases as long runs, as block and channel patterns make.
+            let flags: Vec<bool> = if runs { flags.iter().enumerate().map(|(i, _)| (i / 37) % 3 == 0).collect() } else { flags };
+            let m = Mask::from_kept(flags.clone());
+            for enc in candidates(None) {
+                let s = m.to_symbols(enc, flags.len().max(1), None).unwrap();
+                prop_assert!(s.symbols.iter().all(|&x| (x as usize) < s.alphabet));
+                prop_assert_eq!(decode(enc, &s.symbols, flags.len(), flags.len().max(1), None).unwrap(), m.clone());
+            }
+        }
+
+        #[test]
+        fn nm_codes_round_trip(rows in 1usize..5, row_len in 1usize..40, nm in prop_oneof![Just((2u8, 4u8)), Just((1, 4)), Just((4, 8)), Just((3, 7))], seed in any::<u64>()) {
+            let (n, m) = nm;
+            let mask = nm_mask(rows, row_len, n, m, seed);
+            let s = mask.to_symbols(MaskEncoding::NMCodes, row_len, Some(nm)).unwrap();
+            prop_assert_eq!(decode(MaskEncoding::NMCodes, &s.symbols, mask.len(), row_len, Some(nm)).unwrap(), mask);
+        }
+    }
 
     #[test]
-    fn bitmask_round_trip_and_errors() {
-        for len in [0usize, 1, 7, 8, 9, 100] {
-            let m = Mask::from_kept((0..len).map(|i| i % 3 != 0));
-            let b = m.encode(MaskEncoding::Bitmask).unwrap();
-            assert_eq!(Mask::decode(MaskEncoding::Bitmask, &b, len).unwrap(), m);
-        }
-        assert!(Mask::decode(MaskEncoding::Bitmask, &[0xff], 3).is_err());
-        assert!(Mask::decode(MaskEncoding::Bitmask, &[0, 0], 3).is_err());
-        let half = Mask::from_kept((0..100).map(|i| i % 2 == 0));
-        assert!((half.entropy_bits_per_element() - 1.0).abs() < 1e-12);
-        assert_eq!(Mask::dense(5).density(), 1.0);
+    fn nm_table_and_errors() {
+        assert_eq!(NMTable::new(2, 4).unwrap().len(), 6);
+        assert!(NMTable::new(4, 4).is_err());
+        assert!(NMTable::new(7, 14).is_err(), "M over 12");
+        let not_nm = Mask::from_kept([true, true, true, false]);
+        assert!(matches!(
+            not_nm.to_symbols(MaskEncoding::NMCodes, 4, Some((2, 4))),
+            Err(MaskError::NotNM { .. })
+        ));
+        assert!(decode(MaskEncoding::Bitmask, &[0xff], 3, 3, None).is_err());
+        assert!(decode(MaskEncoding::DeltaIndices, &[9], 3, 3, None).is_err());
+        assert!(decode(MaskEncoding::RunLength, &[1, 9], 3, 3, None).is_err());
+        assert!((binary_entropy(0.5) - 1.0).abs() < 1e-12);
     }
 }

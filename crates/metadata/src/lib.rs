@@ -167,8 +167,10 @@ pub enum Plane {
     TailBits,
     /// Low mantissa byte number `k` (0 = least significant).
     Byte(u8),
-    /// Sparsity mask (reserved for the sparsification stage).
-    Mask,
+    /// The tile's sparsity mask, in this encoding: a varint symbol count, then the
+    /// symbols (raw or rANS, per the stream codec). The value planes that follow hold
+    /// only the kept values.
+    Mask(MaskEncoding),
 }
 
 /// How one stream's bytes are coded.
@@ -240,12 +242,19 @@ pub enum MaskEncoding {
 /// How the sparsification stage treated a tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sparsification {
+    /// The criterion that chose the mask (after any fallback).
     pub criterion: Criterion,
     pub pattern: Pattern,
-    /// Fraction of elements dropped, in [0, 1).
+    /// Fraction of elements dropped, in [0, 1), as achieved.
     pub sparsity: f32,
     /// Score threshold used, when one was.
     pub threshold: Option<f32>,
+    /// ‖W − W'‖_F / ‖W‖_F of the stored tensor (zero-filled), measured at compress time.
+    pub rel_error: f32,
+    /// Relative output error on the calibration inputs, when there were some.
+    pub output_error: Option<f32>,
+    /// Whether the kept values were changed (SparseGPT's compensation).
+    pub values_updated: bool,
 }
 
 /// How missing values are rebuilt on the accelerator side.

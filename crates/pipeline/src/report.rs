@@ -59,7 +59,7 @@ fn plane_name(p: Plane) -> String {
         Plane::Head => "head".into(),
         Plane::TailBits => "tail_bits".into(),
         Plane::Byte(k) => format!("byte{k}"),
-        Plane::Mask => "mask".into(),
+        Plane::Mask(_) => "mask".into(),
     }
 }
 

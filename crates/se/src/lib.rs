@@ -1,14 +1,31 @@
 //! The sparsification engine (host side, docs/SPEC.md §6): decides which elements of each
 //! tensor cross the link.
 //!
-//! Takes tensors and a [`SparsifyConfig`] (importance criterion, sparsity pattern, target
-//! sparsity or budget); gives, per tensor, a kept-element mask and the kept values, with the
-//! [`sparsewire_metadata::Sparsification`] record the reconstruction engine needs. The
-//! foundation release runs the lossless configuration only (every element kept: sparsity
-//! 0); scoring (magnitude, Taylor, Wanda, SparseGPT, correlation), patterns (unstructured,
-//! N:M, block, channel) and budgets arrive with issue #3, and any other configuration is
-//! refused with [`SparsifyError::NotYetSupported`] rather than silently ignored.
+//! Takes a weight matrix (the tensor's 2-D view `[rows, cols]`: linear `[out, in]`, conv
+//! `[out, in*kh*kw]`), a [`SparsifyConfig`] (criterion, pattern, sparsity) and, for the
+//! activation-aware criteria, the layer's calibration inputs; gives the kept flags, the
+//! values to store (SparseGPT updates the kept ones) and error metrics ([`Sparsified`]).
+//!
+//! Stages, one module each: [`criteria`] scores every element (higher = keep), [`pattern`]
+//! keeps the highest scores in a pattern, [`sparsegpt`] does both at once with second-order
+//! compensation, [`metrics`] measures what was lost, [`budget`] spreads a byte budget over
+//! tensors, and [`activations`] sparsifies activations at run time (nothing on disk).
+//!
+//! | criterion | score | needs |
+//! |---|---|---|
+//! | `Magnitude` | \|w\| | — |
+//! | `Taylor` | \|w · g\| | gradients of the same shape |
+//! | `Wanda` | \|w_ij\| · ‖x_j‖₂ | calibration inputs `X [tokens, in]` |
+//! | `SparseGpt` | OBS: w² / [H⁻¹]_jj, with compensation | calibration inputs |
+//! | `Correlation` | rows: 1 − best \|cos\| with another row | — (channel pattern) |
 #![forbid(unsafe_code)]
+
+pub mod activations;
+pub mod budget;
+pub mod criteria;
+pub mod metrics;
+pub mod pattern;
+pub mod sparsegpt;
 
 pub use sparsewire_metadata::{Criterion, Pattern};
 
@@ -18,16 +35,34 @@ pub use sparsewire_metadata::{Criterion, Pattern};
 pub enum SparsifyError {
     #[error("sparsity {0} is outside [0, 1)")]
     SparsityOutOfRange(f32),
-    #[error("{what} is not supported by this version of sparsewire (lossless only)")]
-    NotYetSupported { what: String },
+    #[error("N:M pattern {n}:{m} needs 0 < N < M <= 16")]
+    BadNM { n: u8, m: u8 },
+    #[error("block {block:?} is larger than the tensor's 2-D view {shape:?}")]
+    BlockTooLarge {
+        block: (usize, usize),
+        shape: (usize, usize),
+    },
+    #[error("criterion {criterion:?} needs {what}")]
+    Needs {
+        criterion: Criterion,
+        what: &'static str,
+    },
+    #[error("{what} has {got} values per row, the weight has {expected} columns")]
+    ShapeMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error(transparent)]
+    SparseGpt(#[from] sparsegpt::SparseGptError),
 }
 
 /// What to keep.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SparsifyConfig {
     pub criterion: Criterion,
     pub pattern: Pattern,
-    /// Fraction of elements to drop, in [0, 1).
+    /// Fraction of elements to drop, in [0, 1). For N:M it is `1 - N/M`.
     pub sparsity: f32,
 }
 
@@ -41,26 +76,126 @@ impl SparsifyConfig {
         }
     }
 
-    /// Checks the configuration against what this version implements.
+    /// Checks ranges (sparsity, N:M).
     pub fn check(&self) -> Result<(), SparsifyError> {
         if !(0.0..1.0).contains(&self.sparsity) {
             return Err(SparsifyError::SparsityOutOfRange(self.sparsity));
         }
-        if self.sparsity > 0.0 {
-            return Err(SparsifyError::NotYetSupported {
-                what: format!(
-                    "sparsity {} ({:?}, {:?})",
-                    self.sparsity, self.criterion, self.pattern
-                ),
-            });
+        if let Pattern::NM { n, m } = self.pattern {
+            if !(n > 0 && n < m && m <= 16) {
+                return Err(SparsifyError::BadNM { n, m });
+            }
         }
         Ok(())
     }
 
     /// Whether every element is kept.
     pub fn is_lossless(&self) -> bool {
-        self.sparsity == 0.0
+        self.sparsity == 0.0 && !matches!(self.pattern, Pattern::NM { .. })
     }
+
+    /// The sparsity the pattern implies (N:M fixes it).
+    pub fn effective_sparsity(&self) -> f64 {
+        match self.pattern {
+            Pattern::NM { n, m } => 1.0 - n as f64 / m as f64,
+            _ => self.sparsity as f64,
+        }
+    }
+}
+
+/// A layer's calibration inputs: `tokens` rows of `cols` values (`X`, row-major).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerInputs<'a> {
+    pub x: &'a [f32],
+    pub tokens: usize,
+}
+
+/// What sparsifying one matrix gave.
+#[derive(Debug, Clone)]
+pub struct Sparsified {
+    /// Kept flags, row-major over the 2-D view.
+    pub keep: Vec<bool>,
+    /// The values to store: the originals, or SparseGPT's compensated ones; 0 where dropped.
+    pub values: Vec<f32>,
+    /// Whether `values` differ from the input at kept positions (SparseGPT).
+    pub updated: bool,
+}
+
+/// Sparsifies a `[rows, cols]` matrix. `inputs` are needed by Wanda and SparseGPT,
+/// `gradients` (same shape) by Taylor.
+pub fn sparsify(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    config: &SparsifyConfig,
+    inputs: Option<LayerInputs<'_>>,
+    gradients: Option<&[f32]>,
+) -> Result<Sparsified, SparsifyError> {
+    config.check()?;
+    let s = config.effective_sparsity();
+    if config.criterion == Criterion::SparseGpt {
+        let inp = inputs.ok_or(SparsifyError::Needs {
+            criterion: Criterion::SparseGpt,
+            what: "calibration inputs (--calibration)",
+        })?;
+        check_inputs(&inp, cols)?;
+        let h = sparsegpt::hessian(inp.x, inp.tokens, cols);
+        let (keep, values) = sparsegpt::prune(w, rows, cols, &h, config.pattern, s)?;
+        return Ok(Sparsified {
+            keep,
+            values,
+            updated: true,
+        });
+    }
+    let scores = match config.criterion {
+        Criterion::Magnitude | Criterion::Predictable => criteria::magnitude(w),
+        Criterion::Taylor => {
+            let g = gradients.ok_or(SparsifyError::Needs {
+                criterion: Criterion::Taylor,
+                what: "gradients of the same shape (--gradients)",
+            })?;
+            if g.len() != w.len() {
+                return Err(SparsifyError::ShapeMismatch {
+                    what: "the gradient",
+                    expected: w.len(),
+                    got: g.len(),
+                });
+            }
+            criteria::taylor(w, g)
+        }
+        Criterion::Wanda => {
+            let inp = inputs.ok_or(SparsifyError::Needs {
+                criterion: Criterion::Wanda,
+                what: "calibration inputs (--calibration)",
+            })?;
+            check_inputs(&inp, cols)?;
+            criteria::wanda(w, cols, &criteria::input_norms(inp.x, inp.tokens, cols))
+        }
+        Criterion::Correlation => criteria::correlation(w, rows, cols),
+        Criterion::SparseGpt => unreachable!("handled above"),
+    };
+    let keep = pattern::select(&scores, rows, cols, config.pattern, s)?;
+    let values = w
+        .iter()
+        .zip(&keep)
+        .map(|(&v, &k)| if k { v } else { 0.0 })
+        .collect();
+    Ok(Sparsified {
+        keep,
+        values,
+        updated: false,
+    })
+}
+
+fn check_inputs(inp: &LayerInputs<'_>, cols: usize) -> Result<(), SparsifyError> {
+    if inp.tokens == 0 || inp.x.len() != inp.tokens * cols {
+        return Err(SparsifyError::ShapeMismatch {
+            what: "the calibration input",
+            expected: cols,
+            got: inp.x.len() / inp.tokens.max(1),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -68,15 +203,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lossless_passes_and_the_rest_is_refused_clearly() {
+    fn config_checks() {
         assert!(SparsifyConfig::lossless().check().is_ok());
         let mut c = SparsifyConfig::lossless();
         c.sparsity = 1.0;
         assert_eq!(c.check(), Err(SparsifyError::SparsityOutOfRange(1.0)));
-        c.sparsity = 0.5;
+        c.sparsity = 0.0;
+        c.pattern = Pattern::NM { n: 4, m: 4 };
+        assert!(c.check().is_err());
+        c.pattern = Pattern::NM { n: 2, m: 4 };
+        assert_eq!(c.effective_sparsity(), 0.5);
+    }
+
+    #[test]
+    fn wanda_keeps_the_weight_on_the_louder_input() {
+        // Two weights of equal magnitude; input channel 1 is ten times louder.
+        let w = [0.5f32, -0.5];
+        let x = [0.1f32, 1.0, -0.1, -1.0];
+        let cfg = SparsifyConfig {
+            criterion: Criterion::Wanda,
+            pattern: Pattern::Unstructured,
+            sparsity: 0.5,
+        };
+        let s = sparsify(&w, 1, 2, &cfg, Some(LayerInputs { x: &x, tokens: 2 }), None).unwrap();
+        assert_eq!(s.keep, vec![false, true]);
+        // Magnitude alone would keep the larger weight.
+        let w = [0.6f32, -0.5];
+        let cfg = SparsifyConfig { criterion: Criterion::Magnitude, ..cfg };
+        assert_eq!(sparsify(&w, 1, 2, &cfg, None, None).unwrap().keep, vec![true, false]);
+    }
+
+    #[test]
+    fn missing_inputs_are_clear_errors() {
+        let cfg = SparsifyConfig {
+            criterion: Criterion::Wanda,
+            pattern: Pattern::Unstructured,
+            sparsity: 0.5,
+        };
         assert!(matches!(
-            c.check(),
-            Err(SparsifyError::NotYetSupported { .. })
+            sparsify(&[1.0, 2.0], 1, 2, &cfg, None, None),
+            Err(SparsifyError::Needs { .. })
+        ));
+        let x = [1.0f32; 3];
+        assert!(matches!(
+            sparsify(&[1.0, 2.0], 1, 2, &cfg, Some(LayerInputs { x: &x, tokens: 1 }), None),
+            Err(SparsifyError::ShapeMismatch { .. })
         ));
     }
 }

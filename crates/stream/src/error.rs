@@ -87,4 +87,16 @@ pub enum StreamError {
     Format(#[from] FormatError),
     #[error("tensor {tensor:?}: {source}")]
     Encode { tensor: String, source: CodecError },
+    #[error("tensor {tensor:?}: mask has {got} flags, the tensor {expected} elements")]
+    MaskLength {
+        tensor: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("tensor {tensor:?} tile {tile}: mask: {source}")]
+    Mask {
+        tensor: String,
+        tile: usize,
+        source: sparsewire_masks::MaskError,
+    },
 }

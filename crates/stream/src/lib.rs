@@ -16,7 +16,7 @@ mod writer;
 pub use error::StreamError;
 pub use reader::{DecodeLimits, Reader};
 pub use sparsewire_metadata as metadata;
-pub use writer::{encode, EncodeOptions, Progress};
+pub use writer::{encode, encode_sparse, EncodeOptions, Progress, TensorMask};
 
 /// First eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"\x89SWIRE\r\n";

@@ -5,7 +5,11 @@ use rayon::prelude::*;
 use sparsewire_codec::{decode_planes, decode_whole, PlaneLayout, TensorDecoder, TensorModels};
 use sparsewire_formats::tiling::{TileGrid, TileRect};
 use sparsewire_formats::{Tensor, TensorFile};
-use sparsewire_metadata::{view_2d, Header, TensorMeta, ValueCodec, MAX_HEADER_BYTES};
+use sparsewire_codec::decode_symbol_stream;
+use sparsewire_masks::{decode as decode_mask, Mask, MaskEncoding, NMTable};
+use sparsewire_metadata::{
+    view_2d, Header, Pattern, Plane, StreamEntry, TensorMeta, ValueCodec, MAX_HEADER_BYTES,
+};
 use std::sync::OnceLock;
 
 /// Bounds on what decoding may produce.
@@ -260,6 +264,13 @@ impl<B: AsRef<[u8]>> Reader<B> {
         let stored = self.tile_stored(t, k)?;
         let m = self.meta(t);
         let entries = &m.tiles[k].streams;
+        if let Some(StreamEntry {
+            plane: Plane::Mask(enc),
+            ..
+        }) = entries.first()
+        {
+            return self.decode_sparse_tile(t, k, *enc, stored, out);
+        }
         let res = match (m.codec, PlaneLayout::for_dtype(m.dtype)) {
             (ValueCodec::FloatPlanes, Some(layout)) => {
                 let dec = self.decoders[t].get_or_init(|| self.models[t].decoder());
@@ -272,6 +283,88 @@ impl<B: AsRef<[u8]>> Reader<B> {
             tile: k,
             source,
         })
+    }
+
+    /// The mask of a sparse tile, and the tile's other streams and their bytes.
+    pub fn tile_mask(&self, t: usize, k: usize) -> Result<Option<Mask>, StreamError> {
+        let stored = self.tile_stored(t, k)?;
+        let entries = &self.meta(t).tiles[k].streams;
+        match entries.first() {
+            Some(StreamEntry {
+                plane: Plane::Mask(enc),
+                ..
+            }) => Ok(Some(self.read_mask(t, k, *enc, stored)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn read_mask(&self, t: usize, k: usize, enc: MaskEncoding, stored: &[u8]) -> Result<Mask, StreamError> {
+        let m = self.meta(t);
+        let e = &m.tiles[k].streams[0];
+        let rect = self.grid(t).rect(k as u64);
+        let n = rect.numel() as usize;
+        let nm = match m.sparsification.as_ref().map(|s| s.pattern) {
+            Some(Pattern::NM { n, m }) => Some((n, m)),
+            _ => None,
+        };
+        let alphabet = match (enc, nm) {
+            (MaskEncoding::NMCodes, Some((n, m))) => NMTable::new(n, m)
+                .map(|t| t.len().max(1 << (m - 1)))
+                .map_err(|source| StreamError::Mask {
+                    tensor: self.meta(t).name.clone(),
+                    tile: k,
+                    source,
+                })?,
+            _ => 256,
+        };
+        let codec_err = |source| StreamError::Codec {
+            tensor: m.name.clone(),
+            tile: k,
+            source,
+        };
+        let len = usize::try_from(e.len).unwrap_or(usize::MAX).min(stored.len());
+        // RLE and delta symbols are varint bytes: at most 10 per element (and one more).
+        let symbols = decode_symbol_stream(e, &stored[..len], alphabet, 10 * (n + 1))
+            .map_err(codec_err)?;
+        decode_mask(enc, &symbols, n, rect.cols as usize, nm).map_err(|source| StreamError::Mask {
+            tensor: m.name.clone(),
+            tile: k,
+            source,
+        })
+    }
+
+    /// A sparse tile: its mask, then its kept values, zero-filled to the dense tile.
+    fn decode_sparse_tile(
+        &self,
+        t: usize,
+        k: usize,
+        enc: MaskEncoding,
+        stored: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), StreamError> {
+        let m = self.meta(t);
+        let mask = self.read_mask(t, k, enc, stored)?;
+        let entries = &m.tiles[k].streams;
+        let mlen = entries[0].len as usize;
+        let codec_err = |source| StreamError::Codec {
+            tensor: m.name.clone(),
+            tile: k,
+            source,
+        };
+        let layout = PlaneLayout::for_dtype(m.dtype).ok_or_else(|| {
+            codec_err(sparsewire_codec::CodecError::StreamLayout {
+                reason: format!("a mask on a {} tensor", m.dtype),
+            })
+        })?;
+        let vb = layout.value_bytes;
+        let mut kept = vec![0u8; mask.kept() * vb];
+        let dec = self.decoders[t].get_or_init(|| self.models[t].decoder());
+        decode_planes(layout, &entries[1..], &stored[mlen..], dec, &mut kept).map_err(codec_err)?;
+        out.fill(0);
+        for (i, v) in mask.kept_indices().zip(kept.chunks_exact(vb)) {
+            out[i * vb..(i + 1) * vb].copy_from_slice(v);
+        }
+        Ok(())
     }
 
     /// Decodes one tile into a new buffer.

@@ -8,9 +8,10 @@ use sparsewire_codec::{
 };
 use sparsewire_formats::tiling::{default_tile_shape, TileGrid, DEFAULT_TILE_ELEMS};
 use sparsewire_formats::{Tensor, TensorFile};
+use sparsewire_masks::{candidates, Mask, NMTable};
 use sparsewire_metadata::{
-    view_2d, Header, Layout, Reconstruction, StreamCodec, TensorMeta, TileEntry, TileShape,
-    ValueCodec,
+    view_2d, Header, Layout, Pattern, Plane, Reconstruction, Sparsification, StreamCodec,
+    TensorMeta, TileEntry, TileShape, ValueCodec,
 };
 
 /// How to write a stream. `Default` is the recommended configuration.
@@ -45,6 +46,15 @@ pub struct Progress {
     pub total_bytes: u64,
 }
 
+/// A sparsified tensor's mask, for [`encode_sparse`].
+#[derive(Debug, Clone)]
+pub struct TensorMask {
+    /// Kept flags, one per element of the tensor's 2-D view, row-major.
+    pub keep: Vec<bool>,
+    /// What the sparsification engine did (stored in the header).
+    pub info: Sparsification,
+}
+
 struct EncodedTensor {
     meta: TensorMeta,
     tiles: Vec<Vec<u8>>,
@@ -60,6 +70,7 @@ fn streams_len(s: &[EncodedStream]) -> usize {
 fn encode_tensor(
     index: usize,
     t: &Tensor,
+    mask: Option<&TensorMask>,
     opts: &EncodeOptions,
 ) -> Result<EncodedTensor, StreamError> {
     let numel = sparsewire_metadata::numel(&t.name, &t.shape)?;
@@ -88,6 +99,35 @@ fn encode_tensor(
         None if grid.is_empty() => vec![],
         None => vec![std::borrow::Cow::Borrowed(&t.data[..])],
     };
+    // Sparse float tensors: each tile's mask, and its kept values only.
+    let (tiles, tile_masks): (Vec<std::borrow::Cow<[u8]>>, Vec<Mask>) = match (mask, layout) {
+        (Some(m), Some(_)) => {
+            if m.keep.len() as u64 != numel {
+                return Err(StreamError::MaskLength {
+                    tensor: t.name.clone(),
+                    expected: numel,
+                    got: m.keep.len() as u64,
+                });
+            }
+            let flags: Vec<u8> = m.keep.iter().map(|&k| k as u8).collect();
+            let mut kept_tiles = Vec::with_capacity(tiles.len());
+            let mut masks = Vec::with_capacity(tiles.len());
+            for (k, tile) in tiles.iter().enumerate() {
+                let f = grid.gather(&flags, k as u64, 1);
+                let mut kept = Vec::with_capacity(tile.len());
+                for (v, &keep) in tile.chunks_exact(elem).zip(f.iter()) {
+                    if keep != 0 {
+                        kept.extend_from_slice(v);
+                    }
+                }
+                kept_tiles.push(std::borrow::Cow::Owned(kept));
+                masks.push(Mask::from_kept(f.iter().map(|&x| x != 0)));
+            }
+            (kept_tiles, masks)
+        }
+        _ => (tiles, Vec::new()),
+    };
+    let sparse = !tile_masks.is_empty();
 
     let (codec, models, streams): (ValueCodec, TensorModels, Vec<Vec<EncodedStream>>) = match layout
     {
@@ -112,7 +152,7 @@ fn encode_tensor(
             };
             let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
             let mut lz = false;
-            if opts.try_lz && !tiles.is_empty() {
+            if opts.try_lz && !tiles.is_empty() && !sparse {
                 let p = streams_len(&planes(&tiles[0])?);
                 let z = encode_whole(ValueCodec::Zstd, &tiles[0], opts.zstd_level).map_err(err)?;
                 lz = (z.bytes.len() as f64) < p as f64 * LZ_MIN_GAIN;
@@ -156,6 +196,25 @@ fn encode_tensor(
         }
     };
 
+    let streams = if sparse {
+        let nm = match mask.map(|m| m.info.pattern) {
+            Some(Pattern::NM { n, m }) if NMTable::new(n, m).is_ok() => Some((n, m)),
+            _ => None,
+        };
+        let coded_masks = tile_masks
+            .par_iter()
+            .enumerate()
+            .map(|(k, m)| best_mask_stream(m, grid.rect(k as u64).cols as usize, nm).map_err(err))
+            .collect::<Result<Vec<_>, _>>()?;
+        coded_masks
+            .into_iter()
+            .zip(streams)
+            .map(|(m, s)| std::iter::once(m).chain(s).collect())
+            .collect()
+    } else {
+        streams
+    };
+
     // Keep only the shared models some tile uses.
     let mut used = vec![false; models.models.len()];
     for s in streams.iter().flatten() {
@@ -191,7 +250,7 @@ fn encode_tensor(
             tile_shape,
             codec,
             models: model_bytes,
-            sparsification: None,
+            sparsification: mask.filter(|_| sparse).map(|m| m.info.clone()),
             mask_encoding: None,
             reconstruction: Reconstruction::Zero,
             tiles: entries,
@@ -200,9 +259,40 @@ fn encode_tensor(
     })
 }
 
+/// The mask in the encoding whose coded stream is smallest.
+fn best_mask_stream(
+    mask: &Mask,
+    row_len: usize,
+    nm: Option<(u8, u8)>,
+) -> Result<EncodedStream, sparsewire_codec::CodecError> {
+    let mut best: Option<EncodedStream> = None;
+    for enc in candidates(nm) {
+        // An N:M code only exists for masks that keep N of every M.
+        let Ok(sym) = mask.to_symbols(enc, row_len, nm) else {
+            continue;
+        };
+        let s = sparsewire_codec::encode_symbol_stream(Plane::Mask(enc), &sym.symbols, sym.alphabet)?;
+        if best.as_ref().is_none_or(|b| s.bytes.len() < b.bytes.len()) {
+            best = Some(s);
+        }
+    }
+    Ok(best.expect("the bitmask encoding always applies"))
+}
+
 /// Encodes a tensor file as a `.swire` stream. `progress` is called after each tensor.
 pub fn encode(
     file: &TensorFile,
+    opts: &EncodeOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<u8>, StreamError> {
+    encode_sparse(file, &[], opts, progress)
+}
+
+/// Encodes tensors some of which are sparsified: `masks[i]` (when present and `Some`) is
+/// tensor `i`'s mask; its tiles store the mask and the kept values only.
+pub fn encode_sparse(
+    file: &TensorFile,
+    masks: &[Option<TensorMask>],
     opts: &EncodeOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Vec<u8>, StreamError> {
@@ -211,7 +301,8 @@ pub fn encode(
     let mut encoded = Vec::with_capacity(file.tensors.len());
     for (i, t) in file.tensors.iter().enumerate() {
         let _span = tracing::debug_span!("encode_tensor", name = %t.name).entered();
-        encoded.push(encode_tensor(i, t, opts)?);
+        let mask = masks.get(i).and_then(Option::as_ref);
+        encoded.push(encode_tensor(i, t, mask, opts)?);
         done_bytes += t.data.len() as u64;
         progress(Progress {
             done_bytes,

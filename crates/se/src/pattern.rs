@@ -1,0 +1,176 @@
+//! Keeping the highest scores in a pattern (docs/SPEC.md §6).
+//!
+//! Scores are one per element of the tensor's 2-D view `[rows, cols]`, row-major, higher =
+//! keep. Every pattern drops exactly the number its target gives (ties broken by position,
+//! lowest index dropped first), so achieved sparsity is within one element (unstructured,
+//! per row), one group (N:M partial groups), one block or one row of the target.
+
+use crate::SparsifyError;
+use sparsewire_metadata::Pattern;
+
+/// Kept flags, one per element, row-major.
+pub type Keep = Vec<bool>;
+
+/// Indices of the `k` lowest scores among `idx` (ties: lower index first).
+fn lowest(scores: &[f32], mut idx: Vec<u32>, k: usize) -> Vec<u32> {
+    if k == 0 {
+        return Vec::new();
+    }
+    if k >= idx.len() {
+        return idx;
+    }
+    let key = |&i: &u32| (scores[i as usize], i);
+    idx.select_nth_unstable_by(k - 1, |a, b| {
+        let (sa, ia) = key(a);
+        let (sb, ib) = key(b);
+        sa.total_cmp(&sb).then(ia.cmp(&ib))
+    });
+    idx.truncate(k);
+    idx
+}
+
+/// How many of `n` to drop at sparsity `s`.
+fn drop_count(n: usize, s: f64) -> usize {
+    ((n as f64 * s).round() as usize).min(n)
+}
+
+/// Chooses the kept elements of a `[rows, cols]` score matrix.
+pub fn select(
+    scores: &[f32],
+    rows: usize,
+    cols: usize,
+    pattern: Pattern,
+    sparsity: f64,
+) -> Result<Keep, SparsifyError> {
+    debug_assert_eq!(scores.len(), rows * cols);
+    let n = rows * cols;
+    let mut keep = vec![true; n];
+    match pattern {
+        Pattern::Unstructured => {
+            for i in lowest(scores, (0..n as u32).collect(), drop_count(n, sparsity)) {
+                keep[i as usize] = false;
+            }
+        }
+        Pattern::UnstructuredPerRow => {
+            let k = drop_count(cols, sparsity);
+            for r in 0..rows {
+                let idx = ((r * cols) as u32..((r + 1) * cols) as u32).collect();
+                for i in lowest(scores, idx, k) {
+                    keep[i as usize] = false;
+                }
+            }
+        }
+        Pattern::NM { n: keep_n, m } => {
+            let (kn, m) = (keep_n as usize, m as usize);
+            for r in 0..rows {
+                for start in (0..cols).step_by(m) {
+                    let len = m.min(cols - start);
+                    // A partial group at the row's end keeps its share, rounded.
+                    let keep_here = if len == m {
+                        kn
+                    } else {
+                        ((len * kn) as f64 / m as f64).round() as usize
+                    };
+                    let base = r * cols + start;
+                    let idx = (base as u32..(base + len) as u32).collect();
+                    for i in lowest(scores, idx, len - keep_here) {
+                        keep[i as usize] = false;
+                    }
+                }
+            }
+        }
+        Pattern::Block { rows: br, cols: bc } => {
+            let (br, bc) = (br as usize, bc as usize);
+            if br > rows || bc > cols {
+                return Err(SparsifyError::BlockTooLarge {
+                    block: (br, bc),
+                    shape: (rows, cols),
+                });
+            }
+            let (gr, gc) = (rows.div_ceil(br), cols.div_ceil(bc));
+            // Mean score per block, so edge blocks are not favoured for being small.
+            let block_scores: Vec<f32> = (0..gr * gc)
+                .map(|b| {
+                    let (bi, bj) = (b / gc, b % gc);
+                    let (mut sum, mut cnt) = (0f64, 0usize);
+                    for r in bi * br..((bi + 1) * br).min(rows) {
+                        for c in bj * bc..((bj + 1) * bc).min(cols) {
+                            sum += scores[r * cols + c] as f64;
+                            cnt += 1;
+                        }
+                    }
+                    (sum / cnt as f64) as f32
+                })
+                .collect();
+            let nb = gr * gc;
+            for b in lowest(&block_scores, (0..nb as u32).collect(), drop_count(nb, sparsity)) {
+                let (bi, bj) = (b as usize / gc, b as usize % gc);
+                for r in bi * br..((bi + 1) * br).min(rows) {
+                    for c in bj * bc..((bj + 1) * bc).min(cols) {
+                        keep[r * cols + c] = false;
+                    }
+                }
+            }
+        }
+        Pattern::Channel => {
+            let row_scores: Vec<f32> = (0..rows)
+                .map(|r| scores[r * cols..(r + 1) * cols].iter().map(|&s| s as f64).sum::<f64>() as f32)
+                .collect();
+            for r in lowest(&row_scores, (0..rows as u32).collect(), drop_count(rows, sparsity)) {
+                keep[r as usize * cols..(r as usize + 1) * cols].fill(false);
+            }
+        }
+    }
+    Ok(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn invariants(rows in 1usize..20, cols in 1usize..40, s in 0.0f64..0.95, seed in any::<u32>()) {
+            let scores: Vec<f32> = (0..rows * cols).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32).collect();
+            let n = rows * cols;
+            let k = select(&scores, rows, cols, Pattern::Unstructured, s).unwrap();
+            let dropped = k.iter().filter(|&&x| !x).count();
+            prop_assert!((dropped as f64 - n as f64 * s).abs() <= 1.0);
+            // Every kept score is at least every dropped one.
+            let min_kept = scores.iter().zip(&k).filter(|(_, &x)| x).map(|(s, _)| *s).fold(f32::INFINITY, f32::min);
+            let max_drop = scores.iter().zip(&k).filter(|(_, &x)| !x).map(|(s, _)| *s).fold(f32::NEG_INFINITY, f32::max);
+            prop_assert!(min_kept >= max_drop);
+
+            let k = select(&scores, rows, cols, Pattern::NM { n: 2, m: 4 }, 0.5).unwrap();
+            for r in 0..rows {
+                for start in (0..cols).step_by(4) {
+                    if start + 4 <= cols {
+                        let kept = k[r * cols + start..r * cols + start + 4].iter().filter(|&&x| x).count();
+                        prop_assert_eq!(kept, 2);
+                    }
+                }
+            }
+            let k = select(&scores, rows, cols, Pattern::Channel, s).unwrap();
+            for r in 0..rows {
+                let row = &k[r * cols..(r + 1) * cols];
+                prop_assert!(row.iter().all(|&x| x) || row.iter().all(|&x| !x));
+            }
+            let k = select(&scores, rows, cols, Pattern::UnstructuredPerRow, s).unwrap();
+            for r in 0..rows {
+                let dropped = k[r * cols..(r + 1) * cols].iter().filter(|&&x| !x).count();
+                prop_assert!((dropped as f64 - cols as f64 * s).abs() <= 0.5 + 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn block_pattern_and_errors() {
+        let scores: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let k = select(&scores, 4, 4, Pattern::Block { rows: 2, cols: 2 }, 0.25).unwrap();
+        // The top-left block has the lowest scores.
+        assert_eq!(k.iter().filter(|&&x| !x).count(), 4);
+        assert!(!k[0] && !k[1] && !k[4] && !k[5]);
+        assert!(select(&scores, 4, 4, Pattern::Block { rows: 8, cols: 1 }, 0.5).is_err());
+    }
+}
