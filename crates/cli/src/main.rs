@@ -100,6 +100,141 @@ struct CompressArgs {
     json: bool,
     #[command(flatten)]
     codec: CodecArgs,
+    #[command(flatten)]
+    sparsify: SparsifyArgs,
+}
+
+/// Lossy options: any of these turns sparsification on (float tensors of rank >= 2).
+#[derive(Args)]
+struct SparsifyArgs {
+    /// Fraction of elements to drop from each sparsified tensor, in [0, 1).
+    #[arg(long)]
+    sparsity: Option<f32>,
+    /// Importance criterion: magnitude, taylor, wanda, sparsegpt, correlation.
+    #[arg(long, default_value = "magnitude", value_parser = parse_criterion)]
+    criterion: sw::metadata::Criterion,
+    /// Pattern: unstructured, row (unstructured per row), N:M (e.g. 2:4), block:RxC, channel.
+    #[arg(long, default_value = "unstructured", value_parser = parse_pattern)]
+    pattern: sw::metadata::Pattern,
+    /// Calibration activations ([tokens, in] tensors) for wanda, sparsegpt and output error.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// JSON {"weight name": "activation name"} tried before the built-in matching rules.
+    #[arg(long)]
+    calibration_map: Option<PathBuf>,
+    /// Gradients with the weights' names and shapes (taylor).
+    #[arg(long)]
+    gradients: Option<PathBuf>,
+    /// Whole stream at most this fraction of the input's tensor bytes (adaptive per tensor).
+    #[arg(long, conflicts_with_all = ["sparsity", "target_bytes", "max_error"])]
+    target_ratio: Option<f64>,
+    /// Whole stream at most this many bytes (adaptive per tensor).
+    #[arg(long, conflicts_with_all = ["sparsity", "max_error"])]
+    target_bytes: Option<u64>,
+    /// Per tensor, the sparsest setting within this relative error (output error when
+    /// calibrated, else Frobenius).
+    #[arg(long, conflicts_with = "sparsity")]
+    max_error: Option<f64>,
+}
+
+fn parse_criterion(s: &str) -> std::result::Result<sw::metadata::Criterion, String> {
+    use sw::metadata::Criterion::*;
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "magnitude" => Magnitude,
+        "taylor" | "gradient" => Taylor,
+        "wanda" => Wanda,
+        "sparsegpt" => SparseGpt,
+        "correlation" => Correlation,
+        _ => {
+            return Err(format!(
+                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation)"
+            ))
+        }
+    })
+}
+
+fn parse_pattern(s: &str) -> std::result::Result<sw::metadata::Pattern, String> {
+    use sw::metadata::Pattern::*;
+    let s = s.to_ascii_lowercase();
+    if let Some((n, m)) = s.split_once(':').filter(|_| !s.starts_with("block")) {
+        let (n, m): (u8, u8) = (
+            n.parse().map_err(|_| format!("bad N in {s:?}"))?,
+            m.parse().map_err(|_| format!("bad M in {s:?}"))?,
+        );
+        if !(n > 0 && n < m && m <= 16) {
+            return Err(format!("N:M needs 0 < N < M <= 16, got {n}:{m}"));
+        }
+        return Ok(NM { n, m });
+    }
+    if let Some(b) = s.strip_prefix("block:") {
+        let t = parse_tile(b)?;
+        return Ok(Block {
+            rows: t.rows as u32,
+            cols: t.cols as u32,
+        });
+    }
+    Ok(match s.as_str() {
+        "unstructured" => Unstructured,
+        "row" | "per-row" => UnstructuredPerRow,
+        "channel" => Channel,
+        _ => {
+            return Err(format!(
+                "unknown pattern {s:?} (unstructured, row, N:M, block:RxC, channel)"
+            ))
+        }
+    })
+}
+
+impl SparsifyArgs {
+    fn lossy(&self) -> bool {
+        self.sparsity.is_some_and(|s| s > 0.0)
+            || matches!(self.pattern, sw::metadata::Pattern::NM { .. })
+            || self.target_ratio.is_some()
+            || self.target_bytes.is_some()
+            || self.max_error.is_some()
+    }
+
+    fn options(&self) -> Result<sw::sparsify::SparsifyOptions> {
+        use sw::sparsify::Budget;
+        let budget = if let Some(r) = self.target_ratio {
+            Budget::TargetRatio(r)
+        } else if let Some(b) = self.target_bytes {
+            Budget::TargetBytes(b)
+        } else if let Some(e) = self.max_error {
+            Budget::MaxError(e)
+        } else {
+            Budget::Sparsity(self.sparsity.unwrap_or(0.0))
+        };
+        let calibration_map = match &self.calibration_map {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| PipelineError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+                let map: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(&text)
+                        .map_err(|e| format!("{}: not a JSON object of names: {e}", p.display()))?;
+                map.into_iter().collect()
+            }
+            None => vec![],
+        };
+        Ok(sw::sparsify::SparsifyOptions {
+            criterion: self.criterion,
+            pattern: self.pattern,
+            budget,
+            calibration: self
+                .calibration
+                .as_deref()
+                .map(sw::read_tensors)
+                .transpose()?,
+            calibration_map,
+            gradients: self
+                .gradients
+                .as_deref()
+                .map(sw::read_tensors)
+                .transpose()?,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -216,8 +351,86 @@ fn default_output(input: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+fn compress_lossy(a: &CompressArgs, output: &Path) -> Result<()> {
+    let opts = a.sparsify.options()?;
+    sw::check_output(&a.input, output, a.force)?;
+    let file = sw::read_tensors(&a.input)?;
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message("sparsify");
+    let t0 = std::time::Instant::now();
+    let (stream, report) =
+        sw::sparsify::sparsify_and_compress(&file, &opts, &a.codec.options(), &|done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        })?;
+    pb.finish_and_clear();
+    sw::write_atomic(output, &stream, a.force)?;
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            input: &'a Path,
+            output: &'a Path,
+            seconds: f64,
+            #[serde(flatten)]
+            report: &'a sw::sparsify::SparsifyReport,
+        }
+        return print_json(&Out {
+            input: &a.input,
+            output,
+            seconds: t0.elapsed().as_secs_f64(),
+            report: &report,
+        });
+    }
+    println!(
+        "{:<48} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "tensor", "criterion", "sparsity", "bits/el", "mask b/el", "H(dens.)", "rel.err", "out.err"
+    );
+    for t in &report.tensors {
+        println!(
+            "{:<48} {:>10} {:>9.4} {:>8.3} {:>9.3} {:>9.3} {:>9.4} {:>9}",
+            truncate(&t.name, 48),
+            t.criterion,
+            t.sparsity,
+            t.bits_per_element,
+            t.mask_bits_per_element,
+            t.mask_entropy_bits_per_element,
+            t.rel_frobenius,
+            t.rel_output
+                .map(|e| format!("{e:.4}"))
+                .unwrap_or_else(|| "-".into())
+        );
+        if let Some(n) = &t.note {
+            println!("    note: {n}");
+        }
+    }
+    if let Some(al) = &report.allocation {
+        println!(
+            "adaptive allocation: cost {:.4e} vs uniform (sparsity {:.2}) {:.4e}: {:.2}x better",
+            al.adaptive_cost, al.uniform_cost, al.uniform_sparsity, al.gain
+        );
+    }
+    println!(
+        "{} -> {}: {} -> {} bytes ({:.2}%) in {:.1} s",
+        a.input.display(),
+        output.display(),
+        report.input_bytes,
+        report.output_bytes,
+        report.ratio * 100.0,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn compress(a: CompressArgs) -> Result<()> {
     let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
+    if a.sparsify.lossy() {
+        return compress_lossy(&a, &output);
+    }
     let size = std::fs::metadata(&a.input)
         .map_err(|source| PipelineError::Io {
             path: a.input.clone(),

@@ -92,8 +92,20 @@ impl Tensor {
 
     /// The values as f32 (F32, F16 and BF16 tensors), `None` for other dtypes.
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
-        let d = &self.data;
-        Some(match self.dtype {
+        to_f32(self.dtype, &self.data)
+    }
+
+    /// The values as an n-dimensional f32 array (float dtypes only).
+    pub fn to_array_f32(&self) -> Option<ArrayD<f32>> {
+        let shape: Vec<usize> = self.shape.iter().map(|&d| d as usize).collect();
+        ArrayD::from_shape_vec(IxDyn(&shape), self.to_f32_vec()?).ok()
+    }
+}
+
+/// Little-endian values of a float dtype as f32; `None` for other dtypes.
+pub fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
+    {
+        Some(match dtype {
             Dtype::F32 => d
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -108,12 +120,6 @@ impl Tensor {
                 .collect(),
             _ => return None,
         })
-    }
-
-    /// The values as an n-dimensional f32 array (float dtypes only).
-    pub fn to_array_f32(&self) -> Option<ArrayD<f32>> {
-        let shape: Vec<usize> = self.shape.iter().map(|&d| d as usize).collect();
-        ArrayD::from_shape_vec(IxDyn(&shape), self.to_f32_vec()?).ok()
     }
 }
 

@@ -62,6 +62,21 @@ impl Mask {
         }
     }
 
+    /// From one byte per element (non-zero = kept), packed eight at a time.
+    pub fn from_flags(flags: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(flags.len().div_ceil(8));
+        for chunk in flags.chunks(8) {
+            let mut b = 0u8;
+            for (j, &f) in chunk.iter().enumerate() {
+                b |= ((f != 0) as u8) << j;
+            }
+            bytes.push(b);
+        }
+        let mut bits = BitVec::from_vec(bytes);
+        bits.truncate(flags.len());
+        Mask { bits }
+    }
+
     /// From one flag per element.
     pub fn from_kept(kept: impl IntoIterator<Item = bool>) -> Self {
         Mask {
@@ -103,6 +118,31 @@ impl Mask {
     /// Indices of kept elements, ascending.
     pub fn kept_indices(&self) -> impl Iterator<Item = usize> + '_ {
         self.bits.iter_ones()
+    }
+
+    /// Number of runs of equal flags (1 for a uniform mask, 0 for an empty one), counted on
+    /// the packed bytes: each run costs run-length coding at least one byte.
+    pub fn runs(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let b = self.as_bytes();
+        let mut changes = 0usize;
+        let mut prev = b[0] & 1;
+        for (i, &byte) in b.iter().enumerate() {
+            // Transitions inside the byte, and from the previous byte's last bit.
+            let valid = if i + 1 == b.len() && self.len() % 8 != 0 {
+                self.len() % 8
+            } else {
+                8
+            };
+            let x = byte as u16 | (prev as u16) << 8;
+            let shifted = (byte as u16) << 1 | prev as u16;
+            let diff = (x ^ shifted) as u8 & (((1u16 << valid) - 1) as u8);
+            changes += diff.count_ones() as usize;
+            prev = byte >> (valid - 1) & 1;
+        }
+        changes + 1
     }
 
     /// The packed bits (LSB first), `ceil(len / 8)` bytes, padding bits zero.
@@ -392,7 +432,11 @@ mod tests {
             for start in (0..row_len).step_by(m as usize) {
                 let len = (m as usize).min(row_len - start);
                 let mut g = vec![false; len];
-                let want = if len == m as usize { n as usize } else { len / 2 };
+                let want = if len == m as usize {
+                    n as usize
+                } else {
+                    len / 2
+                };
                 let mut placed = 0;
                 while placed < want {
                     s ^= s << 13;
@@ -430,6 +474,28 @@ mod tests {
             let s = mask.to_symbols(MaskEncoding::NMCodes, row_len, Some(nm)).unwrap();
             prop_assert_eq!(decode(MaskEncoding::NMCodes, &s.symbols, mask.len(), row_len, Some(nm)).unwrap(), mask);
         }
+    }
+
+    #[test]
+    fn run_count_matches_a_scan() {
+        for flags in [
+            vec![],
+            vec![true],
+            vec![
+                true, false, false, true, true, true, false, true, false, false,
+            ],
+        ] {
+            let m = Mask::from_kept(flags.clone());
+            let scan = if flags.is_empty() {
+                0
+            } else {
+                1 + flags.windows(2).filter(|w| w[0] != w[1]).count()
+            };
+            assert_eq!(m.runs(), scan, "{flags:?}");
+        }
+        let long: Vec<bool> = (0..1000).map(|i| (i * 7919 % 13) < 6).collect();
+        let scan = 1 + long.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(Mask::from_kept(long).runs(), scan);
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn write_tensors(path: &Path, file: &TensorFile, force: bool) -> Result<(), 
 }
 
 /// Refuses an output that is the input, or that exists when `force` is off.
-pub(crate) fn check_output(input: &Path, output: &Path, force: bool) -> Result<(), PipelineError> {
+pub fn check_output(input: &Path, output: &Path, force: bool) -> Result<(), PipelineError> {
     if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
         if a == b {
             return Err(PipelineError::OutputIsInput {

@@ -27,8 +27,9 @@ pub mod fuzz_targets;
 pub mod golden;
 mod io;
 mod report;
+pub mod sparsify;
 
-pub use io::{read_tensors, write_atomic, write_tensors};
+pub use io::{check_output, read_tensors, write_atomic, write_tensors};
 pub use report::{bench, inspect, BenchReport, InspectReport, PlaneReport, TensorReport};
 pub use sparsewire_formats::{Dtype, Tensor, TensorFile};
 pub use sparsewire_stream::{encode, DecodeLimits, EncodeOptions, Progress, Reader, StreamError};
@@ -68,6 +69,10 @@ pub enum PipelineError {
     NpyNeedsOneTensor { path: PathBuf, count: usize },
     #[error("{0}")]
     Sparsify(#[from] sparsewire_se::SparsifyError),
+    #[error("calibration/gradient tensor {tensor:?}: {reason}")]
+    Calibration { tensor: String, reason: String },
+    #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
+    Budget { budget: u64, closest: u64 },
 }
 
 impl PipelineError {

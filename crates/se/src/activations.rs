@@ -78,7 +78,9 @@ pub fn sparsify_activations(
         ActivationPolicy::TopKPerRow(_) | ActivationPolicy::KeepFraction(_) => {
             let k = match policy {
                 ActivationPolicy::TopKPerRow(k) => k.min(cols),
-                ActivationPolicy::KeepFraction(f) => ((cols as f64 * f as f64).round() as usize).min(cols),
+                ActivationPolicy::KeepFraction(f) => {
+                    ((cols as f64 * f as f64).round() as usize).min(cols)
+                }
                 ActivationPolicy::Threshold(_) => unreachable!(),
             };
             let mut mags = vec![0f32; cols];
@@ -97,7 +99,11 @@ pub fn sparsify_activations(
                     let (_, kth, _) = mags.select_nth_unstable_by(cols - k, |x, y| x.total_cmp(y));
                     let kth = *kth;
                     // Largest value below the k-th: keep |a| > that.
-                    mags[..cols - k].iter().copied().fold(f32::NEG_INFINITY, f32::max).min(kth)
+                    mags[..cols - k]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max)
+                        .min(kth)
                 };
                 push_row(row, r * cols, thr, &mut mask, &mut values);
             }
@@ -139,14 +145,18 @@ impl SparseActivations {
                 .ok_or(ActivationError::Malformed("truncated header"))
         };
         let (rows, cols, kept) = (u(0)?, u(4)?, u(8)?);
-        let n = rows.checked_mul(cols).ok_or(ActivationError::Malformed("shape overflows"))?;
+        let n = rows
+            .checked_mul(cols)
+            .ok_or(ActivationError::Malformed("shape overflows"))?;
         let mlen = n.div_ceil(8);
         let need = 12usize
             .checked_add(mlen)
             .and_then(|x| x.checked_add(kept.checked_mul(4)?))
             .ok_or(ActivationError::Malformed("sizes overflow"))?;
         if b.len() != need {
-            return Err(ActivationError::Malformed("length does not match the header"));
+            return Err(ActivationError::Malformed(
+                "length does not match the header",
+            ));
         }
         let mask = b[12..12 + mlen].to_vec();
         let ones: usize = mask.iter().map(|x| x.count_ones() as usize).sum();
@@ -185,7 +195,9 @@ mod tests {
 
     #[test]
     fn policies_round_trip() {
-        let a: Vec<f32> = (0..7 * 13).map(|i| ((i * 37 % 19) as f32 - 9.0) * 0.1).collect();
+        let a: Vec<f32> = (0..7 * 13)
+            .map(|i| ((i * 37 % 19) as f32 - 9.0) * 0.1)
+            .collect();
         for p in [
             ActivationPolicy::Threshold(0.35),
             ActivationPolicy::TopKPerRow(4),
@@ -206,7 +218,10 @@ mod tests {
                 }
             }
             if p == ActivationPolicy::Threshold(0.35) {
-                assert!(a.iter().zip(&d).all(|(x, y)| (x.abs() > 0.35) == (*y != 0.0)));
+                assert!(a
+                    .iter()
+                    .zip(&d)
+                    .all(|(x, y)| (x.abs() > 0.35) == (*y != 0.0)));
             }
         }
         assert!(SparseActivations::from_bytes(&[1, 0, 0, 0]).is_err());

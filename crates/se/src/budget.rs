@@ -19,7 +19,9 @@ pub struct Level {
 
 /// A budget that no allocation meets.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("a budget of {budget:.0} bytes cannot be met: the sparsest allocation takes {closest:.0} bytes")]
+#[error(
+    "a budget of {budget:.0} bytes cannot be met: the sparsest allocation takes {closest:.0} bytes"
+)]
 pub struct Unreachable {
     pub budget: f64,
     pub closest: f64,
@@ -30,7 +32,9 @@ pub fn totals(curves: &[Vec<Level>], choice: &[usize]) -> (f64, f64) {
     curves
         .iter()
         .zip(choice)
-        .fold((0.0, 0.0), |(b, c), (curve, &i)| (b + curve[i].bytes, c + curve[i].cost))
+        .fold((0.0, 0.0), |(b, c), (curve, &i)| {
+            (b + curve[i].bytes, c + curve[i].cost)
+        })
 }
 
 /// Greedy allocation under `budget` bytes; the level index chosen for each tensor.
@@ -61,6 +65,30 @@ pub fn allocate(curves: &[Vec<Level>], budget: f64) -> Result<Vec<usize>, Unreac
         };
         bytes -= curves[t][choice[t]].bytes - curves[t][choice[t] + 1].bytes;
         choice[t] += 1;
+    }
+    // The last step may have saved far more than was needed (one step of a large tensor):
+    // give slack back, moving tensors to denser levels while the total still fits, the
+    // largest error reduction per byte first.
+    loop {
+        let mut best: Option<(f64, usize)> = None;
+        for (t, curve) in curves.iter().enumerate() {
+            let i = choice[t];
+            if i == 0 {
+                continue;
+            }
+            let added = curve[i - 1].bytes - curve[i].bytes;
+            let gain = curve[i].cost - curve[i - 1].cost;
+            if bytes + added > budget || gain <= 0.0 {
+                continue;
+            }
+            let rate = gain / added.max(1e-9);
+            if best.is_none_or(|(r, _)| rate > r) {
+                best = Some((rate, t));
+            }
+        }
+        let Some((_, t)) = best else { break };
+        bytes += curves[t][choice[t] - 1].bytes - curves[t][choice[t]].bytes;
+        choice[t] -= 1;
     }
     Ok(choice)
 }
@@ -112,7 +140,7 @@ mod tests {
         let (b, c) = totals(&curves, &choice);
         assert!(b <= 120.0);
         let u = uniform(&curves, 120.0).unwrap();
-        let (ub, uc) = totals(&curves, &vec![u; 2]);
+        let (ub, uc) = totals(&curves, &[u; 2]);
         assert!(ub <= 120.0 && c < uc, "greedy {c} vs uniform {uc}");
         assert!(choice[0] > choice[1]);
         let err = allocate(&curves, 10.0).unwrap_err();

@@ -36,7 +36,13 @@ pub fn wanda(w: &[f32], cols: usize, norms: &[f32]) -> Vec<f32> {
 pub fn correlation(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let norms: Vec<f64> = w
         .chunks(cols)
-        .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt().max(1e-30))
+        .map(|r| {
+            r.iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-30)
+        })
         .collect();
     let best: Vec<f32> = (0..rows)
         .into_par_iter()

@@ -229,8 +229,14 @@ mod tests {
         assert_eq!(s.keep, vec![false, true]);
         // Magnitude alone would keep the larger weight.
         let w = [0.6f32, -0.5];
-        let cfg = SparsifyConfig { criterion: Criterion::Magnitude, ..cfg };
-        assert_eq!(sparsify(&w, 1, 2, &cfg, None, None).unwrap().keep, vec![true, false]);
+        let cfg = SparsifyConfig {
+            criterion: Criterion::Magnitude,
+            ..cfg
+        };
+        assert_eq!(
+            sparsify(&w, 1, 2, &cfg, None, None).unwrap().keep,
+            vec![true, false]
+        );
     }
 
     #[test]
@@ -246,7 +252,14 @@ mod tests {
         ));
         let x = [1.0f32; 3];
         assert!(matches!(
-            sparsify(&[1.0, 2.0], 1, 2, &cfg, Some(LayerInputs { x: &x, tokens: 1 }), None),
+            sparsify(
+                &[1.0, 2.0],
+                1,
+                2,
+                &cfg,
+                Some(LayerInputs { x: &x, tokens: 1 }),
+                None
+            ),
             Err(SparsifyError::ShapeMismatch { .. })
         ));
     }

@@ -47,8 +47,25 @@ pub fn select(
     let mut keep = vec![true; n];
     match pattern {
         Pattern::Unstructured => {
-            for i in lowest(scores, (0..n as u32).collect(), drop_count(n, sparsity)) {
-                keep[i as usize] = false;
+            let k = drop_count(n, sparsity);
+            if k > 0 {
+                // The k-th lowest score on a plain copy (no index indirection), then drop
+                // everything below it and, in index order, as many equal to it as needed.
+                let mut copy = scores.to_vec();
+                let (_, kth, _) = copy.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
+                let thr = *kth;
+                let below = scores.iter().filter(|s| s.total_cmp(&thr).is_lt()).count();
+                let mut ties = k - below;
+                for (kp, s) in keep.iter_mut().zip(scores) {
+                    match s.total_cmp(&thr) {
+                        std::cmp::Ordering::Less => *kp = false,
+                        std::cmp::Ordering::Equal if ties > 0 => {
+                            *kp = false;
+                            ties -= 1;
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         Pattern::UnstructuredPerRow => {
@@ -103,7 +120,11 @@ pub fn select(
                 })
                 .collect();
             let nb = gr * gc;
-            for b in lowest(&block_scores, (0..nb as u32).collect(), drop_count(nb, sparsity)) {
+            for b in lowest(
+                &block_scores,
+                (0..nb as u32).collect(),
+                drop_count(nb, sparsity),
+            ) {
                 let (bi, bj) = (b as usize / gc, b as usize % gc);
                 for r in bi * br..((bi + 1) * br).min(rows) {
                     for c in bj * bc..((bj + 1) * bc).min(cols) {
@@ -114,9 +135,18 @@ pub fn select(
         }
         Pattern::Channel => {
             let row_scores: Vec<f32> = (0..rows)
-                .map(|r| scores[r * cols..(r + 1) * cols].iter().map(|&s| s as f64).sum::<f64>() as f32)
+                .map(|r| {
+                    scores[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|&s| s as f64)
+                        .sum::<f64>() as f32
+                })
                 .collect();
-            for r in lowest(&row_scores, (0..rows as u32).collect(), drop_count(rows, sparsity)) {
+            for r in lowest(
+                &row_scores,
+                (0..rows as u32).collect(),
+                drop_count(rows, sparsity),
+            ) {
                 keep[r as usize * cols..(r as usize + 1) * cols].fill(false);
             }
         }

@@ -52,9 +52,13 @@ fn inverse_factor(h: &Mat<f64>) -> Result<Mat<f64>, SparseGptError> {
             }
             hd[(i, i)] += damping * mean_diag.max(f64::MIN_POSITIVE);
         }
-        let Ok(llt) = hd.llt(Side::Lower) else { continue };
+        let Ok(llt) = hd.llt(Side::Lower) else {
+            continue;
+        };
         let inv = llt.inverse();
-        let Ok(llt2) = inv.llt(Side::Lower) else { continue };
+        let Ok(llt2) = inv.llt(Side::Lower) else {
+            continue;
+        };
         // H⁻¹ = L Lᵀ, so U = Lᵀ.
         return Ok(llt2.L().transpose().to_owned());
     }
@@ -145,7 +149,11 @@ pub fn prune(
                 if col % m == 0 {
                     let glen = m.min(count - i);
                     let full = glen == m;
-                    let keep_n = if full { n } else { ((glen * n) as f64 / m as f64).round() as usize };
+                    let keep_n = if full {
+                        n
+                    } else {
+                        ((glen * n) as f64 / m as f64).round() as usize
+                    };
                     for r in 0..rows {
                         let mut idx: Vec<usize> = (i..i + glen).collect();
                         idx.sort_by(|&a, &b| {
@@ -207,7 +215,9 @@ mod tests {
     use super::*;
 
     fn lcg(s: &mut u64) -> f32 {
-        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
@@ -233,14 +243,20 @@ mod tests {
         let x: Vec<f32> = (0..t)
             .flat_map(|_| {
                 let base = lcg(&mut s);
-                (0..cols).map(|c| base * (1.0 + c as f32 * 0.1) + 0.3 * lcg(&mut s)).collect::<Vec<_>>()
+                (0..cols)
+                    .map(|c| base * (1.0 + c as f32 * 0.1) + 0.3 * lcg(&mut s))
+                    .collect::<Vec<_>>()
             })
             .collect();
         let h = hessian(&x, t, cols);
         for pattern in [Pattern::Unstructured, Pattern::NM { n: 2, m: 4 }] {
             let (keep, w2) = prune(&w, rows, cols, &h, pattern, 0.5).unwrap();
             assert_eq!(keep.iter().filter(|&&k| !k).count(), rows * cols / 2);
-            let masked: Vec<f32> = w.iter().zip(&keep).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+            let masked: Vec<f32> = w
+                .iter()
+                .zip(&keep)
+                .map(|(&v, &k)| if k { v } else { 0.0 })
+                .collect();
             let with = out_err(&w, &w2, &x, rows, cols, t);
             let without = out_err(&w, &masked, &x, rows, cols, t);
             assert!(with < without, "{pattern:?}: {with} vs {without}");

@@ -2,10 +2,10 @@
 
 use crate::{data_start, tile_checksum, StreamError, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES};
 use rayon::prelude::*;
+use sparsewire_codec::decode_symbol_stream;
 use sparsewire_codec::{decode_planes, decode_whole, PlaneLayout, TensorDecoder, TensorModels};
 use sparsewire_formats::tiling::{TileGrid, TileRect};
 use sparsewire_formats::{Tensor, TensorFile};
-use sparsewire_codec::decode_symbol_stream;
 use sparsewire_masks::{decode as decode_mask, Mask, MaskEncoding, NMTable};
 use sparsewire_metadata::{
     view_2d, Header, Pattern, Plane, StreamEntry, TensorMeta, ValueCodec, MAX_HEADER_BYTES,
@@ -298,7 +298,13 @@ impl<B: AsRef<[u8]>> Reader<B> {
         }
     }
 
-    fn read_mask(&self, t: usize, k: usize, enc: MaskEncoding, stored: &[u8]) -> Result<Mask, StreamError> {
+    fn read_mask(
+        &self,
+        t: usize,
+        k: usize,
+        enc: MaskEncoding,
+        stored: &[u8],
+    ) -> Result<Mask, StreamError> {
         let m = self.meta(t);
         let e = &m.tiles[k].streams[0];
         let rect = self.grid(t).rect(k as u64);
@@ -322,10 +328,12 @@ impl<B: AsRef<[u8]>> Reader<B> {
             tile: k,
             source,
         };
-        let len = usize::try_from(e.len).unwrap_or(usize::MAX).min(stored.len());
+        let len = usize::try_from(e.len)
+            .unwrap_or(usize::MAX)
+            .min(stored.len());
         // RLE and delta symbols are varint bytes: at most 10 per element (and one more).
-        let symbols = decode_symbol_stream(e, &stored[..len], alphabet, 10 * (n + 1))
-            .map_err(codec_err)?;
+        let symbols =
+            decode_symbol_stream(e, &stored[..len], alphabet, 10 * (n + 1)).map_err(codec_err)?;
         decode_mask(enc, &symbols, n, rect.cols as usize, nm).map_err(|source| StreamError::Mask {
             tensor: m.name.clone(),
             tile: k,

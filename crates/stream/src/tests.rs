@@ -330,7 +330,9 @@ fn bit_flip_sweep_gives_error_or_identical_output() {
 fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
     use sparsewire_metadata::{Criterion, Pattern, Sparsification};
     let (rows, cols) = (20usize, 30usize);
-    let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32) * 0.37).sin() * 0.05 + 0.001).collect();
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i as f32) * 0.37).sin() * 0.05 + 0.001)
+        .collect();
     let info = |pattern| Sparsification {
         criterion: Criterion::Magnitude,
         pattern,
@@ -341,17 +343,32 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
         values_updated: false,
     };
     let masks: Vec<(Pattern, Vec<bool>)> = vec![
-        (Pattern::Unstructured, (0..rows * cols).map(|i| (i * 7919) % 10 < 5).collect()),
-        (Pattern::NM { n: 2, m: 4 }, (0..rows * cols).map(|i| (i % cols) % 4 < 2).collect()),
-        (Pattern::Channel, (0..rows * cols).map(|i| (i / cols) % 3 != 0).collect()),
-        (Pattern::Unstructured, (0..rows * cols).map(|i| i % 97 == 0).collect()),
+        (
+            Pattern::Unstructured,
+            (0..rows * cols).map(|i| (i * 7919) % 10 < 5).collect(),
+        ),
+        (
+            Pattern::NM { n: 2, m: 4 },
+            (0..rows * cols).map(|i| (i % cols) % 4 < 2).collect(),
+        ),
+        (
+            Pattern::Channel,
+            (0..rows * cols).map(|i| (i / cols) % 3 != 0).collect(),
+        ),
+        (
+            Pattern::Unstructured,
+            (0..rows * cols).map(|i| i % 97 == 0).collect(),
+        ),
     ];
     for (pattern, keep) in masks {
         let file = TensorFile {
             tensors: vec![Tensor::from_f32("w", vec![rows as u64, cols as u64], &w)],
             metadata: vec![],
         };
-        let tm = writer::TensorMask { keep: keep.clone(), info: info(pattern) };
+        let tm = writer::TensorMask {
+            keep: keep.clone(),
+            info: info(pattern),
+        };
         for opts in [EncodeOptions::default(), small_tiles()] {
             let b = encode_sparse(&file, &[Some(tm.clone())], &opts, &noop).unwrap();
             let r = Reader::new(&b[..]).unwrap();
@@ -361,7 +378,14 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
                 let want = if keep[i] { w[i] } else { 0.0 };
                 assert_eq!(vals[i].to_bits(), want.to_bits(), "{pattern:?} element {i}");
             }
-            assert_eq!(r.header().tensors[0].sparsification.as_ref().unwrap().pattern, pattern);
+            assert_eq!(
+                r.header().tensors[0]
+                    .sparsification
+                    .as_ref()
+                    .unwrap()
+                    .pattern,
+                pattern
+            );
             assert!(r.tile_mask(0, 0).unwrap().is_some());
         }
     }
@@ -370,7 +394,10 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
         tensors: vec![Tensor::from_f32("w", vec![2, 2], &[1.0; 4])],
         metadata: vec![],
     };
-    let bad = writer::TensorMask { keep: vec![true; 3], info: info(Pattern::Unstructured) };
+    let bad = writer::TensorMask {
+        keep: vec![true; 3],
+        info: info(Pattern::Unstructured),
+    };
     assert!(matches!(
         encode_sparse(&file, &[Some(bad)], &EncodeOptions::default(), &noop),
         Err(StreamError::MaskLength { .. })

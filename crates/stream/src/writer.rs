@@ -8,7 +8,7 @@ use sparsewire_codec::{
 };
 use sparsewire_formats::tiling::{default_tile_shape, TileGrid, DEFAULT_TILE_ELEMS};
 use sparsewire_formats::{Tensor, TensorFile};
-use sparsewire_masks::{candidates, Mask, NMTable};
+use sparsewire_masks::{candidates, Mask, MaskEncoding, NMTable};
 use sparsewire_metadata::{
     view_2d, Header, Layout, Pattern, Plane, Reconstruction, Sparsification, StreamCodec,
     TensorMeta, TileEntry, TileShape, ValueCodec,
@@ -114,14 +114,17 @@ fn encode_tensor(
             let mut masks = Vec::with_capacity(tiles.len());
             for (k, tile) in tiles.iter().enumerate() {
                 let f = grid.gather(&flags, k as u64, 1);
-                let mut kept = Vec::with_capacity(tile.len());
+                let mask = Mask::from_flags(&f);
+                // Kept values: write every value, advance only past kept ones.
+                let mut kept = vec![0u8; tile.len() + elem];
+                let mut at = 0;
                 for (v, &keep) in tile.chunks_exact(elem).zip(f.iter()) {
-                    if keep != 0 {
-                        kept.extend_from_slice(v);
-                    }
+                    kept[at..at + elem].copy_from_slice(v);
+                    at += elem * (keep != 0) as usize;
                 }
+                kept.truncate(at);
                 kept_tiles.push(std::borrow::Cow::Owned(kept));
-                masks.push(Mask::from_kept(f.iter().map(|&x| x != 0)));
+                masks.push(mask);
             }
             (kept_tiles, masks)
         }
@@ -266,12 +269,24 @@ fn best_mask_stream(
     nm: Option<(u8, u8)>,
 ) -> Result<EncodedStream, sparsewire_codec::CodecError> {
     let mut best: Option<EncodedStream> = None;
+    let bitmask_bytes = mask.len().div_ceil(8);
     for enc in candidates(nm) {
+        // Run-length and delta codes spend at least a byte per run or kept element: skip
+        // them where that alone is more than the plain bitmask.
+        let floor = match enc {
+            MaskEncoding::RunLength => mask.runs(),
+            MaskEncoding::DeltaIndices => mask.kept(),
+            _ => 0,
+        };
+        if floor > bitmask_bytes {
+            continue;
+        }
         // An N:M code only exists for masks that keep N of every M.
         let Ok(sym) = mask.to_symbols(enc, row_len, nm) else {
             continue;
         };
-        let s = sparsewire_codec::encode_symbol_stream(Plane::Mask(enc), &sym.symbols, sym.alphabet)?;
+        let s =
+            sparsewire_codec::encode_symbol_stream(Plane::Mask(enc), &sym.symbols, sym.alphabet)?;
         if best.as_ref().is_none_or(|b| s.bytes.len() < b.bytes.len()) {
             best = Some(s);
         }
