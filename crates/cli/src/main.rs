@@ -571,6 +571,25 @@ fn print_inspect(r: &InspectReport) {
             t.ratio * 100.0,
             planes.join("; ")
         );
+        if let Some(sp) = &t.sparsification {
+            let encs: Vec<String> = sp
+                .mask_encodings
+                .iter()
+                .map(|(e, n)| format!("{e}x{n}"))
+                .collect();
+            println!(
+                "    sparsified: {} {} sparsity {:.4}, rebuild {}, mask {:.3} bits/el (H = {:.3}, {}), rel. error {:.4}{}",
+                sp.criterion,
+                sp.pattern,
+                sp.sparsity,
+                sp.reconstruction,
+                sp.mask_bits_per_element,
+                sp.mask_entropy_bits_per_element,
+                encs.join("+"),
+                sp.rel_error,
+                sp.output_error.map(|e| format!(", output error {e:.4}")).unwrap_or_default()
+            );
+        }
     }
     println!(
         "total: {} -> {} bytes ({:.2}%), header {} bytes, format version {}",

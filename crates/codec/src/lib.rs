@@ -257,7 +257,8 @@ impl TensorModels {
         }
     }
 
-    fn get(&self, id: u16) -> Option<&Model> {
+    /// The model with this id, if present.
+    pub fn get(&self, id: u16) -> Option<&Model> {
         self.models.get(id as usize).and_then(Option::as_ref)
     }
 }
@@ -755,11 +756,16 @@ pub fn encode_symbol_stream(
     plane: Plane,
     symbols: &[u16],
     alphabet: usize,
+    shared: Option<(&Model, u16)>,
 ) -> Result<EncodedStream, CodecError> {
     assert!(alphabet <= rans::MAX_ALPHABET, "alphabet over the cap");
     let hist = histogram(symbols, alphabet);
     let wide = alphabet > 256;
-    let mut s = code_symbols(plane, symbols, &hist, None, 0, |out| {
+    let (model, id) = match shared {
+        Some((m, id)) => (Some(m), id),
+        None => (None, 0),
+    };
+    let mut s = code_symbols(plane, symbols, &hist, model, id, |out| {
         for &v in symbols {
             if wide {
                 out.extend_from_slice(&v.to_le_bytes());
@@ -776,12 +782,14 @@ pub fn encode_symbol_stream(
 }
 
 /// Decodes a stream written by [`encode_symbol_stream`]. `max_symbols` bounds the count
-/// the stream may claim (the caller knows what its tile can hold).
+/// the stream may claim (the caller knows what its tile can hold); `decoder` resolves a
+/// shared model.
 pub fn decode_symbol_stream(
     e: &StreamEntry,
     data: &[u8],
     alphabet: usize,
     max_symbols: usize,
+    decoder: &TensorDecoder,
 ) -> Result<Vec<u16>, CodecError> {
     let mut pos = 0;
     let n = rans::get_varint(data, &mut pos).ok_or(CodecError::Corrupt {
@@ -823,6 +831,21 @@ pub fn decode_symbol_stream(
         StreamCodec::Raw => {
             expect_len(e.plane, s, n)?;
             s.iter().map(|&b| check(b as u16)).collect()
+        }
+        StreamCodec::RansShared { model } => {
+            let table = decoder
+                .tables
+                .get(model as usize)
+                .and_then(Option::as_ref)
+                .ok_or(CodecError::MissingModel { model })?;
+            if table.alphabet() > alphabet {
+                return Err(CodecError::BadModel {
+                    reason: "alphabet wider than the plane",
+                });
+            }
+            let mut out = vec![0u16; n];
+            rans::decode(s, table, &mut out)?;
+            Ok(out)
         }
         StreamCodec::RansLocal => {
             let (m, used) = Model::from_bytes(s)?;

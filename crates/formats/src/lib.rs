@@ -102,6 +102,23 @@ impl Tensor {
     }
 }
 
+/// f32 values as little-endian bytes of a float dtype (rounded to nearest even for F16
+/// and BF16); `None` for other dtypes.
+pub fn from_f32(dtype: Dtype, v: &[f32]) -> Option<Vec<u8>> {
+    Some(match dtype {
+        Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Dtype::F16 => v
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => v
+            .iter()
+            .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+            .collect(),
+        _ => return None,
+    })
+}
+
 /// Little-endian values of a float dtype as f32; `None` for other dtypes.
 pub fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
     {

@@ -269,6 +269,19 @@ pub enum Reconstruction {
     Learned { params: Vec<f32> },
     /// A codebook; its entries, row-major.
     Dictionary { entry_len: u32, entries: Vec<f32> },
+    /// Dropped rows (output channels) rebuilt as linear combinations of kept rows
+    /// (the `correlation` criterion with the channel pattern).
+    Channels {
+        combinations: Vec<ChannelCombination>,
+    },
+}
+
+/// One dropped row: `w[row] = Σ coefs[i] · w[sources[i]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelCombination {
+    pub row: u32,
+    pub sources: Vec<u32>,
+    pub coefs: Vec<f32>,
 }
 
 /// Everything the stream says about one tensor.

@@ -71,6 +71,8 @@ pub enum PipelineError {
     Sparsify(#[from] sparsewire_se::SparsifyError),
     #[error("calibration/gradient tensor {tensor:?}: {reason}")]
     Calibration { tensor: String, reason: String },
+    #[error("tensor {tensor:?}: reconstruction: {reason}")]
+    Reconstruct { tensor: String, reason: String },
     #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
     Budget { budget: u64, closest: u64 },
 }
@@ -103,7 +105,33 @@ pub fn compress_with_progress(
 
 /// Accelerator side: stream bytes back to tensors, with the default output limit.
 pub fn decompress(stream: &[u8]) -> Result<TensorFile, PipelineError> {
-    Ok(Reader::new(stream)?.decode_all()?)
+    let reader = Reader::new(stream)?;
+    let mut file = reader.decode_all()?;
+    reconstruct(&reader, &mut file)?;
+    Ok(file)
+}
+
+/// Applies each tensor's stored reconstruction beyond zero-fill (the reader zero-fills).
+pub fn reconstruct<B: AsRef<[u8]>>(
+    reader: &Reader<B>,
+    file: &mut TensorFile,
+) -> Result<(), PipelineError> {
+    for (meta, t) in reader.header().tensors.iter().zip(&mut file.tensors) {
+        if let metadata::Reconstruction::Channels { combinations } = &meta.reconstruction {
+            let Some(mut v) = t.to_f32_vec() else {
+                continue;
+            };
+            let (_, cols) = metadata::view_2d(&t.shape, t.numel());
+            sparsewire_re::rebuild_channels(&mut v, cols as usize, combinations).map_err(|e| {
+                PipelineError::Reconstruct {
+                    tensor: t.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            t.data = formats::from_f32(t.dtype, &v).expect("float tensor");
+        }
+    }
+    Ok(())
 }
 
 /// What [`compress_file`] did.
@@ -152,7 +180,8 @@ pub fn decompress_file(
         source,
     };
     let reader = Reader::with_limits(&map[..], limits).map_err(wrap)?;
-    let file = reader.decode_all().map_err(wrap)?;
+    let mut file = reader.decode_all().map_err(wrap)?;
+    reconstruct(&reader, &mut file)?;
     write_tensors(output, &file, force)?;
     Ok(file)
 }

@@ -38,6 +38,25 @@ pub struct TensorReport {
     pub tile_shape: [u64; 2],
     pub model_bytes: u64,
     pub planes: Vec<PlaneReport>,
+    /// For sparsified tensors: how, and what it cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparsification: Option<SparsityInfo>,
+}
+
+/// The sparsification record of a tensor, as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SparsityInfo {
+    pub criterion: String,
+    pub pattern: String,
+    pub sparsity: f64,
+    pub reconstruction: String,
+    pub rel_error: f64,
+    pub output_error: Option<f64>,
+    pub mask_bits_per_element: f64,
+    /// H(density), the order-0 bound of an unstructured mask.
+    pub mask_entropy_bits_per_element: f64,
+    /// How many tiles used each mask encoding.
+    pub mask_encodings: BTreeMap<String, usize>,
 }
 
 /// `sparsewire inspect`.
@@ -86,7 +105,8 @@ fn entropy_bytes(hist: &[u64]) -> f64 {
     bits / 8.0
 }
 
-/// Order-0 entropy bound of each plane of a tensor's dense bytes, in stream order.
+/// Order-0 entropy bound of each plane of a tensor's dense bytes, in stream order (for a
+/// sparse tensor: of its kept values, after a mask plane whose bound is `mask_bound`).
 fn plane_bounds(codec: ValueCodec, layout: Option<PlaneLayout>, data: &[u8]) -> Vec<f64> {
     match (codec, layout) {
         (ValueCodec::FloatPlanes, Some(l)) => {
@@ -161,6 +181,36 @@ pub fn inspect<B: AsRef<[u8]> + Sync>(
             }
         }
         let stored: u64 = t.tiles.iter().map(|x| x.len).sum::<u64>() + model_bytes;
+        let sparsification = t.sparsification.as_ref().map(|sp| {
+            let n = t.numel().unwrap_or(0).max(1) as f64;
+            let mut encodings = BTreeMap::new();
+            let mut mask_bytes = 0u64;
+            for s in t.tiles.iter().flat_map(|x| &x.streams) {
+                if let Plane::Mask(enc) = s.plane {
+                    *encodings.entry(format!("{enc:?}")).or_default() += 1;
+                    mask_bytes += s.len;
+                }
+            }
+            SparsityInfo {
+                criterion: format!("{:?}", sp.criterion),
+                pattern: format!("{:?}", sp.pattern),
+                sparsity: sp.sparsity as f64,
+                reconstruction: match &t.reconstruction {
+                    sparsewire_metadata::Reconstruction::Zero => "zero".into(),
+                    sparsewire_metadata::Reconstruction::Channels { combinations } => {
+                        format!("channels ({} rows rebuilt)", combinations.len())
+                    }
+                    other => format!("{other:?}"),
+                },
+                rel_error: sp.rel_error as f64,
+                output_error: sp.output_error.map(|e| e as f64),
+                mask_bits_per_element: mask_bytes as f64 * 8.0 / n,
+                mask_entropy_bits_per_element: sparsewire_masks::binary_entropy(
+                    1.0 - sp.sparsity as f64,
+                ),
+                mask_encodings: encodings,
+            }
+        });
         tensors.push(TensorReport {
             name: t.name.clone(),
             dtype: t.dtype.to_string(),
@@ -173,6 +223,7 @@ pub fn inspect<B: AsRef<[u8]> + Sync>(
             tile_shape: [t.tile_shape.rows, t.tile_shape.cols],
             model_bytes,
             planes,
+            sparsification,
         });
     }
     let input_bytes = tensors.iter().map(|t| t.input_bytes).sum();

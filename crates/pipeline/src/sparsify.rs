@@ -273,6 +273,7 @@ struct Outcome {
     keep: Vec<bool>,
     stored: Vec<u8>,
     errors: metrics::Errors,
+    reconstruction: sparsewire_metadata::Reconstruction,
 }
 
 fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
@@ -295,7 +296,7 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
     let stored = stored_bytes(p.tensor, &s.keep, &s.values, s.updated);
     // What the stream will hold, as f32: the originals where kept (or, after SparseGPT,
     // the compensated values as rounded to the dtype), zero elsewhere.
-    let changed: Vec<f32> = if s.updated {
+    let mut changed: Vec<f32> = if s.updated {
         sparsewire_formats::to_f32(p.tensor.dtype, &stored).expect("float tensor")
     } else {
         p.original
@@ -304,6 +305,11 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
             .map(|(&v, &k)| if k { v } else { 0.0 })
             .collect()
     };
+    // Measure what the receiver will see after reconstruction.
+    if let sparsewire_metadata::Reconstruction::Channels { combinations } = &s.reconstruction {
+        sparsewire_re::rebuild_channels(&mut changed, p.cols, combinations)
+            .expect("combinations made from this tensor are in range");
+    }
     let errors = metrics::errors(
         &p.original,
         &changed,
@@ -314,6 +320,7 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
         keep: s.keep,
         stored,
         errors,
+        reconstruction: s.reconstruction,
     })
 }
 
@@ -457,6 +464,7 @@ pub fn sparsify_and_compress(
                 output_error: o.errors.rel_output.map(|x| x as f32),
                 values_updated: p.config.criterion == Criterion::SparseGpt,
             },
+            reconstruction: o.reconstruction,
         });
         rows_report.push((p, achieved, o.errors));
         if allocation.is_none() {
@@ -670,6 +678,7 @@ fn encoded_size(
                 output_error: None,
                 values_updated: false,
             },
+            reconstruction: o.reconstruction,
         });
     }
     Ok(encode_sparse(&f, &masks, eopts, &|_| {})?.len())

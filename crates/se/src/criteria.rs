@@ -62,3 +62,91 @@ pub fn correlation(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect();
     (0..rows * cols).map(|k| best[k / cols]).collect()
 }
+
+/// Rows kept by a channel pattern explain each dropped row: least squares onto its `k`
+/// most correlated kept rows (normal equations with a tiny ridge), one combination per
+/// dropped row.
+pub fn channel_combinations(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    keep_row: &[bool],
+    k: usize,
+) -> Vec<sparsewire_metadata::ChannelCombination> {
+    let row = |i: usize| &w[i * cols..(i + 1) * cols];
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| x as f64 * y as f64)
+            .sum::<f64>()
+    };
+    let kept: Vec<usize> = (0..rows).filter(|&i| keep_row[i]).collect();
+    let norms: Vec<f64> = (0..rows)
+        .map(|i| dot(row(i), row(i)).sqrt().max(1e-30))
+        .collect();
+    (0..rows)
+        .into_par_iter()
+        .filter(|&i| !keep_row[i])
+        .map(|i| {
+            let mut cand: Vec<(f64, usize)> = kept
+                .iter()
+                .map(|&j| ((dot(row(i), row(j)) / (norms[i] * norms[j])).abs(), j))
+                .collect();
+            cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let src: Vec<usize> = cand.iter().take(k).map(|&(_, j)| j).collect();
+            let n = src.len();
+            // G c = r with G_ab = <w_a, w_b> (+ ridge), r_a = <w_a, w_i>.
+            let mut g = vec![0f64; n * n];
+            let mut r = vec![0f64; n];
+            for a in 0..n {
+                r[a] = dot(row(src[a]), row(i));
+                for b in 0..n {
+                    g[a * n + b] = dot(row(src[a]), row(src[b]));
+                }
+            }
+            let ridge = 1e-6 * (0..n).map(|a| g[a * n + a]).sum::<f64>().max(1e-30);
+            for a in 0..n {
+                g[a * n + a] += ridge;
+            }
+            let coefs = solve(&mut g, &mut r, n);
+            sparsewire_metadata::ChannelCombination {
+                row: i as u32,
+                sources: src.iter().map(|&j| j as u32).collect(),
+                coefs: coefs.iter().map(|&c| c as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Gaussian elimination with partial pivoting on a small system (n <= a few).
+fn solve(g: &mut [f64], r: &mut [f64], n: usize) -> Vec<f64> {
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&a, &b| g[a * n + c].abs().total_cmp(&g[b * n + c].abs()))
+            .unwrap_or(c);
+        if g[p * n + c].abs() < 1e-300 {
+            continue;
+        }
+        for j in 0..n {
+            g.swap(c * n + j, p * n + j);
+        }
+        r.swap(c, p);
+        for i in c + 1..n {
+            let f = g[i * n + c] / g[c * n + c];
+            for j in c..n {
+                g[i * n + j] -= f * g[c * n + j];
+            }
+            r[i] -= f * r[c];
+        }
+    }
+    let mut x = vec![0f64; n];
+    for c in (0..n).rev() {
+        let s: f64 = (c + 1..n).map(|j| g[c * n + j] * x[j]).sum();
+        x[c] = if g[c * n + c].abs() < 1e-300 {
+            0.0
+        } else {
+            (r[c] - s) / g[c * n + c]
+        };
+    }
+    x
+}

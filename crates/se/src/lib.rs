@@ -119,7 +119,13 @@ pub struct Sparsified {
     pub values: Vec<f32>,
     /// Whether `values` differ from the input at kept positions (SparseGPT).
     pub updated: bool,
+    /// How the reconstruction engine rebuilds what was dropped (`Channels` for the
+    /// correlation criterion with the channel pattern, else `Zero`).
+    pub reconstruction: sparsewire_metadata::Reconstruction,
 }
+
+/// Rows rebuilt per dropped channel by the correlation criterion.
+pub const CHANNEL_SOURCES: usize = 4;
 
 /// Sparsifies a `[rows, cols]` matrix. `inputs` are needed by Wanda and SparseGPT,
 /// `gradients` (same shape) by Taylor.
@@ -145,6 +151,7 @@ pub fn sparsify(
             keep,
             values,
             updated: true,
+            reconstruction: sparsewire_metadata::Reconstruction::Zero,
         });
     }
     let scores = match config.criterion {
@@ -180,10 +187,21 @@ pub fn sparsify(
         .zip(&keep)
         .map(|(&v, &k)| if k { v } else { 0.0 })
         .collect();
+    let reconstruction = if config.criterion == Criterion::Correlation
+        && config.pattern == Pattern::Channel
+    {
+        let keep_row: Vec<bool> = (0..rows).map(|r| keep[r * cols]).collect();
+        sparsewire_metadata::Reconstruction::Channels {
+            combinations: criteria::channel_combinations(w, rows, cols, &keep_row, CHANNEL_SOURCES),
+        }
+    } else {
+        sparsewire_metadata::Reconstruction::Zero
+    };
     Ok(Sparsified {
         keep,
         values,
         updated: false,
+        reconstruction,
     })
 }
 

@@ -332,8 +332,9 @@ impl<B: AsRef<[u8]>> Reader<B> {
             .unwrap_or(usize::MAX)
             .min(stored.len());
         // RLE and delta symbols are varint bytes: at most 10 per element (and one more).
-        let symbols =
-            decode_symbol_stream(e, &stored[..len], alphabet, 10 * (n + 1)).map_err(codec_err)?;
+        let dec = self.decoders[t].get_or_init(|| self.models[t].decoder());
+        let symbols = decode_symbol_stream(e, &stored[..len], alphabet, 10 * (n + 1), dec)
+            .map_err(codec_err)?;
         decode_mask(enc, &symbols, n, rect.cols as usize, nm).map_err(|source| StreamError::Mask {
             tensor: m.name.clone(),
             tile: k,

@@ -368,6 +368,7 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
         let tm = writer::TensorMask {
             keep: keep.clone(),
             info: info(pattern),
+            reconstruction: Default::default(),
         };
         for opts in [EncodeOptions::default(), small_tiles()] {
             let b = encode_sparse(&file, &[Some(tm.clone())], &opts, &noop).unwrap();
@@ -397,6 +398,7 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
     let bad = writer::TensorMask {
         keep: vec![true; 3],
         info: info(Pattern::Unstructured),
+        reconstruction: Default::default(),
     };
     assert!(matches!(
         encode_sparse(&file, &[Some(bad)], &EncodeOptions::default(), &noop),

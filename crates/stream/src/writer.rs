@@ -53,6 +53,8 @@ pub struct TensorMask {
     pub keep: Vec<bool>,
     /// What the sparsification engine did (stored in the header).
     pub info: Sparsification,
+    /// How the dropped elements are rebuilt (stored in the header).
+    pub reconstruction: Reconstruction,
 }
 
 struct EncodedTensor {
@@ -199,15 +201,33 @@ fn encode_tensor(
         }
     };
 
+    let mut models = models;
     let streams = if sparse {
         let nm = match mask.map(|m| m.info.pattern) {
             Some(Pattern::NM { n, m }) if NMTable::new(n, m).is_ok() => Some((n, m)),
             _ => None,
         };
+        // One bitmask-byte model for the tensor: a local model per tile would cost ~6% of
+        // an 8 KiB mask.
+        let mut hist = vec![0u64; 256];
+        if tile_masks.len() >= 2 {
+            for m in &tile_masks {
+                for &b in m.as_bytes() {
+                    hist[b as usize] += 1;
+                }
+            }
+        }
+        let mask_model_id = models.models.len() as u16;
+        models
+            .models
+            .push(sparsewire_codec::rans::Model::from_counts(&hist));
+        let shared = models.get(mask_model_id).map(|m| (m, mask_model_id));
         let coded_masks = tile_masks
             .par_iter()
             .enumerate()
-            .map(|(k, m)| best_mask_stream(m, grid.rect(k as u64).cols as usize, nm).map_err(err))
+            .map(|(k, m)| {
+                best_mask_stream(m, grid.rect(k as u64).cols as usize, nm, shared).map_err(err)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         coded_masks
             .into_iter()
@@ -255,7 +275,10 @@ fn encode_tensor(
             models: model_bytes,
             sparsification: mask.filter(|_| sparse).map(|m| m.info.clone()),
             mask_encoding: None,
-            reconstruction: Reconstruction::Zero,
+            reconstruction: mask
+                .filter(|_| sparse)
+                .map(|m| m.reconstruction.clone())
+                .unwrap_or_default(),
             tiles: entries,
         },
         tiles: tile_bytes,
@@ -267,6 +290,7 @@ fn best_mask_stream(
     mask: &Mask,
     row_len: usize,
     nm: Option<(u8, u8)>,
+    bitmask_model: Option<(&sparsewire_codec::rans::Model, u16)>,
 ) -> Result<EncodedStream, sparsewire_codec::CodecError> {
     let mut best: Option<EncodedStream> = None;
     let bitmask_bytes = mask.len().div_ceil(8);
@@ -285,8 +309,12 @@ fn best_mask_stream(
         let Ok(sym) = mask.to_symbols(enc, row_len, nm) else {
             continue;
         };
-        let s =
-            sparsewire_codec::encode_symbol_stream(Plane::Mask(enc), &sym.symbols, sym.alphabet)?;
+        let s = sparsewire_codec::encode_symbol_stream(
+            Plane::Mask(enc),
+            &sym.symbols,
+            sym.alphabet,
+            bitmask_model.filter(|_| enc == MaskEncoding::Bitmask),
+        )?;
         if best.as_ref().is_none_or(|b| s.bytes.len() < b.bytes.len()) {
             best = Some(s);
         }
