@@ -187,3 +187,79 @@ fn npy_in_and_out() {
         .success());
     assert_eq!(std::fs::read(&npy).unwrap(), std::fs::read(&back).unwrap());
 }
+
+#[test]
+fn lossy_compress_reports_and_inspect_shows_it() {
+    let d = tmp();
+    let input = demo_input(d.path());
+    let swire = d.path().join("s.swire");
+    let out = run(&[
+        "compress",
+        s(&input),
+        "-o",
+        s(&swire),
+        "--sparsity",
+        "0.5",
+        "--pattern",
+        "2:4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["ratio"].as_f64().unwrap() < 0.6);
+    let t = &v["tensors"][0];
+    for key in [
+        "name",
+        "sparsity",
+        "rel_frobenius",
+        "snr_db",
+        "bits_per_element",
+        "mask_bits_per_element",
+    ] {
+        assert!(t.get(key).is_some(), "lossy compress --json lacks {key}");
+    }
+    let out = run(&["inspect", s(&swire)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("sparsified: Magnitude NM"), "{text}");
+    let back = d.path().join("back.safetensors");
+    assert!(run(&["decompress", s(&swire), "-o", s(&back)])
+        .status
+        .success());
+    // Bad flags: one clear message each.
+    for args in [
+        vec![
+            "compress",
+            s(&input),
+            "-o",
+            "/tmp/never.swire",
+            "--sparsity",
+            "1.5",
+        ],
+        vec![
+            "compress",
+            s(&input),
+            "-o",
+            "/tmp/never.swire",
+            "--pattern",
+            "4:2",
+        ],
+        vec![
+            "compress",
+            s(&input),
+            "-o",
+            "/tmp/never.swire",
+            "--criterion",
+            "psychic",
+            "--sparsity",
+            "0.5",
+        ],
+    ] {
+        let out = run(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+}

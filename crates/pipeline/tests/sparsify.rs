@@ -1,0 +1,297 @@
+//! The lossy host stage end to end: patterns and budgets on hand-made tensors, and the
+//! criteria on real MiniLM layers with their real activations (when ../shared/data is
+//! there).
+
+use sparsewire_pipeline::metadata::{Criterion, Pattern};
+use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, SparsifyOptions};
+use sparsewire_pipeline::{decompress, read_tensors, Dtype, EncodeOptions, Tensor, TensorFile};
+use std::path::PathBuf;
+
+fn opts(criterion: Criterion, pattern: Pattern, budget: Budget) -> SparsifyOptions {
+    SparsifyOptions {
+        criterion,
+        pattern,
+        budget,
+        calibration: None,
+        calibration_map: vec![],
+        gradients: None,
+    }
+}
+
+fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..rows * cols)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect()
+}
+
+fn file() -> TensorFile {
+    TensorFile {
+        tensors: vec![
+            Tensor::from_f32("a.weight", vec![64, 48], &weights(64, 48, 1)),
+            Tensor::from_f32("b.weight", vec![32, 96], &weights(32, 96, 2)),
+            Tensor::from_f32("b.bias", vec![32], &weights(1, 32, 3)),
+        ],
+        metadata: vec![],
+    }
+}
+
+#[test]
+fn uniform_sparsity_is_exact_and_decodes_zero_filled() {
+    let f = file();
+    for pattern in [
+        Pattern::Unstructured,
+        Pattern::UnstructuredPerRow,
+        Pattern::NM { n: 2, m: 4 },
+        Pattern::Channel,
+    ] {
+        let (stream, report) = sparsify_and_compress(
+            &f,
+            &opts(Criterion::Magnitude, pattern, Budget::Sparsity(0.5)),
+            &EncodeOptions::default(),
+            &|_, _| {},
+        )
+        .unwrap();
+        assert_eq!(report.tensors.len(), 2, "the bias stays dense");
+        let back = decompress(&stream).unwrap();
+        for (t, r) in f.tensors.iter().zip(&back.tensors).take(2) {
+            let (a, b) = (t.to_f32_vec().unwrap(), r.to_f32_vec().unwrap());
+            let zeros = b.iter().filter(|&&x| x == 0.0).count();
+            // Within one element of the target (one row for channel).
+            let slack = if pattern == Pattern::Channel {
+                t.shape[1] as f64
+            } else {
+                1.0
+            };
+            assert!(
+                (zeros as f64 - a.len() as f64 * 0.5).abs() <= slack,
+                "{pattern:?}: {zeros}"
+            );
+            // Kept values are bit-exact.
+            assert!(a
+                .iter()
+                .zip(&b)
+                .all(|(x, y)| *y == 0.0 || x.to_bits() == y.to_bits()));
+        }
+        assert_eq!(back.tensors[2], f.tensors[2]);
+    }
+}
+
+#[test]
+fn budgets_are_met() {
+    let f = file();
+    let target = 0.4;
+    let (stream, report) = sparsify_and_compress(
+        &f,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::TargetRatio(target),
+        ),
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(
+        stream.len() as f64 <= target * f.byte_len() as f64,
+        "{} bytes",
+        stream.len()
+    );
+    assert!(report.allocation.is_some());
+    let (_, report) = sparsify_and_compress(
+        &f,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::MaxError(0.3),
+        ),
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(report
+        .tensors
+        .iter()
+        .all(|t| t.rel_frobenius <= 0.3 && t.sparsity > 0.0));
+    // A budget below what any allocation reaches names the closest one.
+    let e = sparsify_and_compress(
+        &f,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::TargetBytes(100),
+        ),
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("closest"), "{e}");
+}
+
+#[test]
+fn correlation_rebuilds_a_redundant_channel_exactly() {
+    // Row 3 is 2 x row 0 (in bf16, so exactly representable): dropping it and
+    // rebuilding from row 0 loses nothing.
+    let mut w = weights(8, 16, 5);
+    for c in 0..16 {
+        w[3 * 16 + c] = 2.0 * w[c];
+    }
+    let data: Vec<u8> = w
+        .iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    let t = Tensor::new("c.weight", Dtype::BF16, vec![8, 16], data).unwrap();
+    let f = TensorFile {
+        tensors: vec![t.clone()],
+        metadata: vec![],
+    };
+    let (stream, report) = sparsify_and_compress(
+        &f,
+        &opts(
+            Criterion::Correlation,
+            Pattern::Channel,
+            Budget::Sparsity(0.125),
+        ),
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(
+        report.tensors[0].rel_frobenius < 1e-3,
+        "{}",
+        report.tensors[0].rel_frobenius
+    );
+    let back = decompress(&stream).unwrap();
+    let (a, b) = (
+        t.to_f32_vec().unwrap(),
+        back.tensors[0].to_f32_vec().unwrap(),
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-2 * x.abs().max(1e-3), "{x} vs {y}");
+    }
+}
+
+#[test]
+fn bad_options_are_clear_errors() {
+    let f = file();
+    let run =
+        |o: SparsifyOptions| sparsify_and_compress(&f, &o, &EncodeOptions::default(), &|_, _| {});
+    assert!(run(opts(
+        Criterion::Magnitude,
+        Pattern::Unstructured,
+        Budget::Sparsity(1.0)
+    ))
+    .is_err());
+    assert!(run(opts(
+        Criterion::Magnitude,
+        Pattern::NM { n: 4, m: 4 },
+        Budget::Sparsity(0.0)
+    ))
+    .is_err());
+    assert!(run(opts(
+        Criterion::Magnitude,
+        Pattern::Block { rows: 100, cols: 2 },
+        Budget::Sparsity(0.5)
+    ))
+    .is_err());
+    // Taylor without gradients, and gradients of the wrong shape.
+    let mut o = opts(
+        Criterion::Taylor,
+        Pattern::Unstructured,
+        Budget::Sparsity(0.5),
+    );
+    assert!(run(o.clone()).is_err());
+    o.gradients = Some(TensorFile {
+        tensors: vec![Tensor::from_f32(
+            "a.weight",
+            vec![48, 64],
+            &weights(48, 64, 9),
+        )],
+        metadata: vec![],
+    });
+    let e = run(o).unwrap_err().to_string();
+    assert!(
+        e.contains("a.weight") && e.contains("[48, 64]") && e.contains("[64, 48]"),
+        "{e}"
+    );
+}
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SPARSEWIRE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    dir.is_dir().then_some(dir)
+}
+
+#[test]
+fn minilm_criteria_order_and_sizes() {
+    let Some(dir) = data_dir() else {
+        eprintln!("shared data not found (set SPARSEWIRE_DATA); skipping");
+        return;
+    };
+    let model = read_tensors(&dir.join("minilm_l6_v2.bf16.safetensors")).unwrap();
+    let acts = read_tensors(&dir.join("minilm_l6_v2_activations.f32.safetensors")).unwrap();
+    // Two real layers with their real inputs: FFN in (in = 384) and FFN out (in = 1536).
+    let names = [
+        "encoder.layer.1.intermediate.dense.weight",
+        "encoder.layer.1.output.dense.weight",
+    ];
+    let layers = TensorFile {
+        tensors: model
+            .tensors
+            .iter()
+            .filter(|t| names.contains(&t.name.as_str()))
+            .cloned()
+            .collect(),
+        metadata: vec![],
+    };
+    let mut errs = Vec::new();
+    for c in [Criterion::Magnitude, Criterion::Wanda, Criterion::SparseGpt] {
+        let mut o = opts(c, Pattern::Unstructured, Budget::Sparsity(0.5));
+        o.calibration = Some(acts.clone());
+        let (_, r) =
+            sparsify_and_compress(&layers, &o, &EncodeOptions::default(), &|_, _| {}).unwrap();
+        assert!(r
+            .tensors
+            .iter()
+            .all(|t| t.note.is_none() && t.rel_output.is_some()));
+        errs.push(
+            r.tensors
+                .iter()
+                .map(|t| t.rel_output.unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    for l in 0..2 {
+        assert!(
+            errs[2][l] < errs[1][l] && errs[1][l] < errs[0][l],
+            "layer {l}: {errs:?}"
+        );
+    }
+
+    // Whole file at 50% magnitude: the size target, and the mask near H(0.5).
+    let (stream, r) = sparsify_and_compress(
+        &model,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::Sparsity(0.5),
+        ),
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!((stream.len() as f64) < 0.365 * model.byte_len() as f64);
+    for t in &r.tensors {
+        assert!(
+            t.mask_bits_per_element <= 1.03 * t.mask_entropy_bits_per_element + 0.01,
+            "{}",
+            t.name
+        );
+    }
+}
