@@ -48,9 +48,10 @@ pub fn sparsify_activations(
     assert_eq!(a.len(), rows * cols, "activation block shape");
     let n = a.len();
     let mut mask = vec![0u8; n.div_ceil(8)];
-    let mut values = Vec::with_capacity(n / 2);
-    let push_row = |row: &[f32], base: usize, thr: f32, mask: &mut [u8], values: &mut Vec<f32>| {
-        // Branch-free bits, then the kept values of each byte.
+    // Room for every value (+1 slot for the branch-free write past the last kept one).
+    let mut values = vec![0f32; n + 1];
+    let mut count = 0usize;
+    let push_row = |row: &[f32], base: usize, thr: f32, mask: &mut [u8], values: &mut [f32], count: &mut usize| {
         for (k, chunk) in row.chunks(8).enumerate() {
             let mut bits = 0u8;
             for (j, &v) in chunk.iter().enumerate() {
@@ -66,15 +67,15 @@ pub fn sparsify_activations(
                     }
                 }
             }
+            // Branch-free packing: write every value, advance past the kept ones.
             for (j, &v) in chunk.iter().enumerate() {
-                if bits >> j & 1 == 1 {
-                    values.push(v);
-                }
+                values[*count] = v;
+                *count += (bits >> j & 1) as usize;
             }
         }
     };
     match policy {
-        ActivationPolicy::Threshold(t) => push_row(a, 0, t, &mut mask, &mut values),
+        ActivationPolicy::Threshold(t) => push_row(a, 0, t, &mut mask, &mut values, &mut count),
         ActivationPolicy::TopKPerRow(_) | ActivationPolicy::KeepFraction(_) => {
             let k = match policy {
                 ActivationPolicy::TopKPerRow(k) => k.min(cols),
@@ -105,10 +106,11 @@ pub fn sparsify_activations(
                         .fold(f32::NEG_INFINITY, f32::max)
                         .min(kth)
                 };
-                push_row(row, r * cols, thr, &mut mask, &mut values);
+                push_row(row, r * cols, thr, &mut mask, &mut values, &mut count);
             }
         }
     }
+    values.truncate(count);
     SparseActivations {
         rows,
         cols,
