@@ -7,6 +7,10 @@
 //!   (zstd, ZipNN, lmzip, measured by scripts/peers.py on the same machine in the same
 //!   run); writes docs/BENCH.md and docs/bench.json. `--criterion` also runs the criterion
 //!   benches under benches/.
+//! - `cargo xtask sparsity [--data DIR]`: the sparsification figures on MiniLM bf16 with its
+//!   real activations (whole-file sizes, mask bits against H(density), per-layer output
+//!   error by criterion, adaptive against uniform budgets, timings); writes
+//!   docs/SPARSITY.md and docs/sparsity.json.
 
 use sparsewire_pipeline::{bench, read_tensors, EncodeOptions};
 use std::path::{Path, PathBuf};
@@ -33,7 +37,8 @@ fn main() -> ExitCode {
     let res = match args.first().map(String::as_str) {
         Some("golden") => golden(args.iter().any(|a| a == "--bless")),
         Some("bench") => run_bench(&args[1..]),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion]".into()),
+        Some("sparsity") => run_sparsity(&args[1..]),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,5 +157,156 @@ Peers measured by `scripts/peers.py` in the same run (lmzip through its CLI, so 
     )
     .map_err(|e| e.to_string())?;
     println!("{table}");
+    Ok(())
+}
+
+fn run_sparsity(args: &[String]) -> Result<(), String> {
+    use sparsewire_pipeline::metadata::{Criterion, Pattern};
+    use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, SparsifyOptions};
+    let data = flag(args, "--data")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
+    let model =
+        read_tensors(&data.join("minilm_l6_v2.bf16.safetensors")).map_err(|e| e.to_string())?;
+    let acts = read_tensors(&data.join("minilm_l6_v2_activations.f32.safetensors"))
+        .map_err(|e| e.to_string())?;
+    let total = model.byte_len() as f64;
+    let eopts = EncodeOptions::default();
+    let run = |criterion, pattern, budget, calibrated: bool, threads: usize| {
+        let o = SparsifyOptions {
+            criterion,
+            pattern,
+            budget,
+            calibration: calibrated.then(|| acts.clone()),
+            calibration_map: vec![],
+            gradients: None,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let t0 = std::time::Instant::now();
+        let r = pool
+            .install(|| sparsify_and_compress(&model, &o, &eopts, &|_, _| {}))
+            .map_err(|e| e.to_string());
+        r.map(|(s, rep)| (s.len() as f64, rep, t0.elapsed().as_secs_f64()))
+    };
+    let mut md = String::from("# Sparsification on MiniLM-L6 bf16\n\nMade by `cargo xtask sparsity` (../shared/data: minilm_l6_v2.bf16 and its real activations). Sizes are whole-stream bytes / bf16 tensor bytes; all float tensors of rank >= 2 are sparsified, biases and norms stay lossless.\n\n");
+    let mut json = serde_json::Map::new();
+
+    md.push_str("## Whole-file size (magnitude)\n\n| setting | size | target | encode, 1 thread |\n|---|---|---|---|\n");
+    for (label, pattern, target) in [
+        ("50% unstructured", Pattern::Unstructured, 0.365),
+        ("2:4", Pattern::NM { n: 2, m: 4 }, 0.37),
+    ] {
+        let (bytes, _, secs) = run(
+            Criterion::Magnitude,
+            pattern,
+            Budget::Sparsity(0.5),
+            false,
+            1,
+        )?;
+        md.push_str(&format!(
+            "| {label} | {:.2}% | <= {:.1}% ({}) | {:.0} MB/s |\n",
+            bytes / total * 100.0,
+            target * 100.0,
+            if bytes / total <= target {
+                "met"
+            } else {
+                "missed"
+            },
+            total / secs / 1e6
+        ));
+        json.insert(
+            format!("magnitude {label}"),
+            serde_json::json!({"ratio": bytes / total, "encode_mb_s_1_thread": total / secs / 1e6}),
+        );
+    }
+
+    md.push_str("\n## Mask bits per element against H(density) (magnitude, unstructured)\n\n| sparsity | mask bits | H(density) | over |\n|---|---|---|---|\n");
+    for s in [0.5f32, 0.7, 0.9] {
+        let (_, r, _) = run(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::Sparsity(s),
+            false,
+            2,
+        )?;
+        let n: f64 = r.tensors.iter().map(|t| t.input_bytes as f64 / 2.0).sum();
+        let m: f64 = r
+            .tensors
+            .iter()
+            .map(|t| t.mask_bits_per_element * t.input_bytes as f64 / 2.0)
+            .sum::<f64>()
+            / n;
+        let h: f64 = r
+            .tensors
+            .iter()
+            .map(|t| t.mask_entropy_bits_per_element * t.input_bytes as f64 / 2.0)
+            .sum::<f64>()
+            / n;
+        md.push_str(&format!(
+            "| {s} | {m:.4} | {h:.4} | {:+.2}% |\n",
+            (m / h - 1.0) * 100.0
+        ));
+    }
+
+    md.push_str("\n## Relative output error per linear layer, 50% unstructured (real activations)\n\n| layer | magnitude | wanda | sparsegpt | bytes (mag / wanda / sgpt) |\n|---|---|---|---|---|\n");
+    let mut per = Vec::new();
+    let mut times = Vec::new();
+    for c in [Criterion::Magnitude, Criterion::Wanda, Criterion::SparseGpt] {
+        let (bytes, r, secs) = run(c, Pattern::Unstructured, Budget::Sparsity(0.5), true, 2)?;
+        times.push((format!("{c:?}"), secs, bytes / total));
+        per.push(r);
+    }
+    let mut ordered = 0;
+    let mut rows = 0;
+    for t in &per[0].tensors {
+        let Some(e0) = t.rel_output else { continue };
+        let find = |k: usize| per[k].tensors.iter().find(|x| x.name == t.name).unwrap();
+        let (w, g) = (find(1), find(2));
+        let (e1, e2) = (
+            w.rel_output.unwrap_or(f64::NAN),
+            g.rel_output.unwrap_or(f64::NAN),
+        );
+        rows += 1;
+        ordered += (e2 < e1 && e1 < e0) as usize;
+        md.push_str(&format!(
+            "| {} | {e0:.4} | {e1:.4} | {e2:.4} | {} / {} / {} |\n",
+            t.name, t.output_bytes, w.output_bytes, g.output_bytes
+        ));
+    }
+    md.push_str(&format!("\nsparsegpt < wanda < magnitude on {ordered} of {rows} calibrated layers. Whole-run wall time on 2 threads and size:\n\n| criterion | seconds | size |\n|---|---|---|\n"));
+    for (c, secs, ratio) in &times {
+        md.push_str(&format!("| {c} | {secs:.1} | {:.2}% |\n", ratio * 100.0));
+    }
+    json.insert("ordered_layers".into(), serde_json::json!([ordered, rows]));
+    json.insert("criteria_seconds".into(), serde_json::json!(times));
+
+    md.push_str("\n## Adaptive against uniform allocation, budget 45% of the bf16 bytes\n\nCost = sum over tensors of numel x rel_error^2 (output error where calibrated); uniform is interpolated to exactly the same bytes.\n\n| criterion | size | adaptive cost | uniform cost | uniform sparsity | gain |\n|---|---|---|---|---|---|\n");
+    for (c, cal) in [(Criterion::Wanda, true), (Criterion::Magnitude, false)] {
+        let (bytes, r, _) = run(c, Pattern::Unstructured, Budget::TargetRatio(0.45), cal, 2)?;
+        let a = r.allocation.ok_or("no allocation report")?;
+        md.push_str(&format!(
+            "| {c:?}{} | {:.2}% | {:.4e} | {:.4e} | {:.3} | {:.2}x |\n",
+            if cal { " (calibrated)" } else { "" },
+            bytes / total * 100.0,
+            a.adaptive_cost,
+            a.uniform_cost,
+            a.uniform_sparsity,
+            a.gain
+        ));
+        json.insert(
+            format!("budget {c:?}"),
+            serde_json::json!({"ratio": bytes / total, "gain": a.gain}),
+        );
+    }
+    std::fs::write(root().join("docs/SPARSITY.md"), &md).map_err(|e| e.to_string())?;
+    std::fs::write(
+        root().join("docs/sparsity.json"),
+        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("{md}");
     Ok(())
 }

@@ -51,7 +51,12 @@ pub fn sparsify_activations(
     // Room for every value (+1 slot for the branch-free write past the last kept one).
     let mut values = vec![0f32; n + 1];
     let mut count = 0usize;
-    let push_row = |row: &[f32], base: usize, thr: f32, mask: &mut [u8], values: &mut [f32], count: &mut usize| {
+    let push_row = |row: &[f32],
+                    base: usize,
+                    thr: f32,
+                    mask: &mut [u8],
+                    values: &mut [f32],
+                    count: &mut usize| {
         for (k, chunk) in row.chunks(8).enumerate() {
             let mut bits = 0u8;
             for (j, &v) in chunk.iter().enumerate() {
