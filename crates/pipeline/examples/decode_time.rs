@@ -5,7 +5,10 @@ fn main() {
     let file = read_tensors(path.as_ref()).unwrap();
     let stream = compress(&file, &EncodeOptions::default()).unwrap();
     let reader = Reader::new(&stream[..]).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = std::time::Instant::now();

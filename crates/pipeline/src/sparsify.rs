@@ -18,6 +18,11 @@
 //! instead when the criterion needs inputs, and the report says so (`criterion` holds the
 //! criterion actually used, `note` why).
 //!
+//! **SparseGPT** falls back to Wanda (with a warning, and the report's `criterion` says so)
+//! on a layer whose Hessian damping cannot make positive definite, such as one whose
+//! calibration inputs are not finite. (Always-zero inputs are not a problem: their diagonal
+//! is set to 1 before damping.)
+//!
 //! **Budgets.** `Sparsity(s)` applies one sparsity everywhere. `TargetBytes` and
 //! `TargetRatio` build, for every tensor, the curve of estimated bytes and measured error
 //! over a grid of sparsities and let [`sparsewire_se::budget::allocate`] spread the budget;
@@ -32,7 +37,7 @@ use sparsewire_formats::{Dtype, Tensor, TensorFile};
 use sparsewire_masks::binary_entropy;
 use sparsewire_metadata::{view_2d, Criterion, Pattern, Plane, Sparsification};
 use sparsewire_se::budget::{self, Level};
-use sparsewire_se::{metrics, LayerInputs, SparsifyConfig};
+use sparsewire_se::{metrics, LayerInputs, SparsifyConfig, SparsifyError};
 use sparsewire_stream::{encode_sparse, EncodeOptions, Reader, TensorMask};
 
 /// How much to drop.
@@ -270,6 +275,8 @@ struct Prepared<'a> {
 }
 
 struct Outcome {
+    /// The criterion that chose the mask (SparseGPT may fall back to Wanda).
+    criterion: Criterion,
     keep: Vec<bool>,
     stored: Vec<u8>,
     errors: metrics::Errors,
@@ -285,14 +292,27 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
         x: &i.x,
         tokens: i.tokens,
     });
-    let s = sparsewire_se::sparsify(
+    let mut criterion = config.criterion;
+    let s = match sparsewire_se::sparsify(
         &p.original,
         p.rows,
         p.cols,
         &config,
         inputs,
         p.gradients.as_deref(),
-    )?;
+    ) {
+        // A Hessian that damping cannot make positive definite: Wanda on the same inputs.
+        Err(SparsifyError::SparseGpt(e)) => {
+            tracing::warn!(tensor = %p.tensor.name, error = %e, "SparseGPT failed; using Wanda");
+            criterion = Criterion::Wanda;
+            let wanda = SparsifyConfig {
+                criterion,
+                ..config
+            };
+            sparsewire_se::sparsify(&p.original, p.rows, p.cols, &wanda, inputs, None)?
+        }
+        r => r?,
+    };
     let stored = stored_bytes(p.tensor, &s.keep, &s.values, s.updated);
     // What the stream will hold, as f32: the originals where kept (or, after SparseGPT,
     // the compensated values as rounded to the dtype), zero elsewhere.
@@ -317,6 +337,7 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
         p.inputs.as_ref().map(|i| (&i.x[..], i.tokens)),
     );
     Ok(Outcome {
+        criterion,
         keep: s.keep,
         stored,
         errors,
@@ -456,17 +477,17 @@ pub fn sparsify_and_compress(
         masks[p.index] = Some(TensorMask {
             keep: o.keep,
             info: Sparsification {
-                criterion: p.config.criterion,
+                criterion: o.criterion,
                 pattern: opts.pattern,
                 sparsity: achieved as f32,
                 threshold: None,
                 rel_error: o.errors.rel_frobenius as f32,
                 output_error: o.errors.rel_output.map(|x| x as f32),
-                values_updated: p.config.criterion == Criterion::SparseGpt,
+                values_updated: o.criterion == Criterion::SparseGpt,
             },
             reconstruction: o.reconstruction,
         });
-        rows_report.push((p, achieved, o.errors));
+        rows_report.push((p, achieved, o.errors, o.criterion));
         if allocation.is_none() {
             progress(i + 1, total);
         }
@@ -474,7 +495,7 @@ pub fn sparsify_and_compress(
     let stream = encode_sparse(&stored_file, &masks, eopts, &|_| {})?;
     let reader = Reader::new(&stream[..])?;
     let mut tensors = Vec::new();
-    for (p, achieved, errors) in rows_report {
+    for (p, achieved, errors, criterion) in rows_report {
         let meta = &reader.header().tensors[p.index];
         let models: u64 = meta.models.iter().map(|m| m.len() as u64).sum();
         let stored: u64 = meta.tiles.iter().map(|t| t.len).sum::<u64>() + models;
@@ -490,7 +511,7 @@ pub fn sparsify_and_compress(
             name: p.tensor.name.clone(),
             dtype: p.tensor.dtype.to_string(),
             shape: p.tensor.shape.clone(),
-            criterion: format!("{:?}", p.config.criterion),
+            criterion: format!("{criterion:?}"),
             pattern: format!("{:?}", opts.pattern),
             sparsity: achieved,
             input_bytes: p.tensor.data.len() as u64,

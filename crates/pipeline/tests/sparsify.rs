@@ -221,6 +221,28 @@ fn bad_options_are_clear_errors() {
     );
 }
 
+#[test]
+fn sparsegpt_falls_back_to_wanda_on_a_bad_hessian() {
+    let w = weights(8, 6, 7);
+    let f = TensorFile {
+        tensors: vec![Tensor::from_f32("l.weight", vec![8, 6], &w)],
+        metadata: vec![],
+    };
+    let mut x = weights(10, 6, 8);
+    x[3] = f32::NAN;
+    let mut o = opts(
+        Criterion::SparseGpt,
+        Pattern::Unstructured,
+        Budget::Sparsity(0.5),
+    );
+    o.calibration = Some(TensorFile {
+        tensors: vec![Tensor::from_f32("l.input", vec![10, 6], &x)],
+        metadata: vec![],
+    });
+    let (_, r) = sparsify_and_compress(&f, &o, &EncodeOptions::default(), &|_, _| {}).unwrap();
+    assert_eq!(r.tensors[0].criterion, "Wanda");
+}
+
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("SPARSEWIRE_DATA")
         .map(PathBuf::from)
