@@ -269,6 +269,16 @@ pub struct TensorDecoder {
     tables: Vec<Option<DecodeTable>>,
 }
 
+impl TensorDecoder {
+    /// The table of shared model `model`; an error when the header has no such model.
+    fn table(&self, model: u16) -> Result<&DecodeTable, CodecError> {
+        self.tables
+            .get(model as usize)
+            .and_then(Option::as_ref)
+            .ok_or(CodecError::MissingModel { model })
+    }
+}
+
 /// One coded stream of a tile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedStream {
@@ -510,11 +520,7 @@ impl<'a> Source<'a> {
                 Source::Raw(s)
             }
             StreamCodec::RansShared { model } => {
-                let table = decoder
-                    .tables
-                    .get(model as usize)
-                    .and_then(Option::as_ref)
-                    .ok_or(CodecError::MissingModel { model })?;
+                let table = decoder.table(model)?;
                 Source::Shared(rans::Decoder::new(s)?, table)
             }
             StreamCodec::RansLocal => {
@@ -833,11 +839,7 @@ pub fn decode_symbol_stream(
             s.iter().map(|&b| check(b as u16)).collect()
         }
         StreamCodec::RansShared { model } => {
-            let table = decoder
-                .tables
-                .get(model as usize)
-                .and_then(Option::as_ref)
-                .ok_or(CodecError::MissingModel { model })?;
+            let table = decoder.table(model)?;
             if table.alphabet() > alphabet {
                 return Err(CodecError::BadModel {
                     reason: "alphabet wider than the plane",

@@ -351,28 +351,7 @@ impl Model {
     }
 }
 
-/// Appends `v` as LEB128.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads LEB128 at `pos` (at most 10 bytes).
-pub fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        v |= ((b & 0x7f) as u64) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
+pub use sparsewire_metadata::varint::{get as get_varint, put as put_varint};
 
 /// Per-symbol constants that turn the encoder's division into a multiply and shifts
 /// (Alverson's reciprocal, as in ryg_rans), packed in 8 bytes so a 2048-symbol table stays

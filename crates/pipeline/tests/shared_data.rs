@@ -4,14 +4,8 @@
 //! point elsewhere. Without it the test says so and checks nothing.
 
 use sparsewire_pipeline::{compress, read_tensors, EncodeOptions, Reader};
-use std::path::PathBuf;
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SPARSEWIRE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    dir.is_dir().then_some(dir)
-}
+mod common;
+use common::data_dir;
 
 #[test]
 fn every_shared_file_round_trips_bit_exact() {

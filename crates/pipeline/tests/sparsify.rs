@@ -5,7 +5,8 @@
 use sparsewire_pipeline::metadata::{Criterion, Pattern};
 use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, SparsifyOptions};
 use sparsewire_pipeline::{decompress, read_tensors, Dtype, EncodeOptions, Tensor, TensorFile};
-use std::path::PathBuf;
+mod common;
+use common::data_dir;
 
 fn opts(criterion: Criterion, pattern: Pattern, budget: Budget) -> SparsifyOptions {
     SparsifyOptions {
@@ -241,13 +242,6 @@ fn sparsegpt_falls_back_to_wanda_on_a_bad_hessian() {
     });
     let (_, r) = sparsify_and_compress(&f, &o, &EncodeOptions::default(), &|_, _| {}).unwrap();
     assert_eq!(r.tensors[0].criterion, "Wanda");
-}
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SPARSEWIRE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    dir.is_dir().then_some(dir)
 }
 
 #[test]
