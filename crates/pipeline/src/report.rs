@@ -171,12 +171,31 @@ pub fn inspect<B: AsRef<[u8]> + Sync>(
             }
         }
         if entropy && !t.tiles.is_empty() {
-            let dense = reader.decode_tensor(i)?;
             let layout = PlaneLayout::for_dtype(t.dtype);
-            for (p, b) in planes
-                .iter_mut()
-                .zip(plane_bounds(t.codec, layout, &dense.data))
-            {
+            let mut bounds = Vec::new();
+            let data = match &t.sparsification {
+                // A sparse tensor: the mask's bound H(density), then the planes of the kept
+                // values only, as they are stored.
+                Some(sp) => {
+                    let n = t.numel().unwrap_or(0) as f64;
+                    bounds
+                        .push(n * sparsewire_masks::binary_entropy(1.0 - sp.sparsity as f64) / 8.0);
+                    let vb = (t.dtype.bits() / 8) as usize;
+                    let mut kept = Vec::new();
+                    for k in 0..t.tiles.len() {
+                        if let Some(mask) = reader.tile_mask(i, k)? {
+                            let tile = reader.decode_tile(i, k)?;
+                            for j in mask.kept_indices() {
+                                kept.extend_from_slice(&tile[j * vb..(j + 1) * vb]);
+                            }
+                        }
+                    }
+                    kept
+                }
+                None => reader.decode_tensor(i)?.data,
+            };
+            bounds.extend(plane_bounds(t.codec, layout, &data));
+            for (p, b) in planes.iter_mut().zip(bounds) {
                 p.entropy_bound_bytes = b;
             }
         }

@@ -84,6 +84,31 @@ fn uniform_sparsity_is_exact_and_decodes_zero_filled() {
 }
 
 #[test]
+fn inspect_bounds_a_sparse_tensor_by_its_mask_and_kept_values() {
+    let f = file();
+    let (stream, _) = sparsify_and_compress(
+        &f,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::Sparsity(0.5),
+        ),
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )
+    .unwrap();
+    let reader = sparsewire_pipeline::Reader::new(&stream[..]).unwrap();
+    let r = sparsewire_pipeline::inspect(&reader, true).unwrap();
+    let t = &r.tensors[0];
+    assert_eq!(t.planes[0].plane, "mask");
+    // H(0.5) = 1 bit per element.
+    assert!((t.planes[0].entropy_bound_bytes - 64.0 * 48.0 / 8.0).abs() < 1e-6);
+    // The head of the kept values (half the elements) is bounded by at most 11 bits each.
+    assert!(t.planes[1].entropy_bound_bytes <= 64.0 * 48.0 / 2.0 * 11.0 / 8.0);
+    assert!(t.sparsification.is_some());
+}
+
+#[test]
 fn budgets_are_met() {
     let f = file();
     let target = 0.4;
