@@ -174,6 +174,7 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
     let eopts = EncodeOptions::default();
     let run = |criterion, pattern, budget, calibrated: bool, threads: usize| {
         let o = SparsifyOptions {
+            rebuild: Default::default(),
             criterion,
             pattern,
             budget,

@@ -125,6 +125,10 @@ struct SparsifyArgs {
     /// Gradients with the weights' names and shapes (taylor).
     #[arg(long)]
     gradients: Option<PathBuf>,
+    /// How dropped weights are rebuilt on decompress: zero, linear (row interpolation),
+    /// learned (ridge predictor fitted per tensor) or auto (the lowest error per tensor).
+    #[arg(long, default_value = "zero", value_parser = parse_rebuild)]
+    reconstruct: sw::sparsify::Rebuild,
     /// Whole stream at most this fraction of the input's tensor bytes (adaptive per tensor).
     #[arg(long, conflicts_with_all = ["sparsity", "target_bytes", "max_error"])]
     target_ratio: Option<f64>,
@@ -148,6 +152,21 @@ fn parse_criterion(s: &str) -> std::result::Result<sw::metadata::Criterion, Stri
         _ => {
             return Err(format!(
                 "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation)"
+            ))
+        }
+    })
+}
+
+fn parse_rebuild(s: &str) -> std::result::Result<sw::sparsify::Rebuild, String> {
+    use sw::sparsify::Rebuild::*;
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "zero" => Zero,
+        "linear" => Linear,
+        "learned" => Learned,
+        "auto" => Auto,
+        _ => {
+            return Err(format!(
+                "unknown reconstruction {s:?} (zero, linear, learned, auto)"
             ))
         }
     })
@@ -219,6 +238,7 @@ impl SparsifyArgs {
             None => vec![],
         };
         Ok(sw::sparsify::SparsifyOptions {
+            rebuild: self.reconstruct,
             criterion: self.criterion,
             pattern: self.pattern,
             budget,
@@ -390,6 +410,7 @@ fn compress_lossy(a: &CompressArgs, output: &Path) -> Result<()> {
         "{:<48} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "tensor", "criterion", "sparsity", "bits/el", "mask b/el", "H(dens.)", "rel.err", "out.err"
     );
+    let rebuilt = report.tensors.iter().any(|t| t.reconstruction != "zero");
     for t in &report.tensors {
         println!(
             "{:<48} {:>10} {:>9.4} {:>8.3} {:>9.3} {:>9.3} {:>9.4} {:>9}",
@@ -404,6 +425,12 @@ fn compress_lossy(a: &CompressArgs, output: &Path) -> Result<()> {
                 .map(|e| format!("{e:.4}"))
                 .unwrap_or_else(|| "-".into())
         );
+        if rebuilt {
+            println!(
+                "    rebuilt by {}: {:.3}x less error than zero-fill",
+                t.reconstruction, t.reconstruction_gain
+            );
+        }
         if let Some(n) = &t.note {
             println!("    note: {n}");
         }

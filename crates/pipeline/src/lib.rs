@@ -112,24 +112,41 @@ pub fn decompress(stream: &[u8]) -> Result<TensorFile, PipelineError> {
 }
 
 /// Applies each tensor's stored reconstruction beyond zero-fill (the reader zero-fills).
-pub fn reconstruct<B: AsRef<[u8]>>(
+pub fn reconstruct<B: AsRef<[u8]> + Sync>(
     reader: &Reader<B>,
     file: &mut TensorFile,
 ) -> Result<(), PipelineError> {
-    for (meta, t) in reader.header().tensors.iter().zip(&mut file.tensors) {
-        if let metadata::Reconstruction::Channels { combinations } = &meta.reconstruction {
-            let Some(mut v) = t.to_f32_vec() else {
-                continue;
-            };
-            let (_, cols) = metadata::view_2d(&t.shape, t.numel());
-            sparsewire_re::rebuild_channels(&mut v, cols as usize, combinations).map_err(|e| {
-                PipelineError::Reconstruct {
-                    tensor: t.name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            t.data = formats::from_f32(t.dtype, &v).expect("float tensor");
+    for (ti, (meta, t)) in reader
+        .header()
+        .tensors
+        .iter()
+        .zip(&mut file.tensors)
+        .enumerate()
+    {
+        if meta.reconstruction == metadata::Reconstruction::Zero {
+            continue;
         }
+        let Some(mut v) = t.to_f32_vec() else {
+            continue;
+        };
+        let (_, cols) = metadata::view_2d(&t.shape, t.numel());
+        // The tensor's kept flags, from its tiles' masks.
+        let grid = reader.grid(ti);
+        let mut flags = vec![1u8; v.len()];
+        for k in 0..meta.tiles.len() {
+            if let Some(mask) = reader.tile_mask(ti, k)? {
+                let tile: Vec<u8> = (0..mask.len()).map(|i| mask.is_kept(i) as u8).collect();
+                grid.scatter(&tile, k as u64, 1, &mut flags);
+            }
+        }
+        let keep: Vec<bool> = flags.iter().map(|&f| f != 0).collect();
+        sparsewire_re::rebuild(&mut v, &keep, cols as usize, &meta.reconstruction).map_err(
+            |e| PipelineError::Reconstruct {
+                tensor: t.name.clone(),
+                reason: e.to_string(),
+            },
+        )?;
+        t.data = formats::from_f32(t.dtype, &v).expect("float tensor");
     }
     Ok(())
 }

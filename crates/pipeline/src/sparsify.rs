@@ -53,9 +53,26 @@ pub enum Budget {
     MaxError(f64),
 }
 
+/// How dropped weights are rebuilt on the accelerator side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rebuild {
+    /// Dropped elements are zero.
+    #[default]
+    Zero,
+    /// Interpolated from the nearest kept elements of the row.
+    Linear,
+    /// A ridge predictor on the row context, fitted per tensor.
+    Learned,
+    /// Per tensor, whichever of the three has the lowest error.
+    Auto,
+}
+
 /// Options of the lossy host stage.
 #[derive(Debug, Clone)]
 pub struct SparsifyOptions {
+    /// Reconstruction beyond zero-fill (the correlation criterion with the channel pattern
+    /// always rebuilds channels from its stored combinations).
+    pub rebuild: Rebuild,
     pub criterion: Criterion,
     pub pattern: Pattern,
     pub budget: Budget,
@@ -92,6 +109,10 @@ pub struct TensorSparsity {
     pub rel_frobenius: f64,
     pub snr_db: f64,
     pub rel_output: Option<f64>,
+    /// The reconstruction the receiver applies: zero, linear, learned or channels.
+    pub reconstruction: String,
+    /// error(zero-fill) / error(reconstruction): above 1 when rebuilding pays.
+    pub reconstruction_gain: f64,
     pub note: Option<String>,
 }
 
@@ -271,10 +292,13 @@ struct Prepared<'a> {
     inputs: Option<Inputs>,
     gradients: Option<Vec<f32>>,
     config: SparsifyConfig,
+    rebuild: Rebuild,
     note: Option<String>,
 }
 
 struct Outcome {
+    /// error(zero-fill) / error(chosen reconstruction).
+    gain: f64,
     /// The criterion that chose the mask (SparseGPT may fall back to Wanda).
     criterion: Criterion,
     keep: Vec<bool>,
@@ -284,6 +308,7 @@ struct Outcome {
 }
 
 fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
+    let rebuild = p.rebuild;
     let config = SparsifyConfig {
         sparsity,
         ..p.config
@@ -325,23 +350,56 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
             .map(|(&v, &k)| if k { v } else { 0.0 })
             .collect()
     };
-    // Measure what the receiver will see after reconstruction.
+    // Measure what the receiver will see after reconstruction; with `Auto`, keep the best.
+    let inputs_ref = p.inputs.as_ref().map(|i| (&i.x[..], i.tokens));
+    let measure = |v: &[f32]| metrics::errors(&p.original, v, p.cols, inputs_ref);
+    let score = |e: &metrics::Errors| e.rel_output.unwrap_or(e.rel_frobenius);
+    let zero_errors = measure(&changed);
+    let mut best = (s.reconstruction.clone(), zero_errors);
     if let sparsewire_metadata::Reconstruction::Channels { combinations } = &s.reconstruction {
         sparsewire_re::rebuild_channels(&mut changed, p.cols, combinations)
             .expect("combinations made from this tensor are in range");
+        best.1 = measure(&changed);
+    } else {
+        let candidates = match rebuild {
+            Rebuild::Zero => vec![],
+            Rebuild::Linear => vec![sparsewire_metadata::Reconstruction::Linear],
+            Rebuild::Learned => vec![sparsewire_re::fit_learned(&changed, &s.keep, p.cols)],
+            Rebuild::Auto => vec![
+                sparsewire_metadata::Reconstruction::Linear,
+                sparsewire_re::fit_learned(&changed, &s.keep, p.cols),
+            ],
+        };
+        let forced = rebuild != Rebuild::Auto;
+        for method in candidates {
+            let mut v = changed.clone();
+            sparsewire_re::rebuild(&mut v, &s.keep, p.cols, &method)
+                .expect("methods made here are valid");
+            // Rebuilt values go through the dtype on the receiving side too.
+            let v = sparsewire_formats::to_f32(
+                p.tensor.dtype,
+                &sparsewire_formats::from_f32(p.tensor.dtype, &v).expect("float tensor"),
+            )
+            .expect("float tensor");
+            let e = measure(&v);
+            if forced || score(&e) < score(&best.1) {
+                best = (method, e);
+            }
+        }
     }
-    let errors = metrics::errors(
-        &p.original,
-        &changed,
-        p.cols,
-        p.inputs.as_ref().map(|i| (&i.x[..], i.tokens)),
-    );
+    let (reconstruction, errors) = best;
+    let gain = if score(&errors) > 0.0 {
+        score(&zero_errors) / score(&errors)
+    } else {
+        f64::INFINITY
+    };
     Ok(Outcome {
+        gain,
         criterion,
         keep: s.keep,
         stored,
         errors,
-        reconstruction: s.reconstruction,
+        reconstruction,
     })
 }
 
@@ -406,6 +464,7 @@ fn prepare<'a>(
             inputs,
             gradients,
             config,
+            rebuild: opts.rebuild,
             note,
         });
     }
@@ -485,9 +544,16 @@ pub fn sparsify_and_compress(
                 output_error: o.errors.rel_output.map(|x| x as f32),
                 values_updated: o.criterion == Criterion::SparseGpt,
             },
-            reconstruction: o.reconstruction,
+            reconstruction: o.reconstruction.clone(),
         });
-        rows_report.push((p, achieved, o.errors, o.criterion));
+        let method = match &o.reconstruction {
+            sparsewire_metadata::Reconstruction::Zero => "zero",
+            sparsewire_metadata::Reconstruction::Linear => "linear",
+            sparsewire_metadata::Reconstruction::Learned { .. } => "learned",
+            sparsewire_metadata::Reconstruction::Channels { .. } => "channels",
+            sparsewire_metadata::Reconstruction::Dictionary { .. } => "dictionary",
+        };
+        rows_report.push((p, achieved, o.errors, o.criterion, method, o.gain));
         if allocation.is_none() {
             progress(i + 1, total);
         }
@@ -495,7 +561,7 @@ pub fn sparsify_and_compress(
     let stream = encode_sparse(&stored_file, &masks, eopts, &|_| {})?;
     let reader = Reader::new(&stream[..])?;
     let mut tensors = Vec::new();
-    for (p, achieved, errors, criterion) in rows_report {
+    for (p, achieved, errors, criterion, method, gain) in rows_report {
         let meta = &reader.header().tensors[p.index];
         let models: u64 = meta.models.iter().map(|m| m.len() as u64).sum();
         let stored: u64 = meta.tiles.iter().map(|t| t.len).sum::<u64>() + models;
@@ -522,6 +588,8 @@ pub fn sparsify_and_compress(
             rel_frobenius: errors.rel_frobenius,
             snr_db: errors.snr_db,
             rel_output: errors.rel_output,
+            reconstruction: method.into(),
+            reconstruction_gain: gain,
             note: p.note.clone(),
         });
     }
