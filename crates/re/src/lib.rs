@@ -120,27 +120,26 @@ pub fn rebuild(
     cols: usize,
     method: &Reconstruction,
 ) -> Result<(), ReconstructError> {
-    let predict: Box<dyn Fn(&[f64; 4]) -> f64> = match method {
+    // Both methods are a dot product with the features: `Linear` is [1, 0, 0, 0].
+    let p: [f64; 4] = match method {
         Reconstruction::Zero => return Ok(()),
         Reconstruction::Channels { combinations } => {
             return rebuild_channels(values, cols, combinations)
         }
-        Reconstruction::Linear => Box::new(|f| f[0]),
-        Reconstruction::Learned { params } => {
-            let p: [f64; 4] = match params[..] {
-                [a, b, c, d] => [a as f64, b as f64, c as f64, d as f64],
-                _ => {
-                    return Err(ReconstructError::Unsupported(
-                        "learned with other than 4 parameters",
-                    ))
-                }
-            };
-            Box::new(move |f| p.iter().zip(f).map(|(a, b)| a * b).sum())
-        }
+        Reconstruction::Linear => [1.0, 0.0, 0.0, 0.0],
+        Reconstruction::Learned { params } => match params[..] {
+            [a, b, c, d] => [a as f64, b as f64, c as f64, d as f64],
+            _ => {
+                return Err(ReconstructError::Unsupported(
+                    "learned with other than 4 parameters",
+                ))
+            }
+        },
         Reconstruction::Dictionary { .. } => {
             return Err(ReconstructError::Unsupported("dictionary"))
         }
     };
+    let predict = |f: &[f64; 4]| -> f64 { p.iter().zip(f).map(|(a, b)| a * b).sum() };
     for (row, krow) in values.chunks_mut(cols.max(1)).zip(keep.chunks(cols.max(1))) {
         let src = row.to_vec();
         for j in 0..row.len() {
@@ -199,10 +198,11 @@ fn solve4(mut g: [[f64; 4]; 4], mut r: [f64; 4]) -> [f64; 4] {
         if g[c][c].abs() < 1e-300 {
             continue;
         }
+        let pivot = g[c];
         for i in c + 1..4 {
-            let f = g[i][c] / g[c][c];
-            for j in c..4 {
-                g[i][j] -= f * g[c][j];
+            let f = g[i][c] / pivot[c];
+            for (gij, gcj) in g[i][c..].iter_mut().zip(&pivot[c..]) {
+                *gij -= f * gcj;
             }
             r[i] -= f * r[c];
         }
