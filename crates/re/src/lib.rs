@@ -291,7 +291,7 @@ mod tests {
             }
         }
         let bad = Reconstruction::Learned { params: vec![1.0] };
-        assert!(rebuild(&mut vec![0.0; 4], &[true, false, true, true], 4, &bad).is_err());
+        assert!(rebuild(&mut [0.0; 4], &[true, false, true, true], 4, &bad).is_err());
     }
 
     #[test]
