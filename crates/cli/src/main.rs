@@ -19,9 +19,10 @@ use std::process::ExitCode;
     about = "Make neural-network tensors small before they cross a slow link, and rebuild them on the other side.",
     long_about = "Make neural-network tensors small before they cross a slow link, and rebuild them on the other side.\n\n\
     sparsewire compresses safetensors and .npy files into .swire streams whose tiles each decode on their own. \
-    Today's codec is lossless and bit-exact (sparsification and reconstruction are coming).\n\n\
+    By default the codec is lossless and bit-exact; `compress --sparsity 0.5` (and friends) \
+    drops the least important weights first and stores only what is kept, with a compact mask.\n\n\
     Start with `sparsewire demo`, which needs no files.",
-    after_help = "Examples:\n  sparsewire demo\n  sparsewire compress model.safetensors -o model.swire\n  sparsewire inspect model.swire\n  sparsewire decompress model.swire -o restored.safetensors\n  sparsewire bench model.safetensors --json"
+    after_help = "Examples:\n  sparsewire demo\n  sparsewire compress model.safetensors -o model.swire\n  sparsewire compress model.safetensors -o model.swire --sparsity 0.5 --criterion wanda --calibration acts.safetensors\n  sparsewire inspect model.swire\n  sparsewire decompress model.swire -o restored.safetensors\n  sparsewire bench model.safetensors --json"
 )]
 struct Cli {
     /// More logging on stderr (-v: info, -vv: debug, -vvv: trace).
@@ -33,16 +34,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress a .safetensors or .npy file into a .swire stream (lossless).
+    /// Compress a .safetensors or .npy file into a .swire stream: lossless and bit-exact by
+    /// default; sparsified with --sparsity, --pattern N:M, --target-ratio/--target-bytes or
+    /// --max-error.
     Compress(CompressArgs),
-    /// Decode a .swire stream back to .safetensors (or .npy for a single tensor), bit for bit.
+    /// Decode a .swire stream back to .safetensors (or .npy for a single tensor): bit for bit
+    /// for lossless streams; zero-filled or rebuilt (--reconstruct) for sparsified ones.
     Decompress(DecompressArgs),
     /// Show what a .swire stream holds: per tensor sizes, codecs per plane, entropy bounds.
     Inspect(InspectArgs),
     /// Measure encode/decode speed and ratio on a .safetensors/.npy file.
     Bench(BenchArgs),
     /// Run the whole job on a built-in set of weight-like tensors: compress, inspect,
-    /// decompress, verify.
+    /// decompress, verify; then sparsify 50% and show what it costs.
     Demo(DemoArgs),
 }
 
@@ -766,6 +770,40 @@ fn run_demo(a: DemoArgs) -> Result<()> {
         sw::write_tensors(&dir.join("demo.safetensors"), &file, true)?;
         sw::write_atomic(&dir.join("demo.swire"), &stream, true)?;
     }
+    // 5. The lossy path: 50% magnitude pruning of the weight matrices.
+    let sparse_opts = sw::sparsify::SparsifyOptions {
+        rebuild: sw::sparsify::Rebuild::Zero,
+        criterion: sw::metadata::Criterion::Magnitude,
+        pattern: sw::metadata::Pattern::Unstructured,
+        budget: sw::sparsify::Budget::Sparsity(0.5),
+        calibration: None,
+        calibration_map: vec![],
+        gradients: None,
+    };
+    let (sparse_stream, sparse) = sw::sparsify::sparsify_and_compress(
+        &file,
+        &sparse_opts,
+        &EncodeOptions::default(),
+        &|_, _| {},
+    )?;
+    let n: f64 = sparse.tensors.iter().map(|t| t.input_bytes as f64).sum();
+    let mean_err = sparse
+        .tensors
+        .iter()
+        .map(|t| t.rel_frobenius * t.input_bytes as f64)
+        .sum::<f64>()
+        / n.max(1.0);
+    // Every decoded value is either the original, bit for bit, or a dropped zero.
+    let sparse_back = sw::decompress(&sparse_stream)?;
+    let sparse_ok = file.tensors.iter().zip(&sparse_back.tensors).all(|(a, b)| {
+        match (a.to_f32_vec(), b.to_f32_vec()) {
+            (Some(x), Some(y)) => x
+                .iter()
+                .zip(&y)
+                .all(|(p, q)| *q == 0.0 || p.to_bits() == q.to_bits()),
+            _ => a == b,
+        }
+    });
     if a.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
@@ -776,6 +814,10 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             decode_seconds: f64,
             bit_exact: bool,
             tensors: &'a [sw::TensorReport],
+            sparsified_output_bytes: u64,
+            sparsified_ratio: f64,
+            sparsified_mean_rel_error: f64,
+            sparsified_decodes_exactly: bool,
         }
         print_json(&Out {
             input_bytes: report.input_bytes,
@@ -785,6 +827,10 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             decode_seconds: dec_s,
             bit_exact: identical,
             tensors: &report.tensors,
+            sparsified_output_bytes: sparse.output_bytes,
+            sparsified_ratio: sparse.ratio,
+            sparsified_mean_rel_error: mean_err,
+            sparsified_decodes_exactly: sparse_ok,
         })?;
     } else {
         println!(
@@ -803,6 +849,19 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             enc_s * 1e3,
             dec_s * 1e3
         );
+        println!(
+            "\n5. sparsify 50% (magnitude; {} weight matrices, while biases, norms and ids stay \
+             lossless): {} bytes ({:.2}% of the original), mean relative error {:.3}; decoded: {}",
+            sparse.tensors.len(),
+            sparse.output_bytes,
+            sparse.ratio * 100.0,
+            mean_err,
+            if sparse_ok {
+                "kept values exact, dropped ones zero"
+            } else {
+                "MISMATCH"
+            }
+        );
         if let Some(dir) = &a.out {
             println!(
                 "wrote {}/demo.safetensors and {}/demo.swire",
@@ -810,6 +869,9 @@ fn run_demo(a: DemoArgs) -> Result<()> {
                 dir.display()
             );
         }
+    }
+    if !sparse_ok {
+        return Err("demo: sparsified stream did not decode to kept values and zeros".into());
     }
     if identical {
         Ok(())
