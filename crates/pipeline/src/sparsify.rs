@@ -226,16 +226,40 @@ fn find_inputs(
 /// compensated values, rounded), zero elsewhere.
 fn stored_bytes(t: &Tensor, keep: &[bool], values: &[f32], updated: bool) -> Vec<u8> {
     let eb = (t.dtype.bits() / 8) as usize;
+    if !updated {
+        // Originals where kept, zero elsewhere: a branch-free select per element width.
+        let mut out = vec![0u8; t.data.len()];
+        match eb {
+            2 => {
+                for ((o, v), &k) in out
+                    .chunks_exact_mut(2)
+                    .zip(t.data.chunks_exact(2))
+                    .zip(keep)
+                {
+                    let x = u16::from_le_bytes([v[0], v[1]]) & (k as u16).wrapping_neg();
+                    o.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            _ => {
+                for ((o, v), &k) in out
+                    .chunks_exact_mut(eb)
+                    .zip(t.data.chunks_exact(eb))
+                    .zip(keep)
+                {
+                    if k {
+                        o.copy_from_slice(v);
+                    }
+                }
+            }
+        }
+        return out;
+    }
     let mut out = vec![0u8; t.data.len()];
     for (i, &k) in keep.iter().enumerate() {
         if !k {
             continue;
         }
         let o = &mut out[i * eb..(i + 1) * eb];
-        if !updated {
-            o.copy_from_slice(&t.data[i * eb..(i + 1) * eb]);
-            continue;
-        }
         match t.dtype {
             Dtype::BF16 => o.copy_from_slice(&half::bf16::from_f32(values[i]).to_le_bytes()),
             Dtype::F16 => o.copy_from_slice(&half::f16::from_f32(values[i]).to_le_bytes()),
@@ -341,6 +365,43 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
     let stored = stored_bytes(p.tensor, &s.keep, &s.values, s.updated);
     // What the stream will hold, as f32: the originals where kept (or, after SparseGPT,
     // the compensated values as rounded to the dtype), zero elsewhere.
+    // The common case, zero-fill of original values with no calibration and no rebuild:
+    // the error is the dropped energy, no dense copy needed.
+    if !s.updated
+        && p.inputs.is_none()
+        && rebuild == Rebuild::Zero
+        && s.reconstruction == sparsewire_metadata::Reconstruction::Zero
+    {
+        let (mut dropped, mut total) = (0f64, 0f64);
+        for (&v, &k) in p.original.iter().zip(&s.keep) {
+            let e = (v as f64) * (v as f64);
+            total += e;
+            if !k {
+                dropped += e;
+            }
+        }
+        let rel = if total == 0.0 {
+            0.0
+        } else {
+            (dropped / total).sqrt()
+        };
+        return Ok(Outcome {
+            gain: 1.0,
+            criterion,
+            keep: s.keep,
+            stored,
+            errors: metrics::Errors {
+                rel_frobenius: rel,
+                snr_db: if rel == 0.0 {
+                    f64::INFINITY
+                } else {
+                    -20.0 * rel.log10()
+                },
+                rel_output: None,
+            },
+            reconstruction: s.reconstruction,
+        });
+    }
     let mut changed: Vec<f32> = if s.updated {
         sparsewire_formats::to_f32(p.tensor.dtype, &stored).expect("float tensor")
     } else {
@@ -526,7 +587,28 @@ pub fn sparsify_and_compress(
         }
     };
 
-    let mut stored_file = file.clone();
+    // Sparsified tensors get their stored bytes below; only the others are copied.
+    let sparse_idx: std::collections::HashSet<usize> = prepared.iter().map(|p| p.index).collect();
+    let mut stored_file = TensorFile {
+        tensors: file
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if sparse_idx.contains(&i) {
+                    Tensor {
+                        name: t.name.clone(),
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                        data: Vec::new(),
+                    }
+                } else {
+                    t.clone()
+                }
+            })
+            .collect(),
+        metadata: file.metadata.clone(),
+    };
     let mut masks: Vec<Option<TensorMask>> = vec![None; file.tensors.len()];
     let mut rows_report = Vec::new();
     for (i, (p, &s)) in prepared.iter().zip(&levels).enumerate() {
@@ -751,7 +833,24 @@ fn encoded_size(
     levels: &[f32],
     eopts: &EncodeOptions,
 ) -> Result<usize, PipelineError> {
-    let mut f = file.clone();
+    let mut f = TensorFile {
+        tensors: file
+            .tensors
+            .iter()
+            .map(
+                |t| match prepared.iter().any(|p| std::ptr::eq(p.tensor, t)) {
+                    true => Tensor {
+                        data: Vec::new(),
+                        name: t.name.clone(),
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                    },
+                    false => t.clone(),
+                },
+            )
+            .collect(),
+        metadata: file.metadata.clone(),
+    };
     let mut masks = vec![None; file.tensors.len()];
     for (p, &s) in prepared.iter().zip(levels) {
         let o = run_one(p, s)?;

@@ -115,7 +115,8 @@ pub struct LayerInputs<'a> {
 pub struct Sparsified {
     /// Kept flags, row-major over the 2-D view.
     pub keep: Vec<bool>,
-    /// The values to store: the originals, or SparseGPT's compensated ones; 0 where dropped.
+    /// SparseGPT's compensated values (0 where dropped); empty when the kept values are
+    /// the originals (`updated` is false).
     pub values: Vec<f32>,
     /// Whether `values` differ from the input at kept positions (SparseGPT).
     pub updated: bool,
@@ -182,11 +183,7 @@ pub fn sparsify(
         Criterion::SparseGpt => unreachable!("handled above"),
     };
     let keep = pattern::select(&scores, rows, cols, config.pattern, s)?;
-    let values = w
-        .iter()
-        .zip(&keep)
-        .map(|(&v, &k)| if k { v } else { 0.0 })
-        .collect();
+    let values = Vec::new();
     let reconstruction = if config.criterion == Criterion::Correlation
         && config.pattern == Pattern::Channel
     {
