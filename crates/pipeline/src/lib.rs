@@ -4,11 +4,13 @@
 //! (`sparsewire-stream`: value codec and masks) -> transmit (the accelerator model's bus,
 //! `sparsewire-accel`) -> accelerator operation (reconstruction engine, `sparsewire-re`).
 //!
-//! Today the host stage is lossless: [`compress`] turns a [`TensorFile`] into stream bytes,
-//! [`decompress`] turns them back, bit for bit. The file-level functions ([`compress_file`],
-//! [`decompress_file`]) read safetensors or `.npy`, refuse to overwrite their input or an
-//! existing output unless asked, and write through a temporary file in the destination
-//! folder that is renamed only when complete. [`inspect`] and [`bench`] produce the reports
+//! [`compress`] turns a [`TensorFile`] into stream bytes losslessly; [`sparsify`] drops the
+//! least important weights first ([`sparsify::sparsify_and_compress`]); [`decompress`]
+//! turns stream bytes back into tensors, rebuilding what was dropped. The file-level
+//! functions ([`compress_file`], [`decompress_file`]) read safetensors or `.npy`, refuse to
+//! overwrite their input or an existing output unless asked, and write through a temporary
+//! file in the destination folder that is renamed only when complete. [`inspect`] and
+//! [`bench`] produce the reports
 //! the CLI prints, as serde types with stable field names.
 //!
 //! ```

@@ -20,6 +20,17 @@ fn opts(criterion: Criterion, pattern: Pattern, budget: Budget) -> SparsifyOptio
     }
 }
 
+/// Sparsify and encode with the default encoder options.
+fn run(
+    f: &TensorFile,
+    o: &SparsifyOptions,
+) -> Result<
+    (Vec<u8>, sparsewire_pipeline::sparsify::SparsifyReport),
+    sparsewire_pipeline::PipelineError,
+> {
+    sparsify_and_compress(f, o, &EncodeOptions::default(), &|_, _| {})
+}
+
 fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
     (0..rows * cols)
@@ -52,11 +63,9 @@ fn uniform_sparsity_is_exact_and_decodes_zero_filled() {
         Pattern::NM { n: 2, m: 4 },
         Pattern::Channel,
     ] {
-        let (stream, report) = sparsify_and_compress(
+        let (stream, report) = run(
             &f,
             &opts(Criterion::Magnitude, pattern, Budget::Sparsity(0.5)),
-            &EncodeOptions::default(),
-            &|_, _| {},
         )
         .unwrap();
         assert_eq!(report.tensors.len(), 2, "the bias stays dense");
@@ -87,15 +96,13 @@ fn uniform_sparsity_is_exact_and_decodes_zero_filled() {
 #[test]
 fn inspect_bounds_a_sparse_tensor_by_its_mask_and_kept_values() {
     let f = file();
-    let (stream, _) = sparsify_and_compress(
+    let (stream, _) = run(
         &f,
         &opts(
             Criterion::Magnitude,
             Pattern::Unstructured,
             Budget::Sparsity(0.5),
         ),
-        &EncodeOptions::default(),
-        &|_, _| {},
     )
     .unwrap();
     let reader = sparsewire_pipeline::Reader::new(&stream[..]).unwrap();
@@ -134,8 +141,7 @@ fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
             Budget::Sparsity(0.3),
         );
         o.rebuild = rebuild;
-        let (stream, r) =
-            sparsify_and_compress(&f, &o, &EncodeOptions::default(), &|_, _| {}).unwrap();
+        let (stream, r) = run(&f, &o).unwrap();
         assert!(
             r.tensors[0].reconstruction_gain > 10.0,
             "{rebuild:?}: {}",
@@ -165,15 +171,13 @@ fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
 fn budgets_are_met() {
     let f = file();
     let target = 0.4;
-    let (stream, report) = sparsify_and_compress(
+    let (stream, report) = run(
         &f,
         &opts(
             Criterion::Magnitude,
             Pattern::Unstructured,
             Budget::TargetRatio(target),
         ),
-        &EncodeOptions::default(),
-        &|_, _| {},
     )
     .unwrap();
     assert!(
@@ -182,15 +186,13 @@ fn budgets_are_met() {
         stream.len()
     );
     assert!(report.allocation.is_some());
-    let (_, report) = sparsify_and_compress(
+    let (_, report) = run(
         &f,
         &opts(
             Criterion::Magnitude,
             Pattern::Unstructured,
             Budget::MaxError(0.3),
         ),
-        &EncodeOptions::default(),
-        &|_, _| {},
     )
     .unwrap();
     assert!(report
@@ -198,15 +200,13 @@ fn budgets_are_met() {
         .iter()
         .all(|t| t.rel_frobenius <= 0.3 && t.sparsity > 0.0));
     // A budget below what any allocation reaches names the closest one.
-    let e = sparsify_and_compress(
+    let e = run(
         &f,
         &opts(
             Criterion::Magnitude,
             Pattern::Unstructured,
             Budget::TargetBytes(100),
         ),
-        &EncodeOptions::default(),
-        &|_, _| {},
     )
     .unwrap_err();
     assert!(e.to_string().contains("closest"), "{e}");
@@ -229,15 +229,13 @@ fn correlation_rebuilds_a_redundant_channel_exactly() {
         tensors: vec![t.clone()],
         metadata: vec![],
     };
-    let (stream, report) = sparsify_and_compress(
+    let (stream, report) = run(
         &f,
         &opts(
             Criterion::Correlation,
             Pattern::Channel,
             Budget::Sparsity(0.125),
         ),
-        &EncodeOptions::default(),
-        &|_, _| {},
     )
     .unwrap();
     assert!(
@@ -258,21 +256,20 @@ fn correlation_rebuilds_a_redundant_channel_exactly() {
 #[test]
 fn bad_options_are_clear_errors() {
     let f = file();
-    let run =
-        |o: SparsifyOptions| sparsify_and_compress(&f, &o, &EncodeOptions::default(), &|_, _| {});
-    assert!(run(opts(
+    let go = |o: SparsifyOptions| run(&f, &o);
+    assert!(go(opts(
         Criterion::Magnitude,
         Pattern::Unstructured,
         Budget::Sparsity(1.0)
     ))
     .is_err());
-    assert!(run(opts(
+    assert!(go(opts(
         Criterion::Magnitude,
         Pattern::NM { n: 4, m: 4 },
         Budget::Sparsity(0.0)
     ))
     .is_err());
-    assert!(run(opts(
+    assert!(go(opts(
         Criterion::Magnitude,
         Pattern::Block { rows: 100, cols: 2 },
         Budget::Sparsity(0.5)
@@ -284,7 +281,7 @@ fn bad_options_are_clear_errors() {
         Pattern::Unstructured,
         Budget::Sparsity(0.5),
     );
-    assert!(run(o.clone()).is_err());
+    assert!(go(o.clone()).is_err());
     o.gradients = Some(TensorFile {
         tensors: vec![Tensor::from_f32(
             "a.weight",
@@ -293,7 +290,7 @@ fn bad_options_are_clear_errors() {
         )],
         metadata: vec![],
     });
-    let e = run(o).unwrap_err().to_string();
+    let e = go(o).unwrap_err().to_string();
     assert!(
         e.contains("a.weight") && e.contains("[48, 64]") && e.contains("[64, 48]"),
         "{e}"
@@ -318,7 +315,7 @@ fn sparsegpt_falls_back_to_wanda_on_a_bad_hessian() {
         tensors: vec![Tensor::from_f32("l.input", vec![10, 6], &x)],
         metadata: vec![],
     });
-    let (_, r) = sparsify_and_compress(&f, &o, &EncodeOptions::default(), &|_, _| {}).unwrap();
+    let (_, r) = run(&f, &o).unwrap();
     assert_eq!(r.tensors[0].criterion, "Wanda");
 }
 
@@ -348,8 +345,7 @@ fn minilm_criteria_order_and_sizes() {
     for c in [Criterion::Magnitude, Criterion::Wanda, Criterion::SparseGpt] {
         let mut o = opts(c, Pattern::Unstructured, Budget::Sparsity(0.5));
         o.calibration = Some(acts.clone());
-        let (_, r) =
-            sparsify_and_compress(&layers, &o, &EncodeOptions::default(), &|_, _| {}).unwrap();
+        let (_, r) = run(&layers, &o).unwrap();
         assert!(r
             .tensors
             .iter()
@@ -369,15 +365,13 @@ fn minilm_criteria_order_and_sizes() {
     }
 
     // Whole file at 50% magnitude: the size target, and the mask near H(0.5).
-    let (stream, r) = sparsify_and_compress(
+    let (stream, r) = run(
         &model,
         &opts(
             Criterion::Magnitude,
             Pattern::Unstructured,
             Budget::Sparsity(0.5),
         ),
-        &EncodeOptions::default(),
-        &|_, _| {},
     )
     .unwrap();
     assert!((stream.len() as f64) < 0.365 * model.byte_len() as f64);

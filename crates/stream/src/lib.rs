@@ -1,9 +1,11 @@
-//! The `.swire` container (docs/SPEC.md §1-§3): writes tensors as independently decodable
+//! The `.swire` container (docs/SPEC.md §1-§3, §5, §6): writes tensors as independently decodable
 //! tiles behind a postcard header, and reads them back after validating everything once.
 //!
 //! Takes a [`TensorFile`] and [`EncodeOptions`], gives stream bytes ([`encode`]); takes
 //! stream bytes (a `Vec`, a slice or an mmap) and gives a [`Reader`] that hands out any tile
-//! by (tensor, tile index) without touching other tiles, or whole tensors. The reader
+//! by (tensor, tile index) without touching other tiles, or whole tensors. Sparsified
+//! tensors ([`encode_sparse`]) store per tile a mask stream and the kept values; the reader
+//! zero-fills them. The reader
 //! refuses every structural fault of SPEC §5 with a typed [`StreamError`] naming the tensor
 //! and tile, allocates nothing sized by a header value before checking it against the
 //! bytes present, and caps decoded output at [`DecodeLimits::max_output_bytes`].
