@@ -2,11 +2,15 @@
 //! and accelerator, the local memory device (LMD) with its reconstruction buffer, and the
 //! matrix unit (MMU).
 //!
-//! Takes a hardware description ([`Hardware`]) and byte counts; gives modelled times. The
-//! foundation release models the bus alone: the time a stream takes to cross it, against
-//! the dense tensor's ([`Bus::transfer_seconds`]). The event-driven simulator that drives the
-//! real tile scheduler, the LMD and MMU timing, presets and calibration arrive with issue #5.
+//! Takes a hardware description ([`Hardware`]) and byte counts; gives modelled times. So far
+//! it models the bus (the time a stream takes to cross it, [`Bus::transfer_seconds`]) and
+//! the LMD's dynamic reconstruction buffer ([`buffer::ReconstructionBuffer`]: capacity,
+//! schedule-aware Belady or LRU eviction, hit/miss/peak stats), which the real executor and
+//! the timing model are both meant to drive. The event-driven simulator, the MMU timing,
+//! presets and calibration arrive with issue #5; the pipelined multiply with issue #4.
 #![forbid(unsafe_code)]
+
+pub mod buffer;
 
 /// Errors in a hardware description.
 #[derive(Debug, thiserror::Error, PartialEq)]
