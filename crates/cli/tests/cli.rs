@@ -11,6 +11,17 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("binary runs")
 }
 
+/// Runs a command that must succeed, and parses its `--json` report.
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report on stdout")
+}
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -47,13 +58,7 @@ fn compress_decompress_inspect_with_json() {
     let d = tmp();
     let input = demo_input(d.path());
     let swire = d.path().join("m.swire");
-    let out = run(&["compress", s(&input), "-o", s(&swire), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = ok_json(&["compress", s(&input), "-o", s(&swire), "--json"]);
     for key in ["input_bytes", "output_bytes", "ratio", "tensors"] {
         assert!(v.get(key).is_some(), "compress --json lacks {key}");
     }
@@ -89,7 +94,7 @@ fn compress_decompress_inspect_with_json() {
 fn bench_json_has_speed_fields() {
     let d = tmp();
     let input = demo_input(d.path());
-    let out = run(&[
+    let v = ok_json(&[
         "bench",
         s(&input),
         "--runs",
@@ -98,12 +103,6 @@ fn bench_json_has_speed_fields() {
         "2",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
         "encode_gbps",
         "decode_gbps",
@@ -193,7 +192,7 @@ fn lossy_compress_reports_and_inspect_shows_it() {
     let d = tmp();
     let input = demo_input(d.path());
     let swire = d.path().join("s.swire");
-    let out = run(&[
+    let v = ok_json(&[
         "compress",
         s(&input),
         "-o",
@@ -204,12 +203,6 @@ fn lossy_compress_reports_and_inspect_shows_it() {
         "2:4",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["ratio"].as_f64().unwrap() < 0.6);
     let t = &v["tensors"][0];
     for key in [
