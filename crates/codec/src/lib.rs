@@ -106,6 +106,11 @@ impl PlaneLayout {
         self.byte_planes as u32 * 8
     }
 
+    /// The head symbol of one little-endian value (`value_bytes` bytes).
+    pub fn head_of(&self, v: &[u8]) -> u16 {
+        (load(v) >> self.head_shift()) as u16
+    }
+
     /// Model index of the head in [`TensorModels`]; byte plane `k` is `1 + k`.
     pub const HEAD_MODEL: u16 = 0;
 
@@ -140,10 +145,9 @@ impl PlaneHistograms {
     /// Adds little-endian values (`values.len()` a multiple of the value size).
     pub fn add(&mut self, values: &[u8]) {
         let l = self.layout;
-        let hs = l.head_shift();
         let head: Vec<u16> = values
             .chunks_exact(l.value_bytes)
-            .map(|v| (load(v) >> hs) as u16)
+            .map(|v| l.head_of(v))
             .collect();
         for (a, b) in self.head.iter_mut().zip(histogram(&head, 1 << l.head_bits)) {
             *a += b;
@@ -298,18 +302,20 @@ impl EncodedStream {
     }
 }
 
-/// Splits float values (little-endian, `layout.value_bytes` each) into planes and codes
-/// each plane the cheapest way.
-pub fn encode_planes(
-    layout: PlaneLayout,
-    values: &[u8],
-    models: &TensorModels,
-) -> Result<Vec<EncodedStream>, CodecError> {
+/// A tile's values split into planes: head symbols, tail bits (empty without a tail), and
+/// the low byte planes (index `k` = byte `k`).
+struct Split {
+    head: Vec<u16>,
+    tail: Vec<u8>,
+    bytes: Vec<Vec<u8>>,
+}
+
+/// Splits little-endian values into planes (plain streaming loops; counting comes after).
+fn split(layout: PlaneLayout, values: &[u8]) -> Split {
     let n = values.len() / layout.value_bytes;
     let hs = layout.head_shift();
     let ts = layout.tail_shift();
     let tail_mask = (1u32 << layout.tail_bits) - 1;
-    // Split first (plain streaming loops), count afterwards.
     let mut head = vec![0u16; n];
     let mut tail = vec![0u8; if layout.tail_bits > 0 { n } else { 0 }];
     let mut bytes: Vec<Vec<u8>> = vec![vec![0u8; n]; layout.byte_planes];
@@ -326,6 +332,45 @@ pub fn encode_planes(
             *o = v[k];
         }
     }
+    Split { head, tail, bytes }
+}
+
+/// Order-0 entropy of a histogram, in bits (total over all its symbols).
+pub fn entropy_bits(hist: &[u64]) -> f64 {
+    let n: u64 = hist.iter().sum();
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64) * (c as f64 / n as f64).log2())
+        .sum()
+}
+
+/// The order-0 entropy of each plane of `values`, in bytes, in stream order (head, tail
+/// bits when the layout has them, byte planes most significant first): what `inspect`
+/// compares stored bytes with.
+pub fn plane_entropy_bytes(layout: PlaneLayout, values: &[u8]) -> Vec<f64> {
+    let Split { head, tail, bytes } = split(layout, values);
+    let mut out = vec![entropy_bits(&histogram(&head, 1 << layout.head_bits)) / 8.0];
+    if layout.tail_bits > 0 {
+        out.push(entropy_bits(&histogram(&tail, 1 << layout.tail_bits)) / 8.0);
+    }
+    out.extend(
+        bytes
+            .iter()
+            .rev()
+            .map(|b| entropy_bits(&histogram(b, 256)) / 8.0),
+    );
+    out
+}
+
+/// Splits float values (little-endian, `layout.value_bytes` each) into planes and codes
+/// each plane the cheapest way.
+pub fn encode_planes(
+    layout: PlaneLayout,
+    values: &[u8],
+    models: &TensorModels,
+) -> Result<Vec<EncodedStream>, CodecError> {
+    let n = values.len() / layout.value_bytes;
+    let Split { head, tail, bytes } = split(layout, values);
     let head_hist = histogram(&head, 1 << layout.head_bits);
 
     let mut streams = Vec::with_capacity(2 + layout.byte_planes);
@@ -412,14 +457,8 @@ fn code_symbols<S: Copy + Into<u32>>(
         .map(|b| b / 8.0 + overhead);
     // An own model costs at least the entropy plus a byte per symbol it lists; skip
     // fitting it when the shared model is already within that.
-    let n = symbols.len() as f64;
     let present = hist.iter().filter(|&&c| c > 0).count() as f64;
-    let entropy_bytes: f64 = hist
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| -(c as f64) * (c as f64 / n).log2())
-        .sum::<f64>()
-        / 8.0;
+    let entropy_bytes = entropy_bits(hist) / 8.0;
     let local = match shared_bytes {
         Some(s) if s <= entropy_bytes + overhead + present => None,
         _ => {

@@ -92,54 +92,17 @@ fn codec_name(c: StreamCodec) -> String {
     }
 }
 
-fn entropy_bytes(hist: &[u64]) -> f64 {
-    let n: u64 = hist.iter().sum();
-    if n == 0 {
-        return 0.0;
-    }
-    let bits: f64 = hist
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| -(c as f64) * (c as f64 / n as f64).log2())
-        .sum();
-    bits / 8.0
-}
-
-/// Order-0 entropy bound of each plane of a tensor's dense bytes, in stream order (for a
-/// sparse tensor: of its kept values, after a mask plane whose bound is `mask_bound`).
+/// Order-0 entropy bound of each plane of a tensor's bytes, in stream order: the float
+/// planes, or the bytes of a whole-tile tensor.
 fn plane_bounds(codec: ValueCodec, layout: Option<PlaneLayout>, data: &[u8]) -> Vec<f64> {
     match (codec, layout) {
-        (ValueCodec::FloatPlanes, Some(l)) => {
-            let vb = l.value_bytes;
-            let total = vb as u32 * 8;
-            let mut head = vec![0u64; 1 << l.head_bits];
-            let mut tail = vec![0u64; 1 << l.tail_bits];
-            let mut bytes = vec![vec![0u64; 256]; l.byte_planes];
-            for v in data.chunks_exact(vb) {
-                let x = if vb == 2 {
-                    u16::from_le_bytes([v[0], v[1]]) as u32
-                } else {
-                    u32::from_le_bytes([v[0], v[1], v[2], v[3]])
-                };
-                head[(x >> (total - l.head_bits)) as usize] += 1;
-                tail[((x >> (8 * l.byte_planes)) & ((1 << l.tail_bits) - 1)) as usize] += 1;
-                for (k, h) in bytes.iter_mut().enumerate() {
-                    h[((x >> (8 * k)) & 0xff) as usize] += 1;
-                }
-            }
-            let mut out = vec![entropy_bytes(&head)];
-            if l.tail_bits > 0 {
-                out.push(entropy_bytes(&tail));
-            }
-            out.extend(bytes.iter().rev().map(|h| entropy_bytes(h)));
-            out
-        }
+        (ValueCodec::FloatPlanes, Some(l)) => sparsewire_codec::plane_entropy_bytes(l, data),
         _ => {
             let mut h = vec![0u64; 256];
             for &b in data {
                 h[b as usize] += 1;
             }
-            vec![entropy_bytes(&h)]
+            vec![sparsewire_codec::entropy_bits(&h) / 8.0]
         }
     }
 }

@@ -276,26 +276,16 @@ fn estimate_bytes(t: &Tensor, keep: &[bool], pattern: Pattern) -> f64 {
         return t.data.len() as f64;
     };
     let vb = layout.value_bytes;
-    let shift = vb as u32 * 8 - layout.head_bits;
     let mut hist = vec![0u64; 1 << layout.head_bits];
     let mut kept = 0u64;
     for (v, &k) in t.data.chunks_exact(vb).zip(keep) {
         if k {
-            let x = if vb == 2 {
-                u16::from_le_bytes([v[0], v[1]]) as u32
-            } else {
-                u32::from_le_bytes([v[0], v[1], v[2], v[3]])
-            };
-            hist[(x >> shift) as usize] += 1;
+            hist[layout.head_of(v) as usize] += 1;
             kept += 1;
         }
     }
     let n = keep.len() as f64;
-    let head_bits: f64 = hist
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| -(c as f64) * (c as f64 / kept as f64).log2())
-        .sum();
+    let head_bits = sparsewire_codec::entropy_bits(&hist);
     let other = kept as f64 * (vb as f64 * 8.0 - layout.head_bits as f64);
     let mask_bits = match pattern {
         Pattern::NM { n: kn, m } => {
