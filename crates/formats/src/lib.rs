@@ -221,8 +221,12 @@ fn to_st_dtype(d: Dtype) -> safetensors::Dtype {
 pub fn read_safetensors(bytes: &[u8]) -> Result<TensorFile, FormatError> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
     let st = safetensors::SafeTensors::deserialize(bytes)?;
+    // `iter` follows a hash map's order, which changes from run to run; file order (by
+    // data offset, then name for empty tensors) keeps every stream reproducible.
+    let mut views: Vec<_> = st.iter().collect();
+    views.sort_by_key(|(name, v)| (v.data().as_ptr() as usize, name.to_string()));
     let mut tensors = Vec::new();
-    for (name, view) in st.iter() {
+    for (name, view) in views {
         let dtype = from_st_dtype(view.dtype())?;
         let shape = view.shape().iter().map(|&d| d as u64).collect();
         tensors.push(Tensor::new(name, dtype, shape, view.data().to_vec())?);
@@ -284,6 +288,38 @@ mod tests {
         }
         let w = back.tensors.iter().find(|t| t.name == "w").unwrap();
         assert_eq!(w.to_array_f32().unwrap().shape(), &[2, 3]);
+    }
+
+    #[test]
+    fn tensors_come_back_in_file_order_every_time() {
+        let file = TensorFile {
+            tensors: (0..12)
+                .map(|i| {
+                    Tensor::from_f32(
+                        format!("t{i:02}"),
+                        vec![i + 1],
+                        &vec![i as f32; i as usize + 1],
+                    )
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let bytes = write_safetensors(&file).unwrap();
+        let first: Vec<String> = read_safetensors(&bytes)
+            .unwrap()
+            .tensors
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        for _ in 0..20 {
+            let again: Vec<String> = read_safetensors(&bytes)
+                .unwrap()
+                .tensors
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            assert_eq!(again, first);
+        }
     }
 
     #[test]
