@@ -577,63 +577,23 @@ pub fn sparsify_and_compress(
         }
     };
 
-    // Sparsified tensors get their stored bytes below; only the others are copied.
-    let sparse_idx: std::collections::HashSet<usize> = prepared.iter().map(|p| p.index).collect();
-    let mut stored_file = TensorFile {
-        tensors: file
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if sparse_idx.contains(&i) {
-                    Tensor {
-                        name: t.name.clone(),
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                        data: Vec::new(),
-                    }
-                } else {
-                    t.clone()
-                }
-            })
-            .collect(),
-        metadata: file.metadata.clone(),
-    };
-    let mut masks: Vec<Option<TensorMask>> = vec![None; file.tensors.len()];
-    let mut rows_report = Vec::new();
-    for (i, (p, &s)) in prepared.iter().zip(&levels).enumerate() {
-        let o = run_one(p, s)?;
-        let achieved = o.keep.iter().filter(|&&k| !k).count() as f64 / o.keep.len() as f64;
-        stored_file.tensors[p.index].data = o.stored;
-        masks[p.index] = Some(TensorMask {
-            keep: o.keep,
-            info: Sparsification {
-                criterion: o.criterion,
-                pattern: opts.pattern,
-                sparsity: achieved as f32,
-                threshold: None,
-                rel_error: o.errors.rel_frobenius as f32,
-                output_error: o.errors.rel_output.map(|x| x as f32),
-                values_updated: o.criterion == Criterion::SparseGpt,
-            },
-            reconstruction: o.reconstruction.clone(),
-        });
-        let method = match &o.reconstruction {
-            sparsewire_metadata::Reconstruction::Zero => "zero",
-            sparsewire_metadata::Reconstruction::Linear => "linear",
-            sparsewire_metadata::Reconstruction::Learned { .. } => "learned",
-            sparsewire_metadata::Reconstruction::Channels { .. } => "channels",
-            sparsewire_metadata::Reconstruction::Dictionary { .. } => "dictionary",
-        };
-        rows_report.push((p, achieved, o.errors, o.criterion, method, o.gain));
+    let (stream, done) = encode_levels(file, &prepared, &levels, eopts, &|i| {
         if allocation.is_none() {
-            progress(i + 1, total);
+            progress(i, total);
         }
-    }
-    let stream = encode_sparse(&stored_file, &masks, eopts, &|_| {})?;
+    })?;
     let reader = Reader::new(&stream[..])?;
     let mut tensors = Vec::new();
-    for (p, achieved, errors, criterion, method, gain) in rows_report {
+    for Done {
+        at,
+        achieved,
+        errors,
+        criterion,
+        method,
+        gain,
+    } in done
+    {
+        let p = &prepared[at];
         let meta = &reader.header().tensors[p.index];
         let models: u64 = meta.models.iter().map(|m| m.len() as u64).sum();
         let stored: u64 = meta.tiles.iter().map(|t| t.len).sum::<u64>() + models;
@@ -676,8 +636,9 @@ pub fn sparsify_and_compress(
 }
 
 /// Builds every tensor's curve over [`GRID`], allocates the budget greedily, and compares
-/// with the uniform allocation. The byte estimate is checked against a real encode and the
-/// budget tightened (three times at most) when the estimate was optimistic.
+/// with the uniform allocation. Each allocation is checked by a real encode: the target is
+/// corrected both ways (six passes at most), then bisected between the largest allocation
+/// that fits and the nearest one that did not.
 fn allocate_budget(
     file: &TensorFile,
     prepared: &[Prepared<'_>],
@@ -823,41 +784,88 @@ fn encoded_size(
     levels: &[f32],
     eopts: &EncodeOptions,
 ) -> Result<usize, PipelineError> {
-    let mut f = TensorFile {
+    Ok(encode_levels(file, prepared, levels, eopts, &|_| {})?
+        .0
+        .len())
+}
+
+/// What sparsifying one prepared tensor (`prepared[at]`) gave, for the report.
+struct Done {
+    at: usize,
+    achieved: f64,
+    errors: metrics::Errors,
+    criterion: Criterion,
+    method: &'static str,
+    gain: f64,
+}
+
+/// Sparsifies every prepared tensor at its level and encodes the whole file: the stream
+/// the budget checks is the stream that is written. `progress` gets the count done.
+fn encode_levels(
+    file: &TensorFile,
+    prepared: &[Prepared<'_>],
+    levels: &[f32],
+    eopts: &EncodeOptions,
+    progress: &dyn Fn(usize),
+) -> Result<(Vec<u8>, Vec<Done>), PipelineError> {
+    // Sparsified tensors get their stored bytes below; only the others are copied.
+    let sparse_idx: std::collections::HashSet<usize> = prepared.iter().map(|p| p.index).collect();
+    let mut stored_file = TensorFile {
         tensors: file
             .tensors
             .iter()
-            .map(
-                |t| match prepared.iter().any(|p| std::ptr::eq(p.tensor, t)) {
-                    true => Tensor {
-                        data: Vec::new(),
+            .enumerate()
+            .map(|(i, t)| {
+                if sparse_idx.contains(&i) {
+                    Tensor {
                         name: t.name.clone(),
                         dtype: t.dtype,
                         shape: t.shape.clone(),
-                    },
-                    false => t.clone(),
-                },
-            )
+                        data: Vec::new(),
+                    }
+                } else {
+                    t.clone()
+                }
+            })
             .collect(),
         metadata: file.metadata.clone(),
     };
-    let mut masks = vec![None; file.tensors.len()];
-    for (p, &s) in prepared.iter().zip(levels) {
+    let mut masks: Vec<Option<TensorMask>> = vec![None; file.tensors.len()];
+    let mut done = Vec::with_capacity(prepared.len());
+    for (at, (p, &s)) in prepared.iter().zip(levels).enumerate() {
         let o = run_one(p, s)?;
-        f.tensors[p.index].data = o.stored;
+        let achieved = o.keep.iter().filter(|&&k| !k).count() as f64 / o.keep.len() as f64;
+        let method = match &o.reconstruction {
+            sparsewire_metadata::Reconstruction::Zero => "zero",
+            sparsewire_metadata::Reconstruction::Linear => "linear",
+            sparsewire_metadata::Reconstruction::Learned { .. } => "learned",
+            sparsewire_metadata::Reconstruction::Channels { .. } => "channels",
+            sparsewire_metadata::Reconstruction::Dictionary { .. } => "dictionary",
+        };
+        stored_file.tensors[p.index].data = o.stored;
         masks[p.index] = Some(TensorMask {
             keep: o.keep,
             info: Sparsification {
-                criterion: p.config.criterion,
+                criterion: o.criterion,
                 pattern: p.config.pattern,
-                sparsity: s,
+                sparsity: achieved as f32,
                 threshold: None,
-                rel_error: 0.0,
-                output_error: None,
-                values_updated: false,
+                rel_error: o.errors.rel_frobenius as f32,
+                output_error: o.errors.rel_output.map(|x| x as f32),
+                values_updated: o.criterion == Criterion::SparseGpt,
             },
             reconstruction: o.reconstruction,
         });
+        done.push(Done {
+            at,
+            achieved,
+            errors: o.errors,
+            criterion: o.criterion,
+            method,
+            gain: o.gain,
+        });
+        progress(at + 1);
     }
-    Ok(encode_sparse(&f, &masks, eopts, &|_| {})?.len())
+    let stream = encode_sparse(&stored_file, &masks, eopts, &|_| {})?;
+    Ok((stream, done))
 }
