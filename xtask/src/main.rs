@@ -150,13 +150,20 @@ Peers measured by `scripts/peers.py` in the same run (lmzip through its CLI, so 
 |---|---|---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
-    std::fs::write(root().join("docs/BENCH.md"), &table).map_err(|e| e.to_string())?;
-    std::fs::write(
-        root().join("docs/bench.json"),
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    println!("{table}");
+    write_report("BENCH.md", &table, "bench.json", &json)
+}
+
+/// Writes a report's Markdown and JSON under docs/ and prints the Markdown.
+fn write_report(
+    md_name: &str,
+    md: &str,
+    json_name: &str,
+    json: &impl serde::Serialize,
+) -> Result<(), String> {
+    std::fs::write(root().join("docs").join(md_name), md).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(json).map_err(|e| e.to_string())?;
+    std::fs::write(root().join("docs").join(json_name), text).map_err(|e| e.to_string())?;
+    println!("{md}");
     Ok(())
 }
 
@@ -302,12 +309,5 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
             serde_json::json!({"ratio": bytes / total, "gain": a.gain}),
         );
     }
-    std::fs::write(root().join("docs/SPARSITY.md"), &md).map_err(|e| e.to_string())?;
-    std::fs::write(
-        root().join("docs/sparsity.json"),
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    println!("{md}");
-    Ok(())
+    write_report("SPARSITY.md", &md, "sparsity.json", &json)
 }
