@@ -46,6 +46,12 @@ pub struct BufferStats {
 pub enum BufferError {
     #[error("a tile of {tile_bytes} bytes does not fit a buffer of {capacity} bytes (the minimum is the largest tile)")]
     TooSmall { tile_bytes: u64, capacity: u64 },
+    #[error("no room for a tile of {tile_bytes} bytes: {used} of {capacity} bytes are held by tiles in use")]
+    AllPinned {
+        tile_bytes: u64,
+        capacity: u64,
+        used: u64,
+    },
 }
 
 /// What an access did.
@@ -124,6 +130,18 @@ impl ReconstructionBuffer {
 
     /// Accesses tile `id` of `bytes` bytes: a hit, or a miss with what was evicted.
     pub fn access(&mut self, id: TileId, bytes: u64) -> Result<Access, BufferError> {
+        self.access_pinned(id, bytes, &|_| false)
+    }
+
+    /// As [`Self::access`], never evicting a tile for which `pinned` is true (tiles being
+    /// multiplied or awaited). Errs with [`BufferError::AllPinned`] when the room cannot
+    /// be made without evicting one.
+    pub fn access_pinned(
+        &mut self,
+        id: TileId,
+        bytes: u64,
+        pinned: &dyn Fn(TileId) -> bool,
+    ) -> Result<Access, BufferError> {
         if bytes > self.capacity {
             return Err(BufferError::TooSmall {
                 tile_bytes: bytes,
@@ -134,28 +152,39 @@ impl ReconstructionBuffer {
             self.stats.hits += 1;
             Access::Hit
         } else {
+            // Check first that unpinned tiles free enough room, so a refusal changes nothing.
+            let pinned_bytes: u64 = self
+                .resident
+                .iter()
+                .filter(|(&k, _)| pinned(k))
+                .map(|(_, &b)| b)
+                .sum();
+            if pinned_bytes + bytes > self.capacity {
+                return Err(BufferError::AllPinned {
+                    tile_bytes: bytes,
+                    capacity: self.capacity,
+                    used: self.used,
+                });
+            }
             self.stats.misses += 1;
             self.stats.bytes_decoded += bytes;
             let mut evicted = Vec::new();
             while self.used + bytes > self.capacity {
+                let candidates = self.resident.keys().filter(|&&k| !pinned(k));
                 let victim = match self.policy {
                     Policy::Belady => {
                         // Farthest next use; ties (e.g. never used again) by id, so the
                         // choice is deterministic.
-                        let by_next: BTreeSet<(std::cmp::Reverse<u64>, TileId)> = self
-                            .resident
-                            .keys()
+                        let by_next: BTreeSet<(std::cmp::Reverse<u64>, TileId)> = candidates
                             .map(|&k| (std::cmp::Reverse(self.next_use(k)), k))
                             .collect();
                         by_next.iter().next().map(|&(_, k)| k)
                     }
-                    Policy::Lru => self
-                        .resident
-                        .keys()
+                    Policy::Lru => candidates
                         .min_by_key(|&&k| (self.last_use[&k], k))
                         .copied(),
                 };
-                let v = victim.expect("something is resident while over capacity");
+                let v = victim.expect("room was checked before evicting");
                 self.used -= self.resident.remove(&v).expect("resident");
                 self.last_use.remove(&v);
                 self.stats.evictions += 1;

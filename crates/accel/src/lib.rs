@@ -8,9 +8,12 @@
 //! schedule-aware Belady or LRU eviction, hit/miss/peak stats), which the real executor and
 //! the timing model are both meant to drive. The event-driven simulator, the MMU timing,
 //! presets and calibration arrive with issue #5; the pipelined multiply with issue #4.
-#![forbid(unsafe_code)]
+// The only unsafe code is `mmu`'s AVX-512 kernels (intrinsics and masked loads).
+#![deny(unsafe_code)]
 
 pub mod buffer;
+pub mod mmu;
+pub mod schedule;
 
 /// Errors in a hardware description.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -64,6 +64,19 @@ struct CodecArgs {
     /// zstd level for that trial.
     #[arg(long, default_value_t = 3)]
     zstd_level: i32,
+    /// small: entropy-coded values and masks, for a slow link (storage, network, PCIe).
+    /// fast: raw bitmask + packed values, no entropy stage, so `matmul` multiplies straight
+    /// from the stored bytes at memory speed.
+    #[arg(long, default_value = "small", value_parser = parse_profile)]
+    profile: sw::Profile,
+}
+
+fn parse_profile(s: &str) -> std::result::Result<sw::Profile, String> {
+    match s {
+        "small" => Ok(sw::Profile::Small),
+        "fast" => Ok(sw::Profile::Fast),
+        _ => Err(format!("unknown profile {s:?}: expected small or fast")),
+    }
 }
 
 impl CodecArgs {
@@ -73,6 +86,7 @@ impl CodecArgs {
             tile_shape: self.tile,
             try_lz: !self.no_lz,
             zstd_level: self.zstd_level,
+            profile: self.profile,
         }
     }
 }

@@ -34,7 +34,9 @@ pub mod sparsify;
 pub use io::{check_output, read_tensors, write_atomic, write_tensors};
 pub use report::{bench, inspect, BenchReport, InspectReport, PlaneReport, TensorReport};
 pub use sparsewire_formats::{Dtype, Tensor, TensorFile};
-pub use sparsewire_stream::{encode, DecodeLimits, EncodeOptions, Progress, Reader, StreamError};
+pub use sparsewire_stream::{
+    encode, DecodeLimits, EncodeOptions, Profile, Progress, RawTile, Reader, StreamError,
+};
 pub use {
     sparsewire_accel as accel, sparsewire_codec as codec, sparsewire_formats as formats,
     sparsewire_masks as masks, sparsewire_metadata as metadata, sparsewire_re as re,

@@ -16,9 +16,9 @@ mod reader;
 mod writer;
 
 pub use error::StreamError;
-pub use reader::{DecodeLimits, Reader};
+pub use reader::{DecodeLimits, RawTile, Reader};
 pub use sparsewire_metadata as metadata;
-pub use writer::{encode, encode_sparse, EncodeOptions, Progress, TensorMask};
+pub use writer::{encode, encode_sparse, EncodeOptions, Profile, Progress, TensorMask};
 
 /// First eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"\x89SWIRE\r\n";

@@ -8,7 +8,8 @@ use sparsewire_formats::tiling::{TileGrid, TileRect};
 use sparsewire_formats::{Tensor, TensorFile};
 use sparsewire_masks::{decode as decode_mask, Mask, MaskEncoding, NMTable};
 use sparsewire_metadata::{
-    view_2d, Header, Pattern, Plane, StreamEntry, TensorMeta, ValueCodec, MAX_HEADER_BYTES,
+    view_2d, Header, Pattern, Plane, StreamCodec, StreamEntry, TensorMeta, ValueCodec,
+    MAX_HEADER_BYTES,
 };
 use std::sync::OnceLock;
 
@@ -26,6 +27,17 @@ impl Default for DecodeLimits {
             max_output_bytes: 16 << 30,
         }
     }
+}
+
+/// A fast-profile tile, borrowed from the stream ([`Reader::raw_tile`]). Values are
+/// little-endian in the tensor's dtype, row-major within the tile.
+#[derive(Debug, Clone, Copy)]
+pub enum RawTile<'a> {
+    /// Every value.
+    Dense(&'a [u8]),
+    /// `bits`: one bit per element of the tile, LSB first (1 = kept); `values`: the kept
+    /// values in order.
+    Sparse { bits: &'a [u8], values: &'a [u8] },
 }
 
 /// A validated stream. `B` is anything holding the bytes: `Vec<u8>`, `&[u8]`, an mmap.
@@ -368,12 +380,69 @@ impl<B: AsRef<[u8]>> Reader<B> {
         let vb = layout.value_bytes;
         let mut kept = vec![0u8; mask.kept() * vb];
         let dec = self.decoders[t].get_or_init(|| self.models[t].decoder());
-        decode_planes(layout, &entries[1..], &stored[mlen..], dec, &mut kept).map_err(codec_err)?;
+        match entries.get(1).map(|e| e.plane) {
+            // The fast profile: the kept values as they are.
+            Some(Plane::Whole) => decode_whole(&entries[1..], &stored[mlen..], &mut kept),
+            _ => decode_planes(layout, &entries[1..], &stored[mlen..], dec, &mut kept),
+        }
+        .map_err(codec_err)?;
         out.fill(0);
         for (i, v) in mask.kept_indices().zip(kept.chunks_exact(vb)) {
             out[i * vb..(i + 1) * vb].copy_from_slice(v);
         }
         Ok(())
+    }
+
+    /// Tile `k` of tensor `t` as stored by the fast profile, borrowed from the stream (its
+    /// checksum checked, its mask's length and popcount checked against the values), or
+    /// `None` when the tile is entropy-coded and must be decoded.
+    pub fn raw_tile(&self, t: usize, k: usize) -> Result<Option<RawTile<'_>>, StreamError> {
+        let stored = self.tile_stored(t, k)?;
+        let m = self.meta(t);
+        let Some(layout) = PlaneLayout::for_dtype(m.dtype) else {
+            return Ok(None);
+        };
+        let n = self.grid(t).rect(k as u64).numel() as usize;
+        let vb = layout.value_bytes;
+        let entries = &m.tiles[k].streams;
+        let corrupt = |reason: &'static str| StreamError::Codec {
+            tensor: m.name.clone(),
+            tile: k,
+            source: sparsewire_codec::CodecError::Corrupt { reason },
+        };
+        let raw_whole = |e: &StreamEntry| e.plane == Plane::Whole && e.codec == StreamCodec::Raw;
+        match entries.as_slice() {
+            [e] if raw_whole(e) => {
+                if stored.len() != n * vb {
+                    return Err(corrupt("raw tile of the wrong length"));
+                }
+                Ok(Some(RawTile::Dense(stored)))
+            }
+            [mask, values]
+                if mask.plane == Plane::Mask(MaskEncoding::Bitmask)
+                    && mask.codec == StreamCodec::Raw
+                    && raw_whole(values) =>
+            {
+                let mlen = mask.len as usize;
+                let mut pos = 0;
+                let count = sparsewire_codec::rans::get_varint(&stored[..mlen], &mut pos);
+                let bits = &stored[pos..mlen];
+                if count != Some(n.div_ceil(8) as u64) || bits.len() != n.div_ceil(8) {
+                    return Err(corrupt("raw bitmask of the wrong length"));
+                }
+                let tail = n % 8;
+                if tail != 0 && bits[bits.len() - 1] >> tail != 0 {
+                    return Err(corrupt("bitmask padding bits set"));
+                }
+                let kept: usize = bits.iter().map(|b| b.count_ones() as usize).sum();
+                let values = &stored[mlen..];
+                if values.len() != kept * vb {
+                    return Err(corrupt("kept values do not match the bitmask"));
+                }
+                Ok(Some(RawTile::Sparse { bits, values }))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Decodes one tile into a new buffer.

@@ -34,6 +34,27 @@ fn small_tiles() -> EncodeOptions {
 }
 
 #[test]
+fn fast_profile_round_trips_and_lends_raw_tiles() {
+    let f = sample();
+    let opts = EncodeOptions {
+        profile: Profile::Fast,
+        ..small_tiles()
+    };
+    let b = encode(&f, &opts, &noop).unwrap();
+    let r = Reader::new(&b[..]).unwrap();
+    assert_eq!(r.decode_all().unwrap().tensors, f.tensors);
+    let t = r.tensor_index("w").unwrap();
+    for k in 0..r.header().tensors[t].tiles.len() {
+        match r.raw_tile(t, k).unwrap() {
+            Some(RawTile::Dense(bytes)) => assert_eq!(bytes, &r.decode_tile(t, k).unwrap()[..]),
+            other => panic!("tile {k}: {other:?}"),
+        }
+    }
+    // Non-float tensors have no raw float tile.
+    assert!(r.raw_tile(r.tensor_index("ids").unwrap(), 0).unwrap().is_none());
+}
+
+#[test]
 fn round_trips_every_dtype_and_shape() {
     for opts in [EncodeOptions::default(), small_tiles()] {
         let f = sample();
@@ -370,9 +391,31 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
             info: info(pattern),
             reconstruction: Default::default(),
         };
-        for opts in [EncodeOptions::default(), small_tiles()] {
+        let fast = |o: EncodeOptions| EncodeOptions {
+            profile: Profile::Fast,
+            ..o
+        };
+        for opts in [
+            EncodeOptions::default(),
+            small_tiles(),
+            fast(EncodeOptions::default()),
+            fast(small_tiles()),
+        ] {
             let b = encode_sparse(&file, &[Some(tm.clone())], &opts, &noop).unwrap();
             let r = Reader::new(&b[..]).unwrap();
+            // The fast profile's tiles are borrowed as they are: bits and packed values.
+            for k in 0..r.header().tensors[0].tiles.len() {
+                let raw = r.raw_tile(0, k).unwrap();
+                let mask = r.tile_mask(0, k).unwrap().unwrap();
+                match (opts.profile, raw) {
+                    (Profile::Small, None) => {}
+                    (Profile::Fast, Some(RawTile::Sparse { bits, values })) => {
+                        assert_eq!(bits, mask.as_bytes());
+                        assert_eq!(values.len(), mask.kept() * 4);
+                    }
+                    (p, raw) => panic!("{p:?} gave {raw:?}"),
+                }
+            }
             let back = r.decode_all().unwrap();
             let vals = back.tensors[0].to_f32_vec().unwrap();
             for i in 0..rows * cols {

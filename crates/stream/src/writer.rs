@@ -26,6 +26,20 @@ pub struct EncodeOptions {
     pub try_lz: bool,
     /// zstd level for that pass.
     pub zstd_level: i32,
+    /// Entropy-coded (`Small`) or memory-speed (`Fast`) values and masks.
+    pub profile: Profile,
+}
+
+/// How values and masks are coded (SPEC §3.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Float planes through rANS, the smallest mask encoding: for a slow link.
+    #[default]
+    Small,
+    /// No entropy stage: values stored raw (`ValueCodec::Raw`), sparse tiles as a raw
+    /// bitmask then the packed kept values, so the accelerator multiplies straight from the
+    /// stored bytes at memory speed.
+    Fast,
 }
 
 impl Default for EncodeOptions {
@@ -35,6 +49,7 @@ impl Default for EncodeOptions {
             tile_shape: None,
             try_lz: true,
             zstd_level: 3,
+            profile: Profile::Small,
         }
     }
 }
@@ -136,6 +151,16 @@ fn encode_tensor(
 
     let (codec, models, streams): (ValueCodec, TensorModels, Vec<Vec<EncodedStream>>) = match layout
     {
+        Some(layout) if opts.profile == Profile::Fast => {
+            let streams = tiles
+                .iter()
+                .map(|tile| Ok(vec![encode_whole(ValueCodec::Raw, tile, 0).map_err(err)?]))
+                .collect::<Result<Vec<_>, StreamError>>()?;
+            let models = TensorModels {
+                models: vec![None; 1 + layout.byte_planes],
+            };
+            (ValueCodec::Raw, models, streams)
+        }
         Some(layout) => {
             // Shared models pay only when several tiles use them; a lone tile's own
             // model is the same table stored once.
@@ -225,8 +250,12 @@ fn encode_tensor(
         let coded_masks = tile_masks
             .par_iter()
             .enumerate()
-            .map(|(k, m)| {
-                best_mask_stream(m, grid.rect(k as u64).cols as usize, nm, shared).map_err(err)
+            .map(|(k, m)| match opts.profile {
+                Profile::Fast => Ok(raw_bitmask_stream(m)),
+                Profile::Small => {
+                    best_mask_stream(m, grid.rect(k as u64).cols as usize, nm, shared)
+                        .map_err(err)
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         coded_masks
@@ -283,6 +312,19 @@ fn encode_tensor(
         },
         tiles: tile_bytes,
     })
+}
+
+/// The fast profile's mask: the element count (varint), then the packed bits as they are.
+fn raw_bitmask_stream(mask: &Mask) -> EncodedStream {
+    let bits = mask.as_bytes();
+    let mut bytes = Vec::with_capacity(bits.len() + 10);
+    sparsewire_codec::rans::put_varint(&mut bytes, bits.len() as u64);
+    bytes.extend_from_slice(bits);
+    EncodedStream {
+        plane: Plane::Mask(MaskEncoding::Bitmask),
+        codec: StreamCodec::Raw,
+        bytes,
+    }
 }
 
 /// The mask in the encoding whose coded stream is smallest.
