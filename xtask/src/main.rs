@@ -100,7 +100,8 @@ fn run_bench(args: &[String]) -> Result<(), String> {
         eprintln!("bench {}", path.display());
         let file = read_tensors(&path).map_err(|e| e.to_string())?;
         let file_bytes = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
-        let r = bench(&file, &EncodeOptions::default(), cores, runs).map_err(|e| e.to_string())?;
+        let r = bench(&file, &EncodeOptions::default(), cores, runs, None)
+            .map_err(|e| e.to_string())?;
         // Same denominator as the peers: the whole original file.
         let ratio = r.output_bytes as f64 / file_bytes as f64;
         let peers = Command::new("python3")

@@ -180,9 +180,7 @@ impl ReconstructionBuffer {
                             .collect();
                         by_next.iter().next().map(|&(_, k)| k)
                     }
-                    Policy::Lru => candidates
-                        .min_by_key(|&&k| (self.last_use[&k], k))
-                        .copied(),
+                    Policy::Lru => candidates.min_by_key(|&&k| (self.last_use[&k], k)).copied(),
                 };
                 let v = victim.expect("room was checked before evicting");
                 self.used -= self.resident.remove(&v).expect("resident");

@@ -57,6 +57,24 @@ impl Bus {
     pub fn transfer_seconds(&self, bytes: u64, transfers: u64) -> f64 {
         bytes as f64 / self.bytes_per_second + transfers as f64 * self.latency_seconds
     }
+
+    /// When the last of `tiles` (stored bytes, decode seconds) is decoded, if they cross
+    /// the bus one after another and `workers` decoders take each as it lands (the
+    /// earliest free one): decoding overlaps the transfer of the next tiles.
+    pub fn deliver_seconds(&self, tiles: &[(u64, f64)], workers: usize) -> f64 {
+        let mut free = vec![0f64; workers.max(1)];
+        let (mut arrived, mut done) = (0f64, 0f64);
+        for &(bytes, decode) in tiles {
+            arrived += self.transfer_seconds(bytes, 1);
+            let w = free
+                .iter_mut()
+                .min_by(|a, b| a.total_cmp(b))
+                .expect("one worker or more");
+            *w = w.max(arrived) + decode;
+            done = done.max(*w);
+        }
+        done
+    }
 }
 
 /// Local memory beside the matrix unit.
@@ -89,5 +107,16 @@ mod tests {
         assert!((b.transfer_seconds(2_000_000_000, 1) - 1.00001).abs() < 1e-12);
         assert!(Bus::new(0.0, 1.0).is_err());
         assert!(Bus::new(1.0, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn delivery_overlaps_decode_with_transfer() {
+        let b = Bus::new(1.0, 0.0).unwrap();
+        // Bus-bound: 3 tiles of 1 s each on the bus, 0.5 s decode: the last lands at 3 s.
+        assert!((b.deliver_seconds(&[(1_000_000_000, 0.5); 3], 1) - 3.5).abs() < 1e-12);
+        // Decode-bound: 0.1 s transfers, 1 s decodes, one worker: 0.1 + 3.
+        assert!((b.deliver_seconds(&[(100_000_000, 1.0); 3], 1) - 3.1).abs() < 1e-12);
+        // Two workers: tiles land at .1, .2, .3; workers finish at 1.1, 1.2, then 2.1.
+        assert!((b.deliver_seconds(&[(100_000_000, 1.0); 3], 2) - 2.1).abs() < 1e-12);
     }
 }

@@ -53,6 +53,8 @@ pub enum MmuError {
     },
     #[error("dtype {0} has no float kernel")]
     Dtype(Dtype),
+    #[error("the bitmask and the {values} kept values given disagree")]
+    KeptCount { values: usize },
 }
 
 fn value_bytes(dtype: Dtype) -> Result<usize, MmuError> {
@@ -104,21 +106,17 @@ fn check(
     match *w {
         TileWeights::Dense(v) => len("the dense tile", numel * value_bytes(dtype)?, v.len()),
         TileWeights::Rebuilt(v) => len("the rebuilt tile", numel, v.len()),
+        // The kernels check the kept count against the bitmask as they read it.
         TileWeights::Sparse { bits, values } => {
             len("the bitmask", numel.div_ceil(8), bits.len())?;
-            let kept = sparse_kept(bits, numel);
-            len("the kept values", kept * value_bytes(dtype)?, values.len())
+            let vb = value_bytes(dtype)?;
+            len(
+                "the kept values' bytes",
+                values.len() / vb * vb,
+                values.len(),
+            )
         }
     }
-}
-
-fn sparse_kept(bits: &[u8], numel: usize) -> usize {
-    let full = numel / 8;
-    let mut kept: usize = bits[..full].iter().map(|b| b.count_ones() as usize).sum();
-    if numel % 8 != 0 {
-        kept += (bits[full] & ((1u8 << (numel % 8)) - 1)).count_ones() as usize;
-    }
-    kept
 }
 
 /// The scalar definition: `out[b, r] += sum_c W[r, c] x[b, col0 + c]`, in column order.
@@ -131,7 +129,7 @@ pub fn reference(
 ) -> Result<(), MmuError> {
     check(&w, dtype, s, x, out)?;
     let mut dense = vec![0f32; s.rows * s.cols];
-    expand_scalar(&w, dtype, &mut dense);
+    expand_scalar(&w, dtype, &mut dense)?;
     for b in 0..s.batch {
         let xb = &x[b * s.n + s.col0..b * s.n + s.col0 + s.cols];
         for r in 0..s.rows {
@@ -145,7 +143,7 @@ pub fn reference(
     Ok(())
 }
 
-fn expand_scalar(w: &TileWeights, dtype: Dtype, out: &mut [f32]) {
+fn expand_scalar(w: &TileWeights, dtype: Dtype, out: &mut [f32]) -> Result<(), MmuError> {
     match *w {
         TileWeights::Dense(v) => {
             for (i, o) in out.iter_mut().enumerate() {
@@ -154,20 +152,29 @@ fn expand_scalar(w: &TileWeights, dtype: Dtype, out: &mut [f32]) {
         }
         TileWeights::Rebuilt(v) => out.copy_from_slice(v),
         TileWeights::Sparse { bits, values } => {
+            let n = values.len() / value_bytes(dtype)?;
             let mut k = 0;
             for (i, o) in out.iter_mut().enumerate() {
                 if bits[i / 8] >> (i % 8) & 1 != 0 {
+                    if k == n {
+                        return Err(MmuError::KeptCount { values: n });
+                    }
                     *o = value_at(dtype, values, k);
                     k += 1;
                 } else {
                     *o = 0.0;
                 }
             }
+            if k != n {
+                return Err(MmuError::KeptCount { values: n });
+            }
         }
     }
+    Ok(())
 }
 
-/// Expands a tile to dense f32 (`rows * cols` values, zero where the mask drops).
+/// Expands a tile to dense f32 (`rows * cols` values, zero where the mask drops). On an
+/// error `out` is unspecified.
 pub fn expand_tile(
     w: TileWeights,
     dtype: Dtype,
@@ -191,15 +198,15 @@ pub fn expand_tile(
         });
     }
     #[cfg(target_arch = "x86_64")]
-    if simd::available() && simd::expand(&w, dtype, out) {
+    if simd::available() && simd::expand(&w, dtype, out)? {
         return Ok(());
     }
-    expand_scalar(&w, dtype, out);
-    Ok(())
+    expand_scalar(&w, dtype, out)
 }
 
 /// Multiplies one tile: `out[b, r] += sum_c W[r, c] x[b, col0 + c]` (module docs).
-/// `scratch` is reused between calls to hold expanded tiles.
+/// `scratch` is reused between calls to hold expanded tiles. On an error (shapes, or a
+/// bitmask that disagrees with the number of kept values) `out` is unspecified.
 pub fn tile_mmo(
     w: TileWeights,
     dtype: Dtype,
@@ -211,7 +218,7 @@ pub fn tile_mmo(
     check(&w, dtype, s, x, out)?;
     if s.batch == 1 {
         #[cfg(target_arch = "x86_64")]
-        if simd::available() && simd::gemv(&w, dtype, s, &x[s.col0..s.col0 + s.cols], out) {
+        if simd::available() && simd::gemv(&w, dtype, s, &x[s.col0..s.col0 + s.cols], out)? {
             return Ok(());
         }
         if let TileWeights::Rebuilt(v) = w {
@@ -288,12 +295,14 @@ mod simd {
     //! AVX-512 (F, BW, VBMI2) kernels. Every function checks its CPU features at run time
     //! ([`available`]) and returns `false` for a form it does not handle, so the caller
     //! falls back to the portable code.
-    use super::{TileShape, TileWeights};
+    use super::{MmuError, TileShape, TileWeights};
     use sparsewire_metadata::Dtype;
     use std::arch::x86_64::*;
 
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
+        is_x86_feature_detected!("popcnt")
+            && is_x86_feature_detected!("bmi2")
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vbmi2")
     }
@@ -333,32 +342,63 @@ mod simd {
     /// The next 32 weights of a bf16 row as two f32 vectors: `m` says which columns are
     /// kept (sparse) and `p` is the index of the next kept value, advanced past those read.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
-    fn bf16_chunk(values: &[u8], p: &mut usize, m: u32, sparse: bool) -> (__m512, __m512) {
+    #[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+    fn bf16_chunk(
+        values: &[u8],
+        p: &mut usize,
+        m: u32,
+        sparse: bool,
+    ) -> Result<(__m512, __m512), MmuError> {
         let cnt = m.count_ones() as usize;
-        debug_assert!(2 * (*p + cnt) <= values.len());
+        if 2 * (*p + cnt) > values.len() {
+            return Err(MmuError::KeptCount {
+                values: values.len() / 2,
+            });
+        }
         // SAFETY: the masked load touches only the `cnt` lanes the mask enables, which
-        // lie inside `values` (the caller checked the kept count against its length).
+        // lie inside `values` (checked just above).
         let v = unsafe {
             _mm512_maskz_loadu_epi16(low_mask(cnt), values.as_ptr().add(2 * *p) as *const i16)
         };
         *p += cnt;
         // Dense chunks are contiguous already: no expand.
-        bf16_to_f32(if sparse { _mm512_maskz_expand_epi16(m, v) } else { v })
+        Ok(bf16_to_f32(if sparse {
+            _mm512_maskz_expand_epi16(m, v)
+        } else {
+            v
+        }))
     }
 
     /// The next `m`-selected f32 weights (16 columns).
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
-    fn f32_chunk(values: &[u8], p: &mut usize, m: u16) -> __m512 {
+    #[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+    fn f32_chunk(values: &[u8], p: &mut usize, m: u16) -> Result<__m512, MmuError> {
         let cnt = m.count_ones() as usize;
-        debug_assert!(4 * (*p + cnt) <= values.len());
-        // SAFETY: as in `bf16_chunk`: only the `cnt` enabled lanes are read.
+        if 4 * (*p + cnt) > values.len() {
+            return Err(MmuError::KeptCount {
+                values: values.len() / 4,
+            });
+        }
+        // SAFETY: as in `bf16_chunk`: only the `cnt` enabled lanes are read, checked above.
         let v = unsafe {
-            _mm512_maskz_loadu_ps(low_mask(cnt) as u16, values.as_ptr().add(4 * *p) as *const f32)
+            _mm512_maskz_loadu_ps(
+                low_mask(cnt) as u16,
+                values.as_ptr().add(4 * *p) as *const f32,
+            )
         };
         *p += cnt;
-        _mm512_maskz_expand_ps(m, v)
+        Ok(_mm512_maskz_expand_ps(m, v))
+    }
+
+    /// Every kept value was read: the bitmask and the values agree.
+    fn all_read(p: usize, values: &[u8], vb: usize) -> Result<bool, MmuError> {
+        if p * vb == values.len() {
+            Ok(true)
+        } else {
+            Err(MmuError::KeptCount {
+                values: values.len() / vb,
+            })
+        }
     }
 
     /// `len` (<= 16) f32 of `x` from `at`, zero beyond.
@@ -371,36 +411,95 @@ mod simd {
     }
 
     /// Batch-1 tile multiply from the stored form; `x` is the tile's slice of the input.
-    pub fn gemv(w: &TileWeights, dtype: Dtype, s: TileShape, x: &[f32], out: &mut [f32]) -> bool {
+    pub fn gemv(
+        w: &TileWeights,
+        dtype: Dtype,
+        s: TileShape,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<bool, MmuError> {
         // SAFETY: `available()` was checked by the caller.
         unsafe {
             match (w, dtype) {
                 (TileWeights::Sparse { bits, values }, Dtype::BF16) => {
-                    gemv_bf16(bits, values, true, s, x, out)
+                    gemv_bf16::<true>(bits, values, s, x, out)
                 }
                 (TileWeights::Dense(values), Dtype::BF16) => {
-                    gemv_bf16(&[], values, false, s, x, out)
+                    gemv_bf16::<false>(&[], values, s, x, out)
                 }
                 (TileWeights::Sparse { bits, values }, Dtype::F32) => {
                     gemv_f32(bits, values, true, s, x, out)
                 }
                 (TileWeights::Dense(values), Dtype::F32) => gemv_f32(&[], values, false, s, x, out),
-                _ => return false,
+                _ => Ok(false),
             }
         }
-        true
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
-    fn gemv_bf16(bits: &[u8], values: &[u8], sparse: bool, s: TileShape, x: &[f32], out: &mut [f32]) {
+    #[target_feature(enable = "popcnt,bmi2,avx512f,avx512bw,avx512vbmi2")]
+    fn gemv_bf16<const SPARSE: bool>(
+        bits: &[u8],
+        values: &[u8],
+        s: TileShape,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<bool, MmuError> {
+        let sparse = SPARSE;
         let mut p = 0;
+        let full = s.cols / 32 * 32;
+        let nvals = values.len() / 2;
         for (r, o) in out.iter_mut().enumerate() {
             let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let row = r * s.cols;
+            // Whole 32-column chunks: unmasked x loads, mask words read straight (the
+            // 8-byte read stays inside `bits` when the row's bits end 8 bytes before).
+            let straight = !sparse || (row + s.cols) / 8 + 8 <= bits.len();
             let mut c = 0;
+            if straight {
+                while c < full {
+                    let m = if sparse {
+                        let b = (row + c) / 8;
+                        let w = u64::from_le_bytes(bits[b..b + 8].try_into().expect("8 bytes"));
+                        (w >> ((row + c) % 8)) as u32
+                    } else {
+                        u32::MAX
+                    };
+                    let cnt = m.count_ones() as usize;
+                    if p + cnt > nvals {
+                        return Err(MmuError::KeptCount { values: nvals });
+                    }
+                    // SAFETY: lanes `p..p + cnt` of `values` exist (checked above); x holds
+                    // `cols >= c + 32` values.
+                    let (v, x0, x1) = unsafe {
+                        (
+                            _mm512_maskz_loadu_epi16(
+                                _bzhi_u32(u32::MAX, cnt as u32),
+                                values.as_ptr().add(2 * p) as *const i16,
+                            ),
+                            _mm512_loadu_ps(x.as_ptr().add(c)),
+                            _mm512_loadu_ps(x.as_ptr().add(c + 16)),
+                        )
+                    };
+                    p += cnt;
+                    let (w0, w1) = bf16_to_f32(if sparse {
+                        _mm512_maskz_expand_epi16(m, v)
+                    } else {
+                        v
+                    });
+                    a0 = _mm512_fmadd_ps(w0, x0, a0);
+                    a1 = _mm512_fmadd_ps(w1, x1, a1);
+                    c += 32;
+                }
+            }
+            // The rest (or every chunk near the end of the bits): bounds-checked reads.
             while c < s.cols {
                 let valid = low_mask(s.cols - c);
-                let m = if sparse { bits32(bits, r * s.cols + c) & valid } else { valid };
-                let (w0, w1) = bf16_chunk(values, &mut p, m, sparse);
+                let m = if sparse {
+                    bits32(bits, row + c) & valid
+                } else {
+                    valid
+                };
+                let (w0, w1) = bf16_chunk(values, &mut p, m, sparse)?;
                 a0 = _mm512_fmadd_ps(w0, load_x(x, c, s.cols - c), a0);
                 if s.cols - c > 16 {
                     a1 = _mm512_fmadd_ps(w1, load_x(x, c + 16, s.cols - c - 16), a1);
@@ -409,50 +508,71 @@ mod simd {
             }
             *o += _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
         }
+        all_read(p, values, 2)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
-    fn gemv_f32(bits: &[u8], values: &[u8], sparse: bool, s: TileShape, x: &[f32], out: &mut [f32]) {
+    #[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+    fn gemv_f32(
+        bits: &[u8],
+        values: &[u8],
+        sparse: bool,
+        s: TileShape,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<bool, MmuError> {
         let mut p = 0;
         for (r, o) in out.iter_mut().enumerate() {
             let mut a = _mm512_setzero_ps();
             let mut c = 0;
             while c < s.cols {
                 let valid = low_mask(s.cols - c) as u16;
-                let m = if sparse { bits32(bits, r * s.cols + c) as u16 & valid } else { valid };
-                let w = f32_chunk(values, &mut p, m);
+                let m = if sparse {
+                    bits32(bits, r * s.cols + c) as u16 & valid
+                } else {
+                    valid
+                };
+                let w = f32_chunk(values, &mut p, m)?;
                 a = _mm512_fmadd_ps(w, load_x(x, c, s.cols - c), a);
                 c += 16;
             }
             *o += _mm512_reduce_add_ps(a);
         }
+        all_read(p, values, 4)
     }
 
     /// Expands a stored bf16 or f32 tile to f32.
-    pub fn expand(w: &TileWeights, dtype: Dtype, out: &mut [f32]) -> bool {
+    pub fn expand(w: &TileWeights, dtype: Dtype, out: &mut [f32]) -> Result<bool, MmuError> {
         let (bits, values, sparse): (&[u8], &[u8], bool) = match *w {
             TileWeights::Sparse { bits, values } => (bits, values, true),
             TileWeights::Dense(values) => (&[], values, false),
-            TileWeights::Rebuilt(_) => return false,
+            TileWeights::Rebuilt(_) => return Ok(false),
         };
         // SAFETY: `available()` was checked by the caller.
         unsafe {
             match dtype {
                 Dtype::BF16 => expand_bf16(bits, values, sparse, out),
                 Dtype::F32 => expand_f32(bits, values, sparse, out),
-                _ => return false,
+                _ => Ok(false),
             }
         }
-        true
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
-    fn expand_bf16(bits: &[u8], values: &[u8], sparse: bool, out: &mut [f32]) {
+    #[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+    fn expand_bf16(
+        bits: &[u8],
+        values: &[u8],
+        sparse: bool,
+        out: &mut [f32],
+    ) -> Result<bool, MmuError> {
         let mut p = 0;
         for (i, chunk) in out.chunks_mut(32).enumerate() {
             let valid = low_mask(chunk.len());
-            let m = if sparse { bits32(bits, 32 * i) & valid } else { valid };
-            let (w0, w1) = bf16_chunk(values, &mut p, m, sparse);
+            let m = if sparse {
+                bits32(bits, 32 * i) & valid
+            } else {
+                valid
+            };
+            let (w0, w1) = bf16_chunk(values, &mut p, m, sparse)?;
             let n0 = chunk.len().min(16);
             // SAFETY: masked stores write only the chunk's own lanes.
             unsafe {
@@ -463,18 +583,29 @@ mod simd {
                 }
             }
         }
+        all_read(p, values, 2)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
-    fn expand_f32(bits: &[u8], values: &[u8], sparse: bool, out: &mut [f32]) {
+    #[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+    fn expand_f32(
+        bits: &[u8],
+        values: &[u8],
+        sparse: bool,
+        out: &mut [f32],
+    ) -> Result<bool, MmuError> {
         let mut p = 0;
         for (i, chunk) in out.chunks_mut(16).enumerate() {
             let valid = low_mask(chunk.len()) as u16;
-            let m = if sparse { bits32(bits, 16 * i) as u16 & valid } else { valid };
-            let w = f32_chunk(values, &mut p, m);
+            let m = if sparse {
+                bits32(bits, 16 * i) as u16 & valid
+            } else {
+                valid
+            };
+            let w = f32_chunk(values, &mut p, m)?;
             // SAFETY: the masked store writes only the chunk's own lanes.
             unsafe { _mm512_mask_storeu_ps(chunk.as_mut_ptr(), valid, w) };
         }
+        all_read(p, values, 4)
     }
 }
 
@@ -515,7 +646,7 @@ mod tests {
         }
         let rebuilt = {
             let mut r = vec![0f32; w.len()];
-            expand_scalar(&TileWeights::Dense(&dense), dtype, &mut r);
+            expand_scalar(&TileWeights::Dense(&dense), dtype, &mut r).unwrap();
             r
         };
         (dense, bits, store(dtype, &kept), rebuilt)
@@ -599,7 +730,20 @@ mod tests {
             &mut out,
             &mut scratch,
         );
-        assert!(matches!(err, Err(MmuError::Length { expected: 6, .. })));
+        assert_eq!(err, Err(MmuError::KeptCount { values: 2 }));
+        // And one keeping 1 with 2 given.
+        let err = tile_mmo(
+            TileWeights::Sparse {
+                bits: &[0b100],
+                values: &[0; 4],
+            },
+            Dtype::BF16,
+            s,
+            &x,
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(err, Err(MmuError::KeptCount { values: 2 }));
         assert!(tile_mmo(
             TileWeights::Rebuilt(&[0.0; 6]),
             Dtype::F32,

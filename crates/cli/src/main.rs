@@ -45,6 +45,10 @@ enum Command {
     Inspect(InspectArgs),
     /// Measure encode/decode speed and ratio on a .safetensors/.npy file.
     Bench(BenchArgs),
+    /// Multiply by a compressed weight, tile by tile: y = W x, rebuilding W's tiles on
+    /// demand into a bounded buffer, decoding overlapped with the multiply; with
+    /// --compare-dense, against dense baselines on the original weights.
+    Matmul(MatmulArgs),
     /// Run the whole job on a built-in set of weight-like tensors: compress, inspect,
     /// decompress, verify; then sparsify 50% and show what it costs.
     Demo(DemoArgs),
@@ -315,11 +319,63 @@ struct BenchArgs {
     /// Timed runs per figure; the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Also model the stream crossing a link of this many GB/s while it is decoded tile by
+    /// tile, and report the effective delivered bandwidth.
+    #[arg(long)]
+    link_gbps: Option<f64>,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     codec: CodecArgs,
+}
+
+#[derive(Args)]
+struct MatmulArgs {
+    /// A .swire stream.
+    file: PathBuf,
+    /// The weight tensor W (its 2-D view, rows x cols): computes y = W x.
+    #[arg(long)]
+    tensor: String,
+    /// Input vectors per multiply (1: GEMV).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Reconstruction buffer capacity in bytes of rebuilt f32 tiles (default: the tensor).
+    #[arg(long)]
+    buffer_bytes: Option<u64>,
+    /// How many tiles decoding may run ahead of the multiply.
+    #[arg(long, default_value_t = 4)]
+    lookahead: usize,
+    /// Input x: .npy or .safetensors holding batch x cols f32 values (default: a fixed
+    /// deterministic input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Also run dense baselines on the uncompressed weights in this .safetensors file
+    /// (same tensor name) and print the speedup.
+    #[arg(long)]
+    compare_dense: Option<PathBuf>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Multiplies of the same weight per run (micro-batches): later passes hit the buffer.
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
+    /// auto (fused when the tensor allows it), fused or pipelined.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fused", "pipelined"])]
+    path: String,
+    /// Buffer eviction: belady (uses the known schedule) or lru.
+    #[arg(long, default_value = "belady", value_parser = ["belady", "lru"])]
+    policy: String,
+    /// Timed runs; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Flush the last-level cache (write 64 MiB) before every timed run, compressed and
+    /// dense alike: weights then stream from memory, as for a model larger than the cache.
+    #[arg(long)]
+    cold: bool,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -353,6 +409,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect(a),
         Command::Bench(a) => bench(a),
         Command::Demo(a) => run_demo(a),
+        Command::Matmul(a) => matmul(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -702,6 +759,149 @@ fn print_bench(r: &BenchReport) {
             p.plane, p.bytes, p.entropy_bound_bytes, p.over_bound_percent
         );
     }
+    if let Some(l) = &r.link {
+        println!(
+            "over a {} GB/s link: transfer {:.3} ms, last tile decoded at {:.3} ms ({:.3} ms of decode not hidden)",
+            l.link_gbps,
+            l.transfer_seconds * 1e3,
+            l.delivered_seconds * 1e3,
+            l.unhidden_decode_seconds * 1e3
+        );
+        println!(
+            "effective delivered bandwidth {:.2} GB/s = {:.0}% of the ideal {:.2} GB/s (link / compressed fraction); uncompressed: {:.2} GB/s",
+            l.effective_gbps,
+            l.efficiency * 100.0,
+            l.ideal_gbps,
+            l.uncompressed_gbps
+        );
+    }
+}
+
+fn matmul(a: MatmulArgs) -> Result<()> {
+    use sw::mmo::{MmoOptions, MmoPath};
+    let reader = sw::open_stream(&a.file, DecodeLimits::default())?;
+    let t = reader.tensor_index(&a.tensor)?;
+    let meta = &reader.header().tensors[t];
+    let numel = meta.numel()?;
+    let (_, cols) = sw::metadata::view_2d(&meta.shape, numel);
+    let cols = cols as usize;
+    if a.batch == 0 || a.passes == 0 {
+        return Err("--batch and --passes must be at least 1".into());
+    }
+    let x = match &a.input {
+        Some(p) => {
+            let f = sw::read_tensors(p)?;
+            let [x] = &f.tensors[..] else {
+                return Err(format!(
+                    "{}: expected one tensor, found {}",
+                    p.display(),
+                    f.tensors.len()
+                )
+                .into());
+            };
+            let v = x
+                .to_f32_vec()
+                .ok_or_else(|| format!("{}: {} is not a float tensor", p.display(), x.dtype))?;
+            if v.len() != a.batch * cols {
+                return Err(format!(
+                    "{}: holds {} values; --batch {} x {} columns of {} needs {}",
+                    p.display(),
+                    v.len(),
+                    a.batch,
+                    cols,
+                    a.tensor,
+                    a.batch * cols
+                )
+                .into());
+            }
+            v
+        }
+        None => sw::mmo::default_input(a.batch, cols),
+    };
+    let dense = match &a.compare_dense {
+        Some(p) => {
+            let f = sw::read_tensors(p)?;
+            let d = f
+                .tensors
+                .into_iter()
+                .find(|d| d.name == a.tensor)
+                .ok_or_else(|| format!("{}: no tensor named {:?}", p.display(), a.tensor))?;
+            Some(d)
+        }
+        None => None,
+    };
+    let opts = MmoOptions {
+        batch: a.batch,
+        threads: a.threads.unwrap_or(MmoOptions::default().threads).max(1),
+        buffer_bytes: a.buffer_bytes,
+        lookahead: a.lookahead,
+        policy: match a.policy.as_str() {
+            "lru" => sw::accel::buffer::Policy::Lru,
+            _ => sw::accel::buffer::Policy::Belady,
+        },
+        passes: a.passes,
+        path: match a.path.as_str() {
+            "fused" => MmoPath::Fused,
+            "pipelined" => MmoPath::Pipelined,
+            _ => MmoPath::Auto,
+        },
+    };
+    let r = sw::mmo::bench_matmul(&reader, t, &x, &opts, dense.as_ref(), a.runs, a.cold)?;
+    if a.json {
+        return print_json(&r);
+    }
+    let rep = &r.report;
+    println!(
+        "{} [{} x {}] x batch {} ({} passes): {} path, {} tiles, {} threads",
+        rep.tensor,
+        rep.rows,
+        rep.cols,
+        rep.batch,
+        rep.passes,
+        serde_json::to_value(rep.path)?.as_str().unwrap_or("?"),
+        rep.tiles,
+        rep.threads
+    );
+    println!(
+        "time {:.3} ms (median of {}{}), weights consumed at {:.2} GB/s (dense bytes), {} bytes stored",
+        r.seconds * 1e3,
+        r.runs,
+        if r.cold { ", cache flushed before each" } else { "" },
+        rep.weight_gbps,
+        rep.stored_bytes
+    );
+    if let Some(o) = r.overlap_efficiency {
+        println!(
+            "decode {:.3} ms, multiply {:.3} ms, stalled {:.3} ms: overlap efficiency {:.0}%",
+            rep.decode_seconds * 1e3,
+            rep.compute_seconds * 1e3,
+            rep.stall_seconds * 1e3,
+            o * 100.0
+        );
+        println!(
+            "buffer: {} of {} bytes at peak, {} hits, {} misses, lookahead {}",
+            r.buffer.peak_bytes,
+            r.buffer.capacity_bytes,
+            r.buffer.hits,
+            r.buffer.misses,
+            rep.lookahead
+        );
+    }
+    if let (Some(d), Some(s)) = (&r.dense, r.speedup) {
+        if let Some(n) = d.native_seconds {
+            println!("dense {} kernel: {:.3} ms", d.dtype, n * 1e3);
+        }
+        println!("dense faer f32: {:.3} ms", d.faer_f32_seconds * 1e3);
+        println!(
+            "speedup over the faster dense baseline: {s:.2}x; max |y - y_dense| = {:.3e}",
+            r.max_abs_error.unwrap_or(0.0)
+        );
+    }
+    println!(
+        "max |y - y_reference| = {:.3e} (scalar reference on the rebuilt weights)",
+        r.max_abs_error_vs_reference
+    );
+    Ok(())
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
@@ -718,7 +918,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         a.runs
     ));
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
-    let report = sw::bench(&file, &a.codec.options(), threads, a.runs)?;
+    if let Some(g) = a.link_gbps {
+        if !(g > 0.0 && g.is_finite()) {
+            return Err(format!("--link-gbps must be positive, got {g}").into());
+        }
+    }
+    let report = sw::bench(&file, &a.codec.options(), threads, a.runs, a.link_gbps)?;
     pb.finish_and_clear();
     if a.json {
         print_json(&report)

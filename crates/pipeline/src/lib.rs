@@ -28,11 +28,14 @@ pub mod demo;
 pub mod fuzz_targets;
 pub mod golden;
 mod io;
+pub mod mmo;
 mod report;
 pub mod sparsify;
 
 pub use io::{check_output, read_tensors, write_atomic, write_tensors};
-pub use report::{bench, inspect, BenchReport, InspectReport, PlaneReport, TensorReport};
+pub use report::{
+    bench, inspect, BenchReport, InspectReport, LinkReport, PlaneReport, TensorReport,
+};
 pub use sparsewire_formats::{Dtype, Tensor, TensorFile};
 pub use sparsewire_stream::{
     encode, DecodeLimits, EncodeOptions, Profile, Progress, RawTile, Reader, StreamError,
@@ -77,6 +80,12 @@ pub enum PipelineError {
     Calibration { tensor: String, reason: String },
     #[error("tensor {tensor:?}: reconstruction: {reason}")]
     Reconstruct { tensor: String, reason: String },
+    #[error("matmul on {tensor:?}{}: {reason}", tile.map(|k| format!(", tile {k}")).unwrap_or_default())]
+    Multiply {
+        tensor: String,
+        tile: Option<usize>,
+        reason: String,
+    },
     #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
     Budget { budget: u64, closest: u64 },
 }
@@ -120,39 +129,56 @@ pub fn reconstruct<B: AsRef<[u8]> + Sync>(
     reader: &Reader<B>,
     file: &mut TensorFile,
 ) -> Result<(), PipelineError> {
-    for (ti, (meta, t)) in reader
-        .header()
-        .tensors
-        .iter()
-        .zip(&mut file.tensors)
-        .enumerate()
-    {
-        if meta.reconstruction == metadata::Reconstruction::Zero {
-            continue;
-        }
-        let Some(mut v) = t.to_f32_vec() else {
-            continue;
-        };
-        let (_, cols) = metadata::view_2d(&t.shape, t.numel());
-        // The tensor's kept flags, from its tiles' masks.
-        let grid = reader.grid(ti);
-        let mut flags = vec![1u8; v.len()];
-        for k in 0..meta.tiles.len() {
-            if let Some(mask) = reader.tile_mask(ti, k)? {
-                let tile: Vec<u8> = (0..mask.len()).map(|i| mask.is_kept(i) as u8).collect();
-                grid.scatter(&tile, k as u64, 1, &mut flags);
-            }
-        }
-        let keep: Vec<bool> = flags.iter().map(|&f| f != 0).collect();
-        sparsewire_re::rebuild(&mut v, &keep, cols as usize, &meta.reconstruction).map_err(
-            |e| PipelineError::Reconstruct {
-                tensor: t.name.clone(),
-                reason: e.to_string(),
-            },
-        )?;
-        t.data = formats::from_f32(t.dtype, &v).expect("float tensor");
+    for (ti, t) in file.tensors.iter_mut().enumerate() {
+        reconstruct_tensor(reader, ti, t)?;
     }
     Ok(())
+}
+
+/// Applies tensor `ti`'s stored reconstruction to its zero-filled decode `t`.
+pub fn reconstruct_tensor<B: AsRef<[u8]> + Sync>(
+    reader: &Reader<B>,
+    ti: usize,
+    t: &mut Tensor,
+) -> Result<(), PipelineError> {
+    if reader.header().tensors[ti].reconstruction == metadata::Reconstruction::Zero {
+        return Ok(());
+    }
+    let Some(mut v) = t.to_f32_vec() else {
+        return Ok(());
+    };
+    rebuild_values(reader, ti, &mut v)?;
+    t.data = formats::from_f32(t.dtype, &v).expect("float tensor");
+    Ok(())
+}
+
+/// Applies tensor `ti`'s stored reconstruction to its zero-filled values (f32, the 2-D
+/// view row-major), without rounding them back to the tensor's dtype.
+pub fn rebuild_values<B: AsRef<[u8]> + Sync>(
+    reader: &Reader<B>,
+    ti: usize,
+    v: &mut [f32],
+) -> Result<(), PipelineError> {
+    let meta = &reader.header().tensors[ti];
+    if meta.reconstruction == metadata::Reconstruction::Zero {
+        return Ok(());
+    }
+    let grid = reader.grid(ti);
+    // The tensor's kept flags, from its tiles' masks.
+    let mut flags = vec![1u8; v.len()];
+    for k in 0..meta.tiles.len() {
+        if let Some(mask) = reader.tile_mask(ti, k)? {
+            let tile: Vec<u8> = (0..mask.len()).map(|i| mask.is_kept(i) as u8).collect();
+            grid.scatter(&tile, k as u64, 1, &mut flags);
+        }
+    }
+    let keep: Vec<bool> = flags.iter().map(|&f| f != 0).collect();
+    sparsewire_re::rebuild(v, &keep, grid.cols as usize, &meta.reconstruction).map_err(|e| {
+        PipelineError::Reconstruct {
+            tensor: meta.name.clone(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// What [`compress_file`] did.

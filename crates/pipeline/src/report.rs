@@ -237,6 +237,29 @@ pub struct BenchReport {
     /// Per plane kind over all tensors: stored bytes against the order-0 entropy bound.
     pub planes: Vec<PlaneTotal>,
     pub tensors: Vec<TensorReport>,
+    /// Delivery over a link of the given speed (`bench --link-gbps`).
+    pub link: Option<LinkReport>,
+}
+
+/// The stream crossing a link tile by tile while `threads` decoders rebuild each tile as
+/// it lands (`sparsewire_accel::Bus::deliver_seconds`; per-tile decode times measured).
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    pub link_gbps: f64,
+    /// Compressed bytes / link speed.
+    pub transfer_seconds: f64,
+    /// When the last tile is decoded.
+    pub delivered_seconds: f64,
+    /// Decode time not hidden behind the transfer: `delivered - transfer`.
+    pub unhidden_decode_seconds: f64,
+    /// Original bytes / `delivered_seconds`, GB/s.
+    pub effective_gbps: f64,
+    /// `link_gbps / compressed fraction`: what a free decoder would deliver.
+    pub ideal_gbps: f64,
+    /// `effective / ideal`.
+    pub efficiency: f64,
+    /// Sending the original bytes uncompressed over the same link, GB/s.
+    pub uncompressed_gbps: f64,
 }
 
 /// One plane kind summed over a file.
@@ -278,6 +301,7 @@ pub fn bench(
     opts: &EncodeOptions,
     threads: usize,
     runs: usize,
+    link_gbps: Option<f64>,
 ) -> Result<BenchReport, PipelineError> {
     let runs = runs.max(1);
     let pool = |n: usize| {
@@ -303,7 +327,12 @@ pub fn bench(
         }
     }
     let gbps = |s: f64| file.byte_len() as f64 / s / 1e9;
+    let link = match link_gbps {
+        Some(g) => Some(link_report(&reader, g, threads.max(1), runs)?),
+        None => None,
+    };
     Ok(BenchReport {
+        link,
         input_bytes: report.input_bytes,
         output_bytes: report.output_bytes,
         ratio: report.ratio,
@@ -327,5 +356,52 @@ pub fn bench(
             })
             .collect(),
         tensors: report.tensors,
+    })
+}
+
+/// [`LinkReport`] for `reader`'s stream over a `gbps` link: each tile's decode time is the
+/// median of `runs` timed decodes on one thread.
+fn link_report<B: AsRef<[u8]> + Sync>(
+    reader: &Reader<B>,
+    gbps: f64,
+    threads: usize,
+    runs: usize,
+) -> Result<LinkReport, PipelineError> {
+    let bus = sparsewire_accel::Bus::new(gbps, 0.0).map_err(|e| PipelineError::Multiply {
+        tensor: String::new(),
+        tile: None,
+        reason: e.to_string(),
+    })?;
+    let mut tiles = Vec::new();
+    let mut original = 0u64;
+    let mut out = Vec::new();
+    for (t, meta) in reader.header().tensors.iter().enumerate() {
+        for (k, e) in meta.tiles.iter().enumerate() {
+            let n = reader.tile_decoded_len(t, k)? as usize;
+            original += n as u64;
+            out.resize(n, 0);
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t0 = std::time::Instant::now();
+                reader.decode_tile_into(t, k, &mut out)?;
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            tiles.push((e.len, median(times)));
+        }
+    }
+    let stored: u64 = tiles.iter().map(|t| t.0).sum();
+    let transfer = bus.transfer_seconds(stored, 0);
+    let delivered = bus.deliver_seconds(&tiles, threads);
+    let effective = original as f64 / delivered / 1e9;
+    let ideal = gbps * original as f64 / stored.max(1) as f64;
+    Ok(LinkReport {
+        link_gbps: gbps,
+        transfer_seconds: transfer,
+        delivered_seconds: delivered,
+        unhidden_decode_seconds: delivered - transfer,
+        effective_gbps: effective,
+        ideal_gbps: ideal,
+        efficiency: effective / ideal,
+        uncompressed_gbps: gbps,
     })
 }

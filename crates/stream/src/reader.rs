@@ -11,6 +11,7 @@ use sparsewire_metadata::{
     view_2d, Header, Pattern, Plane, StreamCodec, StreamEntry, TensorMeta, ValueCodec,
     MAX_HEADER_BYTES,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// Bounds on what decoding may produce.
@@ -49,6 +50,9 @@ pub struct Reader<B> {
     data_start: usize,
     models: Vec<TensorModels>,
     decoders: Vec<OnceLock<TensorDecoder>>,
+    /// Per tensor, per tile: checksum already verified (the bytes cannot change under a
+    /// shared borrow, and a mapped file must not be modified while mapped).
+    verified: Vec<Vec<AtomicBool>>,
     limits: DecodeLimits,
 }
 
@@ -180,12 +184,19 @@ impl<B: AsRef<[u8]>> Reader<B> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let decoders = header.tensors.iter().map(|_| OnceLock::new()).collect();
+        // One flag per tile: bounded by the header size, which is capped.
+        let verified = header
+            .tensors
+            .iter()
+            .map(|t| t.tiles.iter().map(|_| AtomicBool::new(false)).collect())
+            .collect();
         Ok(Reader {
             bytes,
             header,
             data_start: start,
             models,
             decoders,
+            verified,
             limits,
         })
     }
@@ -244,13 +255,17 @@ impl<B: AsRef<[u8]>> Reader<B> {
         Ok(r.numel() * m.dtype.bits() / 8)
     }
 
-    /// The stored bytes of a tile, after checking its checksum.
+    /// The stored bytes of a tile, after checking its checksum (on the tile's first read;
+    /// later reads of a verified tile skip it).
     pub fn tile_stored(&self, t: usize, k: usize) -> Result<&[u8], StreamError> {
         self.check_tile(t, k)?;
         let m = self.meta(t);
         let e = &m.tiles[k];
         let s = self.data_start + e.offset as usize;
         let stored = &self.bytes.as_ref()[s..s + e.len as usize];
+        if self.verified[t][k].load(Ordering::Relaxed) {
+            return Ok(stored);
+        }
         let got = tile_checksum(stored, t, k);
         if got != e.checksum {
             return Err(StreamError::ChecksumMismatch {
@@ -260,6 +275,7 @@ impl<B: AsRef<[u8]>> Reader<B> {
                 got,
             });
         }
+        self.verified[t][k].store(true, Ordering::Relaxed);
         Ok(stored)
     }
 
@@ -363,6 +379,47 @@ impl<B: AsRef<[u8]>> Reader<B> {
         stored: &[u8],
         out: &mut [u8],
     ) -> Result<(), StreamError> {
+        let (mask, kept) = self.sparse_parts(t, k, enc, stored)?;
+        let vb = kept.len() / mask.kept().max(1);
+        out.fill(0);
+        // Scatter byte by byte of the mask: one step per kept value.
+        let mut at = 0;
+        for (j, &byte) in mask.as_bytes().iter().enumerate() {
+            let mut b = byte;
+            while b != 0 {
+                let i = j * 8 + b.trailing_zeros() as usize;
+                out[i * vb..(i + 1) * vb].copy_from_slice(&kept[at..at + vb]);
+                at += vb;
+                b &= b - 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A sparse tile's mask and its kept values (decoded, packed), or `None` for a dense
+    /// tile: what a consumer that skips or expands zeros itself needs.
+    pub fn tile_sparse_parts(
+        &self,
+        t: usize,
+        k: usize,
+    ) -> Result<Option<(Mask, Vec<u8>)>, StreamError> {
+        let stored = self.tile_stored(t, k)?;
+        match self.meta(t).tiles[k].streams.first() {
+            Some(StreamEntry {
+                plane: Plane::Mask(enc),
+                ..
+            }) => Ok(Some(self.sparse_parts(t, k, *enc, stored)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn sparse_parts(
+        &self,
+        t: usize,
+        k: usize,
+        enc: MaskEncoding,
+        stored: &[u8],
+    ) -> Result<(Mask, Vec<u8>), StreamError> {
         let m = self.meta(t);
         let mask = self.read_mask(t, k, enc, stored)?;
         let entries = &m.tiles[k].streams;
@@ -386,16 +443,15 @@ impl<B: AsRef<[u8]>> Reader<B> {
             _ => decode_planes(layout, &entries[1..], &stored[mlen..], dec, &mut kept),
         }
         .map_err(codec_err)?;
-        out.fill(0);
-        for (i, v) in mask.kept_indices().zip(kept.chunks_exact(vb)) {
-            out[i * vb..(i + 1) * vb].copy_from_slice(v);
-        }
-        Ok(())
+        Ok((mask, kept))
     }
 
-    /// Tile `k` of tensor `t` as stored by the fast profile, borrowed from the stream (its
-    /// checksum checked, its mask's length and popcount checked against the values), or
-    /// `None` when the tile is entropy-coded and must be decoded.
+    /// Tile `k` of tensor `t` as stored by the fast profile, borrowed from the stream, or
+    /// `None` when the tile is entropy-coded and must be decoded. Its checksum, its
+    /// bitmask's length and padding, and the values' length (whole values, at most one per
+    /// element) are checked; that the values number exactly the bitmask's ones is left to
+    /// the reader of the bits, which counts them as it goes (`sparsewire_accel::mmu` does),
+    /// so the tile is read once, not twice.
     pub fn raw_tile(&self, t: usize, k: usize) -> Result<Option<RawTile<'_>>, StreamError> {
         let stored = self.tile_stored(t, k)?;
         let m = self.meta(t);
@@ -434,10 +490,9 @@ impl<B: AsRef<[u8]>> Reader<B> {
                 if tail != 0 && bits[bits.len() - 1] >> tail != 0 {
                     return Err(corrupt("bitmask padding bits set"));
                 }
-                let kept: usize = bits.iter().map(|b| b.count_ones() as usize).sum();
                 let values = &stored[mlen..];
-                if values.len() != kept * vb {
-                    return Err(corrupt("kept values do not match the bitmask"));
+                if values.len() % vb != 0 || values.len() > n * vb {
+                    return Err(corrupt("kept values of the wrong length"));
                 }
                 Ok(Some(RawTile::Sparse { bits, values }))
             }

@@ -51,7 +51,10 @@ fn fast_profile_round_trips_and_lends_raw_tiles() {
         }
     }
     // Non-float tensors have no raw float tile.
-    assert!(r.raw_tile(r.tensor_index("ids").unwrap(), 0).unwrap().is_none());
+    assert!(r
+        .raw_tile(r.tensor_index("ids").unwrap(), 0)
+        .unwrap()
+        .is_none());
 }
 
 #[test]

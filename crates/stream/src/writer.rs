@@ -253,8 +253,7 @@ fn encode_tensor(
             .map(|(k, m)| match opts.profile {
                 Profile::Fast => Ok(raw_bitmask_stream(m)),
                 Profile::Small => {
-                    best_mask_stream(m, grid.rect(k as u64).cols as usize, nm, shared)
-                        .map_err(err)
+                    best_mask_stream(m, grid.rect(k as u64).cols as usize, nm, shared).map_err(err)
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
