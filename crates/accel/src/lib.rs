@@ -2,18 +2,21 @@
 //! and accelerator, the local memory device (LMD) with its reconstruction buffer, and the
 //! matrix unit (MMU).
 //!
-//! Takes a hardware description ([`Hardware`]) and byte counts; gives modelled times. So far
-//! it models the bus (the time a stream takes to cross it, [`Bus::transfer_seconds`]) and
-//! the LMD's dynamic reconstruction buffer ([`buffer::ReconstructionBuffer`]: capacity,
-//! schedule-aware Belady or LRU eviction, hit/miss/peak stats), which the real executor and
-//! the timing model are both meant to drive. The event-driven simulator, the MMU timing,
-//! presets and calibration arrive with issue #5; the pipelined multiply with issue #4.
+//! - [`buffer`]: the LMD's dynamic reconstruction buffer (capacity, schedule-aware Belady
+//!   or LRU eviction, pinning, hit/miss/peak stats);
+//! - [`schedule`]: the scheduler, one [`schedule::Plan`] of rebuilds, evictions and gates
+//!   that the real executor (`sparsewire_pipeline::mmo`) and the timing model both follow;
+//! - [`mmu`]: the matrix unit computing for real (AVX-512 kernels on stored fast-profile
+//!   tiles, faer on rebuilt ones, a scalar reference);
+//! - [`sim`]: the timing model (hardware descriptions, presets, an event pass over a plan);
+//! - [`Bus`]: transfer times and tile-by-tile delivery with overlapped decoding.
 // The only unsafe code is `mmu`'s AVX-512 kernels (intrinsics and masked loads).
 #![deny(unsafe_code)]
 
 pub mod buffer;
 pub mod mmu;
 pub mod schedule;
+pub mod sim;
 
 /// Errors in a hardware description.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -49,6 +49,10 @@ enum Command {
     /// demand into a bounded buffer, decoding overlapped with the multiply; with
     /// --compare-dense, against dense baselines on the original weights.
     Matmul(MatmulArgs),
+    /// Model an accelerator (bus, local memory, reconstruction engine, matrix unit) running
+    /// the real scheduler on a stream's tensors: time, stalls, bus bytes, buffer use and
+    /// speedup over sending dense weights; sweeps; --calibrate for this machine.
+    Simulate(SimulateArgs),
     /// Run the whole job on a built-in set of weight-like tensors: compress, inspect,
     /// decompress, verify; then sparsify 50% and show what it costs.
     Demo(DemoArgs),
@@ -379,6 +383,45 @@ struct MatmulArgs {
 }
 
 #[derive(Args)]
+struct SimulateArgs {
+    /// A .swire stream.
+    file: PathBuf,
+    /// Hardware: a preset (edge-npu, pcie-gpu, this-cpu after --calibrate wrote it) or a
+    /// JSON file in the preset format (see docs/SIMULATOR.md).
+    #[arg(long, default_value = "edge-npu")]
+    hw: String,
+    /// Tensors multiplied, in order (repeatable; default: every 2-D float tensor).
+    #[arg(long)]
+    tensor: Vec<String>,
+    /// Input vectors per multiply.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Multiplies of each tensor (later ones hit the buffer when it holds the tensor).
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
+    /// How many tiles rebuilding may run ahead of the multiply.
+    #[arg(long, default_value_t = 4)]
+    lookahead: usize,
+    /// Vary one parameter: bus.gbps, lmd.capacity_bytes, engine.scale (all engine rates
+    /// times the value), mmu.scale or batch, e.g. --sweep bus.gbps=1,2,4,8.
+    #[arg(long)]
+    sweep: Option<String>,
+    /// Measure this machine's rates with the real code, write the this-cpu preset (to
+    /// --preset-out), and compare predicted with measured pipelined multiplies.
+    #[arg(long)]
+    calibrate: bool,
+    /// Where --calibrate writes the preset.
+    #[arg(long, default_value = "this-cpu.json")]
+    preset_out: PathBuf,
+    /// Timed runs per measurement (--calibrate).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Also write demo.safetensors and demo.swire into this folder.
     #[arg(long)]
@@ -410,6 +453,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench(a),
         Command::Demo(a) => run_demo(a),
         Command::Matmul(a) => matmul(a),
+        Command::Simulate(a) => simulate(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -901,6 +945,162 @@ fn matmul(a: MatmulArgs) -> Result<()> {
         "max |y - y_reference| = {:.3e} (scalar reference on the rebuilt weights)",
         r.max_abs_error_vs_reference
     );
+    Ok(())
+}
+
+fn load_hw(name: &str) -> Result<sw::accel::sim::HardwareSpec> {
+    use sw::accel::sim::HardwareSpec;
+    let from_file = |p: &Path| -> Result<HardwareSpec> {
+        let text = std::fs::read_to_string(p).map_err(|source| PipelineError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        let hw: HardwareSpec = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a hardware description: {e}", p.display()))?;
+        hw.validate().map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(hw)
+    };
+    match name {
+        "this-cpu" => from_file(Path::new("this-cpu.json")).map_err(|e| {
+            format!("this-cpu: run `sparsewire simulate FILE --calibrate` first ({e})").into()
+        }),
+        n if n.ends_with(".json") => from_file(Path::new(n)),
+        n => Ok(HardwareSpec::preset(n)?),
+    }
+}
+
+fn simulate(a: SimulateArgs) -> Result<()> {
+    let reader = sw::open_stream(&a.file, DecodeLimits::default())?;
+    let tensors: Vec<usize> = if a.tensor.is_empty() {
+        reader
+            .header()
+            .tensors
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                m.shape.len() == 2
+                    && matches!(m.dtype, sw::Dtype::BF16 | sw::Dtype::F16 | sw::Dtype::F32)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        a.tensor
+            .iter()
+            .map(|n| reader.tensor_index(n))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    if tensors.is_empty() {
+        return Err("the stream has no 2-D float tensor to multiply".into());
+    }
+    if a.calibrate {
+        let c = sw::simulate::calibrate(&reader, &tensors, a.runs)?;
+        let text = serde_json::to_string_pretty(&c.preset)?;
+        sw::write_atomic(&a.preset_out, text.as_bytes(), true)?;
+        if a.json {
+            return print_json(&c);
+        }
+        println!("wrote {}", a.preset_out.display());
+        for r in &c.runs {
+            println!(
+                "{:<48} measured {:>9.3} ms  predicted {:>9.3} ms  error {:>5.1}%",
+                r.tensor,
+                r.measured_seconds * 1e3,
+                r.predicted_seconds * 1e3,
+                r.relative_error * 100.0
+            );
+        }
+        println!("max relative error {:.1}%", c.max_relative_error * 100.0);
+        return Ok(());
+    }
+    let hw = load_hw(&a.hw)?;
+    let run = |hw: &sw::accel::sim::HardwareSpec, batch: usize| {
+        sw::simulate::simulate_stream(&reader, &tensors, batch, a.passes, a.lookahead, hw)
+    };
+    let mut reports = Vec::new();
+    match &a.sweep {
+        None => reports.push((None, run(&hw, a.batch)?)),
+        Some(spec) => {
+            let (param, values) = spec.split_once('=').ok_or("--sweep expects PARAM=a,b,c")?;
+            for v in values.split(',') {
+                let x: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("--sweep: {v:?} is not a number"))?;
+                let mut h = hw.clone();
+                let mut batch = a.batch;
+                match param {
+                    "bus.gbps" => h.bus.gbps = x,
+                    "lmd.capacity_bytes" => h.lmd.capacity_bytes = x as u64,
+                    "engine.scale" => {
+                        let e = &mut h.engine;
+                        e.dense_elems_per_s *= x;
+                        e.zero_elems_per_s *= x;
+                        e.linear_elems_per_s *= x;
+                        e.learned_elems_per_s *= x;
+                        e.dictionary_elems_per_s *= x;
+                    }
+                    "mmu.scale" => {
+                        h.mmu.gemv_macs_per_s *= x;
+                        h.mmu.gemm_macs_per_s *= x;
+                    }
+                    "batch" => batch = x as usize,
+                    p => {
+                        return Err(format!(
+                            "--sweep: unknown parameter {p:?} (bus.gbps, lmd.capacity_bytes, engine.scale, mmu.scale, batch)"
+                        )
+                        .into())
+                    }
+                }
+                reports.push((Some(x), run(&h, batch)?));
+            }
+        }
+    }
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Point<'a> {
+            value: Option<f64>,
+            #[serde(flatten)]
+            report: &'a sw::accel::sim::SimReport,
+        }
+        let pts: Vec<Point> = reports
+            .iter()
+            .map(|(v, r)| Point {
+                value: *v,
+                report: r,
+            })
+            .collect();
+        return if a.sweep.is_none() {
+            print_json(&pts[0])
+        } else {
+            print_json(&pts)
+        };
+    }
+    println!(
+        "{} on {}: {} tensors, batch {}, {} passes",
+        a.file.display(),
+        hw.name,
+        tensors.len(),
+        a.batch,
+        a.passes
+    );
+    println!(
+        "{:>12} {:>12} {:>12} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8}",
+        "value", "time ms", "dense ms", "speedup", "stall", "bus", "engine", "bus bytes", "misses"
+    );
+    for (v, r) in &reports {
+        println!(
+            "{:>12} {:>12.4} {:>12.4} {:>8.2} {:>7.0}% {:>7.0}% {:>7.0}% {:>12} {:>8}",
+            v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into()),
+            r.total_seconds * 1e3,
+            r.dense_total_seconds * 1e3,
+            r.speedup,
+            r.mmu_stall_fraction * 100.0,
+            r.bus_utilisation * 100.0,
+            r.engine_utilisation * 100.0,
+            r.bus_bytes,
+            r.buffer.misses
+        );
+    }
     Ok(())
 }
 

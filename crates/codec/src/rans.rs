@@ -523,7 +523,7 @@ impl<'a> Decoder<'a> {
             *c = get_varint(stream, &mut p).ok_or(corrupt("rANS lane counts truncated"))?;
         }
         let words = &stream[p..];
-        if words.len() % 2 != 0 || stream.len() > i32::MAX as usize {
+        if !words.len().is_multiple_of(2) || stream.len() > i32::MAX as usize {
             return Err(corrupt("rANS words of odd length"));
         }
         let given: u64 = counts

@@ -39,7 +39,7 @@ pub(crate) fn decode_rounds(
     out: &mut [u8],
 ) {
     let rounds = out.len() / 16;
-    assert!(available() && out.len() % 16 == 0);
+    assert!(available() && out.len().is_multiple_of(16));
     assert!(stream.len() <= i32::MAX as usize);
     for l in 0..16 {
         assert!(pos[l] >= 2 && pos[l] + 2 * rounds <= end[l] && end[l] <= stream.len());

@@ -131,7 +131,7 @@ impl Mask {
         let mut prev = b[0] & 1;
         for (i, &byte) in b.iter().enumerate() {
             // Transitions inside the byte, and from the previous byte's last bit.
-            let valid = if i + 1 == b.len() && self.len() % 8 != 0 {
+            let valid = if i + 1 == b.len() && !self.len().is_multiple_of(8) {
                 self.len() % 8
             } else {
                 8

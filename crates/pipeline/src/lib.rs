@@ -30,6 +30,7 @@ pub mod golden;
 mod io;
 pub mod mmo;
 mod report;
+pub mod simulate;
 pub mod sparsify;
 
 pub use io::{check_output, read_tensors, write_atomic, write_tensors};

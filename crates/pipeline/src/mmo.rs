@@ -105,8 +105,15 @@ pub struct MmoReport {
     pub lookahead: usize,
 }
 
+/// A row block's output: first row, rows, and its `[batch, rows]` values.
+type BlockOut = (usize, usize, Vec<f32>);
+
 /// The tile's multiply shape inside the whole tensor.
-fn tile_shape(rect: &sparsewire_formats::tiling::TileRect, n: usize, batch: usize) -> TileShape {
+pub(crate) fn tile_shape(
+    rect: &sparsewire_formats::tiling::TileRect,
+    n: usize,
+    batch: usize,
+) -> TileShape {
     TileShape {
         rows: rect.rows as usize,
         cols: rect.cols as usize,
@@ -265,7 +272,7 @@ fn fused<B: AsRef<[u8]> + Sync>(
     let mut y = vec![0f32; batch * rows];
     for _ in 0..opts.passes {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<Vec<(usize, usize, Vec<f32>)>, PipelineError>> =
+        let results: Vec<Result<Vec<BlockOut>, PipelineError>> =
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads.min(blocks.len()).max(1))
                     .map(|_| {
@@ -324,7 +331,7 @@ fn fused<B: AsRef<[u8]> + Sync>(
 }
 
 /// Decodes tile `k` of tensor `t` and rebuilds it to f32 with the stored method.
-fn rebuild_tile<B: AsRef<[u8]>>(
+pub(crate) fn rebuild_tile<B: AsRef<[u8]>>(
     reader: &Reader<B>,
     t: usize,
     k: usize,

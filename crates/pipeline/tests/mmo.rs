@@ -189,3 +189,29 @@ fn bad_input_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn the_model_and_the_executor_follow_the_same_plan() {
+    use sparsewire_pipeline::accel::schedule;
+    use sparsewire_pipeline::accel::sim::HardwareSpec;
+    use sparsewire_pipeline::simulate;
+    let b = stream(Dtype::BF16, Profile::Small, Some(Reconstruction::Zero));
+    let r = Reader::new(&b[..]).unwrap();
+    let opts = MmoOptions {
+        passes: 3,
+        buffer_bytes: Some(3 * 3744),
+        lookahead: 2,
+        ..MmoOptions::default()
+    };
+    let real = mmo::plan_for(&r, 0, &opts).unwrap();
+    let (trace, costs) = simulate::workload(&r, &[0], 3).unwrap();
+    assert_eq!(real.trace, trace);
+    let modelled = schedule::plan(&trace, 3 * 3744, opts.policy, opts.lookahead).unwrap();
+    assert_eq!(real.steps, modelled.steps);
+    assert_eq!(costs.len(), 12);
+    // The model runs the stream end to end on a preset.
+    let hw = HardwareSpec::preset("edge-npu").unwrap();
+    let rep = simulate::simulate_stream(&r, &[0], 1, 3, 2, &hw).unwrap();
+    assert_eq!(rep.positions, 36);
+    assert!(rep.total_seconds > 0.0 && rep.bus_bytes < rep.dense_bus_bytes * 3);
+}

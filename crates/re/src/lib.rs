@@ -7,8 +7,8 @@
 //! passes through unchanged), `Channels` ([`rebuild_channels`]: rows dropped by the
 //! correlation criterion rebuilt from kept rows), and, on a whole zero-filled matrix,
 //! `Linear` and `Learned` ([`rebuild`]): each dropped element predicted from the nearest
-//! kept elements of its row. Dictionaries, the reconstruction buffer and on-demand tile
-//! scheduling arrive with issue #4.
+//! kept elements of its row. The reconstruction buffer and on-demand tile scheduling live in
+//! `sparsewire-accel` and `sparsewire-pipeline::mmo`; dictionaries are not implemented yet.
 //!
 //! **Row context.** For a dropped element, `l1`, `l2` are the nearest and second-nearest
 //! kept values to its left, `r1`, `r2` to its right, at distances `dl`, `dr`. `Linear`

@@ -63,7 +63,7 @@ pub fn sparsify_activations(
                 bits |= ((v.abs() > thr) as u8) << j;
             }
             let start = base + k * 8;
-            if start % 8 == 0 && chunk.len() == 8 {
+            if start.is_multiple_of(8) && chunk.len() == 8 {
                 mask[start / 8] = bits;
             } else {
                 for j in 0..chunk.len() {

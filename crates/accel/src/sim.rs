@@ -1,0 +1,543 @@
+//! The timing model: the scheduler's [`Plan`] run against modelled clocks.
+//!
+//! **Machine** ([`HardwareSpec`]): a bus (bandwidth, latency per transfer), the LMD (a
+//! staging area for compressed tiles in flight, and the reconstruction buffer the plan was
+//! made for), the reconstruction engine (elements per second by method, serial), the MMU
+//! (multiply-accumulates per second).
+//!
+//! **Events.** Each plan step's compressed tile crosses the bus once the step's gate is
+//! open (the MMU has finished the positions before it), the bus is free, and the staging
+//! area has room (at most `staging_tiles` compressed tiles wait for the engine); the
+//! engine rebuilds it after it lands; the MMU multiplies trace positions in order, each once
+//! its tile is rebuilt. Every time is a max of the events it waits for plus a duration, so
+//! one pass in trace order computes the whole schedule: O(tiles), so a 10k-tile workload
+//! takes milliseconds.
+//!
+//! **Baseline.** The same trace with dense tiles: each crosses the bus in full and goes to
+//! the MMU without reconstruction.
+
+use crate::buffer::BufferStats;
+use crate::schedule::Plan;
+use serde::{Deserialize, Serialize};
+
+/// Reconstruction methods the engine's rates are given for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Dense tile: copied (or converted) only.
+    Dense,
+    Zero,
+    Linear,
+    Learned,
+    Dictionary,
+}
+
+/// A hardware description (JSON). Every rate is per second; see docs/SIMULATOR.md for the
+/// source of each preset's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareSpec {
+    pub name: String,
+    pub bus: BusSpec,
+    pub lmd: LmdSpec,
+    pub engine: EngineSpec,
+    pub mmu: MmuSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSpec {
+    /// GB/s (1e9 bytes).
+    pub gbps: f64,
+    /// Fixed cost per transfer (one tile), microseconds.
+    pub latency_us: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmdSpec {
+    /// Bytes of local memory in all.
+    pub capacity_bytes: u64,
+    /// Bytes of it for compressed tiles in flight; the rest is the reconstruction buffer.
+    pub staging_bytes: u64,
+}
+
+/// Reconstruction engine: output elements per second, by method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSpec {
+    pub dense_elems_per_s: f64,
+    pub zero_elems_per_s: f64,
+    pub linear_elems_per_s: f64,
+    pub learned_elems_per_s: f64,
+    pub dictionary_elems_per_s: f64,
+    /// Fixed cost per tile (setup, table loads), microseconds.
+    pub per_tile_us: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmuSpec {
+    /// Multiply-accumulates per second at batch 1 (a GEMV).
+    pub gemv_macs_per_s: f64,
+    /// Multiply-accumulates per second at large batch (a GEMM).
+    pub gemm_macs_per_s: f64,
+    /// Fixed cost per tile, microseconds.
+    pub per_tile_us: f64,
+    /// Fixed cost to start one multiply (a kernel launch, threads starting), microseconds.
+    #[serde(default)]
+    pub launch_us: f64,
+}
+
+/// Errors of a hardware description or workload.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error("hardware field {field} must be positive and finite, got {value}")]
+    NotPositive { field: &'static str, value: f64 },
+    #[error("the LMD ({capacity} bytes) must hold staging ({staging} bytes) and at least one rebuilt tile; the minimum is {minimum} bytes")]
+    LmdTooSmall {
+        capacity: u64,
+        staging: u64,
+        minimum: u64,
+    },
+    #[error("the staging area ({staging} bytes) cannot hold one compressed tile of {tile} bytes")]
+    StagingTooSmall { staging: u64, tile: u64 },
+    #[error("the workload has {tiles} tiles but the plan reads tile {tile}")]
+    UnknownTile { tiles: usize, tile: u32 },
+    #[error("unknown hardware preset {0:?} (edge-npu, pcie-gpu, this-cpu, or a JSON file)")]
+    UnknownPreset(String),
+}
+
+impl HardwareSpec {
+    /// Checks every number is usable.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let pos = |field: &'static str, value: f64| {
+            if value > 0.0 && value.is_finite() {
+                Ok(())
+            } else {
+                Err(SimError::NotPositive { field, value })
+            }
+        };
+        let nonneg = |field: &'static str, value: f64| {
+            if value >= 0.0 && value.is_finite() {
+                Ok(())
+            } else {
+                Err(SimError::NotPositive { field, value })
+            }
+        };
+        pos("bus.gbps", self.bus.gbps)?;
+        nonneg("bus.latency_us", self.bus.latency_us)?;
+        pos("lmd.capacity_bytes", self.lmd.capacity_bytes as f64)?;
+        pos("lmd.staging_bytes", self.lmd.staging_bytes as f64)?;
+        let e = &self.engine;
+        pos("engine.dense_elems_per_s", e.dense_elems_per_s)?;
+        pos("engine.zero_elems_per_s", e.zero_elems_per_s)?;
+        pos("engine.linear_elems_per_s", e.linear_elems_per_s)?;
+        pos("engine.learned_elems_per_s", e.learned_elems_per_s)?;
+        pos("engine.dictionary_elems_per_s", e.dictionary_elems_per_s)?;
+        nonneg("engine.per_tile_us", e.per_tile_us)?;
+        pos("mmu.gemv_macs_per_s", self.mmu.gemv_macs_per_s)?;
+        pos("mmu.gemm_macs_per_s", self.mmu.gemm_macs_per_s)?;
+        nonneg("mmu.per_tile_us", self.mmu.per_tile_us)?;
+        nonneg("mmu.launch_us", self.mmu.launch_us)?;
+        Ok(())
+    }
+
+    /// Reconstruction buffer bytes: the LMD less staging.
+    pub fn buffer_bytes(&self) -> u64 {
+        self.lmd
+            .capacity_bytes
+            .saturating_sub(self.lmd.staging_bytes)
+    }
+
+    /// Built-in presets (sources in docs/SIMULATOR.md).
+    pub fn preset(name: &str) -> Result<HardwareSpec, SimError> {
+        let engine = |zero: f64| EngineSpec {
+            dense_elems_per_s: zero * 2.0,
+            zero_elems_per_s: zero,
+            linear_elems_per_s: zero / 4.0,
+            learned_elems_per_s: zero / 8.0,
+            dictionary_elems_per_s: zero / 2.0,
+            per_tile_us: 0.5,
+        };
+        match name {
+            // A small NPU: 4 MiB of SRAM beside a 4 TOPS int8 / 1 TMAC/s fp16 array, fed by
+            // a 4 GB/s LPDDR-class link; its engine expands 16 elements per cycle at 1 GHz.
+            "edge-npu" => Ok(HardwareSpec {
+                name: name.into(),
+                bus: BusSpec {
+                    gbps: 4.0,
+                    latency_us: 1.0,
+                },
+                lmd: LmdSpec {
+                    capacity_bytes: 4 << 20,
+                    staging_bytes: 512 << 10,
+                },
+                engine: engine(16e9),
+                mmu: MmuSpec {
+                    gemv_macs_per_s: 16e9,
+                    gemm_macs_per_s: 1e12,
+                    per_tile_us: 0.2,
+                    launch_us: 2.0,
+                },
+            }),
+            // An H100 behind PCIe: 55 GB/s host-to-device (the measurement), 50 MB
+            // of L2 as the LMD, HBM-speed rebuild (1.5e12 elements/s, about half of 3.35
+            // TB/s of bf16 traffic), and a GEMV bound by HBM (3.35 TB/s / 2 bytes) and a
+            // GEMM by the tensor cores (~400 TMAC/s dense bf16).
+            "pcie-gpu" => Ok(HardwareSpec {
+                name: name.into(),
+                bus: BusSpec {
+                    gbps: 55.0,
+                    latency_us: 5.0,
+                },
+                lmd: LmdSpec {
+                    capacity_bytes: 50 << 20,
+                    staging_bytes: 8 << 20,
+                },
+                engine: engine(1.5e12),
+                mmu: MmuSpec {
+                    gemv_macs_per_s: 1.6e12,
+                    gemm_macs_per_s: 4e14,
+                    per_tile_us: 2.0,
+                    launch_us: 5.0,
+                },
+            }),
+            _ => Err(SimError::UnknownPreset(name.into())),
+        }
+    }
+
+    fn engine_rate(&self, m: Method) -> f64 {
+        let e = &self.engine;
+        match m {
+            Method::Dense => e.dense_elems_per_s,
+            Method::Zero => e.zero_elems_per_s,
+            Method::Linear => e.linear_elems_per_s,
+            Method::Learned => e.learned_elems_per_s,
+            Method::Dictionary => e.dictionary_elems_per_s,
+        }
+    }
+
+    /// MMU rate at `batch`: GEMV rate at 1, rising linearly to the GEMM rate at 64.
+    fn mmu_rate(&self, batch: usize) -> f64 {
+        let f = ((batch.clamp(1, 64) - 1) as f64 / 63.0).clamp(0.0, 1.0);
+        let m = &self.mmu;
+        (m.gemv_macs_per_s * (1.0 - f) + m.gemm_macs_per_s * f)
+            .min(m.gemm_macs_per_s.max(m.gemv_macs_per_s))
+    }
+}
+
+/// One tile of the workload, by tile index (the plan's `TileId::tile`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileCost {
+    /// Bytes crossing the bus when compressed.
+    pub stored_bytes: u64,
+    /// Bytes crossing the bus when dense.
+    pub dense_bytes: u64,
+    /// Output elements of the rebuild.
+    pub elements: u64,
+    /// Rows of the tile (a multiply is `elements * batch` MACs).
+    pub method: Method,
+}
+
+/// What the model predicts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    pub hardware: String,
+    pub total_seconds: f64,
+    pub dense_total_seconds: f64,
+    /// `dense_total_seconds / total_seconds`.
+    pub speedup: f64,
+    /// Share of the total the MMU waited for a tile.
+    pub mmu_stall_fraction: f64,
+    pub mmu_busy_fraction: f64,
+    pub bus_bytes: u64,
+    pub dense_bus_bytes: u64,
+    pub bus_utilisation: f64,
+    pub engine_utilisation: f64,
+    pub buffer: BufferStats,
+    pub steps: usize,
+    pub positions: usize,
+}
+
+/// Per event, for timelines: what ran when.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Span {
+    pub start: f64,
+    pub end: f64,
+}
+
+/// The schedule in time: per plan step its transfer and rebuild, per trace position its
+/// multiply.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    pub transfers: Vec<Span>,
+    pub rebuilds: Vec<Span>,
+    pub multiplies: Vec<Span>,
+}
+
+/// Runs `plan` (made for `hw.buffer_bytes()`) on `hw` at `batch`; `tiles[k]` describes tile
+/// `k` of the plan's trace; the workload starts `multiplies` multiplies (each pays
+/// `mmu.launch_us` before its first tile, compressed and dense alike).
+pub fn simulate(
+    plan: &Plan,
+    tiles: &[TileCost],
+    batch: usize,
+    multiplies: usize,
+    hw: &HardwareSpec,
+) -> Result<(SimReport, Timeline), SimError> {
+    hw.validate()?;
+    let cost = |k: u32| {
+        tiles.get(k as usize).ok_or(SimError::UnknownTile {
+            tiles: tiles.len(),
+            tile: k,
+        })
+    };
+    let largest_stored = plan
+        .steps
+        .iter()
+        .map(|s| cost(s.tile.tile).map(|c| c.stored_bytes))
+        .try_fold(0u64, |a, b| b.map(|b| a.max(b)))?;
+    if largest_stored > hw.lmd.staging_bytes {
+        return Err(SimError::StagingTooSmall {
+            staging: hw.lmd.staging_bytes,
+            tile: largest_stored,
+        });
+    }
+    let staging = (hw.lmd.staging_bytes / largest_stored.max(1)).max(1) as usize;
+    let bw = hw.bus.gbps * 1e9;
+    let lat = hw.bus.latency_us * 1e-6;
+    let mmu_rate = hw.mmu_rate(batch);
+    let mmu_tile = hw.mmu.per_tile_us * 1e-6;
+    let eng_tile = hw.engine.per_tile_us * 1e-6;
+
+    let mut tl = Timeline::default();
+    let (mut bus_free, mut eng_free, mut mmu_free) = (0f64, 0f64, 0f64);
+    let (mut bus_busy, mut eng_busy, mut mmu_busy) = (0f64, 0f64, 0f64);
+    let mut bus_bytes = 0u64;
+    let mut step = 0;
+    for (p, &(id, _)) in plan.trace.iter().enumerate() {
+        while step < plan.steps.len() && plan.steps[step].pos <= p {
+            let s = &plan.steps[step];
+            let c = cost(s.tile.tile)?;
+            let gate = if s.gate == 0 {
+                0.0
+            } else {
+                tl.multiplies[s.gate - 1].end
+            };
+            let room = if step >= staging {
+                tl.rebuilds[step - staging].start
+            } else {
+                0.0
+            };
+            let t0 = bus_free.max(gate).max(room);
+            let dt = c.stored_bytes as f64 / bw + lat;
+            tl.transfers.push(Span {
+                start: t0,
+                end: t0 + dt,
+            });
+            bus_free = t0 + dt;
+            bus_busy += dt;
+            bus_bytes += c.stored_bytes;
+            let r0 = eng_free.max(t0 + dt);
+            let dr = c.elements as f64 / hw.engine_rate(c.method) + eng_tile;
+            tl.rebuilds.push(Span {
+                start: r0,
+                end: r0 + dr,
+            });
+            eng_free = r0 + dr;
+            eng_busy += dr;
+            step += 1;
+        }
+        let c = cost(id.tile)?;
+        let m0 = mmu_free.max(tl.rebuilds[plan.source[p]].end);
+        let dm = (c.elements * batch as u64) as f64 / mmu_rate + mmu_tile;
+        tl.multiplies.push(Span {
+            start: m0,
+            end: m0 + dm,
+        });
+        mmu_free = m0 + dm;
+        mmu_busy += dm;
+    }
+    let launches = multiplies as f64 * hw.mmu.launch_us * 1e-6;
+    let total = mmu_free + launches;
+    // Dense baseline: every position's tile crosses the bus in full, then is multiplied.
+    let (mut bus_d, mut mmu_d) = (0f64, 0f64);
+    let mut dense_bytes = 0u64;
+    let mut arrivals: std::collections::VecDeque<f64> = Default::default();
+    for &(id, _) in &plan.trace {
+        let c = cost(id.tile)?;
+        // The staging area bounds how far the bus runs ahead of the MMU.
+        let room = if arrivals.len() >= staging {
+            arrivals.pop_front().unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let t0 = bus_d.max(room);
+        bus_d = t0 + c.dense_bytes as f64 / bw + lat;
+        dense_bytes += c.dense_bytes;
+        let m0 = mmu_d.max(bus_d);
+        mmu_d = m0 + (c.elements * batch as u64) as f64 / mmu_rate + mmu_tile;
+        arrivals.push_back(m0);
+    }
+    let mmu_d = mmu_d + launches;
+    let frac = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+    Ok((
+        SimReport {
+            hardware: hw.name.clone(),
+            total_seconds: total,
+            dense_total_seconds: mmu_d,
+            speedup: if total > 0.0 { mmu_d / total } else { 1.0 },
+            mmu_stall_fraction: frac(total - mmu_busy),
+            mmu_busy_fraction: frac(mmu_busy),
+            bus_bytes,
+            dense_bus_bytes: dense_bytes,
+            bus_utilisation: frac(bus_busy),
+            engine_utilisation: frac(eng_busy),
+            buffer: plan.stats,
+            steps: plan.steps.len(),
+            positions: plan.trace.len(),
+        },
+        tl,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Policy;
+    use crate::schedule::{plan, sweep};
+    use proptest::prelude::*;
+
+    /// A machine with round numbers: 1 GB/s, no latency, 1e9 elements/s, 1e9 MAC/s.
+    fn unit() -> HardwareSpec {
+        let mut hw = HardwareSpec::preset("edge-npu").unwrap();
+        hw.name = "unit".into();
+        hw.bus = BusSpec {
+            gbps: 1.0,
+            latency_us: 0.0,
+        };
+        hw.lmd = LmdSpec {
+            capacity_bytes: 1 << 40,
+            staging_bytes: 1 << 30,
+        };
+        hw.engine = EngineSpec {
+            dense_elems_per_s: 1e9,
+            zero_elems_per_s: 1e9,
+            linear_elems_per_s: 1e9,
+            learned_elems_per_s: 1e9,
+            dictionary_elems_per_s: 1e9,
+            per_tile_us: 0.0,
+        };
+        hw.mmu = MmuSpec {
+            gemv_macs_per_s: 1e9,
+            gemm_macs_per_s: 1e9,
+            per_tile_us: 0.0,
+            launch_us: 0.0,
+        };
+        hw
+    }
+
+    fn tile(stored: u64, elements: u64) -> TileCost {
+        TileCost {
+            stored_bytes: stored,
+            dense_bytes: elements * 2,
+            elements,
+            method: Method::Zero,
+        }
+    }
+
+    fn run(n: usize, t: TileCost, hw: &HardwareSpec, lookahead: usize) -> (SimReport, Timeline) {
+        let trace = sweep(0, &vec![t.elements * 4; n], 1);
+        let p = plan(&trace, hw.buffer_bytes(), Policy::Belady, lookahead).unwrap();
+        simulate(&p, &vec![t; n], 1, 1, hw).unwrap()
+    }
+
+    #[test]
+    fn closed_forms() {
+        let hw = unit();
+        // One tile: 1e6 bytes (1 ms) on the bus, 1e6 elements rebuilt (1 ms), 1e6 MACs (1 ms).
+        let (r, _) = run(1, tile(1_000_000, 1_000_000), &hw, 4);
+        assert!((r.total_seconds - 3e-3).abs() < 1e-12, "{r:?}");
+        // Dense: 2e6 bytes (2 ms) then 1 ms of MACs.
+        assert!((r.dense_total_seconds - 3e-3).abs() < 1e-12);
+        // Bus-bound, 10 tiles: 10 x 4 ms on the bus, then the last rebuild and multiply.
+        let (r, _) = run(10, tile(4_000_000, 1_000_000), &hw, 4);
+        assert!((r.total_seconds - 42e-3).abs() < 1e-12, "{r:?}");
+        // MMU-bound: transfers and rebuilds of 1 ms, multiplies at batch 1 of 1e6 MACs at
+        // 0.25e9 MAC/s = 4 ms: the first multiply starts at 2 ms, then 10 x 4 ms.
+        let mut slow = hw.clone();
+        slow.mmu.gemv_macs_per_s = 0.25e9;
+        let (r, _) = run(10, tile(1_000_000, 1_000_000), &slow, 16);
+        assert!((r.total_seconds - 42e-3).abs() < 1e-12, "{r:?}");
+        assert!(r.mmu_stall_fraction < 0.05 + 1e-12);
+        // Both equal (1 ms each stage): a three-stage pipeline, 10 + 2 slots.
+        let (r, _) = run(10, tile(1_000_000, 1_000_000), &hw, 16);
+        assert!((r.total_seconds - 12e-3).abs() < 1e-12, "{r:?}");
+    }
+
+    #[test]
+    fn bad_hardware_names_the_field() {
+        let mut hw = unit();
+        hw.bus.gbps = 0.0;
+        assert_eq!(
+            hw.validate(),
+            Err(SimError::NotPositive {
+                field: "bus.gbps",
+                value: 0.0
+            })
+        );
+        let mut hw = unit();
+        hw.lmd.staging_bytes = 10;
+        let trace = sweep(0, &[40], 1);
+        let p = plan(&trace, 100, Policy::Lru, 1).unwrap();
+        assert_eq!(
+            simulate(&p, &[tile(11, 10)], 1, 1, &hw).unwrap_err(),
+            SimError::StagingTooSmall {
+                staging: 10,
+                tile: 11
+            }
+        );
+        assert!(matches!(
+            simulate(&p, &[], 1, 1, &hw),
+            Err(SimError::UnknownTile { .. })
+        ));
+        assert!(HardwareSpec::preset("tpu").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn conservation_order_and_monotone_in_bandwidth(
+            n in 1usize..40,
+            stored in 1u64..5_000_000,
+            elements in 1u64..2_000_000,
+            gbps in 0.5f64..100.0,
+            lookahead in 0usize..6,
+            cap_tiles in 1u64..12,
+        ) {
+            let mut hw = unit();
+            hw.lmd.capacity_bytes = hw.lmd.staging_bytes + cap_tiles * elements * 4;
+            hw.bus.gbps = gbps;
+            let t = tile(stored, elements);
+            let trace = sweep(0, &vec![elements * 4; n], 2);
+            let p = plan(&trace, hw.buffer_bytes(), Policy::Belady, lookahead).unwrap();
+            let (r, tl) = simulate(&p, &vec![t; n], 1, 1, &hw).unwrap();
+            // Bytes sent = one transfer per rebuild; every tile rebuilt before it is used.
+            prop_assert_eq!(r.bus_bytes, stored * p.steps.len() as u64);
+            for (pos, m) in tl.multiplies.iter().enumerate() {
+                prop_assert!(tl.rebuilds[p.source[pos]].end <= m.start + 1e-15);
+            }
+            for (s, r) in tl.transfers.iter().zip(&tl.rebuilds) {
+                prop_assert!(s.end <= r.start + 1e-15);
+            }
+            prop_assert!(r.buffer.peak_bytes <= hw.buffer_bytes());
+            // More bandwidth is never slower.
+            let mut fast = hw.clone();
+            fast.bus.gbps = gbps * 2.0;
+            let (r2, _) = simulate(&p, &vec![t; n], 1, 1, &fast).unwrap();
+            prop_assert!(r2.total_seconds <= r.total_seconds + 1e-12);
+            prop_assert!(r2.dense_total_seconds <= r.dense_total_seconds + 1e-12);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The accelerator timing model on real streams: a workload (multiplies over tensors of a
+//! `.swire` stream) planned by the same scheduler as [`crate::mmo`] and timed by
+//! `sparsewire_accel::sim`; calibration of the `this-cpu` preset from measured rates, and
+//! its check against measured pipelined multiplies.
+
+use crate::mmo::{self, MmoOptions, MmoPath};
+use crate::PipelineError;
+use sparsewire_accel::buffer::{Policy, TileId};
+use sparsewire_accel::schedule;
+use sparsewire_accel::sim::{
+    self, BusSpec, EngineSpec, HardwareSpec, LmdSpec, Method, MmuSpec, SimReport, TileCost,
+};
+use sparsewire_metadata::{self as metadata, Reconstruction};
+use sparsewire_stream::Reader;
+use std::time::Instant;
+
+fn sim_err(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Multiply {
+        tensor: String::new(),
+        tile: None,
+        reason: e.to_string(),
+    }
+}
+
+/// A trace over one tile index space and each tile's costs.
+pub type Workload = (Vec<(TileId, u64)>, Vec<TileCost>);
+
+/// The workload's tiles (tensors in order, each swept `passes` times) as a trace over one
+/// tile index space, with each tile's costs.
+pub fn workload<B: AsRef<[u8]>>(
+    reader: &Reader<B>,
+    tensors: &[usize],
+    passes: usize,
+) -> Result<Workload, PipelineError> {
+    let mut trace = Vec::new();
+    let mut costs = Vec::new();
+    for &t in tensors {
+        let meta = &reader.header().tensors[t];
+        let method = match (&meta.reconstruction, meta.sparsification.is_some()) {
+            (_, false) => Method::Dense,
+            (Reconstruction::Zero, _) => Method::Zero,
+            (Reconstruction::Linear, _) => Method::Linear,
+            (Reconstruction::Learned { .. }, _) => Method::Learned,
+            _ => Method::Dictionary,
+        };
+        let grid = reader.grid(t);
+        let vb = (meta.dtype.bits() / 8).max(1);
+        let first = costs.len();
+        for (k, e) in meta.tiles.iter().enumerate() {
+            let n = grid.rect(k as u64).numel();
+            costs.push(TileCost {
+                stored_bytes: e.len,
+                dense_bytes: n * vb,
+                elements: n,
+                method,
+            });
+        }
+        for _ in 0..passes.max(1) {
+            for (k, c) in costs.iter().enumerate().skip(first) {
+                let id = TileId {
+                    tensor: 0,
+                    tile: k as u32,
+                };
+                trace.push((id, c.elements * 4));
+            }
+        }
+    }
+    Ok((trace, costs))
+}
+
+/// Simulates `tensors` of `reader` at `batch` on `hw`.
+pub fn simulate_stream<B: AsRef<[u8]>>(
+    reader: &Reader<B>,
+    tensors: &[usize],
+    batch: usize,
+    passes: usize,
+    lookahead: usize,
+    hw: &HardwareSpec,
+) -> Result<SimReport, PipelineError> {
+    hw.validate().map_err(sim_err)?;
+    let (trace, costs) = workload(reader, tensors, passes)?;
+    let plan =
+        schedule::plan(&trace, hw.buffer_bytes(), Policy::Belady, lookahead).map_err(|e| {
+            sim_err(format!(
+                "{e} (the LMD of {} bytes less {} of staging leaves {})",
+                hw.lmd.capacity_bytes,
+                hw.lmd.staging_bytes,
+                hw.buffer_bytes()
+            ))
+        })?;
+    Ok(
+        sim::simulate(&plan, &costs, batch, tensors.len() * passes.max(1), hw)
+            .map_err(sim_err)?
+            .0,
+    )
+}
+
+/// One measured run against the model's prediction.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CalibrationRun {
+    pub tensor: String,
+    pub batch: usize,
+    pub measured_seconds: f64,
+    pub predicted_seconds: f64,
+    pub relative_error: f64,
+}
+
+/// The calibrated preset and how well it predicts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Calibration {
+    pub preset: HardwareSpec,
+    pub runs: Vec<CalibrationRun>,
+    pub max_relative_error: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Measures this machine with the real code on `reader`'s `tensors` and writes the
+/// `this-cpu` preset: the "bus" is memory read bandwidth (what the decode reads), the
+/// engine rates are the rebuild rates of the pipelined path per method present (others
+/// scaled from zero-fill as in the presets), the MMU rates are tile multiplies at batch 1
+/// and 64. Then each tensor's pipelined multiply (all cores) is timed and predicted.
+pub fn calibrate<B: AsRef<[u8]> + Sync>(
+    reader: &Reader<B>,
+    tensors: &[usize],
+    runs: usize,
+) -> Result<Calibration, PipelineError> {
+    let runs = runs.max(1);
+    // Memory read bandwidth: sum a 128 MiB buffer (beyond the last-level cache).
+    let buf = vec![1u64; 16 << 20];
+    let mem = median(
+        (0..runs)
+            .map(|_| {
+                let t0 = Instant::now();
+                let s: u64 = buf.iter().copied().fold(0, u64::wrapping_add);
+                std::hint::black_box(s);
+                (buf.len() * 8) as f64 / t0.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    // Rebuild and multiply rates per tile, by method.
+    let mut rebuild: std::collections::HashMap<&'static str, (f64, f64)> = Default::default();
+    let (mut gemv, mut gemm) = ((0f64, 0f64), (0f64, 0f64));
+    let mut tile = Vec::new();
+    for &t in tensors {
+        let meta = &reader.header().tensors[t];
+        let key = match (&meta.reconstruction, meta.sparsification.is_some()) {
+            (_, false) => "dense",
+            (Reconstruction::Zero, _) => "zero",
+            (Reconstruction::Linear, _) => "linear",
+            (Reconstruction::Learned { .. }, _) => "learned",
+            _ => "dictionary",
+        };
+        let grid = reader.grid(t);
+        let n = metadata::view_2d(&meta.shape, meta.numel().map_err(sim_err)?).1 as usize;
+        let x1 = mmo::default_input(1, n);
+        let x64 = mmo::default_input(64, n);
+        for k in 0..meta.tiles.len().min(32) {
+            let rect = grid.rect(k as u64);
+            let elems = rect.numel() as f64;
+            let secs = median(
+                (0..runs)
+                    .map(|_| {
+                        // Fresh memory, as the executor's buffer gets for each new tile.
+                        tile = Vec::new();
+                        let t0 = Instant::now();
+                        mmo::rebuild_tile(reader, t, k, &mut tile)
+                            .map(|_| t0.elapsed().as_secs_f64())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            let e = rebuild.entry(key).or_default();
+            e.0 += elems;
+            e.1 += secs;
+            for (x, batch, acc) in [(&x1, 1usize, &mut gemv), (&x64, 64, &mut gemm)] {
+                let s = mmo::tile_shape(&rect, n, batch);
+                let mut out = vec![0f32; batch * s.rows];
+                let mut scratch = Vec::new();
+                let secs = median(
+                    (0..runs)
+                        .map(|_| {
+                            let t0 = Instant::now();
+                            sparsewire_accel::mmu::tile_mmo(
+                                sparsewire_accel::mmu::TileWeights::Rebuilt(&tile),
+                                meta.dtype,
+                                s,
+                                x,
+                                &mut out,
+                                &mut scratch,
+                            )
+                            .map(|_| t0.elapsed().as_secs_f64())
+                            .map_err(sim_err)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+                acc.0 += elems * batch as f64;
+                acc.1 += secs;
+            }
+        }
+    }
+    // Starting a multiply: the executor's threads start and join.
+    let threads = MmoOptions::default().threads;
+    let launch = median(
+        (0..runs.max(5))
+            .map(|_| {
+                let t0 = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        s.spawn(|| std::hint::black_box(0));
+                    }
+                });
+                t0.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let rate = |k: &str| rebuild.get(k).map(|(e, s)| e / s);
+    let zero = rate("zero").or(rate("dense")).unwrap_or(1e9);
+    let preset = HardwareSpec {
+        name: "this-cpu".into(),
+        bus: BusSpec {
+            gbps: mem / 1e9,
+            latency_us: 0.0,
+        },
+        lmd: LmdSpec {
+            // Main memory holds everything: a buffer for every tile, staging for 64.
+            capacity_bytes: 1 << 40,
+            staging_bytes: 1 << 34,
+        },
+        engine: EngineSpec {
+            dense_elems_per_s: rate("dense").unwrap_or(zero * 2.0),
+            zero_elems_per_s: zero,
+            linear_elems_per_s: rate("linear").unwrap_or(zero / 4.0),
+            learned_elems_per_s: rate("learned").unwrap_or(zero / 8.0),
+            dictionary_elems_per_s: rate("dictionary").unwrap_or(zero / 2.0),
+            per_tile_us: 0.0,
+        },
+        mmu: MmuSpec {
+            gemv_macs_per_s: gemv.0 / gemv.1.max(1e-12),
+            gemm_macs_per_s: gemm.0 / gemm.1.max(1e-12),
+            per_tile_us: 0.0,
+            launch_us: launch * 1e6,
+        },
+    };
+    let mut out = Vec::new();
+    for &t in tensors {
+        let meta = &reader.header().tensors[t];
+        let n = metadata::view_2d(&meta.shape, meta.numel().map_err(sim_err)?).1 as usize;
+        let opts = MmoOptions {
+            path: MmoPath::Pipelined,
+            ..MmoOptions::default()
+        };
+        let x = mmo::default_input(1, n);
+        let measured = median(
+            (0..runs)
+                .map(|_| mmo::matmul(reader, t, &x, &opts).map(|r| r.1.seconds))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let predicted = simulate_stream(reader, &[t], 1, 1, opts.lookahead, &preset)?.total_seconds;
+        out.push(CalibrationRun {
+            tensor: meta.name.clone(),
+            batch: 1,
+            measured_seconds: measured,
+            predicted_seconds: predicted,
+            relative_error: (predicted - measured).abs() / measured,
+        });
+    }
+    let max_relative_error = out.iter().map(|r| r.relative_error).fold(0.0, f64::max);
+    Ok(Calibration {
+        preset,
+        runs: out,
+        max_relative_error,
+    })
+}
