@@ -272,49 +272,48 @@ fn fused<B: AsRef<[u8]> + Sync>(
     let mut y = vec![0f32; batch * rows];
     for _ in 0..opts.passes {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<Vec<BlockOut>, PipelineError>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads.min(blocks.len()).max(1))
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut out = Vec::new();
-                            let mut scratch = Vec::new();
-                            loop {
-                                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some(tiles) = blocks.get(b) else { break };
-                                let r0 = grid.rect(tiles[0] as u64);
-                                let mut acc = vec![0f32; batch * r0.rows as usize];
-                                for &k in tiles {
-                                    let rect = grid.rect(k as u64);
-                                    let w = match reader.raw_tile(t, k)? {
-                                        Some(RawTile::Dense(v)) => TileWeights::Dense(v),
-                                        Some(RawTile::Sparse { bits, values }) => {
-                                            TileWeights::Sparse { bits, values }
-                                        }
-                                        None => {
-                                            return Err(PipelineError::Multiply {
-                                                tensor: meta.name.clone(),
-                                                tile: Some(k),
-                                                reason: "not a fast-profile tile in a raw tensor"
-                                                    .into(),
-                                            })
-                                        }
-                                    };
-                                    let s = tile_shape(&rect, cols, batch);
-                                    mmu::tile_mmo(w, meta.dtype, s, x, &mut acc, &mut scratch)
-                                        .map_err(mmu_err(&meta.name, k))?;
-                                }
-                                out.push((r0.row as usize, r0.rows as usize, acc));
+        let results: Vec<Result<Vec<BlockOut>, PipelineError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads.min(blocks.len()).max(1))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        let mut scratch = Vec::new();
+                        loop {
+                            let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(tiles) = blocks.get(b) else { break };
+                            let r0 = grid.rect(tiles[0] as u64);
+                            let mut acc = vec![0f32; batch * r0.rows as usize];
+                            for &k in tiles {
+                                let rect = grid.rect(k as u64);
+                                let w = match reader.raw_tile(t, k)? {
+                                    Some(RawTile::Dense(v)) => TileWeights::Dense(v),
+                                    Some(RawTile::Sparse { bits, values }) => {
+                                        TileWeights::Sparse { bits, values }
+                                    }
+                                    None => {
+                                        return Err(PipelineError::Multiply {
+                                            tensor: meta.name.clone(),
+                                            tile: Some(k),
+                                            reason: "not a fast-profile tile in a raw tensor"
+                                                .into(),
+                                        })
+                                    }
+                                };
+                                let s = tile_shape(&rect, cols, batch);
+                                mmu::tile_mmo(w, meta.dtype, s, x, &mut acc, &mut scratch)
+                                    .map_err(mmu_err(&meta.name, k))?;
                             }
-                            Ok(out)
-                        })
+                            out.push((r0.row as usize, r0.rows as usize, acc));
+                        }
+                        Ok(out)
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("worker panicked"))
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .collect()
+        });
         y.fill(0.0);
         for r in results {
             for (row0, n, acc) in r? {
