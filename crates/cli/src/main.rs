@@ -136,7 +136,9 @@ struct SparsifyArgs {
     /// Fraction of elements to drop from each sparsified tensor, in [0, 1).
     #[arg(long)]
     sparsity: Option<f32>,
-    /// Importance criterion: magnitude, taylor, wanda, sparsegpt, correlation.
+    /// Importance criterion: magnitude, taylor, wanda, sparsegpt, correlation, or
+    /// predictable (drop what row interpolation rebuilds best; implies --reconstruct
+    /// linear unless another method is given).
     #[arg(long, default_value = "magnitude", value_parser = parse_criterion)]
     criterion: sw::metadata::Criterion,
     /// Pattern: unstructured, row (unstructured per row), N:M (e.g. 2:4), block:RxC, channel.
@@ -152,7 +154,9 @@ struct SparsifyArgs {
     #[arg(long)]
     gradients: Option<PathBuf>,
     /// How dropped weights are rebuilt on decompress: zero, linear (row interpolation),
-    /// learned (ridge predictor fitted per tensor) or auto (the lowest error per tensor).
+    /// learned (ridge predictor fitted per tensor on the dropped values), dictionary (per
+    /// column mean of the dropped values), spatial (conv kernels: kept neighbours) or auto
+    /// (the lowest error per tensor, zero-fill included).
     #[arg(long, default_value = "zero", value_parser = parse_rebuild)]
     reconstruct: sw::sparsify::Rebuild,
     /// Whole stream at most this fraction of the input's tensor bytes (adaptive per tensor).
@@ -175,9 +179,10 @@ fn parse_criterion(s: &str) -> std::result::Result<sw::metadata::Criterion, Stri
         "wanda" => Wanda,
         "sparsegpt" => SparseGpt,
         "correlation" => Correlation,
+        "predictable" => Predictable,
         _ => {
             return Err(format!(
-                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation)"
+                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation, predictable)"
             ))
         }
     })
@@ -189,10 +194,12 @@ fn parse_rebuild(s: &str) -> std::result::Result<sw::sparsify::Rebuild, String> 
         "zero" => Zero,
         "linear" => Linear,
         "learned" => Learned,
+        "dictionary" => Dictionary,
+        "spatial" => Spatial,
         "auto" => Auto,
         _ => {
             return Err(format!(
-                "unknown reconstruction {s:?} (zero, linear, learned, auto)"
+                "unknown reconstruction {s:?} (zero, linear, learned, dictionary, spatial, auto)"
             ))
         }
     })

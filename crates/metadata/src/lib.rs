@@ -300,6 +300,10 @@ pub enum Reconstruction {
     Channels {
         combinations: Vec<ChannelCombination>,
     },
+    /// Conv filters: each row of the 2-D view holds kernels of `kh x kw` values; a dropped
+    /// value is the mean of the kept ones beside it (up, down, left, right) in its kernel,
+    /// else of all kept ones in its kernel, else zero.
+    Spatial { kh: u32, kw: u32 },
 }
 
 /// One dropped row: `w[row] = Σ coefs[i] · w[sources[i]]`.

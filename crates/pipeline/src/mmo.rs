@@ -379,21 +379,23 @@ pub(crate) fn rebuild_tile<B: AsRef<[u8]>>(
         },
     };
     match mask {
-        Some(mask) if rebuilds => rebuild_with(meta, k, c, &mask, out),
+        Some(mask) if rebuilds => rebuild_with(meta, k, c, rect.col as usize, &mask, out),
         _ => Ok(()),
     }
 }
 
-/// Applies the tensor's stored reconstruction to one zero-filled tile of `cols` columns.
+/// Applies the tensor's stored reconstruction to one zero-filled tile of `cols` columns
+/// starting at column `col0`.
 fn rebuild_with(
     meta: &metadata::TensorMeta,
     k: usize,
     cols: usize,
+    col0: usize,
     mask: &sparsewire_masks::Mask,
     out: &mut [f32],
 ) -> Result<(), PipelineError> {
     let keep: Vec<bool> = (0..mask.len()).map(|i| mask.is_kept(i)).collect();
-    sparsewire_re::rebuild(out, &keep, cols, &meta.reconstruction).map_err(|e| {
+    sparsewire_re::rebuild_at(out, &keep, cols, col0, &meta.reconstruction).map_err(|e| {
         PipelineError::Reconstruct {
             tensor: meta.name.clone(),
             reason: format!("tile {k}: {e}"),

@@ -61,9 +61,14 @@ pub enum Rebuild {
     Zero,
     /// Interpolated from the nearest kept elements of the row.
     Linear,
-    /// A ridge predictor on the row context, fitted per tensor.
+    /// A ridge predictor on the row context, fitted per tensor on the dropped values.
     Learned,
-    /// Per tensor, whichever of the three has the lowest error.
+    /// One entry per column: the mean of the column's dropped values.
+    Dictionary,
+    /// Conv filters (`[out, in, kh, kw]`): kept neighbours inside each kernel; other
+    /// tensors fall back to `Linear`.
+    Spatial,
+    /// Per tensor, whichever of these has the lowest error (zero-fill included).
     Auto,
 }
 
@@ -412,14 +417,39 @@ fn run_one(p: &Prepared<'_>, sparsity: f32) -> Result<Outcome, PipelineError> {
             .expect("combinations made from this tensor are in range");
         best.1 = measure(&changed);
     } else {
+        use sparsewire_metadata::Reconstruction as R;
+        // What the receiver has where kept, the truth where dropped: the fits see both.
+        let truth: Vec<f32> = changed
+            .iter()
+            .zip(&p.original)
+            .zip(&s.keep)
+            .map(|((&c, &o), &k)| if k { c } else { o })
+            .collect();
+        let learned = || sparsewire_re::fit_learned(&truth, &s.keep, p.cols);
+        let dictionary = || sparsewire_re::fit_dictionary(&truth, &s.keep, p.cols);
+        // Conv filters: kernels of kh x kw (more than one value) along each row.
+        let spatial = match p.tensor.shape[..] {
+            [_, _, kh, kw] if kh * kw > 1 => Some(R::Spatial {
+                kh: kh as u32,
+                kw: kw as u32,
+            }),
+            _ => None,
+        };
         let candidates = match rebuild {
             Rebuild::Zero => vec![],
-            Rebuild::Linear => vec![sparsewire_metadata::Reconstruction::Linear],
-            Rebuild::Learned => vec![sparsewire_re::fit_learned(&changed, &s.keep, p.cols)],
-            Rebuild::Auto => vec![
-                sparsewire_metadata::Reconstruction::Linear,
-                sparsewire_re::fit_learned(&changed, &s.keep, p.cols),
-            ],
+            Rebuild::Linear => vec![R::Linear],
+            Rebuild::Learned => vec![learned()],
+            Rebuild::Dictionary => vec![dictionary()],
+            Rebuild::Spatial => vec![spatial.clone().unwrap_or(R::Linear)],
+            Rebuild::Auto => [
+                Some(R::Linear),
+                Some(learned()),
+                Some(dictionary()),
+                spatial,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
         let forced = rebuild != Rebuild::Auto;
         for method in candidates {
@@ -515,7 +545,12 @@ fn prepare<'a>(
             inputs,
             gradients,
             config,
-            rebuild: opts.rebuild,
+            // Dropping what interpolation predicts best pays only if something rebuilds it.
+            rebuild: if opts.criterion == Criterion::Predictable && opts.rebuild == Rebuild::Zero {
+                Rebuild::Linear
+            } else {
+                opts.rebuild
+            },
             note,
         });
     }
@@ -841,6 +876,7 @@ fn encode_levels(
             sparsewire_metadata::Reconstruction::Learned { .. } => "learned",
             sparsewire_metadata::Reconstruction::Channels { .. } => "channels",
             sparsewire_metadata::Reconstruction::Dictionary { .. } => "dictionary",
+            sparsewire_metadata::Reconstruction::Spatial { .. } => "spatial",
         };
         stored_file.tensors[p.index].data = o.stored;
         masks[p.index] = Some(TensorMask {

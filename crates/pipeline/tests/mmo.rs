@@ -41,6 +41,9 @@ fn stream(dtype: Dtype, profile: Profile, rec: Option<Reconstruction>) -> Vec<u8
         let keep: Vec<bool> = w.iter().map(|v| v.abs() > 0.05).collect();
         let reconstruction = match reconstruction {
             Reconstruction::Learned { .. } => sparsewire_pipeline::re::fit_learned(&w, &keep, COLS),
+            Reconstruction::Dictionary { .. } => {
+                sparsewire_pipeline::re::fit_dictionary(&w, &keep, COLS)
+            }
             r => r,
         };
         TensorMask {
@@ -76,6 +79,10 @@ fn every_path_matches_the_scalar_reference() {
                 Some(Reconstruction::Zero),
                 Some(Reconstruction::Linear),
                 Some(Reconstruction::Learned { params: vec![] }),
+                Some(Reconstruction::Dictionary {
+                    entry_len: 0,
+                    entries: vec![],
+                }),
             ] {
                 let b = stream(dtype, profile, rec.clone());
                 let r = Reader::new(&b[..]).unwrap();

@@ -7,7 +7,10 @@
 //! passes through unchanged), `Channels` ([`rebuild_channels`]: rows dropped by the
 //! correlation criterion rebuilt from kept rows), and, on a whole zero-filled matrix,
 //! `Linear` and `Learned` ([`rebuild`]): each dropped element predicted from the nearest
-//! kept elements of its row. The reconstruction buffer and on-demand tile scheduling live in
+//! kept elements of its row; `Spatial` (conv filters: the kept neighbours inside each
+//! `kh x kw` kernel); `Dictionary` with one entry per column, the mean of that column's
+//! dropped values (a post-GELU activation's dropped values are mostly small negatives:
+//! zero-fill is biased, the column mean is not). The reconstruction buffer and on-demand tile scheduling live in
 //! `sparsewire-accel` and `sparsewire-pipeline::mmo`; dictionaries are not implemented yet.
 //!
 //! **Row context.** For a dropped element, `l1`, `l2` are the nearest and second-nearest
@@ -17,7 +20,12 @@
 //! gives zero. `Learned` predicts `p · [interp, l1, r1, 1]` with parameters `p` fitted at
 //! compress time by ridge regression on the kept elements (each predicted from its kept
 //! neighbours as if it had been dropped), so it can shrink towards zero where neighbours say
-//! little.
+//! little. Fitted on the *dropped* elements' true values (the compressor knows them), the
+//! least-squares predictor never does worse than zero-fill on the data it was fitted on:
+//! `p = 0` is one of the candidates.
+//!
+//! Every method is local to a row (or, for `Dictionary`, to a column index), so a tile of
+//! whole rows rebuilds on its own ([`rebuild_at`] takes the tile's first column).
 #![forbid(unsafe_code)]
 
 pub use sparsewire_masks::Mask;
@@ -120,11 +128,52 @@ pub fn rebuild(
     cols: usize,
     method: &Reconstruction,
 ) -> Result<(), ReconstructError> {
-    // Both methods are a dot product with the features: `Linear` is [1, 0, 0, 0].
+    rebuild_at(values, keep, cols, 0, method)
+}
+
+/// [`rebuild`] on a block of whole rows, or of columns `col0..col0 + cols` of the tensor's
+/// rows (a tile): row methods need whole rows (`col0 == 0`); `Dictionary` reads its
+/// entries from column `col0`.
+pub fn rebuild_at(
+    values: &mut [f32],
+    keep: &[bool],
+    cols: usize,
+    col0: usize,
+    method: &Reconstruction,
+) -> Result<(), ReconstructError> {
+    // Row methods are a dot product with the features: `Linear` is [1, 0, 0, 0].
     let p: [f64; 4] = match method {
         Reconstruction::Zero => return Ok(()),
         Reconstruction::Channels { combinations } => {
             return rebuild_channels(values, cols, combinations)
+        }
+        Reconstruction::Dictionary { entry_len, entries } => {
+            if entries.len() != *entry_len as usize || col0 + cols > entries.len() {
+                return Err(ReconstructError::Unsupported(
+                    "a dictionary other than one entry per column",
+                ));
+            }
+            let e = &entries[col0..col0 + cols];
+            for (row, krow) in values.chunks_mut(cols.max(1)).zip(keep.chunks(cols.max(1))) {
+                for ((v, &k), &d) in row.iter_mut().zip(krow).zip(e) {
+                    if !k {
+                        *v = d;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Reconstruction::Spatial { kh, kw } => {
+            let ks = (*kh as usize) * (*kw as usize);
+            if ks == 0 || cols % ks != 0 || col0 % ks != 0 {
+                return Err(ReconstructError::Unsupported(
+                    "spatial kernels that do not tile the row",
+                ));
+            }
+            for (kern, kk) in values.chunks_mut(ks).zip(keep.chunks(ks)) {
+                spatial(kern, kk, *kh as usize, *kw as usize);
+            }
+            return Ok(());
         }
         Reconstruction::Linear => [1.0, 0.0, 0.0, 0.0],
         Reconstruction::Learned { params } => match params[..] {
@@ -135,9 +184,6 @@ pub fn rebuild(
                 ))
             }
         },
-        Reconstruction::Dictionary { .. } => {
-            return Err(ReconstructError::Unsupported("dictionary"))
-        }
     };
     let predict = |f: &[f64; 4]| -> f64 { p.iter().zip(f).map(|(a, b)| a * b).sum() };
     for (row, krow) in values.chunks_mut(cols.max(1)).zip(keep.chunks(cols.max(1))) {
@@ -151,18 +197,92 @@ pub fn rebuild(
     Ok(())
 }
 
-/// Fits the `Learned` parameters on the kept elements of `values` (each predicted from its
-/// kept neighbours), by ridge regression.
-pub fn fit_learned(values: &[f32], keep: &[bool], cols: usize) -> Reconstruction {
+/// One kernel: dropped values from their kept 4-neighbours, else the kernel's kept mean.
+fn spatial(kern: &mut [f32], keep: &[bool], kh: usize, kw: usize) {
+    let src = kern.to_vec();
+    let (mut sum, mut n) = (0f64, 0usize);
+    for (&v, &k) in src.iter().zip(keep) {
+        if k {
+            sum += v as f64;
+            n += 1;
+        }
+    }
+    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+    for y in 0..kh {
+        for x in 0..kw {
+            let i = y * kw + x;
+            if keep[i] {
+                continue;
+            }
+            let (mut s, mut m) = (0f64, 0usize);
+            let mut add = |j: usize| {
+                if keep[j] {
+                    s += src[j] as f64;
+                    m += 1;
+                }
+            };
+            if x > 0 {
+                add(i - 1);
+            }
+            if x + 1 < kw {
+                add(i + 1);
+            }
+            if y > 0 {
+                add(i - kw);
+            }
+            if y + 1 < kh {
+                add(i + kw);
+            }
+            kern[i] = if m > 0 {
+                (s / m as f64) as f32
+            } else {
+                mean as f32
+            };
+        }
+    }
+}
+
+/// The one-entry-per-column dictionary: each column's mean dropped value (zero where a
+/// column drops nothing).
+pub fn fit_dictionary(original: &[f32], keep: &[bool], cols: usize) -> Reconstruction {
+    let mut sum = vec![0f64; cols];
+    let mut n = vec![0usize; cols];
+    for (i, (&v, &k)) in original.iter().zip(keep).enumerate() {
+        if !k {
+            sum[i % cols.max(1)] += v as f64;
+            n[i % cols.max(1)] += 1;
+        }
+    }
+    Reconstruction::Dictionary {
+        entry_len: cols as u32,
+        entries: sum
+            .iter()
+            .zip(&n)
+            .map(|(&s, &n)| if n > 0 { (s / n as f64) as f32 } else { 0.0 })
+            .collect(),
+    }
+}
+
+/// Fits the `Learned` parameters by ridge regression: each dropped element of `original`
+/// (its true value, which the compressor knows) predicted from the kept elements of its
+/// row. Least squares over a set that includes `p = 0`, so on these elements it is never
+/// worse than zero-fill. A tensor that drops nothing is fitted on its elements as if each
+/// were dropped.
+pub fn fit_learned(original: &[f32], keep: &[bool], cols: usize) -> Reconstruction {
     let mut g = [[0f64; 4]; 4];
     let mut r = [0f64; 4];
     let mut n = 0usize;
-    for (row, krow) in values.chunks(cols.max(1)).zip(keep.chunks(cols.max(1))) {
+    let any_dropped = keep.iter().any(|&k| !k);
+    for (row, krow) in original.chunks(cols.max(1)).zip(keep.chunks(cols.max(1))) {
         for j in 0..row.len() {
-            if !krow[j] {
+            if krow[j] == any_dropped {
                 continue;
             }
-            let f = features(row, &exclude(krow, j), j);
+            let f = if any_dropped {
+                features(row, krow, j)
+            } else {
+                features(row, &exclude(krow, j), j)
+            };
             for a in 0..4 {
                 r[a] += f[a] * row[j] as f64;
                 for b in 0..4 {
@@ -174,7 +294,7 @@ pub fn fit_learned(values: &[f32], keep: &[bool], cols: usize) -> Reconstruction
     }
     let scale = (0..4).map(|a| g[a][a]).sum::<f64>() / 4.0;
     for (a, ga) in g.iter_mut().enumerate() {
-        ga[a] += 1e-6 * scale.max(1e-30);
+        ga[a] += 1e-9 * scale.max(1e-30);
     }
     let p = if n == 0 { [0.0; 4] } else { solve4(g, r) };
     Reconstruction::Learned {
@@ -244,9 +364,10 @@ pub fn reconstruct_f32(
         Reconstruction::Linear | Reconstruction::Learned { .. } => {
             reconstruct_f32(kept, mask, &Reconstruction::Zero)
         }
-        Reconstruction::Dictionary { .. } => Err(ReconstructError::Unsupported("dictionary")),
-        // Rows are rebuilt on the dense tensor, after zero-fill: see `rebuild_channels`.
-        Reconstruction::Channels { .. } => reconstruct_f32(kept, mask, &Reconstruction::Zero),
+        // Rebuilt on the dense rows after zero-fill: see `rebuild_at`, `rebuild_channels`.
+        Reconstruction::Dictionary { .. }
+        | Reconstruction::Spatial { .. }
+        | Reconstruction::Channels { .. } => reconstruct_f32(kept, mask, &Reconstruction::Zero),
     }
 }
 
@@ -275,7 +396,7 @@ mod tests {
             .zip(&keep)
             .map(|(&v, &k)| if k { v } else { 0.0 })
             .collect();
-        for method in [Reconstruction::Linear, fit_learned(&zeroed, &keep, cols)] {
+        for method in [Reconstruction::Linear, fit_learned(&ramp, &keep, cols)] {
             let mut v = zeroed.clone();
             rebuild(&mut v, &keep, cols, &method).unwrap();
             for i in 0..v.len() {
@@ -292,6 +413,74 @@ mod tests {
         }
         let bad = Reconstruction::Learned { params: vec![1.0] };
         assert!(rebuild(&mut [0.0; 4], &[true, false, true, true], 4, &bad).is_err());
+    }
+
+    #[test]
+    fn learned_fitted_on_dropped_values_never_loses_to_zero_fill() {
+        // Post-GELU-like values: the dropped (small) ones are mostly small negatives.
+        let cols = 64;
+        let v: Vec<f32> = (0..cols * 40)
+            .map(|i| {
+                let x = ((i as f32) * 0.77).sin() * 2.0;
+                x * 0.5 * (1.0 + (x * 0.8).tanh())
+            })
+            .collect();
+        let keep: Vec<bool> = v.iter().map(|x| x.abs() > 0.3).collect();
+        let zeroed: Vec<f32> = v
+            .iter()
+            .zip(&keep)
+            .map(|(&x, &k)| if k { x } else { 0.0 })
+            .collect();
+        let err = |r: &[f32]| -> f64 {
+            r.iter()
+                .zip(&v)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum()
+        };
+        let zero = err(&zeroed);
+        for method in [
+            fit_learned(&v, &keep, cols),
+            fit_dictionary(&v, &keep, cols),
+        ] {
+            let mut r = zeroed.clone();
+            rebuild(&mut r, &keep, cols, &method).unwrap();
+            assert!(err(&r) < zero, "{method:?}: {} vs zero {}", err(&r), zero);
+            for i in 0..v.len() {
+                if keep[i] {
+                    assert_eq!(r[i].to_bits(), v[i].to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spatial_is_exact_on_a_plane_and_dictionary_tiles_by_column() {
+        // Two 3x3 kernels per row, values linear in (y, x): the centre and edges are the
+        // mean of their 4-neighbours.
+        let (kh, kw) = (3usize, 3usize);
+        let row: Vec<f32> = (0..18)
+            .map(|i| ((i % 9) / 3) as f32 + ((i % 9) % 3) as f32)
+            .collect();
+        let keep: Vec<bool> = (0..18).map(|i| i % 9 != 4).collect();
+        let mut v: Vec<f32> = row
+            .iter()
+            .zip(&keep)
+            .map(|(&x, &k)| if k { x } else { 0.0 })
+            .collect();
+        let m = Reconstruction::Spatial { kh: 3, kw: 3 };
+        rebuild(&mut v, &keep, 18, &m).unwrap();
+        assert_eq!(v, row);
+        assert!(rebuild(&mut v, &keep, 18, &Reconstruction::Spatial { kh: 4, kw: 2 }).is_err());
+        let _ = (kh, kw);
+        // A dictionary of 4 columns applied to the tile of columns 2..4.
+        let d = Reconstruction::Dictionary {
+            entry_len: 4,
+            entries: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        let mut t = vec![9.0, 0.0, 0.0, 9.0];
+        rebuild_at(&mut t, &[true, false, false, true], 2, 2, &d).unwrap();
+        assert_eq!(t, vec![9.0, 4.0, 3.0, 9.0]);
+        assert!(rebuild_at(&mut t, &[true; 4], 2, 3, &d).is_err());
     }
 
     #[test]

@@ -7,6 +7,28 @@ pub fn magnitude(w: &[f32]) -> Vec<f32> {
     w.par_iter().map(|v| v.abs()).collect()
 }
 
+/// How badly row interpolation would rebuild each element if it were dropped:
+/// `|w[i] - (w[i-1] + w[i+1]) / 2|` inside its row (one neighbour at a row's ends). Used
+/// by `--criterion predictable`: the elements with the lowest scores are the ones the
+/// `linear` / `learned` reconstruction rebuilds best, so they are dropped first.
+pub fn predictable(w: &[f32], cols: usize) -> Vec<f32> {
+    let cols = cols.max(1);
+    w.par_chunks(cols)
+        .flat_map_iter(|row| {
+            (0..row.len()).map(move |j| {
+                let l = j.checked_sub(1).map(|k| row[k]);
+                let r = row.get(j + 1).copied();
+                let pred = match (l, r) {
+                    (Some(a), Some(b)) => (a + b) / 2.0,
+                    (Some(a), None) | (None, Some(a)) => a,
+                    (None, None) => 0.0,
+                };
+                (row[j] - pred).abs()
+            })
+        })
+        .collect()
+}
+
 /// |w · g| (first-order Taylor estimate of the loss change).
 pub fn taylor(w: &[f32], g: &[f32]) -> Vec<f32> {
     w.par_iter().zip(g).map(|(a, b)| (a * b).abs()).collect()
@@ -149,4 +171,19 @@ fn solve(g: &mut [f64], r: &mut [f64], n: usize) -> Vec<f64> {
         };
     }
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictable_scores_distance_from_the_row_interpolation() {
+        // Row 0 has a spike at 2; row 1 is a ramp (interior points fully predictable).
+        let w = [1.0, 2.0, 9.0, 4.0, 0.0, 1.0, 2.0, 3.0];
+        assert_eq!(
+            predictable(&w, 4),
+            vec![1.0, 3.0, 6.0, 5.0, 1.0, 0.0, 0.0, 1.0]
+        );
+    }
 }

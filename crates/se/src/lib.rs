@@ -156,7 +156,8 @@ pub fn sparsify(
         });
     }
     let scores = match config.criterion {
-        Criterion::Magnitude | Criterion::Predictable => criteria::magnitude(w),
+        Criterion::Magnitude => criteria::magnitude(w),
+        Criterion::Predictable => criteria::predictable(w, cols),
         Criterion::Taylor => {
             let g = gradients.ok_or(SparsifyError::Needs {
                 criterion: Criterion::Taylor,
