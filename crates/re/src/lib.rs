@@ -165,7 +165,7 @@ pub fn rebuild_at(
         }
         Reconstruction::Spatial { kh, kw } => {
             let ks = (*kh as usize) * (*kw as usize);
-            if ks == 0 || cols % ks != 0 || col0 % ks != 0 {
+            if ks == 0 || !cols.is_multiple_of(ks) || !col0.is_multiple_of(ks) {
                 return Err(ReconstructError::Unsupported(
                     "spatial kernels that do not tile the row",
                 ));
