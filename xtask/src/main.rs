@@ -11,6 +11,11 @@
 //!   real activations (whole-file sizes, mask bits against H(density), per-layer output
 //!   error by criterion, adaptive against uniform budgets, timings); writes
 //!   docs/SPARSITY.md and docs/sparsity.json.
+//! - `cargo xtask sim [--data DIR] [--runs N]`: the accelerator model's answers (where the
+//!   MMU stops stalling, the smallest buffer, model speed, calibration error); writes
+//!   docs/SIMULATOR.md and docs/simulator.json.
+
+mod sim;
 
 use sparsewire_pipeline::{bench, read_tensors, EncodeOptions};
 use std::path::{Path, PathBuf};
@@ -38,7 +43,8 @@ fn main() -> ExitCode {
         Some("golden") => golden(args.iter().any(|a| a == "--bless")),
         Some("bench") => run_bench(&args[1..]),
         Some("sparsity") => run_sparsity(&args[1..]),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR]".into()),
+        Some("sim") => run_sim(&args[1..]),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +172,17 @@ fn write_report(
     std::fs::write(root().join("docs").join(json_name), text).map_err(|e| e.to_string())?;
     println!("{md}");
     Ok(())
+}
+
+fn run_sim(args: &[String]) -> Result<(), String> {
+    let data = flag(args, "--data")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
+    let runs = flag(args, "--runs")
+        .map_or(Ok(5), str::parse)
+        .map_err(|e| format!("--runs: {e}"))?;
+    let (md, json) = sim::run(&data, runs)?;
+    write_report("SIMULATOR.md", &md, "simulator.json", &json)
 }
 
 fn run_sparsity(args: &[String]) -> Result<(), String> {

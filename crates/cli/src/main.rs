@@ -12,6 +12,8 @@ use sparsewire_pipeline::{
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod plot;
+
 #[derive(Parser)]
 #[command(
     name = "sparsewire",
@@ -423,6 +425,10 @@ struct SimulateArgs {
     /// Timed runs per measurement (--calibrate).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Write a chart: the timeline of bus, rebuild and MMU per tile, or with --sweep the
+    /// time against the swept value (SVG; PNG when OUT ends in .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
@@ -1025,7 +1031,21 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     };
     let mut reports = Vec::new();
     match &a.sweep {
-        None => reports.push((None, run(&hw, a.batch)?)),
+        None => {
+            let (r, tl) = sw::simulate::simulate_timeline(
+                &reader,
+                &tensors,
+                a.batch,
+                a.passes,
+                a.lookahead,
+                &hw,
+            )?;
+            if let Some(p) = &a.plot {
+                let title = format!("{} on {}", a.file.display(), hw.name);
+                plot::timeline(p, &title, &tl)?;
+            }
+            reports.push((None, r));
+        }
         Some(spec) => {
             let (param, values) = spec.split_once('=').ok_or("--sweep expects PARAM=a,b,c")?;
             for v in values.split(',') {
@@ -1059,6 +1079,13 @@ fn simulate(a: SimulateArgs) -> Result<()> {
                     }
                 }
                 reports.push((Some(x), run(&h, batch)?));
+            }
+            if let Some(p) = &a.plot {
+                let pts: Vec<(f64, sw::accel::sim::SimReport)> = reports
+                    .iter()
+                    .map(|(v, r)| (v.unwrap_or(0.0), r.clone()))
+                    .collect();
+                plot::sweep(p, param, &pts)?;
             }
         }
     }

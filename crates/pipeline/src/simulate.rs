@@ -77,6 +77,18 @@ pub fn simulate_stream<B: AsRef<[u8]>>(
     lookahead: usize,
     hw: &HardwareSpec,
 ) -> Result<SimReport, PipelineError> {
+    Ok(simulate_timeline(reader, tensors, batch, passes, lookahead, hw)?.0)
+}
+
+/// [`simulate_stream`] with the schedule in time (for a Gantt chart).
+pub fn simulate_timeline<B: AsRef<[u8]>>(
+    reader: &Reader<B>,
+    tensors: &[usize],
+    batch: usize,
+    passes: usize,
+    lookahead: usize,
+    hw: &HardwareSpec,
+) -> Result<(SimReport, sim::Timeline), PipelineError> {
     hw.validate().map_err(sim_err)?;
     let (trace, costs) = workload(reader, tensors, passes)?;
     let plan =
@@ -88,11 +100,7 @@ pub fn simulate_stream<B: AsRef<[u8]>>(
                 hw.buffer_bytes()
             ))
         })?;
-    Ok(
-        sim::simulate(&plan, &costs, batch, tensors.len() * passes.max(1), hw)
-            .map_err(sim_err)?
-            .0,
-    )
+    sim::simulate(&plan, &costs, batch, tensors.len() * passes.max(1), hw).map_err(sim_err)
 }
 
 /// One measured run against the model's prediction.
@@ -112,6 +120,9 @@ pub struct Calibration {
     pub runs: Vec<CalibrationRun>,
     pub max_relative_error: f64,
 }
+
+/// Untimed multiplies before each measured one in [`calibrate`].
+const WARMUP: usize = 5;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -164,8 +175,7 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             let secs = median(
                 (0..runs)
                     .map(|_| {
-                        // Fresh memory, as the executor's buffer gets for each new tile.
-                        tile = Vec::new();
+                        // The executor reuses its buffer's memory too (`mmo::Workspace`).
                         let t0 = Instant::now();
                         mmo::rebuild_tile(reader, t, k, &mut tile)
                             .map(|_| t0.elapsed().as_secs_f64())
@@ -201,22 +211,35 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             }
         }
     }
-    // Starting a multiply: the executor's threads start and join.
-    let threads = MmoOptions::default().threads;
-    let launch = median(
-        (0..runs.max(5))
-            .map(|_| {
-                let t0 = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..threads {
-                        s.spawn(|| std::hint::black_box(0));
-                    }
-                });
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
     let rate = |k: &str| rebuild.get(k).map(|(e, s)| e / s);
+    // Starting a multiply (planning, threads starting and joining, hand-offs): a one-tile
+    // 64 x 64 multiply timed whole, less its rebuild and multiply at the rates above.
+    let launch = {
+        let w: Vec<f32> = (0..64 * 64).map(|i| (i as f32 * 0.1).sin()).collect();
+        let f = sparsewire_formats::TensorFile {
+            tensors: vec![sparsewire_formats::Tensor::from_f32(
+                "probe",
+                vec![64, 64],
+                &w,
+            )],
+            metadata: vec![],
+        };
+        let b = sparsewire_stream::encode(&f, &Default::default(), &|_| {})?;
+        let r = Reader::new(&b[..])?;
+        let x = mmo::default_input(1, 64);
+        let opts = MmoOptions {
+            path: MmoPath::Pipelined,
+            ..MmoOptions::default()
+        };
+        let mut ws = mmo::Workspace::default();
+        let whole = median(
+            (0..runs.max(20))
+                .map(|_| mmo::matmul_in(&r, 0, &x, &opts, &mut ws).map(|r| r.1.seconds))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let work = 4096.0 / rate("dense").unwrap_or(1e9) + 4096.0 / (gemv.0 / gemv.1.max(1e-12));
+        (whole - work).max(0.0)
+    };
     let zero = rate("zero").or(rate("dense")).unwrap_or(1e9);
     let preset = HardwareSpec {
         name: "this-cpu".into(),
@@ -253,9 +276,16 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             ..MmoOptions::default()
         };
         let x = mmo::default_input(1, n);
+        // Untimed runs first: tile checksums are verified on first read, the allocator
+        // and the page tables settle (the first runs of a process are several times
+        // slower than the steady state this models).
+        let mut ws = mmo::Workspace::default();
+        for _ in 0..WARMUP {
+            mmo::matmul_in(reader, t, &x, &opts, &mut ws)?;
+        }
         let measured = median(
-            (0..runs)
-                .map(|_| mmo::matmul(reader, t, &x, &opts).map(|r| r.1.seconds))
+            (0..runs.max(11))
+                .map(|_| mmo::matmul_in(reader, t, &x, &opts, &mut ws).map(|r| r.1.seconds))
                 .collect::<Result<Vec<_>, _>>()?,
         );
         let predicted = simulate_stream(reader, &[t], 1, 1, opts.lookahead, &preset)?.total_seconds;

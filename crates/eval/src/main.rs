@@ -1,0 +1,120 @@
+//! `sparsewire-eval`: MiniLM end to end on sparsified and reconstructed weights and
+//! activations; writes `results.json`, `results.md` and plots.
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use sparsewire_eval::grid::{self, CellResult, Setup};
+use sparsewire_eval::report;
+use sparsewire_pipeline::metadata::Criterion;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sparsewire-eval",
+    version,
+    about = "Run all-MiniLM-L6-v2 on sparsewire-compressed weights and activations and measure bytes against quality.",
+    after_help = "Example:\n  sparsewire-eval --model minilm --data ../shared/data --grid quick --out eval-quick"
+)]
+struct Args {
+    /// The model (only minilm: all-MiniLM-L6-v2).
+    #[arg(long, default_value = "minilm")]
+    model: String,
+    /// Folder with minilm_l6_v2.bf16.safetensors, minilm_l6_v2_activations.f32.safetensors
+    /// (calibration) and minilm_l6_v2_tokenizer/tokenizer.json.
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// quick (6 cells, under a minute), default (the sweep, under 10 minutes on 2 cores)
+    /// or full (adds SparseGPT under a per-layer byte budget, a few minutes more).
+    #[arg(long, default_value = "quick")]
+    grid: String,
+    /// Only these weight criteria in the default grid (comma-separated: magnitude, wanda,
+    /// sparsegpt, predictable).
+    #[arg(long, value_delimiter = ',')]
+    criteria: Option<Vec<String>>,
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn need(p: &Path, what: &str) -> Result<()> {
+    if p.exists() {
+        Ok(())
+    } else {
+        Err(format!("{what} not found: {}", p.display()).into())
+    }
+}
+
+fn criterion(s: &str) -> Result<Criterion> {
+    Ok(match s {
+        "magnitude" => Criterion::Magnitude,
+        "wanda" => Criterion::Wanda,
+        "sparsegpt" => Criterion::SparseGpt,
+        "predictable" => Criterion::Predictable,
+        c => {
+            return Err(format!(
+                "unknown criterion {c:?} (magnitude, wanda, sparsegpt, predictable)"
+            )
+            .into())
+        }
+    })
+}
+
+fn run(a: Args) -> Result<()> {
+    if a.model != "minilm" {
+        return Err(format!("unknown model {:?} (minilm)", a.model).into());
+    }
+    let criteria = a
+        .criteria
+        .as_ref()
+        .map(|v| v.iter().map(|s| criterion(s)).collect::<Result<Vec<_>>>())
+        .transpose()?;
+    let cells = grid::cells(&a.grid, criteria.as_deref())?;
+    let weights = a.data.join("minilm_l6_v2.bf16.safetensors");
+    let calib = a.data.join("minilm_l6_v2_activations.f32.safetensors");
+    let tok = a.data.join("minilm_l6_v2_tokenizer").join("tokenizer.json");
+    need(&weights, "model weights")?;
+    need(&calib, "calibration activations")?;
+    need(&tok, "tokenizer")?;
+    let sentences = sparsewire_eval::sentences::tokenize(&tok)?;
+    eprintln!(
+        "{} sentences; embedding them with the original model...",
+        sentences.len()
+    );
+    let setup = Setup::new(
+        sparsewire_pipeline::read_tensors(&weights)?,
+        sparsewire_pipeline::read_tensors(&calib)?,
+        sentences,
+    )?;
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let pb = ProgressBar::new(cells.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cells ({elapsed}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(format!("grid {}", a.grid));
+    let mut results: Vec<CellResult> = Vec::with_capacity(cells.len());
+    for c in &cells {
+        results.push(grid::run(&setup, c)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let written = report::write(&a.out, &a.grid, setup.sentences.len(), &results)?;
+    for p in written {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Writing a grid's results: `results.json`, `results.md` (every cell, the weights' Pareto
+//! front) and plots (SVG and PNG): bits per weight against mean cosine, one curve per
+//! criterion and reconstruction; the same for activations.
+
+use crate::grid::{CellResult, Path as CellPath};
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// DejaVu Sans Mono (Bitstream Vera licence, assets/fonts/DejaVu-LICENSE.txt at the
+/// workspace root): plots render the same everywhere, with no system font library.
+const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
+
+fn io(p: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", p.display())
+}
+
+/// The weights cells no cheaper cell beats on mean cosine, cheapest first.
+pub fn pareto(cells: &[CellResult]) -> Vec<&CellResult> {
+    let mut w: Vec<&CellResult> = cells
+        .iter()
+        .filter(|c| c.path == CellPath::Weights)
+        .collect();
+    w.sort_by(|a, b| {
+        a.bytes_fraction
+            .total_cmp(&b.bytes_fraction)
+            .then(b.quality.mean_cosine.total_cmp(&a.quality.mean_cosine))
+    });
+    let mut best = f64::NEG_INFINITY;
+    w.into_iter()
+        .filter(|c| {
+            let keep = c.quality.mean_cosine > best;
+            best = best.max(c.quality.mean_cosine);
+            keep
+        })
+        .collect()
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or("-".into(), |v| v.to_string())
+}
+
+fn row(c: &CellResult) -> String {
+    format!(
+        "| {:?} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2} | {:.4} | {:.4} | {:.1}% | {:.4} |",
+        c.path,
+        opt(&c
+            .sparsity
+            .map(|s| s.to_string())
+            .or(c.target_ratio.map(|r| format!("bytes <= {r}")))),
+        opt(&c.criterion),
+        opt(&c.pattern),
+        opt(&c.reconstruct),
+        opt(&c
+            .keep_fraction
+            .map(|k| format!("keep {k}"))
+            .or(c.threshold.map(|t| format!("|a| > {t}")))
+            .map(|p| match c.activation_sites {
+                Some(s) => format!("{p} of {s:?}"),
+                None => p,
+            })),
+        opt(&c.activation_reconstruct),
+        c.bytes_fraction * 100.0,
+        c.bits_per_weight,
+        c.quality.mean_cosine,
+        c.quality.min_cosine,
+        c.quality.top1_agreement * 100.0,
+        c.quality.spearman
+    )
+}
+
+const HEAD: &str = "| path | sparsity | criterion | pattern | reconstruct | activations | act. rebuild | bytes | bits/value | mean cos | min cos | top-1 | Spearman |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// Writes every output into `dir`; returns the paths written.
+pub fn write(
+    dir: &Path,
+    grid: &str,
+    sentences: usize,
+    cells: &[CellResult],
+) -> Result<Vec<PathBuf>, String> {
+    let mut written = Vec::new();
+    let json = dir.join("results.json");
+    let body = serde_json::json!({
+        "model": "all-MiniLM-L6-v2",
+        "grid": grid,
+        "sentences": sentences,
+        "cells": cells,
+    });
+    let text = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
+    sparsewire_pipeline::write_atomic(&json, text.as_bytes(), true).map_err(|e| e.to_string())?;
+    written.push(json);
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# MiniLM on compressed weights and activations (grid `{grid}`, {sentences} sentences)\n"
+    );
+    let _ = writeln!(md, "Quality against the original bf16 model; bytes against the bf16 bytes of what was compressed.\n");
+    let _ = write!(md, "## Pareto front (weights)\n\n{HEAD}");
+    for c in pareto(cells) {
+        let _ = writeln!(md, "{}", row(c));
+    }
+    let _ = write!(md, "\n## Every cell\n\n{HEAD}");
+    for c in cells {
+        let _ = writeln!(md, "{}", row(c));
+    }
+    let mdp = dir.join("results.md");
+    sparsewire_pipeline::write_atomic(&mdp, md.as_bytes(), true).map_err(|e| e.to_string())?;
+    written.push(mdp);
+
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "the compiled-in font does not load".to_string())?;
+    let weights: Vec<&CellResult> = cells
+        .iter()
+        .filter(|c| {
+            c.path == CellPath::Weights
+                && c.sparsity.is_some()
+                && c.pattern.as_deref() == Some("unstructured")
+        })
+        .collect();
+    let curves = |cs: &[&CellResult], key: &dyn Fn(&CellResult) -> String| {
+        let mut m: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for c in cs {
+            m.entry(key(c))
+                .or_default()
+                .push((c.bits_per_weight, c.quality.mean_cosine));
+        }
+        for v in m.values_mut() {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        m
+    };
+    let wc = curves(&weights, &|c| {
+        format!("{} / {}", opt(&c.criterion), opt(&c.reconstruct))
+    });
+    let acts: Vec<&CellResult> = cells
+        .iter()
+        .filter(|c| c.path == CellPath::Activations && c.keep_fraction.is_some())
+        .collect();
+    let ac = curves(&acts, &|c| {
+        format!("rebuild {}", opt(&c.activation_reconstruct))
+    });
+    for (name, title, xlabel, data) in [
+        (
+            "weights",
+            "Encoder weights: bits per weight vs mean cosine",
+            "bits per weight",
+            &wc,
+        ),
+        (
+            "activations",
+            "Activations: bits per value vs mean cosine",
+            "bits per value",
+            &ac,
+        ),
+    ] {
+        if data.is_empty() {
+            continue;
+        }
+        let svg = dir.join(format!("{name}.svg"));
+        let png = dir.join(format!("{name}.png"));
+        chart(
+            SVGBackend::new(&svg, (900, 600)).into_drawing_area(),
+            title,
+            xlabel,
+            data,
+        )
+        .map_err(|e| format!("{}: {e}", svg.display()))?;
+        chart(
+            BitMapBackend::new(&png, (900, 600)).into_drawing_area(),
+            title,
+            xlabel,
+            data,
+        )
+        .map_err(|e| format!("{}: {e}", png.display()))?;
+        written.extend([svg, png]);
+    }
+    // Make sure the files are really there (the backends write on drop).
+    for p in &written {
+        std::fs::metadata(p).map_err(io(p))?;
+    }
+    Ok(written)
+}
+
+fn chart<DB: DrawingBackend>(
+    area: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    xlabel: &str,
+    data: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    area.fill(&WHITE).map_err(e)?;
+    let pts = data.values().flatten();
+    let (x0, x1) = pts
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let y0 = pts.fold(1.0f64, |a, p| a.min(p.1));
+    let mut c = ChartBuilder::on(&area)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (x0 * 0.95)..(x1 * 1.05 + 1e-9),
+            (y0 - 0.02).max(-1.0)..1.005,
+        )
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc(xlabel)
+        .y_desc("mean cosine to the original")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    for (i, (name, v)) in data.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        c.draw_series(LineSeries::new(v.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        c.draw_series(v.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(e)?;
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(e)?;
+    area.present().map_err(e)?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `sparsewire-eval --grid quick` end to end, and its errors.
+
+use std::path::Path;
+use std::process::Command;
+
+fn data() -> Option<&'static Path> {
+    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+    if p.join("minilm_l6_v2.bf16.safetensors").exists() {
+        Some(Box::leak(p.to_path_buf().into_boxed_path()))
+    } else {
+        eprintln!("skipped: ../shared/data is not here");
+        None
+    }
+}
+
+fn eval() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sparsewire-eval"))
+}
+
+#[test]
+fn quick_grid_writes_every_cell_and_lossless_is_exact() {
+    let Some(d) = data() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let o = eval()
+        .args(["--grid", "quick", "--data"])
+        .arg(d)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    assert!(r["sentences"].as_u64().unwrap() >= 200);
+    for c in cells {
+        for k in [
+            "path",
+            "bytes_fraction",
+            "bits_per_weight",
+            "mean_cosine",
+            "min_cosine",
+            "top1_agreement",
+            "spearman",
+        ] {
+            assert!(!c[k].is_null(), "{k} missing in {c}");
+        }
+        let m = c["mean_cosine"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&m));
+    }
+    // The lossless cell: identical embeddings, so exactly 1, and about 66% of bf16 bytes.
+    let l = &cells[0];
+    assert_eq!(l["reconstruct"], "lossless");
+    assert_eq!(l["mean_cosine"].as_f64(), Some(1.0));
+    assert_eq!(l["min_cosine"].as_f64(), Some(1.0));
+    assert_eq!(l["top1_agreement"].as_f64(), Some(1.0));
+    let b = l["bytes_fraction"].as_f64().unwrap();
+    assert!(b > 0.6 && b < 0.7, "{b}");
+    // Half the weights dropped: fewer bytes, lower quality; Wanda beats magnitude.
+    let (mag, wanda) = (&cells[1], &cells[2]);
+    assert!(mag["bytes_fraction"].as_f64().unwrap() < 0.4);
+    assert!(wanda["mean_cosine"].as_f64() > mag["mean_cosine"].as_f64());
+    for f in [
+        "results.md",
+        "weights.svg",
+        "weights.png",
+        "activations.svg",
+        "activations.png",
+    ] {
+        assert!(out.path().join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let out = tempfile::tempdir().unwrap();
+    let o = eval()
+        .args(["--data", "/nonexistent", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("model weights not found") && e.contains("/nonexistent"),
+        "{e}"
+    );
+    let o = eval()
+        .args(["--grid", "default", "--criteria", "taylor", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown criterion \"taylor\""));
+    let o = eval()
+        .args(["--grid", "huge", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown grid"));
+}
