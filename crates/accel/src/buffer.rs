@@ -69,11 +69,13 @@ pub struct ReconstructionBuffer {
     capacity: u64,
     used: u64,
     policy: Policy,
-    /// Resident tiles and their sizes.
-    resident: HashMap<TileId, u64>,
-    /// Time of last use (LRU) per resident tile.
-    last_use: HashMap<TileId, u64>,
-    /// For Belady: positions of every tile in the schedule, and where we are in it.
+    /// Resident tiles: their size and their eviction key.
+    resident: HashMap<TileId, (u64, u64)>,
+    /// Resident tiles in eviction order (first = evicted first): for Belady the key is
+    /// `u64::MAX - next use`, for LRU the time of last use. Kept up to date on every
+    /// access (only the accessed tile's key changes), so choosing a victim is O(log n).
+    order: BTreeSet<(u64, TileId)>,
+    /// For Belady: positions of every tile in the schedule.
     uses: HashMap<TileId, Vec<u64>>,
     now: u64,
     stats: BufferStats,
@@ -94,7 +96,7 @@ impl ReconstructionBuffer {
             used: 0,
             policy,
             resident: HashMap::new(),
-            last_use: HashMap::new(),
+            order: BTreeSet::new(),
             uses,
             now: 0,
             stats: BufferStats {
@@ -128,19 +130,28 @@ impl ReconstructionBuffer {
             .unwrap_or(u64::MAX)
     }
 
-    /// Accesses tile `id` of `bytes` bytes: a hit, or a miss with what was evicted.
-    pub fn access(&mut self, id: TileId, bytes: u64) -> Result<Access, BufferError> {
-        self.access_pinned(id, bytes, &|_| false)
+    /// The eviction key of `id` after an access now (smaller = evicted sooner).
+    fn key(&self, id: TileId) -> u64 {
+        match self.policy {
+            // Farthest next use first; never used again (u64::MAX) before all.
+            Policy::Belady => u64::MAX - self.next_use(id),
+            Policy::Lru => self.now,
+        }
     }
 
-    /// As [`Self::access`], never evicting a tile for which `pinned` is true (tiles being
-    /// multiplied or awaited). Errs with [`BufferError::AllPinned`] when the room cannot
-    /// be made without evicting one.
-    pub fn access_pinned(
+    /// Accesses tile `id` of `bytes` bytes: a hit, or a miss with what was evicted.
+    pub fn access(&mut self, id: TileId, bytes: u64) -> Result<Access, BufferError> {
+        self.access_pinned(id, bytes, &HashMap::<TileId, ()>::new())
+    }
+
+    /// As [`Self::access`], never evicting a tile in `pinned` (tiles being multiplied or
+    /// awaited; the values are not read). Errs with [`BufferError::AllPinned`], changing
+    /// nothing, when the room cannot be made without evicting one.
+    pub fn access_pinned<V>(
         &mut self,
         id: TileId,
         bytes: u64,
-        pinned: &dyn Fn(TileId) -> bool,
+        pinned: &HashMap<TileId, V>,
     ) -> Result<Access, BufferError> {
         if bytes > self.capacity {
             return Err(BufferError::TooSmall {
@@ -148,16 +159,15 @@ impl ReconstructionBuffer {
                 capacity: self.capacity,
             });
         }
-        let result = if self.resident.contains_key(&id) {
+        let result = if let Some(&(_, old)) = self.resident.get(&id) {
             self.stats.hits += 1;
+            self.order.remove(&(old, id));
             Access::Hit
         } else {
             // Check first that unpinned tiles free enough room, so a refusal changes nothing.
-            let pinned_bytes: u64 = self
-                .resident
-                .iter()
-                .filter(|(&k, _)| pinned(k))
-                .map(|(_, &b)| b)
+            let pinned_bytes: u64 = pinned
+                .keys()
+                .filter_map(|k| self.resident.get(k).map(|r| r.0))
                 .sum();
             if pinned_bytes + bytes > self.capacity {
                 return Err(BufferError::AllPinned {
@@ -170,30 +180,23 @@ impl ReconstructionBuffer {
             self.stats.bytes_decoded += bytes;
             let mut evicted = Vec::new();
             while self.used + bytes > self.capacity {
-                let candidates = self.resident.keys().filter(|&&k| !pinned(k));
-                let victim = match self.policy {
-                    Policy::Belady => {
-                        // Farthest next use; ties (e.g. never used again) by id, so the
-                        // choice is deterministic.
-                        let by_next: BTreeSet<(std::cmp::Reverse<u64>, TileId)> = candidates
-                            .map(|&k| (std::cmp::Reverse(self.next_use(k)), k))
-                            .collect();
-                        by_next.iter().next().map(|&(_, k)| k)
-                    }
-                    Policy::Lru => candidates.min_by_key(|&&k| (self.last_use[&k], k)).copied(),
-                };
-                let v = victim.expect("room was checked before evicting");
-                self.used -= self.resident.remove(&v).expect("resident");
-                self.last_use.remove(&v);
+                let &(k, v) = self
+                    .order
+                    .iter()
+                    .find(|(_, t)| !pinned.contains_key(t))
+                    .expect("room was checked before evicting");
+                self.order.remove(&(k, v));
+                self.used -= self.resident.remove(&v).expect("resident").0;
                 self.stats.evictions += 1;
                 evicted.push(v);
             }
-            self.resident.insert(id, bytes);
             self.used += bytes;
             self.stats.peak_bytes = self.stats.peak_bytes.max(self.used);
             Access::Miss { evicted }
         };
-        self.last_use.insert(id, self.now);
+        let key = self.key(id);
+        self.resident.insert(id, (bytes, key));
+        self.order.insert((key, id));
         self.now += 1;
         Ok(result)
     }
@@ -244,6 +247,24 @@ mod tests {
         assert_eq!(replay(Policy::Lru, 30, &trace).misses, 8);
         assert_eq!(replay(Policy::Belady, 30, &trace).misses, 5);
         let mut b = ReconstructionBuffer::new(5, Policy::Lru, &[]);
+        // A pinned tile is never evicted; when only pinned tiles could make room, the
+        // access is refused and nothing changes.
+        let mut p = ReconstructionBuffer::new(20, Policy::Lru, &[]);
+        p.access(id(0), 10).unwrap();
+        p.access(id(1), 10).unwrap();
+        let pin: HashMap<TileId, ()> = [(id(0), ())].into();
+        assert_eq!(
+            p.access_pinned(id(2), 10, &pin),
+            Ok(Access::Miss {
+                evicted: vec![id(1)]
+            })
+        );
+        let pin: HashMap<TileId, ()> = [(id(0), ()), (id(2), ())].into();
+        assert!(matches!(
+            p.access_pinned(id(3), 10, &pin),
+            Err(BufferError::AllPinned { .. })
+        ));
+        assert!(p.contains(id(0)) && p.contains(id(2)) && p.used() == 20);
         assert_eq!(
             b.access(id(0), 10),
             Err(BufferError::TooSmall {

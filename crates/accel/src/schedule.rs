@@ -92,8 +92,7 @@ pub fn plan(
                 window.remove(&old);
             }
         }
-        let pinned = |t: TileId| window.contains_key(&t);
-        match buffer.access_pinned(id, bytes, &pinned) {
+        match buffer.access_pinned(id, bytes, &window) {
             Ok(Access::Hit) => {}
             Ok(Access::Miss { evicted }) => {
                 last_step.insert(id, steps.len());

@@ -49,8 +49,12 @@ pub struct HardwareSpec {
 pub struct BusSpec {
     /// GB/s (1e9 bytes).
     pub gbps: f64,
-    /// Fixed cost per transfer (one tile), microseconds.
+    /// Time from a transfer's last byte leaving to its landing, microseconds. Transfers
+    /// are pipelined (DMA): latency delays each tile but does not hold the bus.
     pub latency_us: f64,
+    /// Bus time each transfer costs besides its bytes (descriptor, headers), microseconds.
+    #[serde(default)]
+    pub overhead_us: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +132,7 @@ impl HardwareSpec {
         };
         pos("bus.gbps", self.bus.gbps)?;
         nonneg("bus.latency_us", self.bus.latency_us)?;
+        nonneg("bus.overhead_us", self.bus.overhead_us)?;
         pos("lmd.capacity_bytes", self.lmd.capacity_bytes as f64)?;
         pos("lmd.staging_bytes", self.lmd.staging_bytes as f64)?;
         let e = &self.engine;
@@ -169,6 +174,7 @@ impl HardwareSpec {
                 bus: BusSpec {
                     gbps: 4.0,
                     latency_us: 1.0,
+                    overhead_us: 0.2,
                 },
                 lmd: LmdSpec {
                     capacity_bytes: 4 << 20,
@@ -191,6 +197,7 @@ impl HardwareSpec {
                 bus: BusSpec {
                     gbps: 55.0,
                     latency_us: 5.0,
+                    overhead_us: 1.0,
                 },
                 lmd: LmdSpec {
                     capacity_bytes: 50 << 20,
@@ -249,8 +256,10 @@ pub struct SimReport {
     pub dense_total_seconds: f64,
     /// `dense_total_seconds / total_seconds`.
     pub speedup: f64,
-    /// Share of the total the MMU waited for a tile.
+    /// Share of the total the MMU waited for a tile (launches not counted).
     pub mmu_stall_fraction: f64,
+    /// Time spent starting multiplies (`mmu.launch_us` each).
+    pub launch_seconds: f64,
     pub mmu_busy_fraction: f64,
     pub bus_bytes: u64,
     pub dense_bus_bytes: u64,
@@ -308,6 +317,7 @@ pub fn simulate(
     let staging = (hw.lmd.staging_bytes / largest_stored.max(1)).max(1) as usize;
     let bw = hw.bus.gbps * 1e9;
     let lat = hw.bus.latency_us * 1e-6;
+    let over = hw.bus.overhead_us * 1e-6;
     let mmu_rate = hw.mmu_rate(batch);
     let mmu_tile = hw.mmu.per_tile_us * 1e-6;
     let eng_tile = hw.engine.per_tile_us * 1e-6;
@@ -332,7 +342,7 @@ pub fn simulate(
                 0.0
             };
             let t0 = bus_free.max(gate).max(room);
-            let dt = c.stored_bytes as f64 / bw + lat;
+            let dt = c.stored_bytes as f64 / bw + over;
             tl.transfers.push(Span {
                 start: t0,
                 end: t0 + dt,
@@ -340,7 +350,7 @@ pub fn simulate(
             bus_free = t0 + dt;
             bus_busy += dt;
             bus_bytes += c.stored_bytes;
-            let r0 = eng_free.max(t0 + dt);
+            let r0 = eng_free.max(t0 + dt + lat);
             let dr = c.elements as f64 / hw.engine_rate(c.method) + eng_tile;
             tl.rebuilds.push(Span {
                 start: r0,
@@ -375,9 +385,9 @@ pub fn simulate(
             0.0
         };
         let t0 = bus_d.max(room);
-        bus_d = t0 + c.dense_bytes as f64 / bw + lat;
+        bus_d = t0 + c.dense_bytes as f64 / bw + over;
         dense_bytes += c.dense_bytes;
-        let m0 = mmu_d.max(bus_d);
+        let m0 = mmu_d.max(bus_d + lat);
         mmu_d = m0 + (c.elements * batch as u64) as f64 / mmu_rate + mmu_tile;
         arrivals.push_back(m0);
     }
@@ -389,7 +399,8 @@ pub fn simulate(
             total_seconds: total,
             dense_total_seconds: mmu_d,
             speedup: if total > 0.0 { mmu_d / total } else { 1.0 },
-            mmu_stall_fraction: frac(total - mmu_busy),
+            mmu_stall_fraction: frac(total - launches - mmu_busy).max(0.0),
+            launch_seconds: launches,
             mmu_busy_fraction: frac(mmu_busy),
             bus_bytes,
             dense_bus_bytes: dense_bytes,
@@ -417,6 +428,7 @@ mod tests {
         hw.bus = BusSpec {
             gbps: 1.0,
             latency_us: 0.0,
+            overhead_us: 0.0,
         };
         hw.lmd = LmdSpec {
             capacity_bytes: 1 << 40,
@@ -475,6 +487,15 @@ mod tests {
         // Both equal (1 ms each stage): a three-stage pipeline, 10 + 2 slots.
         let (r, _) = run(10, tile(1_000_000, 1_000_000), &hw, 16);
         assert!((r.total_seconds - 12e-3).abs() < 1e-12, "{r:?}");
+        // Latency delays every landing but is pipelined: it adds once, not per tile;
+        // per-transfer overhead holds the bus: it adds per tile on a bus-bound link.
+        let mut lat = hw.clone();
+        lat.bus.latency_us = 500.0;
+        let (r, _) = run(10, tile(4_000_000, 1_000_000), &lat, 4);
+        assert!((r.total_seconds - 42.5e-3).abs() < 1e-12, "{r:?}");
+        lat.bus.overhead_us = 100.0;
+        let (r, _) = run(10, tile(4_000_000, 1_000_000), &lat, 4);
+        assert!((r.total_seconds - 43.5e-3).abs() < 1e-12, "{r:?}");
     }
 
     #[test]

@@ -262,6 +262,10 @@ fn sparsify_site(
     setup: &Setup,
     bytes: &ByteCount,
 ) -> Result<(), GridError> {
+    if site == Site::Hidden(0) {
+        // Every sentence passes here once: count its tokens.
+        bytes.lock().expect("no panics").2 += v.len() / crate::model::HIDDEN;
+    }
     if !a.sites.has(site) {
         return Ok(());
     }
@@ -293,9 +297,6 @@ fn sparsify_site(
     let mut b = bytes.lock().expect("no panics");
     b.0 += (v.len() * 2) as f64;
     b.1 += (v.len().div_ceil(8) + s.values.len() * 2) as f64;
-    if site == Site::Hidden(0) {
-        b.2 += rows;
-    }
     Ok(())
 }
 

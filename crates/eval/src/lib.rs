@@ -4,8 +4,11 @@
 //!
 //! - [`model`]: the forward pass (candle), with a hook on the transferred activations;
 //! - [`metrics`]: cosine, nearest-neighbour agreement, Spearman correlation;
-//! - [`grid`]: the settings swept, and one cell's run: bytes against quality.
+//! - [`grid`]: the settings swept, and one cell's run: bytes against quality;
+//! - [`filters`]: the PP-OCR conv filters at tensor level, per layer type;
+//! - [`report`]: results.json, results.md and the plots.
 
+pub mod filters;
 pub mod grid;
 pub mod metrics;
 pub mod model;

@@ -21,7 +21,8 @@ struct Args {
     #[arg(long, default_value = "minilm")]
     model: String,
     /// Folder with minilm_l6_v2.bf16.safetensors, minilm_l6_v2_activations.f32.safetensors
-    /// (calibration) and minilm_l6_v2_tokenizer/tokenizer.json.
+    /// (calibration), minilm_l6_v2_tokenizer/tokenizer.json and ppocrv4_det.f32.safetensors
+    /// (conv filters).
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
     /// quick (6 cells, under a minute), default (the sweep, under 10 minutes on 2 cores)
@@ -75,7 +76,9 @@ fn run(a: Args) -> Result<()> {
     let weights = a.data.join("minilm_l6_v2.bf16.safetensors");
     let calib = a.data.join("minilm_l6_v2_activations.f32.safetensors");
     let tok = a.data.join("minilm_l6_v2_tokenizer").join("tokenizer.json");
+    let convs = a.data.join("ppocrv4_det.f32.safetensors");
     need(&weights, "model weights")?;
+    need(&convs, "conv filters")?;
     need(&calib, "calibration activations")?;
     need(&tok, "tokenizer")?;
     let sentences = sparsewire_eval::sentences::tokenize(&tok)?;
@@ -102,7 +105,12 @@ fn run(a: Args) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let written = report::write(&a.out, &a.grid, setup.sentences.len(), &results)?;
+    eprintln!("conv filters (PP-OCRv4 detection), per layer type...");
+    let filters = sparsewire_eval::filters::run(
+        &sparsewire_pipeline::read_tensors(&convs)?,
+        a.grid == "quick",
+    )?;
+    let written = report::write(&a.out, &a.grid, setup.sentences.len(), &results, &filters)?;
     for p in written {
         eprintln!("wrote {}", p.display());
     }

@@ -1,7 +1,9 @@
 //! Writing a grid's results: `results.json`, `results.md` (every cell, the weights' Pareto
-//! front) and plots (SVG and PNG): bits per weight against mean cosine, one curve per
-//! criterion and reconstruction; the same for activations.
+//! front, the conv filters) and plots (SVG and PNG): bits per weight against mean cosine,
+//! one curve per criterion and reconstruction; the same for activations; bits per weight
+//! against relative error per conv layer type.
 
+use crate::filters::FilterCell;
 use crate::grid::{CellResult, Path as CellPath};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -78,6 +80,7 @@ pub fn write(
     grid: &str,
     sentences: usize,
     cells: &[CellResult],
+    filters: &[FilterCell],
 ) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     let json = dir.join("results.json");
@@ -86,6 +89,7 @@ pub fn write(
         "grid": grid,
         "sentences": sentences,
         "cells": cells,
+        "filters": filters,
     });
     let text = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
     sparsewire_pipeline::write_atomic(&json, text.as_bytes(), true).map_err(|e| e.to_string())?;
@@ -104,6 +108,23 @@ pub fn write(
     let _ = write!(md, "\n## Every cell\n\n{HEAD}");
     for c in cells {
         let _ = writeln!(md, "{}", row(c));
+    }
+    let _ = write!(md, "\n## Conv filters (PP-OCRv4 detection, tensor level)\n\nRelative error of the rebuilt filters, and error(zero-fill) / error(method), size-weighted per layer type.\n\n| layer type | tensors | sparsity | criterion | reconstruct | bits/weight | rel. error | gain | chosen |\n|---|---|---|---|---|---|---|---|---|\n");
+    for f in filters {
+        let chosen: Vec<String> = f.methods.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.2} | {:.4} | {:.3} | {} |",
+            f.layer_type,
+            f.tensors,
+            f.sparsity,
+            f.criterion,
+            f.reconstruct,
+            f.bits_per_weight,
+            f.rel_error,
+            f.reconstruction_gain,
+            chosen.join(", ")
+        );
     }
     let mdp = dir.join("results.md");
     sparsewire_pipeline::write_atomic(&mdp, md.as_bytes(), true).map_err(|e| e.to_string())?;
@@ -141,36 +162,56 @@ pub fn write(
     let ac = curves(&acts, &|c| {
         format!("rebuild {}", opt(&c.activation_reconstruct))
     });
-    for (name, title, xlabel, data) in [
+    let mut fc: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for f in filters.iter().filter(|f| {
+        f.criterion == "magnitude" && (f.reconstruct == "zero" || f.reconstruct == "auto")
+    }) {
+        fc.entry(format!("{} / {}", f.layer_type, f.reconstruct))
+            .or_default()
+            .push((f.bits_per_weight, f.rel_error));
+    }
+    for v in fc.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let plots = [
         (
             "weights",
             "Encoder weights: bits per weight vs mean cosine",
             "bits per weight",
+            COSINE,
             &wc,
         ),
         (
             "activations",
             "Activations: bits per value vs mean cosine",
             "bits per value",
+            COSINE,
             &ac,
         ),
-    ] {
+        (
+            "filters",
+            "PP-OCR conv filters: bits per weight vs relative error",
+            "bits per weight",
+            ERROR,
+            &fc,
+        ),
+    ];
+    for (name, title, xlabel, ylabel, data) in plots {
         if data.is_empty() {
             continue;
         }
         let svg = dir.join(format!("{name}.svg"));
         let png = dir.join(format!("{name}.png"));
+        let labels = (title, xlabel, ylabel);
         chart(
             SVGBackend::new(&svg, (900, 600)).into_drawing_area(),
-            title,
-            xlabel,
+            labels,
             data,
         )
         .map_err(|e| format!("{}: {e}", svg.display()))?;
         chart(
             BitMapBackend::new(&png, (900, 600)).into_drawing_area(),
-            title,
-            xlabel,
+            labels,
             data,
         )
         .map_err(|e| format!("{}: {e}", png.display()))?;
@@ -183,10 +224,12 @@ pub fn write(
     Ok(written)
 }
 
+const COSINE: &str = "mean cosine to the original";
+const ERROR: &str = "relative error (Frobenius)";
+
 fn chart<DB: DrawingBackend>(
     area: DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    xlabel: &str,
+    (title, xlabel, ylabel): (&str, &str, &str),
     data: &BTreeMap<String, Vec<(f64, f64)>>,
 ) -> Result<(), String>
 where
@@ -200,20 +243,25 @@ where
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
             (a.min(p.0), b.max(p.0))
         });
-    let y0 = pts.fold(1.0f64, |a, p| a.min(p.1));
+    let (ylo, yhi) = pts.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    // Cosine charts end at 1; error charts start at 0.
+    let yrange = if ylabel == COSINE {
+        (ylo.min(1.0) - 0.02).max(-1.0)..1.005
+    } else {
+        0.0..yhi * 1.05 + 1e-9
+    };
     let mut c = ChartBuilder::on(&area)
         .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(
-            (x0 * 0.95)..(x1 * 1.05 + 1e-9),
-            (y0 - 0.02).max(-1.0)..1.005,
-        )
+        .build_cartesian_2d((x0 * 0.95)..(x1 * 1.05 + 1e-9), yrange)
         .map_err(e)?;
     c.configure_mesh()
         .x_desc(xlabel)
-        .y_desc("mean cosine to the original")
+        .y_desc(ylabel)
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(e)?;

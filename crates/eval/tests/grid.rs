@@ -61,12 +61,25 @@ fn quick_grid_writes_every_cell_and_lossless_is_exact() {
     let (mag, wanda) = (&cells[1], &cells[2]);
     assert!(mag["bytes_fraction"].as_f64().unwrap() < 0.4);
     assert!(wanda["mean_cosine"].as_f64() > mag["mean_cosine"].as_f64());
+    // Conv filters per layer type: zero-fill is the reference (gain 1), learned never worse.
+    let filters = r["filters"].as_array().unwrap();
+    assert!(filters.len() >= 4 * 4);
+    for f in filters {
+        let g = f["reconstruction_gain"].as_f64().unwrap();
+        match f["reconstruct"].as_str().unwrap() {
+            "zero" => assert!((g - 1.0).abs() < 1e-9, "{f}"),
+            "learned" => assert!(g >= 1.0 - 1e-6, "{f}"),
+            _ => {}
+        }
+    }
     for f in [
         "results.md",
         "weights.svg",
         "weights.png",
         "activations.svg",
         "activations.png",
+        "filters.svg",
+        "filters.png",
     ] {
         assert!(out.path().join(f).metadata().unwrap().len() > 100, "{f}");
     }

@@ -87,6 +87,8 @@ pub enum PipelineError {
         tile: Option<usize>,
         reason: String,
     },
+    #[error("accelerator model: {0}")]
+    Model(String),
     #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
     Budget { budget: u64, closest: u64 },
 }

@@ -443,31 +443,23 @@ struct Progress {
     /// Per plan step: its tile is in the store.
     ready: Vec<AtomicBool>,
     aborted: AtomicBool,
-    /// Threads asleep on the condition variable.
+    /// Decode workers asleep on their gate.
     sleepers: AtomicUsize,
+    /// The plan step the multiply sleeps on (`usize::MAX`: none).
+    awaited: AtomicUsize,
 }
 
-/// How long a wait polls before it sleeps: about one tile's decode, so a waiting multiply
-/// is usually served without a wake-up (a futex wake that has to interrupt another core
-/// costs microseconds, more on a virtual machine). Polling yields the core between
-/// checks, so an oversubscribed machine loses little.
-const POLL: Duration = Duration::from_millis(2);
+/// How long a wait spins (`pause` in a loop) before it sleeps. Short: on this machine's
+/// virtual CPUs a thread that spins or naps slows the decoder beside it (measured: up to
+/// 7x slower decoding), while one that sleeps until woken does not.
+const SPIN: Duration = Duration::from_micros(20);
 
 impl Progress {
-    /// Waits until `done()` (or an abort): polls for [`POLL`], then sleeps on `cv`.
+    /// A decode worker waits for its gate: spins for [`SPIN`], then sleeps until the
+    /// multiply's [`Progress::wake`].
     fn wait(&self, store: &Mutex<Store>, cv: &Condvar, done: impl Fn() -> bool) {
-        let t0 = Instant::now();
-        let mut spins = 0u32;
-        while t0.elapsed() < POLL {
-            if done() || self.aborted.load(SeqCst) {
-                return;
-            }
-            spins += 1;
-            if spins < 256 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+        if self.spin(&done) {
+            return;
         }
         let mut g = store.lock().expect("no panics under the lock");
         self.sleepers.fetch_add(1, SeqCst);
@@ -475,6 +467,48 @@ impl Progress {
             g = cv.wait(g).expect("no panics under the lock");
         }
         self.sleepers.fetch_sub(1, SeqCst);
+    }
+
+    fn spin(&self, done: &impl Fn() -> bool) -> bool {
+        let t0 = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if done() || self.aborted.load(SeqCst) {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if t0.elapsed() >= SPIN {
+                return false;
+            }
+        }
+    }
+
+    /// The multiply waits for plan step `step`: spins for [`SPIN`], then sleeps until the
+    /// worker that finishes that step wakes it ([`Progress::rebuilt`]). The multiply asks
+    /// for a step a few tiles ahead of the one it needs, so it is woken once per few tiles:
+    /// each wake-up that interrupts another virtual CPU cost the waking decoder about
+    /// 10 us here.
+    fn wait_step(&self, store: &Mutex<Store>, cv: &Condvar, step: usize) {
+        let done = || self.ready[step].load(SeqCst);
+        if self.spin(&done) {
+            return;
+        }
+        let mut g = store.lock().expect("no panics under the lock");
+        self.awaited.store(step, SeqCst);
+        while !done() && !self.aborted.load(SeqCst) {
+            g = cv.wait(g).expect("no panics under the lock");
+        }
+        self.awaited.store(usize::MAX, SeqCst);
+    }
+
+    /// A worker finished step `i`: wakes the multiply if it sleeps on that step.
+    fn rebuilt(&self, store: &Mutex<Store>, cv: &Condvar, i: usize) {
+        self.ready[i].store(true, SeqCst);
+        if self.awaited.load(SeqCst) == i {
+            let _g = store.lock().expect("no panics under the lock");
+            cv.notify_all();
+        }
     }
 
     /// Wakes sleepers after a flag changed (the flag is stored before this is called).
@@ -535,6 +569,7 @@ fn pipelined<B: AsRef<[u8]> + Sync>(
         ready: plan.steps.iter().map(|_| AtomicBool::new(false)).collect(),
         aborted: AtomicBool::new(false),
         sleepers: AtomicUsize::new(0),
+        awaited: AtomicUsize::new(usize::MAX),
     };
     // The step that rebuilt the tile each tile id names when it is evicted.
     let mut resident_step: HashMap<TileId, Vec<usize>> = HashMap::new();
@@ -573,21 +608,22 @@ fn pipelined<B: AsRef<[u8]> + Sync>(
                 s.spawn(|| {
                     let mut busy = Duration::ZERO;
                     loop {
-                        let (i, mut tile) = {
+                        let i = {
                             let mut g = store.lock().expect("no panics under the lock");
                             let i = g.next_step;
                             if i >= plan.steps.len() {
                                 break;
                             }
                             g.next_step += 1;
-                            (i, g.pool.pop().unwrap_or_default())
+                            i
                         };
                         let step = &plan.steps[i];
                         progress.wait(&store, &cv, || progress.consumed.load(SeqCst) >= step.gate);
                         if progress.aborted.load(SeqCst) {
                             break;
                         }
-                        {
+                        // Evict, then rebuild into evicted (or kept-over) memory.
+                        let mut tile = {
                             let mut g = store.lock().expect("no panics under the lock");
                             for &e in &evict_steps[i] {
                                 if let Some(v) = g.tiles.remove(&e) {
@@ -597,7 +633,8 @@ fn pipelined<B: AsRef<[u8]> + Sync>(
                                     }
                                 }
                             }
-                        }
+                            g.pool.pop().unwrap_or_default()
+                        };
                         let t0 = Instant::now();
                         let res = rebuild_tile(reader, t, step.tile.tile as usize, &mut tile);
                         busy += t0.elapsed();
@@ -608,8 +645,7 @@ fn pipelined<B: AsRef<[u8]> + Sync>(
                                 g.peak = g.peak.max(g.used);
                                 g.tiles.insert(i, Arc::new(tile));
                                 drop(g);
-                                progress.ready[i].store(true, SeqCst);
-                                progress.wake(&store, &cv);
+                                progress.rebuilt(&store, &cv, i);
                             }
                             Err(e) => {
                                 fail(e);
@@ -632,7 +668,13 @@ fn pipelined<B: AsRef<[u8]> + Sync>(
             }
             let i = plan.source[pos];
             let t0 = Instant::now();
-            progress.wait(&store, &cv, || progress.ready[i].load(SeqCst));
+            while !progress.ready[i].load(SeqCst) && !progress.aborted.load(SeqCst) {
+                // Not ready: sleep until a few tiles more are (the lookahead lets the
+                // decoders get that far), then this one.
+                let ahead = plan.source[(pos + plan.lookahead / 2).min(plan.trace.len() - 1)];
+                progress.wait_step(&store, &cv, ahead.max(i));
+                progress.wait_step(&store, &cv, i);
+            }
             stall += t0.elapsed();
             if progress.aborted.load(SeqCst) {
                 break;

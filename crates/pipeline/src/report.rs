@@ -367,11 +367,8 @@ fn link_report<B: AsRef<[u8]> + Sync>(
     threads: usize,
     runs: usize,
 ) -> Result<LinkReport, PipelineError> {
-    let bus = sparsewire_accel::Bus::new(gbps, 0.0).map_err(|e| PipelineError::Multiply {
-        tensor: String::new(),
-        tile: None,
-        reason: e.to_string(),
-    })?;
+    let bus = sparsewire_accel::Bus::new(gbps, 0.0)
+        .map_err(|e| PipelineError::Model(format!("link: {e}")))?;
     let mut tiles = Vec::new();
     let mut original = 0u64;
     let mut out = Vec::new();

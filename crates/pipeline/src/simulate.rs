@@ -15,11 +15,7 @@ use sparsewire_stream::Reader;
 use std::time::Instant;
 
 fn sim_err(e: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Multiply {
-        tensor: String::new(),
-        tile: None,
-        reason: e.to_string(),
-    }
+    PipelineError::Model(e.to_string())
 }
 
 /// A trace over one tile index space and each tile's costs.
@@ -246,6 +242,7 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
         bus: BusSpec {
             gbps: mem / 1e9,
             latency_us: 0.0,
+            overhead_us: 0.0,
         },
         lmd: LmdSpec {
             // Main memory holds everything: a buffer for every tile, staging for 64.
