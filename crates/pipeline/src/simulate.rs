@@ -129,7 +129,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `this-cpu` preset: the "bus" is memory read bandwidth (what the decode reads), the
 /// engine rates are the rebuild rates of the pipelined path per method present (others
 /// scaled from zero-fill as in the presets), the MMU rates are tile multiplies at batch 1
-/// and 64. Then each tensor's pipelined multiply (all cores) is timed and predicted.
+/// and 64, the start-up and per-tile hand-off costs come from timed probe multiplies of 1
+/// and 32 small tiles. Then each tensor's pipelined multiply (all cores) is timed and
+/// predicted.
 pub fn calibrate<B: AsRef<[u8]> + Sync>(
     reader: &Reader<B>,
     tensors: &[usize],
@@ -210,17 +212,26 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
     let rate = |k: &str| rebuild.get(k).map(|(e, s)| e / s);
     // Starting a multiply (planning, threads starting and joining, hand-offs): a one-tile
     // 64 x 64 multiply timed whole, less its rebuild and multiply at the rates above.
-    let launch = {
-        let w: Vec<f32> = (0..64 * 64).map(|i| (i as f32 * 0.1).sin()).collect();
+    // Starting a multiply, and each tile's hand-off between the threads: one-tile and
+    // 32-tile probes (64 x 64 tiles) timed whole, less their rebuild and multiply at the
+    // rates above; the difference is start-up plus per-tile overhead.
+    let probe = |tiles: u64| -> Result<f64, PipelineError> {
+        let w: Vec<f32> = (0..64 * 64 * tiles)
+            .map(|i| (i as f32 * 0.1).sin())
+            .collect();
         let f = sparsewire_formats::TensorFile {
             tensors: vec![sparsewire_formats::Tensor::from_f32(
                 "probe",
-                vec![64, 64],
+                vec![64 * tiles, 64],
                 &w,
             )],
             metadata: vec![],
         };
-        let b = sparsewire_stream::encode(&f, &Default::default(), &|_| {})?;
+        let eopts = sparsewire_stream::EncodeOptions {
+            tile_shape: Some(metadata::TileShape { rows: 64, cols: 64 }),
+            ..Default::default()
+        };
+        let b = sparsewire_stream::encode(&f, &eopts, &|_| {})?;
         let r = Reader::new(&b[..])?;
         let x = mmo::default_input(1, 64);
         let opts = MmoOptions {
@@ -228,14 +239,21 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             ..MmoOptions::default()
         };
         let mut ws = mmo::Workspace::default();
+        for _ in 0..WARMUP {
+            mmo::matmul_in(&r, 0, &x, &opts, &mut ws)?;
+        }
         let whole = median(
-            (0..runs.max(20))
+            (0..runs.max(21))
                 .map(|_| mmo::matmul_in(&r, 0, &x, &opts, &mut ws).map(|r| r.1.seconds))
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        let work = 4096.0 / rate("dense").unwrap_or(1e9) + 4096.0 / (gemv.0 / gemv.1.max(1e-12));
-        (whole - work).max(0.0)
+        let n = (4096 * tiles) as f64;
+        let work = n / rate("dense").unwrap_or(1e9) + n / (gemv.0 / gemv.1.max(1e-12));
+        Ok((whole - work).max(0.0))
     };
+    let (one, many) = (probe(1)?, probe(32)?);
+    let per_tile = ((many - one) / 31.0).max(0.0);
+    let launch = (one - per_tile).max(0.0);
     let zero = rate("zero").or(rate("dense")).unwrap_or(1e9);
     let preset = HardwareSpec {
         name: "this-cpu".into(),
@@ -255,7 +273,7 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             linear_elems_per_s: rate("linear").unwrap_or(zero / 4.0),
             learned_elems_per_s: rate("learned").unwrap_or(zero / 8.0),
             dictionary_elems_per_s: rate("dictionary").unwrap_or(zero / 2.0),
-            per_tile_us: 0.0,
+            per_tile_us: per_tile * 1e6,
         },
         mmu: MmuSpec {
             gemv_macs_per_s: gemv.0 / gemv.1.max(1e-12),
