@@ -718,32 +718,15 @@ mod tests {
             &mut scratch,
         );
         assert!(matches!(err, Err(MmuError::Length { expected: 12, .. })));
-        // A bitmask keeping 3 values with 2 values given.
-        let err = tile_mmo(
-            TileWeights::Sparse {
-                bits: &[0b111],
+        // Bitmasks keeping 3 and 1 values, with 2 values given.
+        for bits in [0b111u8, 0b100] {
+            let w = TileWeights::Sparse {
+                bits: &[bits],
                 values: &[0; 4],
-            },
-            Dtype::BF16,
-            s,
-            &x,
-            &mut out,
-            &mut scratch,
-        );
-        assert_eq!(err, Err(MmuError::KeptCount { values: 2 }));
-        // And one keeping 1 with 2 given.
-        let err = tile_mmo(
-            TileWeights::Sparse {
-                bits: &[0b100],
-                values: &[0; 4],
-            },
-            Dtype::BF16,
-            s,
-            &x,
-            &mut out,
-            &mut scratch,
-        );
-        assert_eq!(err, Err(MmuError::KeptCount { values: 2 }));
+            };
+            let err = tile_mmo(w, Dtype::BF16, s, &x, &mut out, &mut scratch);
+            assert_eq!(err, Err(MmuError::KeptCount { values: 2 }), "{bits:#b}");
+        }
         assert!(tile_mmo(
             TileWeights::Rebuilt(&[0.0; 6]),
             Dtype::F32,
