@@ -58,6 +58,9 @@ fn row(c: &CellResult) -> String {
             .keep_fraction
             .map(|k| format!("keep {k}"))
             .or(c.threshold.map(|t| format!("|a| > {t}")))
+            .or(c
+                .keep_per_family
+                .map(|[h, i, g]| format!("keep {h}/{i}/{g} (hidden/ffn_in/ffn_act)")))
             .map(|p| match c.activation_sites {
                 Some(s) => format!("{p} of {s:?}"),
                 None => p,
