@@ -12,7 +12,7 @@
 
 use sparsewire_pipeline::accel::sim::HardwareSpec;
 use sparsewire_pipeline::metadata::{Criterion, Pattern};
-use sparsewire_pipeline::simulate::{calibrate, simulate_stream};
+use sparsewire_pipeline::simulate::{calibrate, matrices, simulate_stream};
 use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, Rebuild, SparsifyOptions};
 use sparsewire_pipeline::{compress, EncodeOptions, Reader, TensorFile};
 use std::fmt::Write as _;
@@ -41,16 +41,6 @@ fn stream(
     sparsify_and_compress(file, &opts, eopts, &|_, _| {})
         .map(|r| r.0)
         .map_err(|e| e.to_string())
-}
-
-fn matrices<B: AsRef<[u8]>>(r: &Reader<B>) -> Vec<usize> {
-    r.header()
-        .tensors
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.shape.len() == 2)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), String> {

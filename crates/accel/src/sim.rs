@@ -21,7 +21,7 @@ use crate::schedule::Plan;
 use serde::{Deserialize, Serialize};
 
 /// Reconstruction methods the engine's rates are given for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Dense tile: copied (or converted) only.

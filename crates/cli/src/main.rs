@@ -985,17 +985,7 @@ fn load_hw(name: &str) -> Result<sw::accel::sim::HardwareSpec> {
 fn simulate(a: SimulateArgs) -> Result<()> {
     let reader = sw::open_stream(&a.file, DecodeLimits::default())?;
     let tensors: Vec<usize> = if a.tensor.is_empty() {
-        reader
-            .header()
-            .tensors
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| {
-                m.shape.len() == 2
-                    && matches!(m.dtype, sw::Dtype::BF16 | sw::Dtype::F16 | sw::Dtype::F32)
-            })
-            .map(|(i, _)| i)
-            .collect()
+        sw::simulate::matrices(&reader)
     } else {
         a.tensor
             .iter()

@@ -4,21 +4,14 @@
 use sparsewire_eval::model::{MiniLm, Site};
 use sparsewire_pipeline::read_tensors;
 use std::collections::HashMap;
-use std::path::Path;
 
-fn data() -> Option<&'static Path> {
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
-    if p.join("minilm_l6_v2.f32.safetensors").exists() {
-        Some(Box::leak(p.to_path_buf().into_boxed_path()))
-    } else {
-        eprintln!("skipped: ../shared/data is not here");
-        None
-    }
-}
+mod common;
 
 #[test]
 fn forward_matches_the_reference_activations() {
-    let Some(d) = data() else { return };
+    let Some(d) = common::data("minilm_l6_v2.f32.safetensors") else {
+        return;
+    };
     let model =
         MiniLm::load(&read_tensors(&d.join("minilm_l6_v2.f32.safetensors")).unwrap()).unwrap();
     let toks = read_tensors(&d.join("minilm_l6_v2_activations_tokens.safetensors")).unwrap();

@@ -1,17 +1,8 @@
 //! `sparsewire-eval --grid quick` end to end, and its errors.
 
-use std::path::Path;
 use std::process::Command;
 
-fn data() -> Option<&'static Path> {
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
-    if p.join("minilm_l6_v2.bf16.safetensors").exists() {
-        Some(Box::leak(p.to_path_buf().into_boxed_path()))
-    } else {
-        eprintln!("skipped: ../shared/data is not here");
-        None
-    }
-}
+mod common;
 
 fn eval() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sparsewire-eval"))
@@ -19,7 +10,9 @@ fn eval() -> Command {
 
 #[test]
 fn quick_grid_writes_every_cell_and_lossless_is_exact() {
-    let Some(d) = data() else { return };
+    let Some(d) = common::data("minilm_l6_v2.bf16.safetensors") else {
+        return;
+    };
     let out = tempfile::tempdir().unwrap();
     let o = eval()
         .args(["--grid", "quick", "--data"])

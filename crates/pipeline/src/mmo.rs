@@ -21,6 +21,7 @@
 //! `(decode + compute - wall) / min(decode, compute)`, clamped to [0, 1], where `decode`
 //! is the decode workers' busy time divided by their number and `compute` the multiply's.
 
+use crate::report::median;
 use crate::PipelineError;
 use sparsewire_accel::buffer::{BufferStats, Policy, TileId};
 use sparsewire_accel::mmu::{self, TileShape, TileWeights};
@@ -816,11 +817,6 @@ pub struct MatmulBench {
     pub report: MmoReport,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
@@ -911,7 +907,7 @@ pub fn bench_matmul<B: AsRef<[u8]> + Sync>(
             y_dense = yd;
         }
     }
-    let seconds = median(&mut secs.clone());
+    let seconds = median(secs.clone());
     let at = secs
         .iter()
         .position(|&s| s == seconds)
@@ -919,8 +915,8 @@ pub fn bench_matmul<B: AsRef<[u8]> + Sync>(
     let report = reports.swap_remove(at);
     let baseline = dense.as_ref().map(|(d, _)| DenseBaseline {
         dtype: d.dtype.to_string(),
-        native_seconds: (!native.is_empty()).then(|| median(&mut native)),
-        faer_f32_seconds: median(&mut faer_s),
+        native_seconds: (!native.is_empty()).then(|| median(native)),
+        faer_f32_seconds: median(faer_s),
     });
     let dense_seconds = baseline
         .as_ref()

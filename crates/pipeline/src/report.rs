@@ -273,7 +273,8 @@ pub struct PlaneTotal {
     pub over_bound_percent: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of timings (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

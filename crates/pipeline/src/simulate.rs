@@ -4,6 +4,7 @@
 //! its check against measured pipelined multiplies.
 
 use crate::mmo::{self, MmoOptions, MmoPath};
+use crate::report::median;
 use crate::PipelineError;
 use sparsewire_accel::buffer::{Policy, TileId};
 use sparsewire_accel::schedule;
@@ -16,6 +17,36 @@ use std::time::Instant;
 
 fn sim_err(e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Model(e.to_string())
+}
+
+/// The engine method that rebuilds tensor `meta`'s tiles (other rebuilds, such as
+/// spatial or channels, are priced as the dictionary's).
+fn method_of(meta: &metadata::TensorMeta) -> Method {
+    match (&meta.reconstruction, meta.sparsification.is_some()) {
+        (_, false) => Method::Dense,
+        (Reconstruction::Zero, _) => Method::Zero,
+        (Reconstruction::Linear, _) => Method::Linear,
+        (Reconstruction::Learned { .. }, _) => Method::Learned,
+        _ => Method::Dictionary,
+    }
+}
+
+/// The tensors a workload multiplies by default: every 2-D float tensor, in file order.
+pub fn matrices<B: AsRef<[u8]>>(reader: &Reader<B>) -> Vec<usize> {
+    reader
+        .header()
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            m.shape.len() == 2
+                && matches!(
+                    m.dtype,
+                    metadata::Dtype::BF16 | metadata::Dtype::F16 | metadata::Dtype::F32
+                )
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// A trace over one tile index space and each tile's costs.
@@ -32,13 +63,7 @@ pub fn workload<B: AsRef<[u8]>>(
     let mut costs = Vec::new();
     for &t in tensors {
         let meta = &reader.header().tensors[t];
-        let method = match (&meta.reconstruction, meta.sparsification.is_some()) {
-            (_, false) => Method::Dense,
-            (Reconstruction::Zero, _) => Method::Zero,
-            (Reconstruction::Linear, _) => Method::Linear,
-            (Reconstruction::Learned { .. }, _) => Method::Learned,
-            _ => Method::Dictionary,
-        };
+        let method = method_of(meta);
         let grid = reader.grid(t);
         let vb = (meta.dtype.bits() / 8).max(1);
         let first = costs.len();
@@ -120,11 +145,6 @@ pub struct Calibration {
 /// Untimed multiplies before each measured one in [`calibrate`].
 const WARMUP: usize = 5;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Measures this machine with the real code on `reader`'s `tensors` and writes the
 /// `this-cpu` preset: the "bus" is memory read bandwidth (what the decode reads), the
 /// engine rates are the rebuild rates of the pipelined path per method present (others
@@ -151,18 +171,12 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             .collect(),
     );
     // Rebuild and multiply rates per tile, by method.
-    let mut rebuild: std::collections::HashMap<&'static str, (f64, f64)> = Default::default();
+    let mut rebuild: std::collections::HashMap<Method, (f64, f64)> = Default::default();
     let (mut gemv, mut gemm) = ((0f64, 0f64), (0f64, 0f64));
     let mut tile = Vec::new();
     for &t in tensors {
         let meta = &reader.header().tensors[t];
-        let key = match (&meta.reconstruction, meta.sparsification.is_some()) {
-            (_, false) => "dense",
-            (Reconstruction::Zero, _) => "zero",
-            (Reconstruction::Linear, _) => "linear",
-            (Reconstruction::Learned { .. }, _) => "learned",
-            _ => "dictionary",
-        };
+        let key = method_of(meta);
         let grid = reader.grid(t);
         let n = metadata::view_2d(&meta.shape, meta.numel().map_err(sim_err)?).1 as usize;
         let x1 = mmo::default_input(1, n);
@@ -209,7 +223,7 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             }
         }
     }
-    let rate = |k: &str| rebuild.get(k).map(|(e, s)| e / s);
+    let rate = |k: Method| rebuild.get(&k).map(|(e, s)| e / s);
     // Starting a multiply (planning, threads starting and joining, hand-offs): a one-tile
     // 64 x 64 multiply timed whole, less its rebuild and multiply at the rates above.
     // Starting a multiply, and each tile's hand-off between the threads: one-tile and
@@ -248,13 +262,13 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
                 .collect::<Result<Vec<_>, _>>()?,
         );
         let n = (4096 * tiles) as f64;
-        let work = n / rate("dense").unwrap_or(1e9) + n / (gemv.0 / gemv.1.max(1e-12));
+        let work = n / rate(Method::Dense).unwrap_or(1e9) + n / (gemv.0 / gemv.1.max(1e-12));
         Ok((whole - work).max(0.0))
     };
     let (one, many) = (probe(1)?, probe(32)?);
     let per_tile = ((many - one) / 31.0).max(0.0);
     let launch = (one - per_tile).max(0.0);
-    let zero = rate("zero").or(rate("dense")).unwrap_or(1e9);
+    let zero = rate(Method::Zero).or(rate(Method::Dense)).unwrap_or(1e9);
     let preset = HardwareSpec {
         name: "this-cpu".into(),
         bus: BusSpec {
@@ -268,11 +282,11 @@ pub fn calibrate<B: AsRef<[u8]> + Sync>(
             staging_bytes: 1 << 34,
         },
         engine: EngineSpec {
-            dense_elems_per_s: rate("dense").unwrap_or(zero * 2.0),
+            dense_elems_per_s: rate(Method::Dense).unwrap_or(zero * 2.0),
             zero_elems_per_s: zero,
-            linear_elems_per_s: rate("linear").unwrap_or(zero / 4.0),
-            learned_elems_per_s: rate("learned").unwrap_or(zero / 8.0),
-            dictionary_elems_per_s: rate("dictionary").unwrap_or(zero / 2.0),
+            linear_elems_per_s: rate(Method::Linear).unwrap_or(zero / 4.0),
+            learned_elems_per_s: rate(Method::Learned).unwrap_or(zero / 8.0),
+            dictionary_elems_per_s: rate(Method::Dictionary).unwrap_or(zero / 2.0),
             per_tile_us: per_tile * 1e6,
         },
         mmu: MmuSpec {
