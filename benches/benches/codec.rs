@@ -1,12 +1,12 @@
 //! Value codec, one tile: encode and decode speed (bytes of original data per second).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sparsewire_pipeline::codec::{
+use sparsewire_codec::{
     decode_planes, encode_planes, EncodedStream, PlaneHistograms, PlaneLayout, TensorModels,
 };
-use sparsewire_pipeline::{demo, Dtype};
+use sparsewire_formats::{builtin, Dtype};
 
 fn bench_tiles(c: &mut Criterion) {
-    let file = demo::tensors();
+    let file = builtin::tensors();
     for (name, dtype) in [
         ("encoder.attn.weight", Dtype::BF16),
         ("encoder.ffn.weight", Dtype::F32),

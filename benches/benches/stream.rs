@@ -1,17 +1,19 @@
-//! Whole stream: compress and decompress the built-in demo file (2.9 MB).
+//! Whole stream: encode and decode the built-in tensor file (2.9 MB), lossless and with
+//! half of every weight matrix dropped.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sparsewire_pipeline::{compress, decompress, demo, EncodeOptions};
+use sparsewire_formats::builtin;
+use sparsewire_stream::{encode, EncodeOptions, Reader};
 
 fn bench_stream(c: &mut Criterion) {
-    let file = demo::tensors();
-    let mut g = c.benchmark_group("demo-file");
+    let file = builtin::tensors();
+    let mut g = c.benchmark_group("builtin-file");
     g.throughput(Throughput::Bytes(file.byte_len()));
     g.sample_size(20);
-    g.bench_function("compress", |b| {
-        b.iter(|| compress(&file, &EncodeOptions::default()).unwrap())
-    });
-    let stream = compress(&file, &EncodeOptions::default()).unwrap();
-    g.bench_function("decompress", |b| b.iter(|| decompress(&stream).unwrap()));
+    let opts = EncodeOptions::default();
+    g.bench_function("encode", |b| b.iter(|| encode(&file, &opts).unwrap()));
+    let stream = encode(&file, &opts).unwrap();
+    let r = Reader::new(&stream[..]).unwrap();
+    g.bench_function("decode", |b| b.iter(|| r.decode_all().unwrap()));
     g.finish();
 }
 

@@ -1,5 +1,5 @@
 #![no_main]
-//! cargo fuzz run round_trip — body in sparsewire_pipeline::fuzz_targets::round_trip.
+//! cargo fuzz run round_trip — body in sparsewire_stream::fuzzing::round_trip.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    sparsewire_pipeline::fuzz_targets::round_trip(data);
+    sparsewire_stream::fuzzing::round_trip(data);
 });

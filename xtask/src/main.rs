@@ -17,7 +17,9 @@
 
 mod sim;
 
-use sparsewire_pipeline::{bench, read_tensors, EncodeOptions};
+use sparsewire_benches::bench;
+use sparsewire_formats::TensorFile;
+use sparsewire_stream::EncodeOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -55,12 +57,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads a tensor file whole.
+fn read_tensors(p: &Path) -> Result<TensorFile, String> {
+    sparsewire_formats::input::InputFile::open(p)
+        .and_then(|f| f.read_all())
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Runs the golden test (crates/pipeline/tests/golden.rs), which rewrites the committed
+/// streams when SPARSEWIRE_BLESS is set.
 fn golden(bless: bool) -> Result<(), String> {
-    let dir = root().join("crates/pipeline/tests/golden");
-    for line in sparsewire_pipeline::golden::check(&dir, bless)? {
-        println!("{line}");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "sparsewire-pipeline",
+        "--test",
+        "golden",
+        "--",
+        "--nocapture",
+    ])
+    .current_dir(root());
+    if bless {
+        cmd.env("SPARSEWIRE_BLESS", "1");
     }
-    Ok(())
+    let st = cmd.status().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err("the golden test failed".into())
+    }
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -88,14 +115,7 @@ fn run_bench(args: &[String]) -> Result<(), String> {
             return Err("criterion benches failed".into());
         }
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l[l.find(':').map_or(0, |i| i + 2)..].to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = sparsewire_benches::cpu_model();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -104,7 +124,7 @@ fn run_bench(args: &[String]) -> Result<(), String> {
     for &(stem, ratio_target, speed_multiple) in TARGETS {
         let path = data.join(format!("{stem}.safetensors"));
         eprintln!("bench {}", path.display());
-        let file = read_tensors(&path).map_err(|e| e.to_string())?;
+        let file = read_tensors(&path)?;
         let file_bytes = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
         let r = bench(&file, &EncodeOptions::default(), cores, runs, None)
             .map_err(|e| e.to_string())?;
@@ -186,26 +206,25 @@ fn run_sim(args: &[String]) -> Result<(), String> {
 }
 
 fn run_sparsity(args: &[String]) -> Result<(), String> {
-    use sparsewire_pipeline::metadata::{Criterion, Pattern};
-    use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, SparsifyOptions};
+    use sparsewire_metadata::{Criterion, Pattern};
+    use sparsewire_pipeline::{compress, CompressOptions, CompressReport, CompressedTensor};
+    use sparsewire_se::report::TensorSparsity;
+    use sparsewire_se::{Budget, SparsifyOptions};
     let data = flag(args, "--data")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/data"));
-    let model =
-        read_tensors(&data.join("minilm_l6_v2.bf16.safetensors")).map_err(|e| e.to_string())?;
-    let acts = read_tensors(&data.join("minilm_l6_v2_activations.f32.safetensors"))
-        .map_err(|e| e.to_string())?;
+    let model = read_tensors(&data.join("minilm_l6_v2.bf16.safetensors"))?;
+    let acts = read_tensors(&data.join("minilm_l6_v2_activations.f32.safetensors"))?;
     let total = model.byte_len() as f64;
-    let eopts = EncodeOptions::default();
     let run = |criterion, pattern, budget, calibrated: bool, threads: usize| {
-        let o = SparsifyOptions {
-            rebuild: Default::default(),
-            criterion,
-            pattern,
-            budget,
-            calibration: calibrated.then(|| acts.clone()),
-            calibration_map: vec![],
-            gradients: None,
+        let o = CompressOptions {
+            sparsify: Some(SparsifyOptions {
+                criterion,
+                pattern,
+                calibration: calibrated.then(|| acts.clone()),
+                ..SparsifyOptions::new(budget)
+            }),
+            ..CompressOptions::default()
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -213,9 +232,15 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
             .expect("pool");
         let t0 = std::time::Instant::now();
         let r = pool
-            .install(|| sparsify_and_compress(&model, &o, &eopts, &|_, _| {}))
+            .install(|| compress(&model, &o))
             .map_err(|e| e.to_string());
         r.map(|(s, rep)| (s.len() as f64, rep, t0.elapsed().as_secs_f64()))
+    };
+    let lossy = |r: &CompressReport| -> Vec<(CompressedTensor, TensorSparsity)> {
+        r.tensors
+            .iter()
+            .filter_map(|t| t.sparsify.clone().map(|s| (t.clone(), s)))
+            .collect()
     };
     let mut md = String::from("# Sparsification on MiniLM-L6 bf16\n\nMade by `cargo xtask sparsity` (../shared/data: minilm_l6_v2.bf16 and its real activations). Sizes are whole-stream bytes / bf16 tensor bytes; all float tensors of rank >= 2 are sparsified, biases and norms stay lossless.\n\n");
     let mut json = serde_json::Map::new();
@@ -258,17 +283,17 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
             false,
             2,
         )?;
-        let n: f64 = r.tensors.iter().map(|t| t.input_bytes as f64 / 2.0).sum();
-        let m: f64 = r
-            .tensors
+        let l = lossy(&r);
+        let w = |t: &CompressedTensor| t.stream.input_bytes as f64 / 2.0;
+        let n: f64 = l.iter().map(|(t, _)| w(t)).sum();
+        let m: f64 = l
             .iter()
-            .map(|t| t.mask_bits_per_element * t.input_bytes as f64 / 2.0)
+            .map(|(t, s)| s.mask_bits_per_element * w(t))
             .sum::<f64>()
             / n;
-        let h: f64 = r
-            .tensors
+        let h: f64 = l
             .iter()
-            .map(|t| t.mask_entropy_bits_per_element * t.input_bytes as f64 / 2.0)
+            .map(|(t, s)| s.mask_entropy_bits_per_element * w(t))
             .sum::<f64>()
             / n;
         md.push_str(&format!(
@@ -282,24 +307,29 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
     let mut times = Vec::new();
     for c in [Criterion::Magnitude, Criterion::Wanda, Criterion::SparseGpt] {
         let (bytes, r, secs) = run(c, Pattern::Unstructured, Budget::Sparsity(0.5), true, 2)?;
-        times.push((format!("{c:?}"), secs, bytes / total));
-        per.push(r);
+        times.push((c.to_string(), secs, bytes / total));
+        per.push(lossy(&r));
     }
     let mut ordered = 0;
     let mut rows = 0;
-    for t in &per[0].tensors {
-        let Some(e0) = t.rel_output else { continue };
-        let find = |k: usize| per[k].tensors.iter().find(|x| x.name == t.name).unwrap();
+    for (t, s) in &per[0] {
+        let Some(e0) = s.rel_output else { continue };
+        let find = |k: usize| {
+            per[k]
+                .iter()
+                .find(|(x, _)| x.stream.name == t.stream.name)
+                .expect("the same tensors")
+        };
         let (w, g) = (find(1), find(2));
         let (e1, e2) = (
-            w.rel_output.unwrap_or(f64::NAN),
-            g.rel_output.unwrap_or(f64::NAN),
+            w.1.rel_output.unwrap_or(f64::NAN),
+            g.1.rel_output.unwrap_or(f64::NAN),
         );
         rows += 1;
         ordered += (e2 < e1 && e1 < e0) as usize;
         md.push_str(&format!(
             "| {} | {e0:.4} | {e1:.4} | {e2:.4} | {} / {} / {} |\n",
-            t.name, t.output_bytes, w.output_bytes, g.output_bytes
+            t.stream.name, t.stream.output_bytes, w.0.stream.output_bytes, g.0.stream.output_bytes
         ));
     }
     md.push_str(&format!("\nsparsegpt < wanda < magnitude on {ordered} of {rows} calibrated layers. Whole-run wall time on 2 threads and size:\n\n| criterion | seconds | size |\n|---|---|---|\n"));
@@ -314,7 +344,7 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
         let (bytes, r, _) = run(c, Pattern::Unstructured, Budget::TargetRatio(0.45), cal, 2)?;
         let a = r.allocation.ok_or("no allocation report")?;
         md.push_str(&format!(
-            "| {c:?}{} | {:.2}% | {:.4e} | {:.4e} | {:.3} | {:.2}x |\n",
+            "| {c}{} | {:.2}% | {:.4e} | {:.4e} | {:.3} | {:.2}x |\n",
             if cal { " (calibrated)" } else { "" },
             bytes / total * 100.0,
             a.adaptive_cost,
@@ -323,7 +353,7 @@ fn run_sparsity(args: &[String]) -> Result<(), String> {
             a.gain
         ));
         json.insert(
-            format!("budget {c:?}"),
+            format!("budget {c}"),
             serde_json::json!({"ratio": bytes / total, "gain": a.gain}),
         );
     }

@@ -10,11 +10,14 @@
 //! 4. Calibration: `this-cpu` measured and checked against pipelined multiplies at 0%, 50%
 //!    and 2:4 sparsity.
 
-use sparsewire_pipeline::accel::sim::HardwareSpec;
-use sparsewire_pipeline::metadata::{Criterion, Pattern};
-use sparsewire_pipeline::simulate::{calibrate, matrices, simulate_stream};
-use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, Rebuild, SparsifyOptions};
-use sparsewire_pipeline::{compress, EncodeOptions, Reader, TensorFile};
+use sparsewire_accel::calibrate::calibrate;
+use sparsewire_accel::sim::HardwareSpec;
+use sparsewire_accel::workload::{matrices, simulate_stream};
+use sparsewire_formats::TensorFile;
+use sparsewire_metadata::Pattern;
+use sparsewire_pipeline::{compress, CompressOptions};
+use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
+use sparsewire_stream::{EncodeOptions, Reader};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
@@ -26,26 +29,23 @@ fn stream(
     rebuild: Rebuild,
     eopts: &EncodeOptions,
 ) -> Result<Vec<u8>, String> {
-    if sparsity == 0.0 && pattern == Pattern::Unstructured {
-        return compress(file, eopts).map_err(|e| e.to_string());
-    }
-    let opts = SparsifyOptions {
-        rebuild,
-        criterion: Criterion::Magnitude,
-        pattern,
-        budget: Budget::Sparsity(sparsity),
-        calibration: None,
-        calibration_map: vec![],
-        gradients: None,
+    let lossless = sparsity == 0.0 && pattern == Pattern::Unstructured;
+    let opts = CompressOptions {
+        encode: eopts.clone(),
+        sparsify: (!lossless).then(|| SparsifyOptions {
+            rebuild,
+            pattern,
+            ..SparsifyOptions::new(Budget::Sparsity(sparsity))
+        }),
+        force: false,
     };
-    sparsify_and_compress(file, &opts, eopts, &|_, _| {})
+    compress(file, &opts)
         .map(|r| r.0)
         .map_err(|e| e.to_string())
 }
 
 pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), String> {
-    let file = sparsewire_pipeline::read_tensors(&data.join("minilm_l6_v2.bf16.safetensors"))
-        .map_err(|e| e.to_string())?;
+    let file = crate::read_tensors(&data.join("minilm_l6_v2.bf16.safetensors"))?;
     let presets = ["edge-npu", "pcie-gpu"];
     let hws: Vec<HardwareSpec> = presets
         .iter()
@@ -80,12 +80,12 @@ pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), Stri
                 let mut found = None;
                 for (_, s, b) in streams.iter().filter(|x| x.0 == rebuild) {
                     let r = Reader::new(&b[..]).map_err(|e| e.to_string())?;
-                    let t = matrices(&r);
-                    let rep =
-                        simulate_stream(&r, &t, batch, 1, 4, hw).map_err(|e| e.to_string())?;
+                    let t = matrices(r.header());
+                    let rep = simulate_stream(r.header(), &t, batch, 1, 4, hw)
+                        .map_err(|e| e.to_string())?;
                     let _ = writeln!(
                         md,
-                        "| {s} | {rebuild:?} | {:.1}% | {} | {batch} | {:.3} | {:.3} | {:.2}x | {:.0}% | {:.0}% | {:.0}% |",
+                        "| {s} | {rebuild} | {:.1}% | {} | {batch} | {:.3} | {:.3} | {:.2}x | {:.0}% | {:.0}% | {:.0}% |",
                         b.len() as f64 / file.byte_len() as f64 * 100.0,
                         presets[hw_i],
                         rep.total_seconds * 1e3,
@@ -98,10 +98,10 @@ pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), Stri
                     if found.is_none() && rep.mmu_stall_fraction < 0.05 {
                         found = Some(*s);
                     }
-                    rows.push(serde_json::json!({"sparsity": s, "rebuild": format!("{rebuild:?}"), "preset": presets[hw_i], "batch": batch, "report": rep}));
+                    rows.push(serde_json::json!({"sparsity": s, "rebuild": format!("{rebuild}"), "preset": presets[hw_i], "batch": batch, "report": rep}));
                 }
                 stop.push(format!(
-                    "- `{}`, batch {batch}, {rebuild:?}: {}",
+                    "- `{}`, batch {batch}, {rebuild}: {}",
                     presets[hw_i],
                     match found {
                         Some(s) => format!("the MMU stalls under 5% of the time from {s} sparsity"),
@@ -125,17 +125,18 @@ pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), Stri
         &EncodeOptions::default(),
     )?;
     let r = Reader::new(&b[..]).map_err(|e| e.to_string())?;
-    let t = matrices(&r);
+    let t = matrices(r.header());
     let mut lmd = Vec::new();
     for (hw_i, hw) in hws.iter().enumerate() {
         let mut big = hw.clone();
         big.lmd.capacity_bytes = 1 << 40;
-        let unlimited = simulate_stream(&r, &t, 1, 2, 4, &big).map_err(|e| e.to_string())?;
+        let unlimited =
+            simulate_stream(r.header(), &t, 1, 2, 4, &big).map_err(|e| e.to_string())?;
         let mut best = None;
         for mib in [1u64, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128] {
             let mut h = hw.clone();
             h.lmd.capacity_bytes = h.lmd.staging_bytes + (mib << 20);
-            let Ok(rep) = simulate_stream(&r, &t, 1, 2, 4, &h) else {
+            let Ok(rep) = simulate_stream(r.header(), &t, 1, 2, 4, &h) else {
                 continue;
             };
             let share = unlimited.total_seconds / rep.total_seconds;
@@ -177,12 +178,12 @@ pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), Stri
         &small_tiles,
     )?;
     let r = Reader::new(&b[..]).map_err(|e| e.to_string())?;
-    let t = matrices(&r);
+    let t = matrices(r.header());
     let tiles: usize = t.iter().map(|&i| r.header().tensors[i].tiles.len()).sum();
     let mut times = Vec::new();
     for _ in 0..runs.max(1) {
         let t0 = Instant::now();
-        simulate_stream(&r, &t, 1, 1, 4, &hws[0]).map_err(|e| e.to_string())?;
+        simulate_stream(r.header(), &t, 1, 1, 4, &hws[0]).map_err(|e| e.to_string())?;
         times.push(t0.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -203,7 +204,7 @@ pub fn run(data: &Path, runs: usize) -> Result<(String, serde_json::Value), Stri
     ] {
         let b = stream(&file, s, p, Rebuild::Zero, &EncodeOptions::default())?;
         let r = Reader::new(&b[..]).map_err(|e| e.to_string())?;
-        let t = matrices(&r);
+        let t = matrices(r.header());
         let c = calibrate(&r, &t, runs).map_err(|e| e.to_string())?;
         let mut errs: Vec<f64> = c.runs.iter().map(|r| r.relative_error).collect();
         errs.sort_by(f64::total_cmp);

@@ -8,8 +8,11 @@
 //!   is farthest away (never used again first). This is optimal for a known trace.
 //! - [`Policy::Lru`]: evict the least recently used, when the pattern is unknown.
 //!
-//! The buffer is pure bookkeeping (ids and sizes): the real executor keeps the bytes beside
-//! it, and the timing model drives the very same object with modelled clocks.
+//! The scheduler ([`crate::schedule`]) decides with it (`access_pinned`: ids and sizes
+//! only, `V = ()`), and the timing model replays those decisions; the real executor
+//! ([`crate::exec`]) holds the rebuilt tiles in it (`V` = a tile's memory:
+//! [`ReconstructionBuffer::insert`], [`ReconstructionBuffer::evict`]), following the plan.
+//! One type, one count of bytes held and of their peak.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -27,6 +30,26 @@ pub enum Policy {
     Belady,
     /// Least recently used.
     Lru,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "belady" => Ok(Policy::Belady),
+            "lru" => Ok(Policy::Lru),
+            _ => Err(format!("unknown eviction policy {s:?} (belady, lru)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::Belady => "belady",
+            Policy::Lru => "lru",
+        })
+    }
 }
 
 /// Counters of a buffer's life.
@@ -63,9 +86,9 @@ pub enum Access {
     Miss { evicted: Vec<TileId> },
 }
 
-/// The buffer.
+/// The buffer; `V` is what a resident tile holds (`()` for bookkeeping only).
 #[derive(Debug, Clone)]
-pub struct ReconstructionBuffer {
+pub struct ReconstructionBuffer<V = ()> {
     capacity: u64,
     used: u64,
     policy: Policy,
@@ -79,9 +102,11 @@ pub struct ReconstructionBuffer {
     uses: HashMap<TileId, Vec<u64>>,
     now: u64,
     stats: BufferStats,
+    /// The resident tiles' contents, for a buffer that holds them.
+    values: HashMap<TileId, V>,
 }
 
-impl ReconstructionBuffer {
+impl<V> ReconstructionBuffer<V> {
     /// A buffer of `capacity` bytes. With [`Policy::Belady`], `schedule` is the order in
     /// which tiles will be accessed (accesses must then follow it).
     pub fn new(capacity: u64, policy: Policy, schedule: &[TileId]) -> Self {
@@ -103,7 +128,43 @@ impl ReconstructionBuffer {
                 capacity_bytes: capacity,
                 ..BufferStats::default()
             },
+            values: HashMap::new(),
         }
+    }
+
+    /// Puts a rebuilt tile of `bytes` bytes in (the executor, following a plan that made
+    /// room for it): counts it in the bytes held and their peak.
+    pub fn insert(&mut self, id: TileId, bytes: u64, value: V) {
+        if let Some((old, key)) = self.resident.insert(id, (bytes, 0)) {
+            self.used -= old;
+            self.order.remove(&(key, id));
+        }
+        self.order.insert((0, id));
+        self.values.insert(id, value);
+        self.used += bytes;
+        self.stats.peak_bytes = self.stats.peak_bytes.max(self.used);
+    }
+
+    /// Takes a tile out (the executor evicting as the plan says); its contents come back
+    /// for reuse.
+    pub fn evict(&mut self, id: TileId) -> Option<V> {
+        let (bytes, key) = self.resident.remove(&id)?;
+        self.order.remove(&(key, id));
+        self.used -= bytes;
+        self.values.remove(&id)
+    }
+
+    /// A resident tile's contents.
+    pub fn get(&self, id: TileId) -> Option<&V> {
+        self.values.get(&id)
+    }
+
+    /// Empties the buffer, handing back every tile's contents.
+    pub fn drain(&mut self) -> impl Iterator<Item = V> + '_ {
+        self.resident.clear();
+        self.order.clear();
+        self.used = 0;
+        self.values.drain().map(|(_, v)| v)
     }
 
     /// Bytes held now.
@@ -147,11 +208,11 @@ impl ReconstructionBuffer {
     /// As [`Self::access`], never evicting a tile in `pinned` (tiles being multiplied or
     /// awaited; the values are not read). Errs with [`BufferError::AllPinned`], changing
     /// nothing, when the room cannot be made without evicting one.
-    pub fn access_pinned<V>(
+    pub fn access_pinned<P>(
         &mut self,
         id: TileId,
         bytes: u64,
-        pinned: &HashMap<TileId, V>,
+        pinned: &HashMap<TileId, P>,
     ) -> Result<Access, BufferError> {
         if bytes > self.capacity {
             return Err(BufferError::TooSmall {
@@ -187,6 +248,7 @@ impl ReconstructionBuffer {
                     .expect("room was checked before evicting");
                 self.order.remove(&(k, v));
                 self.used -= self.resident.remove(&v).expect("resident").0;
+                self.values.remove(&v);
                 self.stats.evictions += 1;
                 evicted.push(v);
             }
@@ -213,7 +275,7 @@ mod tests {
 
     fn replay(policy: Policy, cap: u64, trace: &[(u32, u64)]) -> BufferStats {
         let schedule: Vec<TileId> = trace.iter().map(|&(t, _)| id(t)).collect();
-        let mut b = ReconstructionBuffer::new(cap, policy, &schedule);
+        let mut b: ReconstructionBuffer = ReconstructionBuffer::new(cap, policy, &schedule);
         for &(t, bytes) in trace {
             b.access(id(t), bytes).unwrap();
             assert!(b.used() <= cap);
@@ -246,10 +308,10 @@ mod tests {
         let trace: Vec<(u32, u64)> = (0..8).map(|i| (i % 4, 10)).collect();
         assert_eq!(replay(Policy::Lru, 30, &trace).misses, 8);
         assert_eq!(replay(Policy::Belady, 30, &trace).misses, 5);
-        let mut b = ReconstructionBuffer::new(5, Policy::Lru, &[]);
+        let mut b: ReconstructionBuffer = ReconstructionBuffer::new(5, Policy::Lru, &[]);
         // A pinned tile is never evicted; when only pinned tiles could make room, the
         // access is refused and nothing changes.
-        let mut p = ReconstructionBuffer::new(20, Policy::Lru, &[]);
+        let mut p: ReconstructionBuffer = ReconstructionBuffer::new(20, Policy::Lru, &[]);
         p.access(id(0), 10).unwrap();
         p.access(id(1), 10).unwrap();
         let pin: HashMap<TileId, ()> = [(id(0), ())].into();
@@ -272,5 +334,17 @@ mod tests {
                 capacity: 5
             })
         );
+        // Holding tiles: bytes and peak counted, contents handed back on eviction.
+        let mut h: ReconstructionBuffer<Vec<f32>> =
+            ReconstructionBuffer::new(100, Policy::Lru, &[]);
+        h.insert(id(0), 40, vec![1.0; 10]);
+        h.insert(id(1), 40, vec![2.0; 10]);
+        assert_eq!((h.used(), h.stats().peak_bytes), (80, 80));
+        assert_eq!(h.evict(id(0)), Some(vec![1.0; 10]));
+        h.insert(id(2), 20, vec![3.0; 5]);
+        assert_eq!((h.used(), h.stats().peak_bytes), (60, 80));
+        assert_eq!(h.get(id(2)), Some(&vec![3.0; 5]));
+        assert_eq!(h.drain().count(), 2);
+        assert_eq!(h.used(), 0);
     }
 }

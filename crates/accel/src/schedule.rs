@@ -1,7 +1,7 @@
 //! The scheduler: which tile to transfer and rebuild next, which to keep, which to evict.
 //!
 //! One piece of code for both executions (docs/ARCHITECTURE.md "Scheduler"): the real
-//! pipelined multiply (`sparsewire_pipeline::mmo`, threads and wall clocks) and the timing
+//! pipelined multiply ([`crate::exec`], threads and wall clocks) and the timing
 //! model ([`crate::sim`], modelled clocks) follow the same [`Plan`].
 //!
 //! **Input.** A workload's access trace: the tiles the multiplies consume, in order, each
@@ -77,7 +77,7 @@ pub fn plan(
     let fit = capacity.checked_div(largest).unwrap_or(u64::MAX);
     let lookahead = lookahead.min(fit.saturating_sub(1).min(usize::MAX as u64) as usize);
     let ids: Vec<TileId> = trace.iter().map(|&(id, _)| id).collect();
-    let mut buffer = ReconstructionBuffer::new(capacity, policy, &ids);
+    let mut buffer: ReconstructionBuffer = ReconstructionBuffer::new(capacity, policy, &ids);
     // How many positions in the pinned window [p - L, p) read each tile.
     let mut window: HashMap<TileId, usize> = HashMap::new();
     let mut steps = Vec::new();

@@ -111,6 +111,14 @@ pub enum SimError {
     UnknownTile { tiles: usize, tile: u32 },
     #[error("unknown hardware preset {0:?} (edge-npu, pcie-gpu, this-cpu, or a JSON file)")]
     UnknownPreset(String),
+    #[error("the workload names tensor {tensor}, the stream has {tensors}")]
+    UnknownTensor { tensors: usize, tensor: usize },
+    #[error("{source} (the LMD of {capacity} bytes less {staging} of staging is the buffer)")]
+    Buffer {
+        capacity: u64,
+        staging: u64,
+        source: crate::schedule::ScheduleError,
+    },
 }
 
 impl HardwareSpec {
@@ -414,6 +422,117 @@ pub fn simulate(
     ))
 }
 
+/// A parameter a sweep varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SweepParam {
+    /// `bus.gbps`.
+    BusGbps,
+    /// `lmd.capacity_bytes`.
+    LmdCapacity,
+    /// Every engine rate times the value.
+    EngineScale,
+    /// Both MMU rates times the value.
+    MmuScale,
+    /// The batch (input vectors per multiply).
+    Batch,
+}
+
+/// `PARAM=a,b,c`: the values one parameter takes in a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub param: SweepParam,
+    pub values: Vec<f64>,
+}
+
+impl std::str::FromStr for Sweep {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (p, values) = s
+            .split_once('=')
+            .ok_or("expected PARAM=a,b,c, e.g. bus.gbps=1,2,4,8")?;
+        let param = match p {
+            "bus.gbps" => SweepParam::BusGbps,
+            "lmd.capacity_bytes" => SweepParam::LmdCapacity,
+            "engine.scale" => SweepParam::EngineScale,
+            "mmu.scale" => SweepParam::MmuScale,
+            "batch" => SweepParam::Batch,
+            _ => {
+                return Err(format!(
+                    "unknown parameter {p:?} (bus.gbps, lmd.capacity_bytes, engine.scale, mmu.scale, batch)"
+                ))
+            }
+        };
+        let values = values
+            .split(',')
+            .map(|v| match v.trim().parse::<f64>() {
+                Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+                _ => Err(format!("{v:?} is not a positive number")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if param == SweepParam::Batch && values.iter().any(|v| v.fract() != 0.0) {
+            return Err("batch values must be whole numbers".into());
+        }
+        Ok(Sweep { param, values })
+    }
+}
+
+impl std::fmt::Display for SweepParam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SweepParam::BusGbps => "bus.gbps",
+            SweepParam::LmdCapacity => "lmd.capacity_bytes",
+            SweepParam::EngineScale => "engine.scale",
+            SweepParam::MmuScale => "mmu.scale",
+            SweepParam::Batch => "batch",
+        })
+    }
+}
+
+impl SweepParam {
+    /// `hw` and `batch` with this parameter set to `x`.
+    pub fn apply(self, hw: &HardwareSpec, batch: usize, x: f64) -> (HardwareSpec, usize) {
+        let mut h = hw.clone();
+        let mut b = batch;
+        match self {
+            SweepParam::BusGbps => h.bus.gbps = x,
+            SweepParam::LmdCapacity => h.lmd.capacity_bytes = x as u64,
+            SweepParam::EngineScale => {
+                let e = &mut h.engine;
+                e.dense_elems_per_s *= x;
+                e.zero_elems_per_s *= x;
+                e.linear_elems_per_s *= x;
+                e.learned_elems_per_s *= x;
+                e.dictionary_elems_per_s *= x;
+            }
+            SweepParam::MmuScale => {
+                h.mmu.gemv_macs_per_s *= x;
+                h.mmu.gemm_macs_per_s *= x;
+            }
+            SweepParam::Batch => b = x as usize,
+        }
+        (h, b)
+    }
+}
+
+/// Delivery over a link of `gbps` GB/s: when the last of `tiles` (stored bytes, decode
+/// seconds) is decoded, if they cross the link one after another and `workers` decoders
+/// take each as it lands (the earliest free one), decoding overlapping the transfer of the
+/// next tiles.
+pub fn deliver_seconds(gbps: f64, tiles: &[(u64, f64)], workers: usize) -> f64 {
+    let mut free = vec![0f64; workers.max(1)];
+    let (mut arrived, mut done) = (0f64, 0f64);
+    for &(bytes, decode) in tiles {
+        arrived += bytes as f64 / (gbps * 1e9);
+        let w = free
+            .iter_mut()
+            .min_by(|a, b| a.total_cmp(b))
+            .expect("one worker or more");
+        *w = w.max(arrived) + decode;
+        done = done.max(*w);
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +583,29 @@ mod tests {
         let trace = sweep(0, &vec![t.elements * 4; n], 1);
         let p = plan(&trace, hw.buffer_bytes(), Policy::Belady, lookahead).unwrap();
         simulate(&p, &vec![t; n], 1, 1, hw).unwrap()
+    }
+
+    #[test]
+    fn sweep_specs_parse_and_apply() {
+        let s: Sweep = "engine.scale=0.5,2".parse().unwrap();
+        assert_eq!(s.values, vec![0.5, 2.0]);
+        let hw = HardwareSpec::preset("edge-npu").unwrap();
+        let (h, _) = s.param.apply(&hw, 1, 2.0);
+        assert_eq!(h.engine.zero_elems_per_s, 2.0 * hw.engine.zero_elems_per_s);
+        assert!("bus.speed=1".parse::<Sweep>().is_err());
+        assert!("batch=1.5".parse::<Sweep>().is_err());
+        assert!("bus.gbps=0".parse::<Sweep>().is_err());
+        assert!("bus.gbps".parse::<Sweep>().is_err());
+    }
+
+    #[test]
+    fn delivery_overlaps_decode_with_transfer() {
+        // Bus-bound: 3 tiles of 1 s each on the bus, 0.5 s decode: the last lands at 3 s.
+        assert!((deliver_seconds(1.0, &[(1_000_000_000, 0.5); 3], 1) - 3.5).abs() < 1e-12);
+        // Decode-bound: 0.1 s transfers, 1 s decodes, one worker: 0.1 + 3.
+        assert!((deliver_seconds(1.0, &[(100_000_000, 1.0); 3], 1) - 3.1).abs() < 1e-12);
+        // Two workers: tiles land at .1, .2, .3; workers finish at 1.1, 1.2, then 2.1.
+        assert!((deliver_seconds(1.0, &[(100_000_000, 1.0); 3], 2) - 2.1).abs() < 1e-12);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use sparsewire_pipeline::accel::sim::{SimReport, Timeline};
+use sparsewire_accel::sim::{SimReport, Timeline};
 use std::path::Path;
 
 /// DejaVu Sans Mono (Bitstream Vera licence, assets/fonts/DejaVu-LICENSE.txt).

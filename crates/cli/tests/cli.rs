@@ -22,6 +22,13 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("a JSON report on stdout")
 }
 
+fn read(p: &Path) -> sparsewire_formats::TensorFile {
+    sparsewire_formats::input::InputFile::open(p)
+        .unwrap()
+        .read_all()
+        .unwrap()
+}
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -63,9 +70,21 @@ fn compress_decompress_inspect_with_json() {
         assert!(v.get(key).is_some(), "compress --json lacks {key}");
     }
     let t = &v["tensors"][0];
-    for key in ["name", "dtype", "shape", "input_bytes", "output_bytes"] {
+    for key in [
+        "name",
+        "dtype",
+        "shape",
+        "input_bytes",
+        "output_bytes",
+        "ratio",
+        "codec",
+        "tiles",
+        "planes",
+    ] {
         assert!(t.get(key).is_some(), "tensor entry lacks {key}");
     }
+    // One schema: the lossy fields are there, null, on a lossless run.
+    assert!(t["sparsify"].is_null(), "{t}");
 
     let back = d.path().join("back.safetensors");
     let out = run(&["decompress", s(&swire), "-o", s(&back), "--json"]);
@@ -74,16 +93,23 @@ fn compress_decompress_inspect_with_json() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut a = sparsewire_pipeline::read_tensors(&input).unwrap();
-    let mut b = sparsewire_pipeline::read_tensors(&back).unwrap();
+    let mut a = read(&input);
+    let mut b = read(&back);
     a.tensors.sort_by(|x, y| x.name.cmp(&y.name));
     b.tensors.sort_by(|x, y| x.name.cmp(&y.name));
     assert!(a == b, "decompressed tensors differ from the input");
 
-    let out = run(&["inspect", s(&swire), "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = ok_json(&["inspect", s(&swire), "--json", "--entropy"]);
     let planes = &v["tensors"][0]["planes"];
     assert!(planes[0]["entropy_bound_bytes"].as_f64().unwrap() > 0.0);
+    // The header's JSON view reads back to the same header.
+    let out = run(&["inspect", s(&swire), "--header-json"]);
+    assert!(out.status.success());
+    let h =
+        sparsewire_metadata::Header::from_json(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let bytes = std::fs::read(&swire).unwrap();
+    let r = sparsewire_stream::Reader::new(&bytes[..]).unwrap();
+    assert_eq!(h.to_postcard().unwrap(), r.header().to_postcard().unwrap());
     let out = run(&["inspect", s(&swire)]);
     assert!(String::from_utf8(out.stdout)
         .unwrap()
@@ -137,8 +163,7 @@ fn refuses_to_clobber_and_reports_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("input"));
     // A corrupt stream: one clear message, non-zero exit, no output file left.
     let mut bytes = std::fs::read(&swire).unwrap();
-    let n = bytes.len();
-    bytes[n - 10] ^= 0xff;
+    bytes[sparsewire_stream::PREAMBLE_BYTES + 10] ^= 0xff;
     let bad = d.path().join("bad.swire");
     std::fs::write(&bad, bytes).unwrap();
     let back = d.path().join("never.safetensors");
@@ -169,13 +194,9 @@ fn refuses_to_clobber_and_reports_errors() {
 #[test]
 fn npy_in_and_out() {
     let d = tmp();
-    let t = sparsewire_pipeline::Tensor::from_f32("x", vec![3, 4], &[0.5; 12]);
+    let t = sparsewire_formats::Tensor::from_f32("x", vec![3, 4], &[0.5; 12]);
     let npy = d.path().join("x.npy");
-    std::fs::write(
-        &npy,
-        sparsewire_pipeline::formats::npy::write_npy(&t).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&npy, sparsewire_formats::npy::write_npy(&t).unwrap()).unwrap();
     let swire = d.path().join("x.swire");
     assert!(run(&["compress", s(&npy), "-o", s(&swire)])
         .status
@@ -205,19 +226,28 @@ fn lossy_compress_reports_and_inspect_shows_it() {
     ]);
     assert!(v["ratio"].as_f64().unwrap() < 0.6);
     let t = &v["tensors"][0];
+    // The same fields as a lossless run, and the sparsification's.
+    for key in ["name", "dtype", "ratio", "codec", "tiles", "planes"] {
+        assert!(t.get(key).is_some(), "lossy compress --json lacks {key}");
+    }
     for key in [
-        "name",
+        "criterion",
+        "pattern",
         "sparsity",
         "rel_frobenius",
         "snr_db",
         "bits_per_element",
         "mask_bits_per_element",
     ] {
-        assert!(t.get(key).is_some(), "lossy compress --json lacks {key}");
+        assert!(
+            t["sparsify"].get(key).is_some(),
+            "lossy compress --json lacks sparsify.{key}"
+        );
     }
+    assert_eq!(t["sparsify"]["pattern"], "2:4");
     let out = run(&["inspect", s(&swire)]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("sparsified: Magnitude NM"), "{text}");
+    assert!(text.contains("sparsified: magnitude 2:4"), "{text}");
     let back = d.path().join("back.safetensors");
     assert!(run(&["decompress", s(&swire), "-o", s(&back)])
         .status
@@ -255,4 +285,182 @@ fn lossy_compress_reports_and_inspect_shows_it() {
         assert!(!out.status.success(), "{args:?}");
         assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     }
+}
+
+/// Runs a command that must fail; its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn options_that_would_be_ignored_or_out_of_range_are_refused() {
+    let d = tmp();
+    let input = demo_input(d.path());
+    let o = d.path().join("o.swire");
+    let base = ["compress", s(&input), "-o", s(&o)];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    let fails_with = |extra: &[&str], want: &str| {
+        let a = with(extra);
+        let args: Vec<&str> = a.iter().map(String::as_str).collect();
+        let e = fails(&args);
+        assert!(e.contains(want), "{extra:?}: {e}");
+    };
+    // Lossy options without a lossy flag: a lossless stream would be written silently.
+    fails_with(
+        &[
+            "--criterion",
+            "wanda",
+            "--calibration",
+            s(&input),
+            "--reconstruct",
+            "learned",
+        ],
+        "only apply when sparsifying",
+    );
+    fails_with(&["--gradients", s(&input), "--sparsity", "0.5"], "taylor");
+    fails_with(&["--sparsity", "NaN"], "[0, 1)");
+    fails_with(&["--sparsity", "1"], "[0, 1)");
+    fails_with(&["--tile-elems", "0"], ">= 1");
+    fails_with(&["--zstd-level", "99"], "1..=22");
+    fails_with(&["--target-ratio", "0"], "(0, 1]");
+    fails_with(&["--max-error=-1"], "positive");
+    assert!(!o.exists(), "nothing is written when an option is refused");
+    let swire = d.path().join("m.swire");
+    assert!(run(&["compress", s(&input), "-o", s(&swire)])
+        .status
+        .success());
+    for (args, want) in [
+        (
+            vec![
+                "matmul",
+                s(&swire),
+                "--tensor",
+                "encoder.attn.weight",
+                "--runs",
+                "0",
+            ],
+            ">= 1",
+        ),
+        (
+            vec![
+                "matmul",
+                s(&swire),
+                "--tensor",
+                "encoder.attn.weight",
+                "--batch",
+                "0",
+            ],
+            ">= 1",
+        ),
+        (vec!["simulate", s(&swire), "--batch", "0"], ">= 1"),
+        (
+            vec!["simulate", s(&swire), "--calibrate", "--plot", "x.svg"],
+            "cannot be used",
+        ),
+        (
+            vec!["simulate", s(&swire), "--sweep", "bus.speed=1,2"],
+            "unknown parameter",
+        ),
+        (vec!["bench", s(&input), "--link-gbps", "0"], "positive"),
+    ] {
+        let e = fails(&args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    // A non-float tensor: a clear error naming it and its dtype, not a panic.
+    let e = fails(&["matmul", s(&swire), "--tensor", "position_ids"]);
+    assert!(
+        e.contains("position_ids") && e.contains("I64") && !e.contains("panicked"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sparse_layouts_are_written_as_named_arrays() {
+    let d = tmp();
+    let input = demo_input(d.path());
+    let swire = d.path().join("s.swire");
+    assert!(
+        run(&["compress", s(&input), "-o", s(&swire), "--sparsity", "0.5"])
+            .status
+            .success()
+    );
+    let dense = d.path().join("dense.safetensors");
+    assert!(run(&["decompress", s(&swire), "-o", s(&dense)])
+        .status
+        .success());
+    let dense = read(&dense);
+    for layout in ["csr", "csc", "coo"] {
+        let out = d.path().join(format!("{layout}.safetensors"));
+        let v = ok_json(&[
+            "decompress",
+            s(&swire),
+            "-o",
+            s(&out),
+            "--layout",
+            layout,
+            "--json",
+        ]);
+        let f = read(&out);
+        let get = |n: &str| {
+            f.tensors
+                .iter()
+                .find(|t| t.name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
+        // A sparsified weight as arrays, against the dense decode.
+        let w = dense
+            .tensors
+            .iter()
+            .find(|t| t.name == "encoder.ffn.weight")
+            .unwrap();
+        let vals = w.to_f32_vec().unwrap();
+        let kept: Vec<f32> = vals.iter().copied().filter(|&x| x != 0.0).collect();
+        let values = get("encoder.ffn.weight.values").to_f32_vec().unwrap();
+        assert_eq!(values.len(), kept.len(), "{layout}");
+        if layout == "csr" {
+            assert_eq!(values, kept);
+            let ptr = get("encoder.ffn.weight.row_ptr");
+            assert_eq!(ptr.shape, vec![1537]);
+        }
+        let shape = get("encoder.ffn.weight.shape");
+        assert_eq!(
+            shape.data,
+            [1536i64, 384]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+        );
+        // Dense tensors stay as they are.
+        assert!(f.tensors.iter().any(|t| t.name == "encoder.ffn.bias"));
+        assert!(v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["layout"] == layout));
+        // The reference reader agrees it is a valid file.
+        let bytes = std::fs::read(&out).unwrap();
+        safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    }
+}
+
+#[test]
+fn device_outputs_are_written_not_replaced() {
+    let d = tmp();
+    let input = demo_input(d.path());
+    assert!(run(&["compress", s(&input), "-o", "/dev/null", "--force"])
+        .status
+        .success());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // To standard output: the stream, complete.
+    let out = run(&["compress", s(&input), "-o", "-"]);
+    assert!(out.status.success());
+    sparsewire_stream::Reader::new(&out.stdout[..]).unwrap();
 }

@@ -23,11 +23,16 @@
 //!
 //! Non-float tensors, and float tensors where it wins on a sample, go through a whole-tile
 //! codec instead: raw or zstd ([`encode_whole`]).
+//!
+//! The `portable` feature builds without the AVX2 rANS kernel (and without any `unsafe`):
+//! the scalar decoder, which the kernel is tested against, runs everywhere.
 // `simd.rs` alone uses unsafe (AVX2 intrinsics), each block with a SAFETY note.
-#![deny(unsafe_code)]
+#![cfg_attr(not(feature = "portable"), deny(unsafe_code))]
+#![cfg_attr(feature = "portable", forbid(unsafe_code))]
 
 pub mod bits;
 pub mod rans;
+#[cfg(not(feature = "portable"))]
 mod simd;
 
 use rans::{DecodeTable, Model};

@@ -87,8 +87,11 @@ fn constant_and_tiny_tiles() {
 #[test]
 fn foreign_model_alphabet_is_an_error() {
     // A byte-plane stream pointing at the 2048-symbol head model must not decode.
+    // Skewed low bytes, so the byte planes are coded with the tensor's shared models.
     let vals: Vec<u8> = (0..4000u32)
-        .flat_map(|i| (i * 7919).to_le_bytes())
+        .flat_map(|i| {
+            (0x3000_0000 | ((i * i % 37) << 21) | ((i % 3) << 8) | (i * 7919 % 5)).to_le_bytes()
+        })
         .collect();
     let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
     let mut h = PlaneHistograms::new(layout);
@@ -102,8 +105,19 @@ fn foreign_model_alphabet_is_an_error() {
             e.codec = StreamCodec::RansShared { model: 0 };
         }
     }
+    assert!(
+        entries
+            .iter()
+            .skip(2)
+            .any(|e| e.codec == StreamCodec::RansShared { model: 0 }),
+        "the test needs a shared-model byte plane to redirect: {entries:?}"
+    );
     let mut out = vec![0u8; vals.len()];
-    let _ = decode_planes(layout, &entries, &data, &models.decoder(), &mut out);
+    let err = decode_planes(layout, &entries, &data, &models.decoder(), &mut out).unwrap_err();
+    assert!(
+        matches!(err, CodecError::BadModel { reason } if reason.contains("alphabet wider")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -7,9 +7,10 @@
 //! weighted by each tensor's size.
 
 use crate::grid::GridError;
-use sparsewire_pipeline::metadata::{Criterion, Pattern};
-use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, Rebuild, SparsifyOptions};
-use sparsewire_pipeline::{EncodeOptions, TensorFile};
+use sparsewire_formats::TensorFile;
+use sparsewire_metadata::Criterion;
+use sparsewire_pipeline::{compress, CompressOptions};
+use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
 use std::collections::BTreeMap;
 
 /// One setting on one layer type.
@@ -62,40 +63,38 @@ pub fn run(file: &TensorFile, quick: bool) -> Result<Vec<FilterCell>, GridError>
     let mut out = Vec::new();
     for &s in sparsities {
         for &(criterion, rebuild, rname) in settings {
-            let opts = SparsifyOptions {
-                rebuild,
-                criterion,
-                pattern: Pattern::Unstructured,
-                budget: Budget::Sparsity(s),
-                calibration: None,
-                calibration_map: vec![],
-                gradients: None,
+            let opts = CompressOptions {
+                sparsify: Some(SparsifyOptions {
+                    rebuild,
+                    criterion,
+                    ..SparsifyOptions::new(Budget::Sparsity(s))
+                }),
+                ..CompressOptions::default()
             };
-            let (_, report) =
-                sparsify_and_compress(&convs, &opts, &EncodeOptions::default(), &|_, _| {})?;
+            let (_, report) = compress(&convs, &opts)?;
             // Per layer type: (tensors, weights, bits, weighted error, weighted gain, methods).
             type Acc = (usize, f64, f64, f64, f64, BTreeMap<String, usize>);
             let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
             for t in &report.tensors {
-                let Some(kind) = layer_type(&t.shape) else {
+                let (Some(kind), Some(sp)) = (layer_type(&t.stream.shape), &t.sparsify) else {
                     continue;
                 };
-                let n = t.shape.iter().product::<u64>() as f64;
+                let n = t.stream.shape.iter().product::<u64>() as f64;
                 let e = acc.entry(kind).or_default();
                 e.0 += 1;
                 e.1 += n;
-                e.2 += 8.0 * t.output_bytes as f64;
-                e.3 += n * t.rel_frobenius;
+                e.2 += 8.0 * t.stream.output_bytes as f64;
+                e.3 += n * sp.rel_frobenius;
                 // An exact rebuild has infinite gain: count it as 10 in the mean.
-                e.4 += n * t.reconstruction_gain.min(10.0);
-                *e.5.entry(t.reconstruction.clone()).or_default() += 1;
+                e.4 += n * sp.reconstruction_gain.min(10.0);
+                *e.5.entry(sp.reconstruction.to_string()).or_default() += 1;
             }
             for (kind, (k, n, bits, err, gain, methods)) in acc {
                 out.push(FilterCell {
                     layer_type: kind,
                     tensors: k,
                     sparsity: s,
-                    criterion: format!("{criterion:?}").to_lowercase(),
+                    criterion: criterion.to_string(),
                     reconstruct: rname.into(),
                     bits_per_weight: bits / n,
                     rel_error: err / n,

@@ -18,10 +18,11 @@
 
 use crate::metrics::{quality, Quality};
 use crate::model::{MiniLm, Site};
-use sparsewire_pipeline::metadata::{Criterion, Pattern};
-use sparsewire_pipeline::se::activations::{sparsify_activations, ActivationPolicy};
-use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, Rebuild, SparsifyOptions};
-use sparsewire_pipeline::{EncodeOptions, Tensor, TensorFile};
+use sparsewire_formats::{Tensor, TensorFile};
+use sparsewire_metadata::{Criterion, Pattern};
+use sparsewire_pipeline::{compress, decompress, CompressOptions};
+use sparsewire_se::activations::{densify, sparsify_activations, ActivationPolicy};
+use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
 use std::collections::HashMap;
 
 /// Which tensors a cell compresses.
@@ -165,10 +166,17 @@ pub struct CellResult {
 pub enum GridError {
     #[error("{0}")]
     Model(#[from] crate::model::ModelError),
+    /// Boxed: the pipeline's error is large and grid results are returned on every cell.
     #[error("{0}")]
-    Pipeline(#[from] sparsewire_pipeline::PipelineError),
+    Pipeline(Box<sparsewire_pipeline::PipelineError>),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<sparsewire_pipeline::PipelineError> for GridError {
+    fn from(e: sparsewire_pipeline::PipelineError) -> Self {
+        GridError::Pipeline(Box::new(e))
+    }
 }
 
 /// The names of the encoder's linear weights.
@@ -224,10 +232,11 @@ impl Setup {
         let v = t
             .to_f32_vec()
             .ok_or_else(|| GridError::Other("calibration is not float".into()))?;
-        let s = sparsify_activations(&v, rows, cols, ActivationPolicy::KeepFraction(keep));
+        let s = sparsify_activations(&v, rows, cols, ActivationPolicy::KeepFraction(keep))
+            .map_err(|e| GridError::Other(e.to_string()))?;
         let (mut sum, mut n) = (vec![0f64; cols], vec![0usize; cols]);
         for (i, &x) in v.iter().enumerate() {
-            if s.mask[i / 8] >> (i % 8) & 1 == 0 {
+            if !s.mask().is_kept(i) {
                 sum[i % cols] += x as f64;
                 n[i % cols] += 1;
             }
@@ -302,14 +311,15 @@ fn sparsify_site(
         (_, Some(f)) => ActivationPolicy::KeepFraction(f),
         (_, None) => unreachable!("fraction policies have a fraction per site"),
     };
-    let s = sparsify_activations(v, rows, cols, policy);
+    let s =
+        sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
     let fill = match (a.reconstruct, a.policy.keep(site)) {
         (ActRebuild::Dictionary, Some(f)) => Some(setup.dictionary(site, f)?),
         _ => None,
     };
-    let dense = s.densify();
+    let dense = densify(&s);
     for (i, (x, d)) in v.iter_mut().zip(dense).enumerate() {
-        let kept = s.mask[i / 8] >> (i % 8) & 1 != 0;
+        let kept = s.mask().is_kept(i);
         *x = match (&fill, kept) {
             (_, true) => d,
             (Some(f), false) => f[i % cols],
@@ -318,30 +328,20 @@ fn sparsify_site(
     }
     let mut b = bytes.lock().expect("no panics");
     b.0 += (v.len() * 2) as f64;
-    b.1 += (v.len().div_ceil(8) + s.values.len() * 2) as f64;
+    b.1 += (v.len().div_ceil(8) + s.mask().kept() * 2) as f64;
     Ok(())
 }
 
 fn criterion_name(c: Criterion) -> String {
-    format!("{c:?}").to_lowercase()
+    c.to_string()
 }
 
 fn pattern_name(p: Pattern) -> String {
-    match p {
-        Pattern::NM { n, m } => format!("{n}:{m}"),
-        p => format!("{p:?}").to_lowercase(),
-    }
+    p.to_string()
 }
 
 fn rebuild_of(name: &str) -> Result<Rebuild, GridError> {
-    Ok(match name {
-        "zero" => Rebuild::Zero,
-        "linear" => Rebuild::Linear,
-        "learned" => Rebuild::Learned,
-        "dictionary" => Rebuild::Dictionary,
-        "auto" => Rebuild::Auto,
-        n => return Err(GridError::Other(format!("unknown reconstruction {n:?}"))),
-    })
+    name.parse().map_err(GridError::Other)
 }
 
 /// Compresses the encoder's linear weights by `w`, decodes and rebuilds them, and returns
@@ -367,25 +367,27 @@ fn compressed_weights(
         (Some(s), None) => Some(Budget::Sparsity(s)),
         (None, None) => None,
     };
-    let stream = match budget {
-        None => sparsewire_pipeline::compress(&subset, &EncodeOptions::default())?,
-        Some(budget) => {
-            let opts = SparsifyOptions {
-                rebuild: rebuild_of(w.reconstruct)?,
-                criterion: w.criterion,
-                pattern: w.pattern,
-                budget,
-                calibration: match w.criterion {
-                    Criterion::Wanda | Criterion::SparseGpt => Some(setup.calibration.clone()),
-                    _ => None,
-                },
-                calibration_map: vec![],
-                gradients: None,
-            };
-            sparsify_and_compress(&subset, &opts, &EncodeOptions::default(), &|_, _| {})?.0
-        }
+    let sparsify = match budget {
+        None => None,
+        Some(budget) => Some(SparsifyOptions {
+            rebuild: rebuild_of(w.reconstruct)?,
+            criterion: w.criterion,
+            pattern: w.pattern,
+            budget,
+            calibration: match w.criterion {
+                Criterion::Wanda | Criterion::SparseGpt => Some(setup.calibration.clone()),
+                _ => None,
+            },
+            calibration_map: vec![],
+            gradients: None,
+        }),
     };
-    let restored = sparsewire_pipeline::decompress(&stream)?;
+    let opts = CompressOptions {
+        sparsify,
+        ..CompressOptions::default()
+    };
+    let stream = compress(&subset, &opts)?.0;
+    let restored = decompress(&stream)?;
     let mut full = setup.weights.clone();
     for t in restored.tensors {
         if let Some(slot) = full.tensors.iter_mut().find(|x| x.name == t.name) {
@@ -467,6 +469,22 @@ pub fn run(setup: &Setup, cell: &Cell) -> Result<CellResult, GridError> {
 /// The grids. `quick` runs in well under a minute; `default` is the sweep (under 10
 /// minutes on 2 cores); `full` adds SparseGPT's per-layer byte budget (2-3 minutes more).
 pub fn cells(grid: &str, criteria: Option<&[Criterion]>) -> Result<Vec<Cell>, GridError> {
+    const GRID_CRITERIA: [Criterion; 4] = [
+        Criterion::Magnitude,
+        Criterion::Wanda,
+        Criterion::SparseGpt,
+        Criterion::Predictable,
+    ];
+    if let Some(c) = criteria
+        .unwrap_or_default()
+        .iter()
+        .find(|c| !GRID_CRITERIA.contains(c))
+    {
+        return Err(GridError::Other(format!(
+            "criterion {c} is not in the eval grid (the grid has no gradients): choose from \
+             magnitude, wanda, sparsegpt, predictable"
+        )));
+    }
     let w = |sparsity, criterion, pattern, reconstruct| Cell {
         path: Path::Weights,
         weights: Some(WeightSetting {

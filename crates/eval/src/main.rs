@@ -5,7 +5,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sparsewire_eval::grid::{self, CellResult, Setup};
 use sparsewire_eval::report;
-use sparsewire_pipeline::metadata::Criterion;
+use sparsewire_metadata::Criterion;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,7 +32,7 @@ struct Args {
     /// Only these weight criteria in the default grid (comma-separated: magnitude, wanda,
     /// sparsegpt, predictable).
     #[arg(long, value_delimiter = ',')]
-    criteria: Option<Vec<String>>,
+    criteria: Option<Vec<Criterion>>,
     /// Output folder (created).
     #[arg(long)]
     out: PathBuf,
@@ -48,31 +48,17 @@ fn need(p: &Path, what: &str) -> Result<()> {
     }
 }
 
-fn criterion(s: &str) -> Result<Criterion> {
-    Ok(match s {
-        "magnitude" => Criterion::Magnitude,
-        "wanda" => Criterion::Wanda,
-        "sparsegpt" => Criterion::SparseGpt,
-        "predictable" => Criterion::Predictable,
-        c => {
-            return Err(format!(
-                "unknown criterion {c:?} (magnitude, wanda, sparsegpt, predictable)"
-            )
-            .into())
-        }
-    })
+fn read(p: &Path) -> Result<sparsewire_formats::TensorFile> {
+    Ok(sparsewire_formats::input::InputFile::open(p)
+        .and_then(|f| f.read_all())
+        .map_err(|e| format!("{}: {e}", p.display()))?)
 }
 
 fn run(a: Args) -> Result<()> {
     if a.model != "minilm" {
         return Err(format!("unknown model {:?} (minilm)", a.model).into());
     }
-    let criteria = a
-        .criteria
-        .as_ref()
-        .map(|v| v.iter().map(|s| criterion(s)).collect::<Result<Vec<_>>>())
-        .transpose()?;
-    let cells = grid::cells(&a.grid, criteria.as_deref())?;
+    let cells = grid::cells(&a.grid, a.criteria.as_deref())?;
     let weights = a.data.join("minilm_l6_v2.bf16.safetensors");
     let calib = a.data.join("minilm_l6_v2_activations.f32.safetensors");
     let tok = a.data.join("minilm_l6_v2_tokenizer").join("tokenizer.json");
@@ -86,11 +72,7 @@ fn run(a: Args) -> Result<()> {
         "{} sentences; embedding them with the original model...",
         sentences.len()
     );
-    let setup = Setup::new(
-        sparsewire_pipeline::read_tensors(&weights)?,
-        sparsewire_pipeline::read_tensors(&calib)?,
-        sentences,
-    )?;
+    let setup = Setup::new(read(&weights)?, read(&calib)?, sentences)?;
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let pb = ProgressBar::new(cells.len() as u64);
     pb.set_style(
@@ -106,10 +88,7 @@ fn run(a: Args) -> Result<()> {
     }
     pb.finish_and_clear();
     eprintln!("conv filters (PP-OCRv4 detection), per layer type...");
-    let filters = sparsewire_eval::filters::run(
-        &sparsewire_pipeline::read_tensors(&convs)?,
-        a.grid == "quick",
-    )?;
+    let filters = sparsewire_eval::filters::run(&read(&convs)?, a.grid == "quick")?;
     let written = report::write(&a.out, &a.grid, setup.sentences.len(), &results, &filters)?;
     for p in written {
         eprintln!("wrote {}", p.display());

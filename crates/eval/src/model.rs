@@ -7,7 +7,7 @@
 //! the mean of the last hidden states, L2-normalised (the sentence-transformers pooling).
 
 use candle_core::{DType, Device, Tensor};
-use sparsewire_pipeline::TensorFile;
+use sparsewire_formats::TensorFile;
 
 /// BERT-base geometry of all-MiniLM-L6-v2 (its config.json).
 pub const LAYERS: usize = 6;
@@ -266,7 +266,7 @@ impl MiniLm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparsewire_pipeline::Tensor as SwTensor;
+    use sparsewire_formats::Tensor as SwTensor;
 
     #[test]
     fn missing_or_misshapen_tensors_are_named() {

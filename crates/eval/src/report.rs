@@ -95,7 +95,8 @@ pub fn write(
         "filters": filters,
     });
     let text = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
-    sparsewire_pipeline::write_atomic(&json, text.as_bytes(), true).map_err(|e| e.to_string())?;
+    sparsewire_formats::output::write_file(&json, text.as_bytes(), true)
+        .map_err(|e| e.to_string())?;
     written.push(json);
 
     let mut md = String::new();
@@ -130,7 +131,7 @@ pub fn write(
         );
     }
     let mdp = dir.join("results.md");
-    sparsewire_pipeline::write_atomic(&mdp, md.as_bytes(), true).map_err(|e| e.to_string())?;
+    sparsewire_formats::output::write_file(&mdp, md.as_bytes(), true).map_err(|e| e.to_string())?;
     written.push(mdp);
 
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)

@@ -1,14 +1,29 @@
-//! Tensors in memory and on disk, and how they are cut into tiles.
+//! Tensors in memory and on disk, files in and out, and how tensors are cut into tiles.
 //!
-//! Takes safetensors and NumPy `.npy` files and gives [`Tensor`]s (name, dtype, shape,
-//! little-endian bytes) in a [`TensorFile`] that keeps the safetensors `__metadata__`; writes
-//! them back. [`tiling`] maps a tensor's 2-D view onto the tile grid of docs/SPEC.md §2 and
-//! gathers and scatters tiles. [`Tensor::to_array_f32`] gives an [`ndarray`] view of the
-//! values for the stages that compute on them.
-#![forbid(unsafe_code)]
+//! Takes safetensors and NumPy `.npy` files and gives tensors: [`Tensor`] (name, dtype,
+//! shape, little-endian bytes) in a [`TensorFile`] that keeps the safetensors
+//! `__metadata__`, or, for files of any size, [`input::InputFile`], which reads only the
+//! header up front and lends each tensor as a [`TensorRef`] whose bytes are read by range
+//! ([`source::TensorBytes`]). Writes tensors back, streaming
+//! ([`safetensors::SafetensorsWriter`], [`npy::npy_header`]), through [`output::Output`],
+//! which never leaves a partial file. [`tiling`] maps a tensor's 2-D view onto the tile
+//! grid of docs/SPEC.md §2. [`Tensor::to_array_f32`] gives an [`ndarray`] view.
+//!
+//! The crate's one `unsafe` call is the read-only memory map in [`mmap`].
+#![deny(unsafe_code)]
 
+pub mod builtin;
+pub mod input;
+pub mod layout;
+pub mod mmap;
 pub mod npy;
+pub mod output;
+pub mod safetensors;
+pub mod source;
 pub mod tiling;
+
+pub use self::safetensors::{read_safetensors, write_safetensors};
+pub use source::TensorBytes;
 
 use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
@@ -19,7 +34,26 @@ pub use sparsewire_metadata::{Dtype, Layout, TileShape};
 #[non_exhaustive]
 pub enum FormatError {
     #[error("safetensors: {0}")]
-    SafeTensors(#[from] safetensors::SafeTensorError),
+    SafeTensors(#[from] ::safetensors::SafeTensorError),
+    #[error("safetensors header: {reason}")]
+    Header { reason: String },
+    #[error("tensor name {name:?} appears twice")]
+    DuplicateName { name: String },
+    #[error("is a directory (expected a .safetensors or .npy file)")]
+    IsDirectory,
+    #[error("is a .swire stream already: use `sparsewire decompress` (or inspect)")]
+    IsStream,
+    #[error("is a PyTorch pickle ({ext}); sparsewire never unpickles: convert it to safetensors first (safetensors.torch.save_file(torch.load(path), \"model.safetensors\"))")]
+    Pickle { ext: String },
+    #[error("cannot tell the format (expected .safetensors or .npy, by extension or content)")]
+    UnknownFormat,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("tensor {name:?}: {source}")]
+    Sparse {
+        name: String,
+        source: sparsewire_sparse::SparseError,
+    },
     #[error("npy: {reason}")]
     Npy { reason: String },
     #[error("dtype {dtype} is not supported by {what}")]
@@ -54,14 +88,7 @@ impl Tensor {
         data: Vec<u8>,
     ) -> Result<Self, FormatError> {
         let name = name.into();
-        let n = sparsewire_metadata::numel(&name, &shape)?;
-        let expected = n
-            .checked_mul(dtype.bits())
-            .map(|b| b.div_ceil(8))
-            .ok_or_else(|| sparsewire_metadata::MetadataError::ShapeOverflow {
-                name: name.clone(),
-                shape: shape.clone(),
-            })?;
+        let expected = byte_len(&name, dtype, &shape)?;
         if expected != data.len() as u64 {
             return Err(FormatError::ByteLength {
                 name,
@@ -88,6 +115,16 @@ impl Tensor {
     /// Number of elements.
     pub fn numel(&self) -> u64 {
         self.shape.iter().product()
+    }
+
+    /// The borrowed view.
+    pub fn as_ref(&self) -> TensorRef<'_> {
+        TensorRef {
+            name: &self.name,
+            dtype: self.dtype,
+            shape: &self.shape,
+            bytes: &self.data,
+        }
     }
 
     /// The values as f32 (F32, F16 and BF16 tensors), `None` for other dtypes.
@@ -140,6 +177,51 @@ pub fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
     }
 }
 
+/// A tensor whose bytes are anywhere ([`TensorBytes`]: a slice, a file range).
+#[derive(Clone, Copy)]
+pub struct TensorRef<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: &'a [u64],
+    pub bytes: &'a dyn TensorBytes,
+}
+
+impl std::fmt::Debug for TensorRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorRef")
+            .field("name", &self.name)
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("bytes", &self.bytes.size())
+            .finish()
+    }
+}
+
+impl TensorRef<'_> {
+    /// Number of elements (the shape is checked when the view is made).
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Loads the bytes into an owned tensor.
+    pub fn to_tensor(&self) -> Result<Tensor, FormatError> {
+        let data = self.bytes.read(0, self.bytes.size() as usize)?.into_owned();
+        Tensor::new(self.name, self.dtype, self.shape.to_vec(), data)
+    }
+}
+
+/// Bytes of a tensor of `dtype` and `shape`, checked for overflow and whole bytes.
+pub fn byte_len(name: &str, dtype: Dtype, shape: &[u64]) -> Result<u64, FormatError> {
+    let n = sparsewire_metadata::numel(name, shape)?;
+    let bits = n.checked_mul(dtype.bits()).ok_or_else(|| {
+        sparsewire_metadata::MetadataError::ShapeOverflow {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+        }
+    })?;
+    Ok(bits.div_ceil(8))
+}
+
 /// A set of tensors and the file's free-form string metadata.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TensorFile {
@@ -154,8 +236,8 @@ impl TensorFile {
     }
 }
 
-fn from_st_dtype(d: safetensors::Dtype) -> Result<Dtype, FormatError> {
-    use safetensors::Dtype as S;
+pub(crate) fn from_st_dtype(d: ::safetensors::Dtype) -> Result<Dtype, FormatError> {
+    use ::safetensors::Dtype as S;
     Ok(match d {
         S::BOOL => Dtype::BOOL,
         S::U8 => Dtype::U8,
@@ -186,147 +268,4 @@ fn from_st_dtype(d: safetensors::Dtype) -> Result<Dtype, FormatError> {
             })
         }
     })
-}
-
-fn to_st_dtype(d: Dtype) -> safetensors::Dtype {
-    use safetensors::Dtype as S;
-    match d {
-        Dtype::BOOL => S::BOOL,
-        Dtype::U8 => S::U8,
-        Dtype::I8 => S::I8,
-        Dtype::I16 => S::I16,
-        Dtype::U16 => S::U16,
-        Dtype::F16 => S::F16,
-        Dtype::BF16 => S::BF16,
-        Dtype::I32 => S::I32,
-        Dtype::U32 => S::U32,
-        Dtype::F32 => S::F32,
-        Dtype::F64 => S::F64,
-        Dtype::I64 => S::I64,
-        Dtype::U64 => S::U64,
-        Dtype::F8_E5M2 => S::F8_E5M2,
-        Dtype::F8_E4M3 => S::F8_E4M3,
-        Dtype::F8_E8M0 => S::F8_E8M0,
-        Dtype::F8_E4M3FNUZ => S::F8_E4M3FNUZ,
-        Dtype::F8_E5M2FNUZ => S::F8_E5M2FNUZ,
-        Dtype::C64 => S::C64,
-        Dtype::F4 => S::F4,
-        Dtype::F6_E2M3 => S::F6_E2M3,
-        Dtype::F6_E3M2 => S::F6_E3M2,
-    }
-}
-
-/// Reads a safetensors file from memory; tensors in file order (by data offset), metadata
-/// sorted by key.
-pub fn read_safetensors(bytes: &[u8]) -> Result<TensorFile, FormatError> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
-    let st = safetensors::SafeTensors::deserialize(bytes)?;
-    // `iter` follows a hash map's order, which changes from run to run; file order (by
-    // data offset, then name for empty tensors) keeps every stream reproducible.
-    let mut views: Vec<_> = st.iter().collect();
-    views.sort_by_key(|(name, v)| (v.data().as_ptr() as usize, name.to_string()));
-    let mut tensors = Vec::new();
-    for (name, view) in views {
-        let dtype = from_st_dtype(view.dtype())?;
-        let shape = view.shape().iter().map(|&d| d as u64).collect();
-        tensors.push(Tensor::new(name, dtype, shape, view.data().to_vec())?);
-    }
-    let mut metadata: Vec<(String, String)> = meta
-        .metadata()
-        .clone()
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
-    metadata.sort();
-    Ok(TensorFile { tensors, metadata })
-}
-
-/// Writes tensors as a safetensors file.
-pub fn write_safetensors(file: &TensorFile) -> Result<Vec<u8>, FormatError> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = file
-        .tensors
-        .iter()
-        .map(|t| {
-            let shape = t.shape.iter().map(|&d| d as usize).collect();
-            let v = safetensors::tensor::TensorView::new(to_st_dtype(t.dtype), shape, &t.data)?;
-            Ok((t.name.clone(), v))
-        })
-        .collect::<Result<_, FormatError>>()?;
-    let meta = if file.metadata.is_empty() {
-        None
-    } else {
-        Some(file.metadata.iter().cloned().collect())
-    };
-    Ok(safetensors::serialize(views, meta)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn safetensors_round_trip_keeps_metadata_and_odd_dtypes() {
-        let file = TensorFile {
-            tensors: vec![
-                Tensor::from_f32("w", vec![2, 3], &[1.0, -2.0, 0.5, 0.0, -0.0, 7.0]),
-                Tensor::new(
-                    "ids",
-                    Dtype::I64,
-                    vec![2],
-                    vec![1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
-                )
-                .unwrap(),
-                Tensor::new("scalar", Dtype::BF16, vec![], vec![0x80, 0x3f]).unwrap(),
-                Tensor::new("empty", Dtype::F16, vec![0, 4], vec![]).unwrap(),
-            ],
-            metadata: vec![("format".into(), "pt".into())],
-        };
-        let bytes = write_safetensors(&file).unwrap();
-        let back = read_safetensors(&bytes).unwrap();
-        assert_eq!(back.metadata, file.metadata);
-        for t in &file.tensors {
-            assert!(back.tensors.contains(t), "{} lost", t.name);
-        }
-        let w = back.tensors.iter().find(|t| t.name == "w").unwrap();
-        assert_eq!(w.to_array_f32().unwrap().shape(), &[2, 3]);
-    }
-
-    #[test]
-    fn tensors_come_back_in_file_order_every_time() {
-        let file = TensorFile {
-            tensors: (0..12)
-                .map(|i| {
-                    Tensor::from_f32(
-                        format!("t{i:02}"),
-                        vec![i + 1],
-                        &vec![i as f32; i as usize + 1],
-                    )
-                })
-                .collect(),
-            metadata: vec![],
-        };
-        let bytes = write_safetensors(&file).unwrap();
-        let first: Vec<String> = read_safetensors(&bytes)
-            .unwrap()
-            .tensors
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        for _ in 0..20 {
-            let again: Vec<String> = read_safetensors(&bytes)
-                .unwrap()
-                .tensors
-                .into_iter()
-                .map(|t| t.name)
-                .collect();
-            assert_eq!(again, first);
-        }
-    }
-
-    #[test]
-    fn byte_length_is_checked() {
-        assert!(matches!(
-            Tensor::new("x", Dtype::F32, vec![3], vec![0; 11]),
-            Err(FormatError::ByteLength { expected: 12, .. })
-        ));
-    }
 }

@@ -5,9 +5,10 @@
 
 use crate::{Dtype, FormatError, Tensor};
 
-const MAGIC: &[u8] = b"\x93NUMPY";
+/// First bytes of every `.npy` file.
+pub const MAGIC: &[u8] = b"\x93NUMPY";
 /// Largest header accepted (numpy itself caps it near this).
-const MAX_HEADER: usize = 1 << 16;
+pub const MAX_HEADER: usize = 1 << 16;
 
 fn err(reason: impl Into<String>) -> FormatError {
     FormatError::Npy {
@@ -64,8 +65,9 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// Parses a `.npy` file into a tensor called `name`.
-pub fn read_npy(bytes: &[u8], name: &str) -> Result<Tensor, FormatError> {
+/// Parses the header at the start of `bytes` (at least the header; the data may follow):
+/// the dtype, the shape and where the data starts.
+pub fn parse_header(bytes: &[u8]) -> Result<(Dtype, Vec<u64>, usize), FormatError> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(err("not an .npy file (bad magic)"));
     }
@@ -105,20 +107,26 @@ pub fn read_npy(bytes: &[u8], name: &str) -> Result<Tensor, FormatError> {
                 .map_err(|_| err(format!("bad shape entry {s:?}")))
         })
         .collect::<Result<_, _>>()?;
-    Tensor::new(name, dtype, shape, bytes[hstart + hlen..].to_vec())
+    Ok((dtype, shape, hstart + hlen))
 }
 
-/// Writes a tensor as `.npy`.
-pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, FormatError> {
-    let descr = dtype_descr(t.dtype).ok_or_else(|| FormatError::UnsupportedDtype {
-        dtype: t.dtype.to_string(),
+/// Parses a `.npy` file held in memory into a tensor called `name`.
+pub fn read_npy(bytes: &[u8], name: &str) -> Result<Tensor, FormatError> {
+    let (dtype, shape, start) = parse_header(bytes)?;
+    Tensor::new(name, dtype, shape, bytes[start..].to_vec())
+}
+
+/// The header of a `.npy` file for an array of `dtype` and `shape` (the data follows it).
+pub fn npy_header(dtype: Dtype, shape: &[u64]) -> Result<Vec<u8>, FormatError> {
+    let descr = dtype_descr(dtype).ok_or_else(|| FormatError::UnsupportedDtype {
+        dtype: dtype.to_string(),
         what: ".npy output",
     })?;
-    let shape = match t.shape.len() {
-        1 => format!("({},)", t.shape[0]),
+    let shape = match shape.len() {
+        1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            t.shape
+            shape
                 .iter()
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
@@ -132,7 +140,7 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, FormatError> {
     let total = (pre + header.len() + 1).div_ceil(64) * 64;
     header.push_str(&" ".repeat(total - pre - header.len() - 1));
     header.push('\n');
-    let mut out = Vec::with_capacity(total + t.data.len());
+    let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
     if v1 {
         out.extend_from_slice(&[1, 0]);
@@ -142,6 +150,12 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, FormatError> {
         out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
+    Ok(out)
+}
+
+/// Writes a tensor as `.npy`.
+pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, FormatError> {
+    let mut out = npy_header(t.dtype, &t.shape)?;
     out.extend_from_slice(&t.data);
     Ok(out)
 }

@@ -105,6 +105,43 @@ impl TileGrid {
         Cow::Owned(out)
     }
 
+    /// Bytes of tile `k`, row-major, read from `src` (one read for a tile of whole rows,
+    /// one per row otherwise): only the tile is read.
+    pub fn read_tile<'a>(
+        &self,
+        src: &'a dyn crate::TensorBytes,
+        k: u64,
+        elem: usize,
+    ) -> std::io::Result<Cow<'a, [u8]>> {
+        let r = self.rect(k);
+        let row_bytes = self.cols * elem as u64;
+        if self.contiguous() {
+            return src.read(r.row * row_bytes, r.numel() as usize * elem);
+        }
+        let w = r.cols as usize * elem;
+        let mut out = Vec::with_capacity(r.numel() as usize * elem);
+        for i in r.row..r.row + r.rows {
+            out.extend_from_slice(&src.read(i * row_bytes + r.col * elem as u64, w)?);
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// The tiles covering rows `rows.start..rows.end` of the view (tile rows are whole
+    /// blocks: a row block is the tiles of one grid row).
+    pub fn row_block(&self, block: u64) -> std::ops::Range<u64> {
+        let per = self.col_tiles();
+        block * per..((block + 1) * per).min(self.len())
+    }
+
+    /// Number of row blocks (grid rows).
+    pub fn row_blocks(&self) -> u64 {
+        if self.is_empty() {
+            0
+        } else {
+            self.rows.div_ceil(self.tile.rows)
+        }
+    }
+
     /// Writes a tile's row-major bytes into the tensor's bytes.
     pub fn scatter(&self, tile: &[u8], k: u64, elem: usize, data: &mut [u8]) {
         let r = self.rect(k);
@@ -135,9 +172,14 @@ mod tests {
             let mut seen = 0;
             for k in 0..g.len() {
                 let t = g.gather(&data, k, 2);
+                assert_eq!(g.read_tile(&data, k, 2).unwrap(), t);
                 seen += t.len();
                 g.scatter(&t, k, 2, &mut back);
             }
+            let blocks: u64 = (0..g.row_blocks())
+                .map(|b| g.row_block(b).count() as u64)
+                .sum();
+            assert_eq!(blocks, g.len());
             assert_eq!(seen, data.len());
             assert_eq!(back, data);
         }

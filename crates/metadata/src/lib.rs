@@ -5,15 +5,16 @@
 //! models, the tile index (offset, length, checksum and the codec of each stream of every
 //! tile), and the fields the sparsification and reconstruction stages fill (criterion,
 //! pattern, mask encoding, reconstruction method). The header is encoded in binary with
-//! [postcard] and can be rendered as JSON with [`Header::to_json`] for people and scripts.
+//! [postcard], and has a JSON view for people and scripts that reads back to the same header
+//! ([`Header::to_json`], [`Header::from_json`]; module [`json`]). [`std::fmt::Display`] and
+//! [`std::str::FromStr`] give the enums one set of names for every front end.
 //!
 //! The crate validates what can be checked without the data section: shape products that
 //! overflow, duplicate names, tile counts that disagree with the tile shape, and the
 //! documented caps ([`MAX_HEADER_BYTES`], [`MAX_RANK`], ...). The container crate
 //! (`sparsewire-stream`) checks everything that needs the bytes.
 //!
-//! Postcard is not self-describing: new fields are added only with a format version bump,
-//! and the reserved `Option` fields below exist so that the next stages slot in without one.
+//! Postcard is not self-describing: new fields are added only with a format version bump.
 //! Enum variants are only ever appended, so an old reader meets a new variant as a typed
 //! [`MetadataError::Decode`] error ("unknown codec id"), never as a misread.
 #![forbid(unsafe_code)]
@@ -21,31 +22,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
-/// LEB128 varints, as the stream uses them outside the postcard header (SPEC §4, §6).
-pub mod varint {
-    /// Appends `v` as LEB128.
-    pub fn put(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
+pub mod json;
+mod names;
+pub mod varint;
 
-    /// Reads LEB128 at `pos` (at most 10 bytes), advancing `pos`.
-    pub fn get(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *bytes.get(*pos)?;
-            *pos += 1;
-            v |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-}
+pub use names::display;
 
 /// Largest header (postcard bytes) a reader accepts; larger is refused before allocating.
 pub const MAX_HEADER_BYTES: u64 = 64 << 20;
@@ -272,12 +253,16 @@ pub struct Sparsification {
     pub criterion: Criterion,
     pub pattern: Pattern,
     /// Fraction of elements dropped, in [0, 1), as achieved.
+    #[serde(with = "json::float")]
     pub sparsity: f32,
     /// Score threshold used, when one was.
+    #[serde(with = "json::float_opt")]
     pub threshold: Option<f32>,
-    /// ‖W − W'‖_F / ‖W‖_F of the stored tensor (zero-filled), measured at compress time.
+    /// ‖W − W'‖_F / ‖W‖_F of what the receiver rebuilds, measured at compress time.
+    #[serde(with = "json::float")]
     pub rel_error: f32,
     /// Relative output error on the calibration inputs, when there were some.
+    #[serde(with = "json::float_opt")]
     pub output_error: Option<f32>,
     /// Whether the kept values were changed (SparseGPT's compensation).
     pub values_updated: bool,
@@ -291,10 +276,18 @@ pub enum Reconstruction {
     Zero,
     /// Weighted average of kept neighbours.
     Linear,
-    /// A small predictor; its parameters.
-    Learned { params: Vec<f32> },
-    /// A codebook; its entries, row-major.
-    Dictionary { entry_len: u32, entries: Vec<f32> },
+    /// The ridge predictor of SPEC §6.2 on the row context; its four parameters.
+    Learned {
+        #[serde(with = "json::floats")]
+        params: Vec<f32>,
+    },
+    /// One entry per column of the 2-D view (`entry_len` = columns): a dropped element
+    /// becomes its column's entry.
+    Dictionary {
+        entry_len: u32,
+        #[serde(with = "json::floats")]
+        entries: Vec<f32>,
+    },
     /// Dropped rows (output channels) rebuilt as linear combinations of kept rows
     /// (the `correlation` criterion with the channel pattern).
     Channels {
@@ -311,6 +304,7 @@ pub enum Reconstruction {
 pub struct ChannelCombination {
     pub row: u32,
     pub sources: Vec<u32>,
+    #[serde(with = "json::floats")]
     pub coefs: Vec<f32>,
 }
 
@@ -326,7 +320,6 @@ pub struct TensorMeta {
     /// Serialised entropy models shared by the tensor's tiles (`StreamCodec::RansShared`).
     pub models: Vec<Vec<u8>>,
     pub sparsification: Option<Sparsification>,
-    pub mask_encoding: Option<MaskEncoding>,
     pub reconstruction: Reconstruction,
     pub tiles: Vec<TileEntry>,
 }
@@ -561,11 +554,6 @@ impl Header {
         Ok(())
     }
 
-    /// The header as pretty JSON (for `inspect --json` and people).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("header types always serialise to JSON")
-    }
-
     /// Looks a tensor up by name.
     pub fn tensor(&self, name: &str) -> Option<(usize, &TensorMeta)> {
         self.tensors
@@ -589,7 +577,6 @@ mod tests {
             codec: ValueCodec::FloatPlanes,
             models: vec![vec![1, 2, 3]],
             sparsification: None,
-            mask_encoding: None,
             reconstruction: Reconstruction::Zero,
             tiles: vec![
                 TileEntry {
@@ -613,6 +600,46 @@ mod tests {
         let bytes = h.to_postcard().unwrap();
         assert_eq!(Header::from_postcard(&bytes).unwrap(), h);
         assert!(h.to_json().contains("\"FloatPlanes\""));
+    }
+
+    #[test]
+    fn json_view_reads_back_to_the_same_bytes() {
+        // Every float field, with values JSON numbers cannot hold.
+        let mut a = tensor("a", vec![3, 3], 4);
+        a.sparsification = Some(Sparsification {
+            criterion: Criterion::SparseGpt,
+            pattern: Pattern::NM { n: 2, m: 4 },
+            sparsity: 0.5,
+            threshold: Some(f32::NAN),
+            rel_error: f32::INFINITY,
+            output_error: Some(1e-7),
+            values_updated: true,
+        });
+        a.reconstruction = Reconstruction::Learned {
+            params: vec![f32::NEG_INFINITY, -0.0, 1.5e-38, f32::NAN],
+        };
+        let mut b = tensor("b", vec![2, 2], 1);
+        b.reconstruction = Reconstruction::Channels {
+            combinations: vec![ChannelCombination {
+                row: 1,
+                sources: vec![0],
+                coefs: vec![0.1],
+            }],
+        };
+        let h = Header {
+            tensors: vec![a, b],
+            user_metadata: vec![("k".into(), "v \"quoted\"".into())],
+            data_len: 0,
+        };
+        let json = h.to_json();
+        assert!(
+            json.contains("\"NaN\"") && json.contains("\"-inf\""),
+            "{json}"
+        );
+        let back = Header::from_json(&json).unwrap();
+        assert_eq!(back.to_postcard().unwrap(), h.to_postcard().unwrap());
+        assert!(Header::from_json("{").is_err());
+        assert!(Header::from_json(&json.replace("\"NaN\"", "\"nan?\"")).is_err());
     }
 
     #[test]

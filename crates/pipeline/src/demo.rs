@@ -1,126 +1,162 @@
-//! The built-in default for `sparsewire demo`: a small, deterministic set of weight-like
-//! tensors, generated from a fixed seed (no files, no downloads).
+//! `sparsewire demo`: the whole job on the built-in tensors
+//! ([`sparsewire_formats::builtin`], re-exported here as [`tensors`] and [`stats`]).
 //!
-//! | tensor | dtype | shape | distribution (what it imitates) |
-//! |---|---|---|---|
-//! | `encoder.attn.weight` | BF16 | [384, 384] | normal, sigma 0.04 (a linear layer) |
-//! | `encoder.ffn.weight` | F32 | [1536, 384] | normal, sigma 0.03, 1% outliers x8 |
-//! | `encoder.ffn.bias` | F32 | [1536] | normal, sigma 0.01 |
-//! | `norm.weight` | F16 | [384] | 1 + normal sigma 0.05 (LayerNorm gain) |
-//! | `conv.weight` | F32 | [32, 16, 3, 3] | Laplace, scale 0.05 (conv filters) |
-//! | `embeddings.weight` | BF16 | [2000, 64] | normal sigma 0.05, rows 1500.. untrained (all 0) |
-//! | `position_ids` | I64 | [1, 512] | 0..511 (carried through, never dropped) |
-//!
-//! `sparsewire demo` prints each tensor's measured mean, standard deviation and range.
+//! [`run`], as `sparsewire demo` shows it: compress, inspect,
+//! decompress and verify every bit; sparsify half of the weights and verify what comes
+//! back; multiply straight from the sparse stream; model the stream on an accelerator.
 
-use sparsewire_formats::{Dtype, Tensor, TensorFile};
+use crate::{compress, decompress, CompressOptions, PipelineError};
+use serde::Serialize;
+use sparsewire_accel::calibrate::median;
+use sparsewire_accel::exec::{self, Options};
+use sparsewire_accel::sim::{HardwareSpec, SimReport};
+pub use sparsewire_formats::builtin::{stats, tensors};
+use sparsewire_se::{Budget, SparsifyOptions};
+use sparsewire_stream::report::{inspect, InspectReport};
+use sparsewire_stream::{EncodeOptions, Profile, Reader};
+use std::path::Path;
+use std::time::Instant;
 
-/// A SplitMix64 generator: tiny, fixed, and identical on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    fn laplace(&mut self) -> f64 {
-        let u = self.uniform() - 0.5;
-        -u.signum() * (1.0 - 2.0 * u.abs()).ln()
-    }
+/// A multiply from the sparse stream against the dense kernel on the original weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoMultiply {
+    pub tensor: String,
+    /// Median seconds of the multiply from the stream (fast profile, 50% sparse).
+    pub seconds: f64,
+    /// Median seconds of the dense kernel on the original weights.
+    pub dense_seconds: f64,
+    pub speedup: f64,
+    /// Largest |y - y_reference| (the scalar reference on the same stream).
+    pub max_abs_error_vs_reference: f64,
 }
 
-fn bf16_tensor(name: &str, shape: Vec<u64>, v: &[f32]) -> Tensor {
-    let data = v
-        .iter()
-        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-        .collect();
-    Tensor::new(name, Dtype::BF16, shape, data).expect("shape matches")
+/// What [`run`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub ratio: f64,
+    pub encode_seconds: f64,
+    pub decode_seconds: f64,
+    pub bit_exact: bool,
+    /// What the lossless stream holds (as `inspect` shows it).
+    pub inspect: InspectReport,
+    pub sparsified_output_bytes: u64,
+    pub sparsified_ratio: f64,
+    /// Weights sparsified (biases, norms and ids stay lossless).
+    pub sparsified_tensors: usize,
+    pub sparsified_mean_rel_error: f64,
+    /// Every decoded value is the original bit for bit, or a dropped zero.
+    pub sparsified_decodes_exactly: bool,
+    pub matmul: DemoMultiply,
+    pub simulated_edge_npu: SimReport,
 }
 
-fn f16_tensor(name: &str, shape: Vec<u64>, v: &[f32]) -> Tensor {
-    let data = v
-        .iter()
-        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-        .collect();
-    Tensor::new(name, Dtype::F16, shape, data).expect("shape matches")
-}
-
-/// The demo tensors. Same bytes on every run and platform.
-pub fn tensors() -> TensorFile {
-    let mut r = Rng(0x5357_4952_4544_454d);
-    let mut normal = |n: usize, sigma: f64| -> Vec<f32> {
-        (0..n).map(|_| (r.normal() * sigma) as f32).collect()
+/// Runs the demo (module docs); with `out`, also writes `demo.safetensors` and
+/// `demo.swire` there.
+pub fn run(out: Option<&Path>) -> Result<DemoReport, PipelineError> {
+    let file = tensors();
+    let lossless = CompressOptions::default();
+    let t0 = Instant::now();
+    let (stream, _) = compress(&file, &lossless)?;
+    let encode_seconds = t0.elapsed().as_secs_f64();
+    let reader = Reader::new(&stream[..])?;
+    let report = inspect(&reader, true)?;
+    let t1 = Instant::now();
+    let back = decompress(&stream)?;
+    let decode_seconds = t1.elapsed().as_secs_f64();
+    if let Some(dir) = out {
+        let st = sparsewire_formats::write_safetensors(&file).map_err(PipelineError::write(dir))?;
+        sparsewire_formats::output::write_file(&dir.join("demo.safetensors"), &st, true)?;
+        sparsewire_formats::output::write_file(&dir.join("demo.swire"), &stream, true)?;
+    }
+    // Half of every weight matrix, by magnitude.
+    let half = CompressOptions {
+        sparsify: Some(SparsifyOptions::new(Budget::Sparsity(0.5))),
+        ..CompressOptions::default()
     };
-    let attn = normal(384 * 384, 0.04);
-    let mut ffn = normal(1536 * 384, 0.03);
-    let bias = normal(1536, 0.01);
-    let norm: Vec<f32> = normal(384, 0.05).iter().map(|x| 1.0 + x).collect();
-    let mut emb = normal(2000 * 64, 0.05);
-    emb[1500 * 64..].fill(0.0);
-    let mut r2 = Rng(0x434f_4e56);
-    for (i, x) in ffn.iter_mut().enumerate() {
-        if i % 97 == 0 {
-            *x *= 8.0;
-        }
-    }
-    let conv: Vec<f32> = (0..32 * 16 * 9)
-        .map(|_| (r2.laplace() * 0.05) as f32)
+    let (sparse_stream, sparse) = compress(&file, &half)?;
+    let lossy: Vec<_> = sparse
+        .tensors
+        .iter()
+        .filter_map(|t| t.sparsify.as_ref().map(|s| (t, s)))
         .collect();
-    let ids: Vec<u8> = (0..512i64).flat_map(|i| i.to_le_bytes()).collect();
-    TensorFile {
-        tensors: vec![
-            bf16_tensor("encoder.attn.weight", vec![384, 384], &attn),
-            Tensor::from_f32("encoder.ffn.weight", vec![1536, 384], &ffn),
-            Tensor::from_f32("encoder.ffn.bias", vec![1536], &bias),
-            f16_tensor("norm.weight", vec![384], &norm),
-            Tensor::from_f32("conv.weight", vec![32, 16, 3, 3], &conv),
-            bf16_tensor("embeddings.weight", vec![2000, 64], &emb),
-            Tensor::new("position_ids", Dtype::I64, vec![1, 512], ids).expect("shape matches"),
-        ],
-        metadata: vec![(
-            "source".into(),
-            "sparsewire demo (built-in, seed fixed)".into(),
-        )],
+    let n: f64 = lossy.iter().map(|(t, _)| t.stream.input_bytes as f64).sum();
+    let mean_err = lossy
+        .iter()
+        .map(|(t, s)| s.rel_frobenius * t.stream.input_bytes as f64)
+        .sum::<f64>()
+        / n.max(1.0);
+    let sparse_back = decompress(&sparse_stream)?;
+    let exact = file.tensors.iter().zip(&sparse_back.tensors).all(|(a, b)| {
+        match (a.to_f32_vec(), b.to_f32_vec()) {
+            (Some(x), Some(y)) => x
+                .iter()
+                .zip(&y)
+                .all(|(p, q)| *q == 0.0 || p.to_bits() == q.to_bits()),
+            _ => a == b,
+        }
+    });
+    // Multiply from the fast profile's stored bytes, against the dense kernel on the
+    // original weights (the same executor on a lossless fast-profile stream).
+    let fast = EncodeOptions {
+        profile: Profile::Fast,
+        ..EncodeOptions::default()
+    };
+    let sparse_fast = CompressOptions {
+        encode: fast.clone(),
+        ..half
+    };
+    let dense_fast = CompressOptions {
+        encode: fast,
+        ..CompressOptions::default()
+    };
+    let (fs, ds) = (
+        compress(&file, &sparse_fast)?.0,
+        compress(&file, &dense_fast)?.0,
+    );
+    let (fr, dr) = (Reader::new(&fs[..])?, Reader::new(&ds[..])?);
+    let name = "encoder.ffn.weight";
+    let t = fr.tensor_index(name)?;
+    let x = exec::default_input(1, 384);
+    let want = exec::reference(&fr, t, &x, 1)?;
+    let opts = Options::default();
+    let (mut secs, mut dense_secs, mut err) = (vec![], vec![], 0f64);
+    for _ in 0..21 {
+        let (y, r) = exec::matmul(&fr, t, &x, &opts)?;
+        secs.push(r.seconds);
+        let diff = y.iter().zip(&want).map(|(a, b)| (a - b).abs() as f64);
+        err = diff.fold(err, f64::max);
+        dense_secs.push(exec::matmul(&dr, t, &x, &opts)?.1.seconds);
     }
-}
-
-/// Mean, standard deviation, minimum and maximum of a float tensor.
-pub fn stats(t: &Tensor) -> Option<[f64; 4]> {
-    let v = t.to_f32_vec()?;
-    if v.is_empty() {
-        return None;
-    }
-    let n = v.len() as f64;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-    let min = v.iter().copied().fold(f32::INFINITY, f32::min) as f64;
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    Some([mean, var.sqrt(), min, max])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_is_deterministic_and_weight_like() {
-        let a = tensors();
-        assert_eq!(a, tensors());
-        let s = stats(&a.tensors[0]).unwrap();
-        assert!(s[0].abs() < 0.002 && (s[1] - 0.04).abs() < 0.002, "{s:?}");
-    }
+    let (seconds, dense_seconds) = (median(secs), median(dense_secs));
+    // The sparse stream's matrices on the edge-npu model.
+    let sr = Reader::new(&sparse_stream[..])?;
+    let matrices: Vec<usize> = (0..sr.header().tensors.len())
+        .filter(|&i| sr.header().tensors[i].sparsification.is_some())
+        .collect();
+    let npu = HardwareSpec::preset("edge-npu")?;
+    let sim = sparsewire_accel::workload::simulate_stream(sr.header(), &matrices, 1, 1, 4, &npu)?;
+    Ok(DemoReport {
+        input_bytes: report.input_bytes,
+        output_bytes: report.output_bytes,
+        ratio: report.ratio,
+        encode_seconds,
+        decode_seconds,
+        bit_exact: back == file,
+        inspect: report,
+        sparsified_output_bytes: sparse.output_bytes,
+        sparsified_ratio: sparse.ratio,
+        sparsified_tensors: lossy.len(),
+        sparsified_mean_rel_error: mean_err,
+        sparsified_decodes_exactly: exact,
+        matmul: DemoMultiply {
+            tensor: name.into(),
+            seconds,
+            dense_seconds,
+            speedup: dense_seconds / seconds,
+            max_abs_error_vs_reference: err,
+        },
+        simulated_edge_npu: sim,
+    })
 }

@@ -1,9 +1,13 @@
-//! Replays the committed fuzz corpus and regression files through the fuzz target bodies.
+//! Replays the committed fuzz corpus and regression files (`fuzz/corpus/<target>`,
+//! `fuzz/regressions/<target>`) through the fuzz target bodies on stable Rust: every input
+//! that once ran, or once crashed, must still run without a panic.
 
-use sparsewire_pipeline::fuzz_targets;
 use std::path::Path;
 
-fn replay(target: &str, f: fn(&[u8])) -> usize {
+/// A fuzz target's body.
+type Target = fn(&[u8]);
+
+fn replay(target: &str, f: Target) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let mut n = 0;
     for dir in ["corpus", "regressions"] {
@@ -21,7 +25,20 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
 
 #[test]
 fn corpus_and_regressions_do_not_panic() {
-    assert!(replay("open_stream", fuzz_targets::open_stream) > 0);
-    assert!(replay("decode_corrupt_tile", fuzz_targets::decode_corrupt_tile) > 0);
-    assert!(replay("round_trip", fuzz_targets::round_trip) > 0);
+    use sparsewire_stream::fuzzing as stream;
+    let targets: [(&str, Target); 7] = [
+        ("open_stream", stream::open_stream),
+        ("decode_corrupt_tile", stream::decode_corrupt_tile),
+        ("round_trip", stream::round_trip),
+        ("raw_tile", stream::raw_tile),
+        ("layouts", sparsewire_sparse::fuzzing::layouts),
+        ("rebuild", sparsewire_re::fuzzing::rebuild),
+        (
+            "multiply_corrupt",
+            sparsewire_accel::fuzzing::multiply_corrupt,
+        ),
+    ];
+    for (name, f) in targets {
+        assert!(replay(name, f) > 0, "no corpus for {name}");
+    }
 }

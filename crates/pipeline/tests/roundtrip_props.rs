@@ -2,8 +2,10 @@
 //! tile) x special values round-trips bit-exact through a whole stream.
 
 use proptest::prelude::*;
-use sparsewire_pipeline::metadata::TileShape;
-use sparsewire_pipeline::{compress, decompress, Dtype, EncodeOptions, Tensor, TensorFile};
+use sparsewire_formats::{Dtype, Tensor, TensorFile};
+use sparsewire_metadata::TileShape;
+use sparsewire_pipeline::{compress, decompress, CompressOptions};
+use sparsewire_stream::EncodeOptions;
 
 const SPECIAL_F32: [u32; 8] = [
     0x7fc0_0000, // NaN
@@ -84,8 +86,9 @@ proptest! {
                 .collect(),
             metadata: vec![("k".into(), "v".into())],
         };
-        let opts = EncodeOptions { tile_shape: tile, try_lz, ..EncodeOptions::default() };
-        let stream = compress(&file, &opts).unwrap();
+        let encode = EncodeOptions { tile_shape: tile, try_lz, ..EncodeOptions::default() };
+        let opts = CompressOptions { encode, ..CompressOptions::default() };
+        let stream = compress(&file, &opts).unwrap().0;
         prop_assert_eq!(decompress(&stream).unwrap(), file);
     }
 }

@@ -2,33 +2,59 @@
 //! criteria on real MiniLM layers with their real activations (when ../shared/data is
 //! there).
 
-use sparsewire_pipeline::metadata::{Criterion, Pattern};
-use sparsewire_pipeline::sparsify::{sparsify_and_compress, Budget, SparsifyOptions};
-use sparsewire_pipeline::{decompress, read_tensors, Dtype, EncodeOptions, Tensor, TensorFile};
+use sparsewire_formats::input::InputFile;
+use sparsewire_formats::{Dtype, Tensor, TensorFile};
+use sparsewire_metadata::{Criterion, Pattern};
+use sparsewire_pipeline::{compress, decompress, CompressOptions, CompressReport, PipelineError};
+use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
 mod common;
-use common::data_dir;
 
 fn opts(criterion: Criterion, pattern: Pattern, budget: Budget) -> SparsifyOptions {
     SparsifyOptions {
-        rebuild: Default::default(),
         criterion,
         pattern,
-        budget,
-        calibration: None,
-        calibration_map: vec![],
-        gradients: None,
+        ..SparsifyOptions::new(budget)
     }
 }
 
-/// Sparsify and encode with the default encoder options.
-fn run(
-    f: &TensorFile,
-    o: &SparsifyOptions,
-) -> Result<
-    (Vec<u8>, sparsewire_pipeline::sparsify::SparsifyReport),
-    sparsewire_pipeline::PipelineError,
-> {
-    sparsify_and_compress(f, o, &EncodeOptions::default(), &|_, _| {})
+/// Sparsify and encode with the default encoder options; the report's sparsified tensors.
+fn run(f: &TensorFile, o: &SparsifyOptions) -> Result<(Vec<u8>, Report), PipelineError> {
+    let opts = CompressOptions {
+        sparsify: Some(o.clone()),
+        ..CompressOptions::default()
+    };
+    let (s, r) = compress(f, &opts)?;
+    Ok((s, Report(r)))
+}
+
+/// The report, and its sparsified tensors' entries with the stored bytes.
+#[derive(Debug)]
+struct Report(CompressReport);
+
+struct Lossy {
+    name: String,
+    output_bytes: u64,
+    s: sparsewire_se::report::TensorSparsity,
+}
+
+impl Report {
+    fn tensors(&self) -> Vec<Lossy> {
+        self.0
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.sparsify.clone().map(|s| Lossy {
+                    name: t.stream.name.clone(),
+                    output_bytes: t.stream.output_bytes,
+                    s,
+                })
+            })
+            .collect()
+    }
+}
+
+fn read_tensors(p: &std::path::Path) -> TensorFile {
+    InputFile::open(p).unwrap().read_all().unwrap()
 }
 
 fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
@@ -68,7 +94,7 @@ fn uniform_sparsity_is_exact_and_decodes_zero_filled() {
             &opts(Criterion::Magnitude, pattern, Budget::Sparsity(0.5)),
         )
         .unwrap();
-        assert_eq!(report.tensors.len(), 2, "the bias stays dense");
+        assert_eq!(report.tensors().len(), 2, "the bias stays dense");
         let back = decompress(&stream).unwrap();
         for (t, r) in f.tensors.iter().zip(&back.tensors).take(2) {
             let (a, b) = (t.to_f32_vec().unwrap(), r.to_f32_vec().unwrap());
@@ -105,10 +131,10 @@ fn inspect_bounds_a_sparse_tensor_by_its_mask_and_kept_values() {
         ),
     )
     .unwrap();
-    let reader = sparsewire_pipeline::Reader::new(&stream[..]).unwrap();
-    let r = sparsewire_pipeline::inspect(&reader, true).unwrap();
+    let reader = sparsewire_stream::Reader::new(&stream[..]).unwrap();
+    let r = sparsewire_stream::report::inspect(&reader, true).unwrap();
     let t = &r.tensors[0];
-    assert_eq!(t.planes[0].plane, "mask");
+    assert_eq!(t.planes[0].plane.to_string(), "mask");
     // H(0.5) = 1 bit per element.
     assert!((t.planes[0].entropy_bound_bytes - 64.0 * 48.0 / 8.0).abs() < 1e-6);
     // The head of the kept values (half the elements) is bounded by at most 11 bits each.
@@ -131,10 +157,7 @@ fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
         )],
         metadata: vec![],
     };
-    for rebuild in [
-        sparsewire_pipeline::sparsify::Rebuild::Linear,
-        sparsewire_pipeline::sparsify::Rebuild::Auto,
-    ] {
+    for rebuild in [Rebuild::Linear, Rebuild::Auto] {
         let mut o = opts(
             Criterion::Magnitude,
             Pattern::UnstructuredPerRow,
@@ -142,10 +165,11 @@ fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
         );
         o.rebuild = rebuild;
         let (stream, r) = run(&f, &o).unwrap();
+        let r = &r.tensors()[0].s;
         assert!(
-            r.tensors[0].reconstruction_gain > 10.0,
+            r.reconstruction_gain > 10.0,
             "{rebuild:?}: {}",
-            r.tensors[0].reconstruction_gain
+            r.reconstruction_gain
         );
         let back = decompress(&stream).unwrap().tensors[0]
             .to_f32_vec()
@@ -159,9 +183,9 @@ fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
             / w.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
         // What decompress rebuilds is what compress measured.
         assert!(
-            (err - r.tensors[0].rel_frobenius).abs() < 1e-6,
+            (err - r.rel_frobenius).abs() < 1e-6,
             "{err} vs {}",
-            r.tensors[0].rel_frobenius
+            r.rel_frobenius
         );
         assert!(err < 1e-3);
     }
@@ -185,7 +209,7 @@ fn budgets_are_met() {
         "{} bytes",
         stream.len()
     );
-    assert!(report.allocation.is_some());
+    assert!(report.0.allocation.is_some());
     let (_, report) = run(
         &f,
         &opts(
@@ -196,9 +220,9 @@ fn budgets_are_met() {
     )
     .unwrap();
     assert!(report
-        .tensors
+        .tensors()
         .iter()
-        .all(|t| t.rel_frobenius <= 0.3 && t.sparsity > 0.0));
+        .all(|t| t.s.rel_frobenius <= 0.3 && t.s.sparsity > 0.0));
     // A budget below what any allocation reaches names the closest one.
     let e = run(
         &f,
@@ -209,7 +233,16 @@ fn budgets_are_met() {
         ),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("closest"), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("closest"), "{msg}");
+    // The closest reachable size is a real size, not a sentinel.
+    let closest: u64 = msg
+        .rsplit("closest reachable is ")
+        .next()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(closest > 100 && closest < f.byte_len(), "{msg}");
 }
 
 #[test]
@@ -238,11 +271,8 @@ fn correlation_rebuilds_a_redundant_channel_exactly() {
         ),
     )
     .unwrap();
-    assert!(
-        report.tensors[0].rel_frobenius < 1e-3,
-        "{}",
-        report.tensors[0].rel_frobenius
-    );
+    let e = report.tensors()[0].s.rel_frobenius;
+    assert!(e < 1e-3, "{e}");
     let back = decompress(&stream).unwrap();
     let (a, b) = (
         t.to_f32_vec().unwrap(),
@@ -316,17 +346,18 @@ fn sparsegpt_falls_back_to_wanda_on_a_bad_hessian() {
         metadata: vec![],
     });
     let (_, r) = run(&f, &o).unwrap();
-    assert_eq!(r.tensors[0].criterion, "Wanda");
+    assert_eq!(r.tensors()[0].s.criterion, Criterion::Wanda);
 }
 
 #[test]
+#[cfg_attr(
+    not(shared_data),
+    ignore = "needs ../shared/data (or $SPARSEWIRE_DATA), absent when this crate was built"
+)]
 fn minilm_criteria_order_and_sizes() {
-    let Some(dir) = data_dir() else {
-        eprintln!("shared data not found (set SPARSEWIRE_DATA); skipping");
-        return;
-    };
-    let model = read_tensors(&dir.join("minilm_l6_v2.bf16.safetensors")).unwrap();
-    let acts = read_tensors(&dir.join("minilm_l6_v2_activations.f32.safetensors")).unwrap();
+    let dir = common::data_dir();
+    let model = read_tensors(&dir.join("minilm_l6_v2.bf16.safetensors"));
+    let acts = read_tensors(&dir.join("minilm_l6_v2_activations.f32.safetensors"));
     // Two real layers with their real inputs: FFN in (in = 384) and FFN out (in = 1536).
     let names = [
         "encoder.layer.1.intermediate.dense.weight",
@@ -346,14 +377,13 @@ fn minilm_criteria_order_and_sizes() {
         let mut o = opts(c, Pattern::Unstructured, Budget::Sparsity(0.5));
         o.calibration = Some(acts.clone());
         let (_, r) = run(&layers, &o).unwrap();
+        let r = r.tensors();
         assert!(r
-            .tensors
             .iter()
-            .all(|t| t.note.is_none() && t.rel_output.is_some()));
+            .all(|t| t.s.note.is_none() && t.s.rel_output.is_some()));
         errs.push(
-            r.tensors
-                .iter()
-                .map(|t| t.rel_output.unwrap())
+            r.iter()
+                .map(|t| t.s.rel_output.unwrap())
                 .collect::<Vec<_>>(),
         );
     }
@@ -375,11 +405,95 @@ fn minilm_criteria_order_and_sizes() {
     )
     .unwrap();
     assert!((stream.len() as f64) < 0.365 * model.byte_len() as f64);
-    for t in &r.tensors {
+    for t in &r.tensors() {
         assert!(
-            t.mask_bits_per_element <= 1.03 * t.mask_entropy_bits_per_element + 0.01,
-            "{}",
-            t.name
+            t.s.mask_bits_per_element <= 1.03 * t.s.mask_entropy_bits_per_element + 0.01,
+            "{} ({} bytes)",
+            t.name,
+            t.output_bytes
+        );
+    }
+}
+
+#[test]
+fn untouched_tensors_are_coded_as_the_lossless_path_codes_them() {
+    // A bias and an integer tensor beside a pruned weight: same bytes either way, zstd
+    // trial included (a constant bias is far smaller through zstd).
+    let mut f = file();
+    f.tensors
+        .push(Tensor::from_f32("zero.bias", vec![4096], &[0.25; 4096]));
+    let (sparse, r) = run(
+        &f,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::Sparsity(0.5),
+        ),
+    )
+    .unwrap();
+    let (lossless, l) = compress(&f, &CompressOptions::default()).unwrap();
+    let (sr, lr) = (
+        sparsewire_stream::Reader::new(&sparse[..]).unwrap(),
+        sparsewire_stream::Reader::new(&lossless[..]).unwrap(),
+    );
+    for name in ["b.bias", "zero.bias"] {
+        let (a, b) = (
+            sr.tensor_index(name).unwrap(),
+            lr.tensor_index(name).unwrap(),
+        );
+        let (ma, mb) = (&sr.header().tensors[a], &lr.header().tensors[b]);
+        assert_eq!(ma.codec, mb.codec, "{name}");
+        assert_eq!(ma.tiles.len(), mb.tiles.len());
+        for k in 0..ma.tiles.len() {
+            assert_eq!(
+                sr.tile_stored(a, k).unwrap(),
+                lr.tile_stored(b, k).unwrap(),
+                "{name}"
+            );
+        }
+    }
+    // The same report schema on both paths: every tensor, lossy fields only where pruned.
+    assert_eq!(r.0.tensors.len(), l.tensors.len());
+    assert!(l.tensors.iter().all(|t| t.sparsify.is_none()));
+    assert_eq!(r.tensors().len(), 2);
+}
+
+#[test]
+fn non_finite_weights_and_misplaced_methods_are_said() {
+    let mut w = weights(8, 8, 3);
+    w[5] = f32::NAN;
+    let f = TensorFile {
+        tensors: vec![Tensor::from_f32("n.weight", vec![8, 8], &w)],
+        metadata: vec![],
+    };
+    let e = run(
+        &f,
+        &opts(
+            Criterion::Magnitude,
+            Pattern::Unstructured,
+            Budget::Sparsity(0.5),
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("n.weight") && e.contains("element 5") && e.contains("NaN"),
+        "{e}"
+    );
+    // `spatial` on a matrix that is not a conv filter: zero-fill, and a note saying why.
+    let mut o = opts(
+        Criterion::Magnitude,
+        Pattern::Unstructured,
+        Budget::Sparsity(0.5),
+    );
+    o.rebuild = Rebuild::Spatial;
+    let (_, r) = run(&file(), &o).unwrap();
+    for t in r.tensors() {
+        assert_eq!(t.s.reconstruction, "zero");
+        assert!(
+            t.s.note.as_deref().unwrap_or("").contains("conv"),
+            "{:?}",
+            t.s.note
         );
     }
 }

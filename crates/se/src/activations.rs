@@ -1,12 +1,12 @@
 //! Runtime activation sparsification: per call, nothing on disk.
 //!
-//! [`sparsify_activations`] turns a `[rows, cols]` f32 activation block into a bitmask
-//! (packed LSB first, row-major, as `MaskEncoding::Bitmask` in a tile) and the kept values
-//! in order, ready to send; [`SparseActivations::to_bytes`] lays them out as one buffer and
-//! [`SparseActivations::from_bytes`] and [`SparseActivations::densify`] undo it on the
-//! receiving side (zero-fill). No entropy stage: this path is meant to run at memory speed.
+//! [`sparsify_activations`] turns a `[rows, cols]` f32 activation block into a
+//! [`SparseTile`] (a bitmask and the kept values in order), ready to send; [`to_bytes`]
+//! lays it out as one buffer and [`from_bytes`] undoes it on the receiving side, where
+//! [`densify`] zero-fills it. No entropy stage: this path is meant to run at memory speed.
 
-use sparsewire_masks::Mask;
+use sparsewire_metadata::Dtype;
+use sparsewire_sparse::{Mask, MaskRef, SparseTile};
 
 /// Which activations to keep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,33 +19,49 @@ pub enum ActivationPolicy {
     KeepFraction(f32),
 }
 
-/// A sparsified activation block.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SparseActivations {
-    pub rows: usize,
-    pub cols: usize,
-    /// Packed kept bits, `ceil(rows*cols / 8)` bytes.
-    pub mask: Vec<u8>,
-    /// Kept values, row-major.
-    pub values: Vec<f32>,
-}
-
-/// Errors of the receiving side.
+/// Errors of activation sparsification.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ActivationError {
     #[error("sparse activation buffer is malformed: {0}")]
     Malformed(&'static str),
+    #[error("an activation block of {rows} x {cols} needs {} values, got {got}", rows * cols)]
+    Shape {
+        rows: usize,
+        cols: usize,
+        got: usize,
+    },
+    #[error("activation policy {0}")]
+    Policy(String),
 }
 
-/// Sparsifies `a` (`rows * cols` values).
+/// Sparsifies `a` (`rows * cols` values, row-major) into an F32 tile.
 pub fn sparsify_activations(
     a: &[f32],
     rows: usize,
     cols: usize,
     policy: ActivationPolicy,
-) -> SparseActivations {
-    assert_eq!(a.len(), rows * cols, "activation block shape");
+) -> Result<SparseTile, ActivationError> {
+    if rows.checked_mul(cols) != Some(a.len()) {
+        return Err(ActivationError::Shape {
+            rows,
+            cols,
+            got: a.len(),
+        });
+    }
+    match policy {
+        ActivationPolicy::Threshold(t) if t.is_nan() || t < 0.0 => {
+            return Err(ActivationError::Policy(format!(
+                "threshold {t}: must be a number >= 0"
+            )))
+        }
+        ActivationPolicy::KeepFraction(f) if !(0.0..=1.0).contains(&f) => {
+            return Err(ActivationError::Policy(format!(
+                "keep fraction {f}: must be in [0, 1]"
+            )))
+        }
+        _ => {}
+    }
     let n = a.len();
     let mut mask = vec![0u8; n.div_ceil(8)];
     // Room for every value (+1 slot for the branch-free write past the last kept one).
@@ -116,84 +132,64 @@ pub fn sparsify_activations(
         }
     }
     values.truncate(count);
-    SparseActivations {
-        rows,
-        cols,
-        mask,
-        values,
-    }
+    let mask = Mask::from_packed(mask, n).expect("packed row by row, padding zero");
+    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok(SparseTile::new(rows, cols, Dtype::F32, mask, bytes).expect("one value per kept bit"))
 }
 
-impl SparseActivations {
-    /// The mask as a [`Mask`].
-    pub fn mask(&self) -> Mask {
-        let n = self.rows * self.cols;
-        Mask::from_kept((0..n).map(|i| self.mask[i / 8] >> (i % 8) & 1 == 1))
+/// `u32 rows, u32 cols, u32 kept` (little-endian), the mask bytes, the kept values.
+pub fn to_bytes(t: &SparseTile) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + t.mask().as_bytes().len() + t.values().len());
+    for v in [t.rows(), t.cols(), t.mask().kept()] {
+        out.extend_from_slice(&(v as u32).to_le_bytes());
     }
+    out.extend_from_slice(t.mask().as_bytes());
+    out.extend_from_slice(t.values());
+    out
+}
 
-    /// `u32 rows, u32 cols, u32 kept` (little-endian), the mask bytes, the kept values.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.mask.len() + 4 * self.values.len());
-        for v in [self.rows, self.cols, self.values.len()] {
-            out.extend_from_slice(&(v as u32).to_le_bytes());
-        }
-        out.extend_from_slice(&self.mask);
-        for v in &self.values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
+/// Parses [`to_bytes`], checking every length against the buffer.
+pub fn from_bytes(b: &[u8]) -> Result<SparseTile, ActivationError> {
+    let u = |i: usize| -> Result<usize, ActivationError> {
+        b.get(i..i + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+            .ok_or(ActivationError::Malformed("truncated header"))
+    };
+    let (rows, cols, kept) = (u(0)?, u(4)?, u(8)?);
+    let n = rows
+        .checked_mul(cols)
+        .ok_or(ActivationError::Malformed("shape overflows"))?;
+    let mlen = n.div_ceil(8);
+    let need = 12usize
+        .checked_add(mlen)
+        .and_then(|x| x.checked_add(kept.checked_mul(4)?))
+        .ok_or(ActivationError::Malformed("sizes overflow"))?;
+    if b.len() != need {
+        return Err(ActivationError::Malformed(
+            "length does not match the header",
+        ));
     }
+    let mask = MaskRef::new(&b[12..12 + mlen], n)
+        .map_err(|_| ActivationError::Malformed("mask padding bits set"))?;
+    if mask.kept() != kept {
+        return Err(ActivationError::Malformed("mask and value count disagree"));
+    }
+    SparseTile::new(
+        rows,
+        cols,
+        Dtype::F32,
+        mask.to_owned(),
+        b[12 + mlen..].to_vec(),
+    )
+    .map_err(|_| ActivationError::Malformed("mask and value count disagree"))
+}
 
-    /// Parses [`Self::to_bytes`], checking every length against the buffer.
-    pub fn from_bytes(b: &[u8]) -> Result<Self, ActivationError> {
-        let u = |i: usize| -> Result<usize, ActivationError> {
-            b.get(i..i + 4)
-                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
-                .ok_or(ActivationError::Malformed("truncated header"))
-        };
-        let (rows, cols, kept) = (u(0)?, u(4)?, u(8)?);
-        let n = rows
-            .checked_mul(cols)
-            .ok_or(ActivationError::Malformed("shape overflows"))?;
-        let mlen = n.div_ceil(8);
-        let need = 12usize
-            .checked_add(mlen)
-            .and_then(|x| x.checked_add(kept.checked_mul(4)?))
-            .ok_or(ActivationError::Malformed("sizes overflow"))?;
-        if b.len() != need {
-            return Err(ActivationError::Malformed(
-                "length does not match the header",
-            ));
-        }
-        let mask = b[12..12 + mlen].to_vec();
-        let ones: usize = mask.iter().map(|x| x.count_ones() as usize).sum();
-        if ones != kept || (n % 8 != 0 && mask[mlen - 1] >> (n % 8) != 0) {
-            return Err(ActivationError::Malformed("mask and value count disagree"));
-        }
-        let values = b[12 + mlen..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        Ok(SparseActivations {
-            rows,
-            cols,
-            mask,
-            values,
-        })
-    }
-
-    /// The dense block, dropped activations zero.
-    pub fn densify(&self) -> Vec<f32> {
-        let n = self.rows * self.cols;
-        let mut out = vec![0f32; n];
-        let mut vi = self.values.iter();
-        for (i, o) in out.iter_mut().enumerate() {
-            if self.mask[i / 8] >> (i % 8) & 1 == 1 {
-                *o = *vi.next().expect("mask and values agree");
-            }
-        }
-        out
-    }
+/// The dense block, dropped activations zero.
+pub fn densify(t: &SparseTile) -> Vec<f32> {
+    let mut out = vec![0f32; t.rows() * t.cols()];
+    sparsewire_sparse::expand_f32(sparsewire_sparse::Values::Sparse(t.as_ref()), &mut out)
+        .expect("an F32 tile of its own shape");
+    out
 }
 
 #[cfg(test)]
@@ -212,10 +208,10 @@ mod tests {
             ActivationPolicy::KeepFraction(1.0),
             ActivationPolicy::TopKPerRow(0),
         ] {
-            let s = sparsify_activations(&a, 7, 13, p);
-            let back = SparseActivations::from_bytes(&s.to_bytes()).unwrap();
+            let s = sparsify_activations(&a, 7, 13, p).unwrap();
+            let back = from_bytes(&to_bytes(&s)).unwrap();
             assert_eq!(back, s);
-            let d = back.densify();
+            let d = densify(&back);
             for (x, y) in a.iter().zip(&d) {
                 assert!(*y == 0.0 || x == y);
             }
@@ -231,9 +227,13 @@ mod tests {
                     .all(|(x, y)| (x.abs() > 0.35) == (*y != 0.0)));
             }
         }
-        assert!(SparseActivations::from_bytes(&[1, 0, 0, 0]).is_err());
-        let mut bad = sparsify_activations(&a, 7, 13, ActivationPolicy::Threshold(0.1)).to_bytes();
+        assert!(from_bytes(&[1, 0, 0, 0]).is_err());
+        let mut bad =
+            to_bytes(&sparsify_activations(&a, 7, 13, ActivationPolicy::Threshold(0.1)).unwrap());
         bad.pop();
-        assert!(SparseActivations::from_bytes(&bad).is_err());
+        assert!(from_bytes(&bad).is_err());
+        assert!(sparsify_activations(&a[1..], 7, 13, ActivationPolicy::Threshold(0.1)).is_err());
+        assert!(sparsify_activations(&a, 7, 13, ActivationPolicy::Threshold(f32::NAN)).is_err());
+        assert!(sparsify_activations(&a, 7, 13, ActivationPolicy::KeepFraction(1.5)).is_err());
     }
 }

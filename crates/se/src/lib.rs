@@ -6,10 +6,15 @@
 //! activation-aware criteria, the layer's calibration inputs; gives the kept flags, the
 //! values to store (SparseGPT updates the kept ones) and error metrics ([`Sparsified`]).
 //!
-//! Stages, one module each: [`criteria`] scores every element (higher = keep), [`pattern`]
-//! keeps the highest scores in a pattern, [`sparsegpt`] does both at once with second-order
-//! compensation, [`metrics`] measures what was lost, [`budget`] spreads a byte budget over
-//! tensors, and [`activations`] sparsifies activations at run time (nothing on disk).
+//! Stages, one module each, for one matrix: [`criteria`] scores every element (higher =
+//! keep), [`pattern`] keeps the highest scores in a pattern, [`sparsegpt`] does both at once
+//! with second-order compensation, [`metrics`] measures what was lost. For a whole file:
+//! [`calibration`] matches calibration inputs to layers, [`job`] decides per tensor what
+//! runs (criterion fallbacks) and runs it, choosing the reconstruction with
+//! `sparsewire-re`, giving a [`sparsewire_sparse::SparseTensor`] for the stream writer;
+//! [`levels`] picks each tensor's sparsity (uniform, by error, or under a byte budget with
+//! [`budget`]'s allocator); [`report`] says what happened. [`activations`] sparsifies
+//! activations at run time (nothing on disk).
 //!
 //! | criterion | score | needs |
 //! |---|---|---|
@@ -22,10 +27,19 @@
 
 pub mod activations;
 pub mod budget;
+pub mod calibration;
 pub mod criteria;
+pub mod job;
+pub mod levels;
 pub mod metrics;
 pub mod pattern;
+pub mod report;
 pub mod sparsegpt;
+
+pub use job::{plan, Job, Outcome};
+pub use levels::{levels, Budget, SparsifyOptions};
+pub use sparsewire_re::Rebuild;
+use sparsewire_sparse::Mask;
 
 pub use sparsewire_metadata::{Criterion, Pattern};
 
@@ -35,6 +49,8 @@ pub use sparsewire_metadata::{Criterion, Pattern};
 pub enum SparsifyError {
     #[error("sparsity {0} is outside [0, 1)")]
     SparsityOutOfRange(f32),
+    #[error("{what} must be positive and finite, got {value}")]
+    OutOfRange { what: &'static str, value: f64 },
     #[error("N:M pattern {n}:{m} needs 0 < N < M <= 16")]
     BadNM { n: u8, m: u8 },
     #[error("block {block:?} is larger than the tensor's 2-D view {shape:?}")]
@@ -55,6 +71,28 @@ pub enum SparsifyError {
     },
     #[error(transparent)]
     SparseGpt(#[from] sparsegpt::SparseGptError),
+    #[error("tensor {tensor:?}: {reason}")]
+    Calibration { tensor: String, reason: String },
+    #[error("tensor {tensor:?}: {source}")]
+    Rebuild {
+        tensor: String,
+        source: sparsewire_re::RebuildError,
+    },
+    #[error("tensor {tensor:?}: {source}")]
+    Tile {
+        tensor: String,
+        source: sparsewire_sparse::SparseError,
+    },
+    #[error("tensor {tensor:?}: element {index} is {value}; pruning ranks weights by size and cannot rank NaN or infinity (fix the weights, or leave this tensor lossless)")]
+    NonFinite {
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
+    #[error("reading tensor {tensor:?}: {reason}")]
+    Read { tensor: String, reason: String },
+    #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
+    Budget { budget: u64, closest: u64 },
 }
 
 /// What to keep.
@@ -113,8 +151,8 @@ pub struct LayerInputs<'a> {
 /// What sparsifying one matrix gave.
 #[derive(Debug, Clone)]
 pub struct Sparsified {
-    /// Kept flags, row-major over the 2-D view.
-    pub keep: Vec<bool>,
+    /// Kept elements, row-major over the 2-D view.
+    pub mask: Mask,
     /// SparseGPT's compensated values (0 where dropped); empty when the kept values are
     /// the originals (`updated` is false).
     pub values: Vec<f32>,
@@ -147,9 +185,9 @@ pub fn sparsify(
         })?;
         check_inputs(&inp, cols)?;
         let h = sparsegpt::hessian(inp.x, inp.tokens, cols);
-        let (keep, values) = sparsegpt::prune(w, rows, cols, &h, config.pattern, s)?;
+        let (mask, values) = sparsegpt::prune(w, rows, cols, &h, config.pattern, s)?;
         return Ok(Sparsified {
-            keep,
+            mask,
             values,
             updated: true,
             reconstruction: sparsewire_metadata::Reconstruction::Zero,
@@ -183,12 +221,12 @@ pub fn sparsify(
         Criterion::Correlation => criteria::correlation(w, rows, cols),
         Criterion::SparseGpt => unreachable!("handled above"),
     };
-    let keep = pattern::select(&scores, rows, cols, config.pattern, s)?;
+    let mask = pattern::select(&scores, rows, cols, config.pattern, s)?;
     let values = Vec::new();
     let reconstruction = if config.criterion == Criterion::Correlation
         && config.pattern == Pattern::Channel
     {
-        let keep_row: Vec<bool> = (0..rows).map(|r| keep[r * cols]).collect();
+        let keep_row: Vec<bool> = (0..rows).map(|r| mask.is_kept(r * cols)).collect();
         sparsewire_metadata::Reconstruction::Channels {
             combinations: criteria::channel_combinations(w, rows, cols, &keep_row, CHANNEL_SOURCES),
         }
@@ -196,7 +234,7 @@ pub fn sparsify(
         sparsewire_metadata::Reconstruction::Zero
     };
     Ok(Sparsified {
-        keep,
+        mask,
         values,
         updated: false,
         reconstruction,
@@ -242,7 +280,7 @@ mod tests {
             sparsity: 0.5,
         };
         let s = sparsify(&w, 1, 2, &cfg, Some(LayerInputs { x: &x, tokens: 2 }), None).unwrap();
-        assert_eq!(s.keep, vec![false, true]);
+        assert_eq!(s.mask, Mask::from_bools(&[false, true]));
         // Magnitude alone would keep the larger weight.
         let w = [0.6f32, -0.5];
         let cfg = SparsifyConfig {
@@ -250,8 +288,8 @@ mod tests {
             ..cfg
         };
         assert_eq!(
-            sparsify(&w, 1, 2, &cfg, None, None).unwrap().keep,
-            vec![true, false]
+            sparsify(&w, 1, 2, &cfg, None, None).unwrap().mask,
+            Mask::from_bools(&[true, false])
         );
     }
 

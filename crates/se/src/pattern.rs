@@ -7,9 +7,7 @@
 
 use crate::SparsifyError;
 use sparsewire_metadata::Pattern;
-
-/// Kept flags, one per element, row-major.
-pub type Keep = Vec<bool>;
+use sparsewire_sparse::Mask;
 
 /// Indices of the `k` lowest scores among `idx` (ties: lower index first).
 fn lowest(scores: &[f32], mut idx: Vec<u32>, k: usize) -> Vec<u32> {
@@ -41,7 +39,7 @@ pub fn select(
     cols: usize,
     pattern: Pattern,
     sparsity: f64,
-) -> Result<Keep, SparsifyError> {
+) -> Result<Mask, SparsifyError> {
     debug_assert_eq!(scores.len(), rows * cols);
     let n = rows * cols;
     let mut keep = vec![true; n];
@@ -151,7 +149,7 @@ pub fn select(
             }
         }
     }
-    Ok(keep)
+    Ok(Mask::from_bools(&keep))
 }
 
 #[cfg(test)]
@@ -164,7 +162,8 @@ mod tests {
         fn invariants(rows in 1usize..20, cols in 1usize..40, s in 0.0f64..0.95, seed in any::<u32>()) {
             let scores: Vec<f32> = (0..rows * cols).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32).collect();
             let n = rows * cols;
-            let k = select(&scores, rows, cols, Pattern::Unstructured, s).unwrap();
+            let bools = |m: Mask| -> Vec<bool> { (0..m.len()).map(|i| m.is_kept(i)).collect() };
+            let k = bools(select(&scores, rows, cols, Pattern::Unstructured, s).unwrap());
             let dropped = k.iter().filter(|&&x| !x).count();
             prop_assert!((dropped as f64 - n as f64 * s).abs() <= 1.0);
             // Every kept score is at least every dropped one.
@@ -172,7 +171,7 @@ mod tests {
             let max_drop = scores.iter().zip(&k).filter(|(_, &x)| !x).map(|(s, _)| *s).fold(f32::NEG_INFINITY, f32::max);
             prop_assert!(min_kept >= max_drop);
 
-            let k = select(&scores, rows, cols, Pattern::NM { n: 2, m: 4 }, 0.5).unwrap();
+            let k = bools(select(&scores, rows, cols, Pattern::NM { n: 2, m: 4 }, 0.5).unwrap());
             for r in 0..rows {
                 for start in (0..cols).step_by(4) {
                     if start + 4 <= cols {
@@ -181,12 +180,12 @@ mod tests {
                     }
                 }
             }
-            let k = select(&scores, rows, cols, Pattern::Channel, s).unwrap();
+            let k = bools(select(&scores, rows, cols, Pattern::Channel, s).unwrap());
             for r in 0..rows {
                 let row = &k[r * cols..(r + 1) * cols];
                 prop_assert!(row.iter().all(|&x| x) || row.iter().all(|&x| !x));
             }
-            let k = select(&scores, rows, cols, Pattern::UnstructuredPerRow, s).unwrap();
+            let k = bools(select(&scores, rows, cols, Pattern::UnstructuredPerRow, s).unwrap());
             for r in 0..rows {
                 let dropped = k[r * cols..(r + 1) * cols].iter().filter(|&&x| !x).count();
                 prop_assert!((dropped as f64 - cols as f64 * s).abs() <= 0.5 + 1e-9);
@@ -199,8 +198,8 @@ mod tests {
         let scores: Vec<f32> = (0..16).map(|i| i as f32).collect();
         let k = select(&scores, 4, 4, Pattern::Block { rows: 2, cols: 2 }, 0.25).unwrap();
         // The top-left block has the lowest scores.
-        assert_eq!(k.iter().filter(|&&x| !x).count(), 4);
-        assert!(!k[0] && !k[1] && !k[4] && !k[5]);
+        assert_eq!(k.len() - k.kept(), 4);
+        assert!(!k.is_kept(0) && !k.is_kept(1) && !k.is_kept(4) && !k.is_kept(5));
         assert!(select(&scores, 4, 4, Pattern::Block { rows: 8, cols: 1 }, 0.5).is_err());
     }
 }

@@ -13,10 +13,10 @@
 //! damping by 10x, [`SparseGptError::NotPositiveDefinite`] is returned and the caller falls
 //! back to Wanda (with a warning).
 
-use crate::pattern::Keep;
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 use sparsewire_metadata::Pattern;
+use sparsewire_sparse::Mask;
 
 /// Columns per block.
 pub const BLOCK: usize = 128;
@@ -77,7 +77,7 @@ pub fn prune(
     h: &Mat<f64>,
     pattern: Pattern,
     sparsity: f64,
-) -> Result<(Keep, Vec<f32>), SparseGptError> {
+) -> Result<(Mask, Vec<f32>), SparseGptError> {
     match pattern {
         Pattern::Unstructured | Pattern::UnstructuredPerRow | Pattern::NM { .. } => {}
         p => return Err(SparseGptError::Pattern(p)),
@@ -207,7 +207,7 @@ pub fn prune(
             }
         })
         .collect();
-    Ok((keep, out))
+    Ok((Mask::from_bools(&keep), out))
 }
 
 #[cfg(test)]
@@ -251,11 +251,11 @@ mod tests {
         let h = hessian(&x, t, cols);
         for pattern in [Pattern::Unstructured, Pattern::NM { n: 2, m: 4 }] {
             let (keep, w2) = prune(&w, rows, cols, &h, pattern, 0.5).unwrap();
-            assert_eq!(keep.iter().filter(|&&k| !k).count(), rows * cols / 2);
+            assert_eq!(keep.len() - keep.kept(), rows * cols / 2);
             let masked: Vec<f32> = w
                 .iter()
-                .zip(&keep)
-                .map(|(&v, &k)| if k { v } else { 0.0 })
+                .enumerate()
+                .map(|(i, &v)| if keep.is_kept(i) { v } else { 0.0 })
                 .collect();
             let with = out_err(&w, &w2, &x, rows, cols, t);
             let without = out_err(&w, &masked, &x, rows, cols, t);

@@ -1,6 +1,7 @@
 use sparsewire_codec::CodecError;
 use sparsewire_formats::FormatError;
 use sparsewire_metadata::MetadataError;
+use sparsewire_sparse::SparseError;
 
 /// Everything that can be wrong with a stream, or with writing one.
 #[derive(Debug, thiserror::Error)]
@@ -14,19 +15,23 @@ pub enum StreamError {
     },
     #[error("not a .swire stream (bad magic)")]
     BadMagic,
-    #[error("format version {found} is not supported (this reader reads version {supported})")]
+    #[error("format version {found} is not supported (this reader reads version {supported}){}", if *found > *supported { "; the stream was written by a newer sparsewire" } else { "; the stream was written by an older sparsewire: decode it with that version" })]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("reserved flags are {flags:#x}; must be 0")]
     ReservedFlags { flags: u32 },
+    #[error(
+        "the stream does not end with its end marker: it is truncated, or has bytes after its end"
+    )]
+    NoTrailer,
     #[error("header length {len} is over the cap of {cap} bytes")]
     HeaderTooLarge { len: u64, cap: u64 },
     #[error("header checksum mismatch: stored {expected:#018x}, computed {got:#018x}")]
     HeaderChecksum { expected: u64, got: u64 },
     #[error("header: {0}")]
     Metadata(#[from] MetadataError),
-    #[error("padding before the data section is not zero")]
+    #[error("reserved preamble bytes are not zero")]
     BadPadding,
-    #[error("data section is {declared} bytes in the header but {present} bytes follow it")]
+    #[error("data section is {declared} bytes in the header but {present} bytes are there")]
     DataLength { declared: u64, present: u64 },
     #[error("tensor {tensor:?} tile {tile}: offset {got} where {expected} was expected ({kind})")]
     TileOffset {
@@ -87,16 +92,32 @@ pub enum StreamError {
     Format(#[from] FormatError),
     #[error("tensor {tensor:?}: {source}")]
     Encode { tensor: String, source: CodecError },
-    #[error("tensor {tensor:?}: mask has {got} flags, the tensor {expected} elements")]
-    MaskLength {
+    #[error("tensor {tensor:?}{}: {source}", tile.map(|k| format!(" tile {k}")).unwrap_or_default())]
+    Sparse {
         tensor: String,
-        expected: u64,
-        got: u64,
+        tile: Option<usize>,
+        source: SparseError,
     },
-    #[error("tensor {tensor:?} tile {tile}: mask: {source}")]
-    Mask {
+    #[error(
+        "tensor {tensor:?}: the sparse tile is {got:?} but the tensor's 2-D view is {expected:?}"
+    )]
+    SparseShape {
         tensor: String,
-        tile: usize,
-        source: sparsewire_masks::MaskError,
+        expected: (u64, u64),
+        got: (usize, usize),
     },
+    #[error("tensor {tensor:?}: a sparse tensor must be F32, F16 or BF16, not {dtype}")]
+    SparseDtype {
+        tensor: String,
+        dtype: sparsewire_metadata::Dtype,
+    },
+    #[error("tensor name {name:?} appears twice")]
+    DuplicateName { name: String },
+    #[error("reading {what}: {source}")]
+    Read {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("writing the stream: {0}")]
+    Write(std::io::Error),
 }

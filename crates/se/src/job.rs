@@ -1,0 +1,377 @@
+//! Sparsifying the tensors of a file, one [`Job`] per tensor.
+//!
+//! **Which tensors.** Float tensors (F32, F16, BF16) of rank 2 or more are sparsified
+//! (linear weights, conv filters as `[out, in*kh*kw]`, embeddings); rank 0-1 tensors
+//! (biases, norms) and other dtypes pass through untouched and lossless.
+//!
+//! [`plan`] decides, once per tensor, what will run: the calibration inputs
+//! ([`crate::calibration`]), the criterion after fallbacks (Wanda or SparseGPT with no
+//! matched inputs: magnitude; SparseGPT with a block or channel pattern: Wanda; the
+//! report's `note` says why), the gradients for Taylor. [`Job::run`] then sparsifies at one
+//! sparsity: it loads the tensor (a job holds no tensor data, so a file is processed in the
+//! memory of one tensor), prunes (SparseGPT falls back to Wanda, with a warning, on a
+//! Hessian that damping cannot make positive definite), chooses and fits the
+//! reconstruction with `sparsewire-re`, and measures the error of exactly what the
+//! receiver will rebuild: kept values rounded to the tensor's dtype, rebuilt values too.
+
+use crate::calibration::{find_inputs, Inputs};
+use crate::metrics::{self, Errors};
+use crate::{LayerInputs, SparsifyConfig, SparsifyError, SparsifyOptions};
+use sparsewire_formats::{Dtype, TensorRef};
+use sparsewire_metadata::{view_2d, Criterion, Pattern, Reconstruction, Sparsification};
+use sparsewire_re::Rebuild;
+use sparsewire_sparse::{Mask, SparseTensor, SparseTile};
+
+/// One tensor to sparsify, as decided by [`plan`].
+#[derive(Debug)]
+pub struct Job<'a> {
+    /// The tensor's index in the file.
+    pub index: usize,
+    pub tensor: TensorRef<'a>,
+    pub rows: usize,
+    pub cols: usize,
+    inputs: Option<Inputs>,
+    gradients: Option<Vec<f32>>,
+    /// The criterion and pattern that will run (sparsity is given per run).
+    pub config: SparsifyConfig,
+    pub rebuild: Rebuild,
+    /// Why the criterion or the reconstruction differs from what was asked.
+    pub note: Option<String>,
+}
+
+/// What sparsifying one tensor gave.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The tile for the stream writer: mask and kept values in the tensor's dtype, the
+    /// header's record, the reconstruction.
+    pub sparse: SparseTensor,
+    pub summary: Summary,
+}
+
+/// An outcome's figures (what the report needs once the tile is written).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Fraction of elements dropped, as achieved.
+    pub sparsity: f64,
+    /// Error of what the receiver rebuilds.
+    pub errors: Errors,
+    /// error(zero-fill) / error(chosen reconstruction): above 1 when rebuilding pays.
+    pub gain: f64,
+    /// The criterion that chose the mask (SparseGPT may fall back to Wanda).
+    pub criterion: Criterion,
+}
+
+/// The jobs of a file: one per float tensor of rank 2 or more.
+pub fn plan<'a>(
+    tensors: &[TensorRef<'a>],
+    opts: &SparsifyOptions,
+) -> Result<Vec<Job<'a>>, SparsifyError> {
+    let mut out = Vec::new();
+    for (index, &t) in tensors.iter().enumerate() {
+        if !t.dtype.is_compressible_float() || t.shape.len() < 2 || t.numel() == 0 {
+            continue;
+        }
+        let (rows, cols) = view_2d(t.shape, t.numel());
+        let (rows, cols) = (rows as usize, cols as usize);
+        let mut config = SparsifyConfig {
+            criterion: opts.criterion,
+            pattern: opts.pattern,
+            sparsity: 0.0,
+        };
+        let mut note = None;
+        let inputs = match &opts.calibration {
+            Some(cal) => find_inputs(cal, &opts.calibration_map, t.name, cols)?,
+            None => None,
+        };
+        if matches!(opts.criterion, Criterion::Wanda | Criterion::SparseGpt) && inputs.is_none() {
+            note = Some(format!(
+                "no calibration input matched (in = {cols}); scored by magnitude"
+            ));
+            config.criterion = Criterion::Magnitude;
+        }
+        if config.criterion == Criterion::SparseGpt
+            && matches!(opts.pattern, Pattern::Block { .. } | Pattern::Channel)
+        {
+            note = Some("SparseGPT takes unstructured and N:M patterns; scored by Wanda".into());
+            config.criterion = Criterion::Wanda;
+        }
+        let gradients = match (&opts.gradients, opts.criterion) {
+            (Some(g), Criterion::Taylor) => {
+                let gt = g.tensors.iter().find(|x| x.name == t.name).ok_or_else(|| {
+                    SparsifyError::Calibration {
+                        tensor: t.name.to_string(),
+                        reason: "no gradient tensor of that name in --gradients".into(),
+                    }
+                })?;
+                if gt.shape != t.shape {
+                    return Err(SparsifyError::Calibration {
+                        tensor: t.name.to_string(),
+                        reason: format!(
+                            "gradient shape {:?}, weight shape {:?}",
+                            gt.shape, t.shape
+                        ),
+                    });
+                }
+                gt.to_f32_vec()
+            }
+            _ => None,
+        };
+        // Dropping what interpolation predicts best pays only if something rebuilds it.
+        let mut rebuild =
+            if opts.criterion == Criterion::Predictable && opts.rebuild == Rebuild::Zero {
+                Rebuild::Linear
+            } else {
+                opts.rebuild
+            };
+        if rebuild == Rebuild::Spatial && conv_kernel(t.shape).is_none() {
+            note = Some("spatial rebuilds conv filters [out, in, kh, kw]; zero-fill kept".into());
+            rebuild = Rebuild::Zero;
+        }
+        out.push(Job {
+            index,
+            tensor: t,
+            rows,
+            cols,
+            inputs,
+            gradients,
+            config,
+            rebuild,
+            note,
+        });
+    }
+    Ok(out)
+}
+
+/// `(kh, kw)` of a conv filter bank `[out, in, kh, kw]` with kernels of more than one value.
+fn conv_kernel(shape: &[u64]) -> Option<(u32, u32)> {
+    match shape {
+        [_, _, kh, kw] if kh * kw > 1 => Some((*kh as u32, *kw as u32)),
+        _ => None,
+    }
+}
+
+impl Job<'_> {
+    /// The calibration activation matched to this tensor, if any.
+    pub fn calibration(&self) -> Option<&str> {
+        self.inputs.as_ref().map(|i| i.name.as_str())
+    }
+
+    fn read_err(&self, reason: String) -> SparsifyError {
+        SparsifyError::Read {
+            tensor: self.tensor.name.to_string(),
+            reason,
+        }
+    }
+
+    /// Sparsifies the tensor at `sparsity` (ignored for N:M, whose pattern fixes it).
+    pub fn run(&self, sparsity: f32) -> Result<Outcome, SparsifyError> {
+        let t = self
+            .tensor
+            .to_tensor()
+            .map_err(|e| self.read_err(e.to_string()))?;
+        let original = t
+            .to_f32_vec()
+            .ok_or_else(|| self.read_err(format!("{} is not a float dtype", t.dtype)))?;
+        if let Some(index) = original.iter().position(|v| !v.is_finite()) {
+            return Err(SparsifyError::NonFinite {
+                tensor: t.name.clone(),
+                index,
+                value: original[index],
+            });
+        }
+        let config = SparsifyConfig {
+            sparsity,
+            ..self.config
+        };
+        let inputs = self.inputs.as_ref().map(|i| LayerInputs {
+            x: &i.x,
+            tokens: i.tokens,
+        });
+        let mut criterion = config.criterion;
+        let (rows, cols) = (self.rows, self.cols);
+        let s = match crate::sparsify(
+            &original,
+            rows,
+            cols,
+            &config,
+            inputs,
+            self.gradients.as_deref(),
+        ) {
+            // A Hessian that damping cannot make positive definite: Wanda on the same inputs.
+            Err(SparsifyError::SparseGpt(e)) => {
+                tracing::warn!(tensor = %t.name, error = %e, "SparseGPT failed; using Wanda");
+                criterion = Criterion::Wanda;
+                let wanda = SparsifyConfig {
+                    criterion,
+                    ..config
+                };
+                crate::sparsify(&original, rows, cols, &wanda, inputs, None)?
+            }
+            r => r?,
+        };
+        let tile_err = |source| SparsifyError::Tile {
+            tensor: t.name.clone(),
+            source,
+        };
+        // The stored values: originals bit for bit, or SparseGPT's compensated values
+        // rounded to the dtype.
+        let tile = if s.updated {
+            let dense = sparsewire_formats::from_f32(t.dtype, &s.values).expect("float tensor");
+            SparseTile::from_dense(rows, cols, t.dtype, &dense, s.mask.clone())
+        } else {
+            SparseTile::from_dense(rows, cols, t.dtype, &t.data, s.mask.clone())
+        }
+        .map_err(tile_err)?;
+        let achieved = 1.0 - s.mask.density();
+        let (reconstruction, errors, gain) = if !s.updated
+            && self.inputs.is_none()
+            && self.rebuild == Rebuild::Zero
+            && s.reconstruction == Reconstruction::Zero
+        {
+            // Zero-fill of original values, no calibration: the error is the dropped
+            // energy, no dense copy needed.
+            (
+                Reconstruction::Zero,
+                dropped_energy(&original, &s.mask),
+                1.0,
+            )
+        } else {
+            self.choose_rebuild(&t.name, t.dtype, &original, &tile, &s.reconstruction)?
+        };
+        let info = Sparsification {
+            criterion,
+            pattern: self.config.pattern,
+            sparsity: achieved as f32,
+            threshold: None,
+            rel_error: errors.rel_frobenius as f32,
+            output_error: errors.rel_output.map(|x| x as f32),
+            values_updated: s.updated,
+        };
+        Ok(Outcome {
+            sparse: SparseTensor {
+                tile,
+                info,
+                reconstruction,
+            },
+            summary: Summary {
+                sparsity: achieved,
+                errors,
+                gain,
+                criterion,
+            },
+        })
+    }
+
+    /// Measures what the receiver rebuilds with each candidate method and keeps the one
+    /// asked for (or, with `auto`, the best, zero-fill included).
+    fn choose_rebuild(
+        &self,
+        name: &str,
+        dtype: Dtype,
+        original: &[f32],
+        tile: &SparseTile,
+        from_engine: &Reconstruction,
+    ) -> Result<(Reconstruction, Errors, f64), SparsifyError> {
+        use Reconstruction as R;
+        let cols = self.cols;
+        let mask = tile.mask().as_ref();
+        // What the receiver has: kept values as stored, zero elsewhere.
+        let zero_filled = sparsewire_formats::to_f32(dtype, &tile.to_dense()).expect("float");
+        let inputs = self.inputs.as_ref().map(|i| (&i.x[..], i.tokens));
+        let measure = |v: &[f32]| metrics::errors(original, v, cols, inputs);
+        let score = |e: &Errors| e.rel_output.unwrap_or(e.rel_frobenius);
+        let rebuild = |method: &R| -> Result<Vec<f32>, SparsifyError> {
+            let mut v = zero_filled.clone();
+            sparsewire_re::rebuild_tensor(&mut v, mask, cols, method).map_err(|source| {
+                SparsifyError::Rebuild {
+                    tensor: name.to_string(),
+                    source,
+                }
+            })?;
+            // Rebuilt values go through the dtype on the receiving side too.
+            let bytes = sparsewire_formats::from_f32(dtype, &v).expect("float");
+            Ok(sparsewire_formats::to_f32(dtype, &bytes).expect("float"))
+        };
+        let zero = measure(&zero_filled);
+        if let R::Channels { .. } = from_engine {
+            let e = measure(&rebuild(from_engine)?);
+            let gain = ratio(score(&zero), score(&e));
+            return Ok((from_engine.clone(), e, gain));
+        }
+        // The fits see what the receiver has where kept and the truth where dropped.
+        let truth: Vec<f32> = (0..original.len())
+            .map(|i| {
+                if mask.is_kept(i) {
+                    zero_filled[i]
+                } else {
+                    original[i]
+                }
+            })
+            .collect();
+        let learned = || sparsewire_re::fit_learned(&truth, mask, cols);
+        let dictionary = || sparsewire_re::fit_dictionary(&truth, mask, cols);
+        let spatial = conv_kernel(self.tensor.shape).map(|(kh, kw)| R::Spatial { kh, kw });
+        let candidates = match self.rebuild {
+            Rebuild::Zero => vec![],
+            Rebuild::Linear => vec![R::Linear],
+            Rebuild::Learned => vec![learned()],
+            Rebuild::Dictionary => vec![dictionary()],
+            Rebuild::Spatial => spatial.clone().into_iter().collect(),
+            Rebuild::Auto => [
+                Some(R::Linear),
+                Some(learned()),
+                Some(dictionary()),
+                spatial,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        let forced = self.rebuild != Rebuild::Auto;
+        let mut best = (R::Zero, zero);
+        for method in candidates {
+            let e = measure(&rebuild(&method)?);
+            if forced || score(&e) < score(&best.1) {
+                best = (method, e);
+            }
+        }
+        let gain = ratio(score(&zero), score(&best.1));
+        Ok((best.0, best.1, gain))
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else if a > 0.0 {
+        f64::INFINITY
+    } else {
+        1.0
+    }
+}
+
+/// Relative error of zero-filling the dropped elements.
+fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
+    let (mut dropped, mut total) = (0f64, 0f64);
+    for (i, &v) in original.iter().enumerate() {
+        let e = (v as f64) * (v as f64);
+        total += e;
+        if !mask.is_kept(i) {
+            dropped += e;
+        }
+    }
+    let rel = if total == 0.0 {
+        0.0
+    } else {
+        (dropped / total).sqrt()
+    };
+    Errors {
+        rel_frobenius: rel,
+        snr_db: if rel == 0.0 {
+            f64::INFINITY
+        } else {
+            -20.0 * rel.log10()
+        },
+        rel_output: None,
+    }
+}

@@ -1,0 +1,205 @@
+//! AVX-512 (F, BW, VBMI2) decoding of stored tiles: this crate's only `unsafe` code.
+//!
+//! A sparse tile's values are read 32 (bf16) or 16 (f32) columns at a time: the mask bits
+//! of the chunk say how many values to load (a masked load of `popcount` values, which
+//! touches only those) and `vpexpand` moves them to their columns, zero elsewhere. The
+//! chunk decoders are public so the matrix unit's fused multiply (`sparsewire-accel`)
+//! reads tiles with the same code. Every kernel is a `#[target_feature]` function, callable
+//! only where [`available`] was checked; [`expand`] is the checked entry point.
+//!
+//! Built only on x86-64 without the `portable` feature; everything here has a scalar
+//! reference in [`crate::expand`], and tests compare the two.
+#![allow(unsafe_code)]
+
+use crate::expand::Values;
+use crate::SparseError;
+use sparsewire_metadata::Dtype;
+use std::arch::x86_64::*;
+
+/// Whether this CPU runs the kernels (AVX-512 F, BW, VBMI2, with POPCNT and BMI2).
+pub fn available() -> bool {
+    is_x86_feature_detected!("popcnt")
+        && is_x86_feature_detected!("bmi2")
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vbmi2")
+}
+
+/// 32 mask bits starting at bit `off` (fewer near the end: the rest read as 0).
+#[inline(always)]
+pub fn bits32(bits: &[u8], off: usize) -> u32 {
+    let b = off / 8;
+    let word = if b + 8 <= bits.len() {
+        u64::from_le_bytes(bits[b..b + 8].try_into().expect("8 bytes"))
+    } else {
+        let mut w = [0u8; 8];
+        w[..bits.len() - b].copy_from_slice(&bits[b..]);
+        u64::from_le_bytes(w)
+    };
+    (word >> (off % 8)) as u32
+}
+
+/// The low `n` bits set (all 32 for `n >= 32`).
+#[inline(always)]
+pub fn low_mask(n: usize) -> u32 {
+    if n >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << n) - 1
+    }
+}
+
+/// 32 bf16 (as u16 lanes) to two f32 vectors.
+///
+/// # Safety
+/// Call only where [`available`] holds: the CPU must have the enabled features.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub fn bf16_to_f32(v: __m512i) -> (__m512, __m512) {
+    let lo = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(v)));
+    let hi = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(v)));
+    (_mm512_castsi512_ps(lo), _mm512_castsi512_ps(hi))
+}
+
+fn short(p: usize, cnt: usize, values: usize) -> SparseError {
+    SparseError::KeptCount {
+        kept: p + cnt,
+        values,
+    }
+}
+
+/// The next 32 weights of a bf16 row as two f32 vectors: `m` says which columns are kept
+/// (`sparse`) and `p` is the index of the next kept value, advanced past those read.
+///
+/// # Safety
+/// Call only where [`available`] holds. The values read are bounds-checked.
+#[inline]
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+pub fn bf16_chunk(
+    values: &[u8],
+    p: &mut usize,
+    m: u32,
+    sparse: bool,
+) -> Result<(__m512, __m512), SparseError> {
+    let cnt = m.count_ones() as usize;
+    if 2 * (*p + cnt) > values.len() {
+        return Err(short(*p, cnt, values.len() / 2));
+    }
+    // SAFETY: the masked load touches only the `cnt` lanes the mask enables, which lie
+    // inside `values` (checked just above).
+    let v = unsafe {
+        _mm512_maskz_loadu_epi16(low_mask(cnt), values.as_ptr().add(2 * *p) as *const i16)
+    };
+    *p += cnt;
+    // Dense chunks are contiguous already: no expand.
+    Ok(bf16_to_f32(if sparse {
+        _mm512_maskz_expand_epi16(m, v)
+    } else {
+        v
+    }))
+}
+
+/// The next `m`-selected f32 weights (16 columns).
+///
+/// # Safety
+/// Call only where [`available`] holds. The values read are bounds-checked.
+#[inline]
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+pub fn f32_chunk(values: &[u8], p: &mut usize, m: u16) -> Result<__m512, SparseError> {
+    let cnt = m.count_ones() as usize;
+    if 4 * (*p + cnt) > values.len() {
+        return Err(short(*p, cnt, values.len() / 4));
+    }
+    // SAFETY: as in `bf16_chunk`: only the `cnt` enabled lanes are read, checked above.
+    let v = unsafe {
+        _mm512_maskz_loadu_ps(
+            low_mask(cnt) as u16,
+            values.as_ptr().add(4 * *p) as *const f32,
+        )
+    };
+    *p += cnt;
+    Ok(_mm512_maskz_expand_ps(m, v))
+}
+
+/// Every kept value was read: the bitmask and the values agree.
+pub fn all_read(p: usize, values: &[u8], vb: usize) -> Result<(), SparseError> {
+    if p * vb == values.len() {
+        Ok(())
+    } else {
+        Err(SparseError::KeptCount {
+            kept: p,
+            values: values.len() / vb,
+        })
+    }
+}
+
+/// Expands BF16 or F32 values to f32; `Ok(false)` for a dtype it does not handle.
+/// `out` has the tile's element count (checked by the caller).
+pub fn expand(v: &Values<'_>, out: &mut [f32]) -> Result<bool, SparseError> {
+    if !available() {
+        return Ok(false);
+    }
+    let (bits, values, sparse): (&[u8], &[u8], bool) = match v {
+        Values::Sparse(t) => (t.mask().as_bytes(), t.values(), true),
+        Values::Dense { bytes, .. } => (&[], bytes, false),
+    };
+    // SAFETY: the CPU features were checked just above.
+    unsafe {
+        match v.dtype() {
+            Dtype::BF16 => expand_bf16(bits, values, sparse, out).map(|()| true),
+            Dtype::F32 => expand_f32(bits, values, sparse, out).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+}
+
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+fn expand_bf16(
+    bits: &[u8],
+    values: &[u8],
+    sparse: bool,
+    out: &mut [f32],
+) -> Result<(), SparseError> {
+    let mut p = 0;
+    for (i, chunk) in out.chunks_mut(32).enumerate() {
+        let valid = low_mask(chunk.len());
+        let m = if sparse {
+            bits32(bits, 32 * i) & valid
+        } else {
+            valid
+        };
+        let (w0, w1) = bf16_chunk(values, &mut p, m, sparse)?;
+        let n0 = chunk.len().min(16);
+        // SAFETY: masked stores write only the chunk's own lanes.
+        unsafe {
+            _mm512_mask_storeu_ps(chunk.as_mut_ptr(), low_mask(n0) as u16, w0);
+            if chunk.len() > 16 {
+                let n1 = chunk.len() - 16;
+                _mm512_mask_storeu_ps(chunk.as_mut_ptr().add(16), low_mask(n1) as u16, w1);
+            }
+        }
+    }
+    all_read(p, values, 2)
+}
+
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+fn expand_f32(
+    bits: &[u8],
+    values: &[u8],
+    sparse: bool,
+    out: &mut [f32],
+) -> Result<(), SparseError> {
+    let mut p = 0;
+    for (i, chunk) in out.chunks_mut(16).enumerate() {
+        let valid = low_mask(chunk.len()) as u16;
+        let m = if sparse {
+            bits32(bits, 16 * i) as u16 & valid
+        } else {
+            valid
+        };
+        let w = f32_chunk(values, &mut p, m)?;
+        // SAFETY: the masked store writes only the chunk's own lanes.
+        unsafe { _mm512_mask_storeu_ps(chunk.as_mut_ptr(), valid, w) };
+    }
+    all_read(p, values, 4)
+}

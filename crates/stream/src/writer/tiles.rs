@@ -1,0 +1,548 @@
+//! Coding one tensor's tiles: dense float tensors (float planes or zstd), sparse float
+//! tensors (a mask stream and the kept values per tile), and whole-tile tensors (other
+//! dtypes: raw or zstd, streamed in chunks when large).
+
+use super::{Profile, SparseTensor, Writer};
+use crate::StreamError;
+use rayon::prelude::*;
+use sparsewire_codec::rans::Model;
+use sparsewire_codec::{
+    encode_planes, encode_symbol_stream, encode_whole, CodecError, EncodedStream, PlaneHistograms,
+    PlaneLayout, TensorModels,
+};
+use sparsewire_formats::tiling::{default_tile_shape, TileGrid};
+use sparsewire_formats::TensorRef;
+use sparsewire_metadata::{
+    view_2d, Layout, MaskEncoding, Pattern, Plane, StreamCodec, StreamEntry, TensorMeta, TileEntry,
+    TileShape, ValueCodec,
+};
+use sparsewire_sparse::{codes, MaskRef, NMTable, SparseTile};
+use std::io::Write;
+
+/// The zstd pass is kept only when it beats the alternative by this factor.
+const LZ_MIN_GAIN: f64 = 0.98;
+/// Tiles coded at once per thread: enough to keep every thread busy, few enough that the
+/// tiles in flight stay a few MiB.
+const BATCH_PER_THREAD: usize = 4;
+/// Whole tiles larger than this are read, hashed and written in chunks of this size (and
+/// zstd's trial uses a sample of this size), so a multi-GiB integer tensor needs no
+/// tensor-sized buffer.
+const CHUNK: usize = 4 << 20;
+
+fn streams_len(s: &[EncodedStream]) -> usize {
+    s.iter().map(|s| s.bytes.len()).sum()
+}
+
+/// What is built while a tensor's tiles are written.
+struct Tiles {
+    index: usize,
+    entries: Vec<TileEntry>,
+    /// Which shared models some tile used.
+    used: Vec<bool>,
+}
+
+impl Tiles {
+    fn new<W: Write>(w: &Writer<W>, models: usize) -> Tiles {
+        Tiles {
+            index: w.tensors.len(),
+            entries: Vec::new(),
+            used: vec![false; models],
+        }
+    }
+
+    /// Writes tile `k`'s streams and records its index entry.
+    fn put<W: Write>(
+        &mut self,
+        w: &mut Writer<W>,
+        streams: &[EncodedStream],
+    ) -> Result<(), StreamError> {
+        let k = self.entries.len();
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(sparsewire_metadata::tile_seed(
+            self.index as u64,
+            k as u64,
+        ));
+        let mut len = 0u64;
+        for s in streams {
+            h.update(&s.bytes);
+            w.out.write_all(&s.bytes).map_err(StreamError::Write)?;
+            len += s.bytes.len() as u64;
+            if let StreamCodec::RansShared { model } = s.codec {
+                if let Some(u) = self.used.get_mut(model as usize) {
+                    *u = true;
+                }
+            }
+        }
+        self.entries.push(TileEntry {
+            offset: w.data_len,
+            len,
+            checksum: h.digest(),
+            streams: streams.iter().map(EncodedStream::entry).collect(),
+        });
+        w.data_len += len;
+        Ok(())
+    }
+
+    /// The shared models' bytes, empty where no tile used one.
+    fn model_bytes(&self, models: &TensorModels) -> Vec<Vec<u8>> {
+        models
+            .to_bytes()
+            .into_iter()
+            .zip(&self.used)
+            .map(|(b, &u)| if u { b } else { Vec::new() })
+            .collect()
+    }
+}
+
+/// Codes tiles `0..n` with `code` in parallel batches and writes them in order.
+fn write_batched<W: Write>(
+    w: &mut Writer<W>,
+    tiles: &mut Tiles,
+    n: u64,
+    tile_bytes: impl Fn(u64) -> u64,
+    code: impl Fn(u64) -> Result<Vec<EncodedStream>, StreamError> + Sync,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), StreamError> {
+    let batch = (rayon::current_num_threads() * BATCH_PER_THREAD).max(1) as u64;
+    let mut done = 0u64;
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        let coded: Vec<_> = (start..end).into_par_iter().map(&code).collect();
+        for (k, c) in (start..end).zip(coded) {
+            tiles.put(w, &c?)?;
+            done += tile_bytes(k);
+        }
+        progress(done);
+        start = end;
+    }
+    Ok(())
+}
+
+fn read_err(tensor: &str) -> impl Fn(std::io::Error) -> StreamError + '_ {
+    move |source| StreamError::Read {
+        what: format!("tensor {tensor:?}"),
+        source,
+    }
+}
+
+/// A lossless tensor.
+pub(super) fn dense<W: Write>(
+    w: &mut Writer<W>,
+    t: TensorRef<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TensorMeta, StreamError> {
+    let numel = sparsewire_metadata::numel(t.name, t.shape)?;
+    let (rows, cols) = view_2d(t.shape, numel);
+    let expected = sparsewire_formats::byte_len(t.name, t.dtype, t.shape)?;
+    if t.bytes.size() != expected {
+        return Err(StreamError::Format(
+            sparsewire_formats::FormatError::ByteLength {
+                name: t.name.to_string(),
+                dtype: t.dtype,
+                shape: t.shape.to_vec(),
+                expected,
+                got: t.bytes.size(),
+            },
+        ));
+    }
+    let err = |source| StreamError::Encode {
+        tensor: t.name.to_string(),
+        source,
+    };
+    let Some(layout) = PlaneLayout::for_dtype(t.dtype) else {
+        return whole(w, t, rows, cols, progress);
+    };
+    let opts = w.opts.clone();
+    let tile_shape = opts
+        .tile_shape
+        .unwrap_or_else(|| default_tile_shape(rows, cols, opts.tile_elems.max(1)));
+    let grid = TileGrid::new(rows, cols, tile_shape);
+    let vb = layout.value_bytes;
+    let n = grid.len();
+    let read = |k: u64| grid.read_tile(t.bytes, k, vb).map_err(read_err(t.name));
+    let tile_bytes = |k: u64| grid.rect(k).numel() * vb as u64;
+    let meta = |codec, models, tiles: Tiles| TensorMeta {
+        name: t.name.to_string(),
+        dtype: t.dtype,
+        shape: t.shape.to_vec(),
+        layout: Layout::guess(t.shape),
+        tile_shape,
+        codec,
+        models,
+        sparsification: None,
+        reconstruction: Default::default(),
+        tiles: tiles.entries,
+    };
+    if opts.profile == Profile::Fast {
+        let mut tiles = Tiles::new(w, 0);
+        let code = |k| {
+            Ok(vec![
+                encode_whole(ValueCodec::Raw, &read(k)?, 0).map_err(err)?
+            ])
+        };
+        write_batched(w, &mut tiles, n, tile_bytes, code, progress)?;
+        return Ok(meta(ValueCodec::Raw, vec![], tiles));
+    }
+    // Shared models pay only when several tiles use them; a lone tile's own model is the
+    // same table stored once.
+    let models = if n >= 2 {
+        let h = (0..n)
+            .into_par_iter()
+            .map(|k| {
+                let mut h = PlaneHistograms::new(layout);
+                h.add(&read(k)?);
+                Ok::<_, StreamError>(h)
+            })
+            .try_reduce_with(|a, b| Ok(a.merge(&b)))
+            .expect("two or more tiles")?;
+        TensorModels::fit(&h)
+    } else {
+        TensorModels {
+            models: vec![None; 1 + layout.byte_planes],
+        }
+    };
+    let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
+    let mut lz = false;
+    if opts.try_lz && n > 0 {
+        let first = read(0)?;
+        let p = streams_len(&planes(&first)?);
+        let z = encode_whole(ValueCodec::Zstd, &first, opts.zstd_level).map_err(err)?;
+        lz = (z.bytes.len() as f64) < p as f64 * LZ_MIN_GAIN;
+    }
+    let mut tiles = Tiles::new(w, models.models.len());
+    let code = |k| {
+        let tile = read(k)?;
+        if lz {
+            Ok(vec![
+                encode_whole(ValueCodec::Zstd, &tile, opts.zstd_level).map_err(err)?
+            ])
+        } else {
+            planes(&tile)
+        }
+    };
+    write_batched(w, &mut tiles, n, tile_bytes, code, progress)?;
+    let codec = if lz {
+        ValueCodec::Zstd
+    } else {
+        ValueCodec::FloatPlanes
+    };
+    let models = tiles.model_bytes(&models);
+    Ok(meta(codec, models, tiles))
+}
+
+/// A tensor of any other dtype: one tile holding the whole tensor, raw or zstd.
+fn whole<W: Write>(
+    w: &mut Writer<W>,
+    t: TensorRef<'_>,
+    rows: u64,
+    cols: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TensorMeta, StreamError> {
+    let tile_shape = TileShape {
+        rows: rows.max(1),
+        cols: cols.max(1),
+    };
+    let len = t.bytes.size();
+    let err = |source| StreamError::Encode {
+        tensor: t.name.to_string(),
+        source,
+    };
+    let read = |off: u64, n: usize| t.bytes.read(off, n).map_err(read_err(t.name));
+    let mut codec = ValueCodec::Raw;
+    let mut tiles = Tiles::new(w, 0);
+    if len > 0 {
+        let opts = w.opts.clone();
+        // The trial codes a sample: the whole tensor when it is small.
+        let sample = read(0, (len as usize).min(CHUNK))?;
+        if opts.try_lz {
+            let z = encode_whole(ValueCodec::Zstd, &sample, opts.zstd_level).map_err(err)?;
+            if (z.bytes.len() as f64) < sample.len() as f64 * LZ_MIN_GAIN {
+                codec = ValueCodec::Zstd;
+            }
+        }
+        if len as usize <= CHUNK {
+            tiles.put(
+                w,
+                &[encode_whole(codec, &sample, opts.zstd_level).map_err(err)?],
+            )?;
+        } else {
+            streamed(w, &mut tiles, t, codec, opts.zstd_level)?;
+        }
+        progress(len);
+    }
+    Ok(TensorMeta {
+        name: t.name.to_string(),
+        dtype: t.dtype,
+        shape: t.shape.to_vec(),
+        layout: Layout::guess(t.shape),
+        tile_shape,
+        codec,
+        models: vec![],
+        sparsification: None,
+        reconstruction: Default::default(),
+        tiles: tiles.entries,
+    })
+}
+
+/// Counts and hashes what passes through to the output.
+struct Tee<'a, W: Write> {
+    out: &'a mut W,
+    hash: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A whole tile larger than [`CHUNK`]: read, (zstd-)coded, hashed and written in chunks.
+fn streamed<W: Write>(
+    w: &mut Writer<W>,
+    tiles: &mut Tiles,
+    t: TensorRef<'_>,
+    codec: ValueCodec,
+    level: i32,
+) -> Result<(), StreamError> {
+    let k = tiles.entries.len();
+    let mut tee = Tee {
+        out: &mut w.out,
+        hash: xxhash_rust::xxh3::Xxh3::with_seed(sparsewire_metadata::tile_seed(
+            tiles.index as u64,
+            k as u64,
+        )),
+        len: 0,
+    };
+    let len = t.bytes.size();
+    let zerr = |e: std::io::Error| StreamError::Encode {
+        tensor: t.name.to_string(),
+        source: CodecError::Zstd {
+            reason: e.to_string(),
+        },
+    };
+    let mut off = 0u64;
+    match codec {
+        ValueCodec::Zstd => {
+            let mut z = zstd::stream::Encoder::new(&mut tee, level).map_err(zerr)?;
+            z.set_pledged_src_size(Some(len)).map_err(zerr)?;
+            while off < len {
+                let n = (len - off).min(CHUNK as u64) as usize;
+                let chunk = t.bytes.read(off, n).map_err(read_err(t.name))?;
+                z.write_all(&chunk).map_err(zerr)?;
+                off += n as u64;
+            }
+            z.finish().map_err(zerr)?;
+        }
+        _ => {
+            while off < len {
+                let n = (len - off).min(CHUNK as u64) as usize;
+                let chunk = t.bytes.read(off, n).map_err(read_err(t.name))?;
+                tee.write_all(&chunk).map_err(StreamError::Write)?;
+                off += n as u64;
+            }
+        }
+    }
+    let (checksum, stored) = (tee.hash.digest(), tee.len);
+    tiles.entries.push(TileEntry {
+        offset: w.data_len,
+        len: stored,
+        checksum,
+        streams: vec![StreamEntry {
+            plane: Plane::Whole,
+            codec: if codec == ValueCodec::Zstd {
+                StreamCodec::Zstd
+            } else {
+                StreamCodec::Raw
+            },
+            len: stored,
+        }],
+    });
+    w.data_len += stored;
+    Ok(())
+}
+
+/// A sparsified float tensor.
+pub(super) fn sparse<W: Write>(
+    w: &mut Writer<W>,
+    name: &str,
+    shape: &[u64],
+    s: &SparseTensor,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TensorMeta, StreamError> {
+    let dtype = s.tile.dtype();
+    let Some(layout) = PlaneLayout::for_dtype(dtype) else {
+        return Err(StreamError::SparseDtype {
+            tensor: name.to_string(),
+            dtype,
+        });
+    };
+    let numel = sparsewire_metadata::numel(name, shape)?;
+    let (rows, cols) = view_2d(shape, numel);
+    if (s.tile.rows() as u64, s.tile.cols() as u64) != (rows, cols) {
+        return Err(StreamError::SparseShape {
+            tensor: name.to_string(),
+            expected: (rows, cols),
+            got: (s.tile.rows(), s.tile.cols()),
+        });
+    }
+    let err = |source| StreamError::Encode {
+        tensor: name.to_string(),
+        source,
+    };
+    let opts = w.opts.clone();
+    let tile_shape = opts
+        .tile_shape
+        .unwrap_or_else(|| default_tile_shape(rows, cols, opts.tile_elems.max(1)));
+    let grid = TileGrid::new(rows, cols, tile_shape);
+    let n = grid.len();
+    let offsets = s.tile.row_offsets();
+    let crop = |k: u64| -> Result<SparseTile, StreamError> {
+        let r = grid.rect(k);
+        s.tile
+            .crop(
+                &offsets,
+                r.row as usize,
+                r.col as usize,
+                r.rows as usize,
+                r.cols as usize,
+            )
+            .map_err(|source| StreamError::Sparse {
+                tensor: name.to_string(),
+                tile: Some(k as usize),
+                source,
+            })
+    };
+    let nm = match s.info.pattern {
+        Pattern::NM { n, m } if NMTable::new(n, m).is_ok() => Some((n, m)),
+        _ => None,
+    };
+    let vb = layout.value_bytes as u64;
+    let tile_bytes = |k: u64| grid.rect(k).numel() * vb;
+    // Shared models (small profile, two tiles or more): the kept values' planes, and one
+    // bitmask-byte model for the tensor (a local model per tile would cost ~6% of an
+    // 8 KiB mask).
+    let (mut models, mask_hist) = if opts.profile == Profile::Small && n >= 2 {
+        let (h, m) = (0..n)
+            .into_par_iter()
+            .map(|k| {
+                let t = crop(k)?;
+                let mut h = PlaneHistograms::new(layout);
+                h.add(t.values());
+                let mut m = vec![0u64; 256];
+                for &b in t.mask().as_bytes() {
+                    m[b as usize] += 1;
+                }
+                Ok::<_, StreamError>((h, m))
+            })
+            .try_reduce_with(|(ha, mut ma), (hb, mb)| {
+                for (a, b) in ma.iter_mut().zip(&mb) {
+                    *a += b;
+                }
+                Ok((ha.merge(&hb), ma))
+            })
+            .expect("two or more tiles")?;
+        (TensorModels::fit(&h), m)
+    } else {
+        (
+            TensorModels {
+                models: vec![None; 1 + layout.byte_planes],
+            },
+            vec![0u64; 256],
+        )
+    };
+    let mask_model_id = models.models.len() as u16;
+    models.models.push(Model::from_counts(&mask_hist));
+    let shared = models.get(mask_model_id).map(|m| (m, mask_model_id));
+    let mut tiles = Tiles::new(w, models.models.len());
+    let fast = opts.profile == Profile::Fast;
+    let code = |k| {
+        let t = crop(k)?;
+        let mask = if fast {
+            raw_bitmask_stream(t.mask().as_ref())
+        } else {
+            best_mask_stream(t.mask().as_ref(), grid.rect(k).cols as usize, nm, shared)
+                .map_err(err)?
+        };
+        let values = if fast {
+            vec![encode_whole(ValueCodec::Raw, t.values(), 0).map_err(err)?]
+        } else {
+            encode_planes(layout, t.values(), &models).map_err(err)?
+        };
+        Ok(std::iter::once(mask).chain(values).collect())
+    };
+    write_batched(w, &mut tiles, n, tile_bytes, code, progress)?;
+    let model_bytes = tiles.model_bytes(&models);
+    Ok(TensorMeta {
+        name: name.to_string(),
+        dtype,
+        shape: shape.to_vec(),
+        layout: Layout::guess(shape),
+        tile_shape,
+        codec: if fast {
+            ValueCodec::Raw
+        } else {
+            ValueCodec::FloatPlanes
+        },
+        models: model_bytes,
+        sparsification: Some(s.info.clone()),
+        reconstruction: s.reconstruction.clone(),
+        tiles: tiles.entries,
+    })
+}
+
+/// The fast profile's mask: the byte count (varint), then the packed bits as they are.
+fn raw_bitmask_stream(mask: MaskRef<'_>) -> EncodedStream {
+    let bits = mask.as_bytes();
+    let mut bytes = Vec::with_capacity(bits.len() + 10);
+    sparsewire_metadata::varint::put(&mut bytes, bits.len() as u64);
+    bytes.extend_from_slice(bits);
+    EncodedStream {
+        plane: Plane::Mask(MaskEncoding::Bitmask),
+        codec: StreamCodec::Raw,
+        bytes,
+    }
+}
+
+/// The mask in the encoding whose coded stream is smallest.
+fn best_mask_stream(
+    mask: MaskRef<'_>,
+    row_len: usize,
+    nm: Option<(u8, u8)>,
+    bitmask_model: Option<(&Model, u16)>,
+) -> Result<EncodedStream, CodecError> {
+    let mut best: Option<EncodedStream> = None;
+    let bitmask_bytes = mask.len().div_ceil(8);
+    for enc in codes::candidates(nm) {
+        // Run-length and delta codes spend at least a byte per run or kept element: skip
+        // them where that alone is more than the plain bitmask.
+        let floor = match enc {
+            MaskEncoding::RunLength => mask.runs(),
+            MaskEncoding::DeltaIndices => mask.kept(),
+            _ => 0,
+        };
+        if floor > bitmask_bytes {
+            continue;
+        }
+        // An N:M code only exists for masks that keep N of every M.
+        let Ok(sym) = codes::to_symbols(mask, enc, row_len, nm) else {
+            continue;
+        };
+        let s = encode_symbol_stream(
+            Plane::Mask(enc),
+            &sym.symbols,
+            sym.alphabet,
+            bitmask_model.filter(|_| enc == MaskEncoding::Bitmask),
+        )?;
+        if best.as_ref().is_none_or(|b| s.bytes.len() < b.bytes.len()) {
+            best = Some(s);
+        }
+    }
+    Ok(best.expect("the bitmask encoding always applies"))
+}
