@@ -19,8 +19,10 @@ pub struct FilterCell {
     pub layer_type: String,
     pub tensors: usize,
     pub sparsity: f32,
-    pub criterion: String,
-    pub reconstruct: String,
+    #[serde(serialize_with = "sparsewire_metadata::display::serialize")]
+    pub criterion: Criterion,
+    #[serde(serialize_with = "sparsewire_metadata::display::serialize")]
+    pub reconstruct: Rebuild,
     /// Stored bits per weight (mask + kept values).
     pub bits_per_weight: f64,
     /// Size-weighted mean relative Frobenius error.
@@ -53,16 +55,16 @@ pub fn run(file: &TensorFile, quick: bool) -> Result<Vec<FilterCell>, GridError>
         metadata: vec![],
     };
     let sparsities: &[f32] = if quick { &[0.5] } else { &[0.3, 0.5, 0.7, 0.9] };
-    let settings: &[(Criterion, Rebuild, &str)] = &[
-        (Criterion::Magnitude, Rebuild::Zero, "zero"),
-        (Criterion::Magnitude, Rebuild::Spatial, "spatial"),
-        (Criterion::Magnitude, Rebuild::Learned, "learned"),
-        (Criterion::Magnitude, Rebuild::Auto, "auto"),
-        (Criterion::Predictable, Rebuild::Spatial, "spatial"),
+    let settings: &[(Criterion, Rebuild)] = &[
+        (Criterion::Magnitude, Rebuild::Zero),
+        (Criterion::Magnitude, Rebuild::Spatial),
+        (Criterion::Magnitude, Rebuild::Learned),
+        (Criterion::Magnitude, Rebuild::Auto),
+        (Criterion::Predictable, Rebuild::Spatial),
     ];
     let mut out = Vec::new();
     for &s in sparsities {
-        for &(criterion, rebuild, rname) in settings {
+        for &(criterion, rebuild) in settings {
             let opts = CompressOptions {
                 sparsify: Some(SparsifyOptions {
                     rebuild,
@@ -94,8 +96,8 @@ pub fn run(file: &TensorFile, quick: bool) -> Result<Vec<FilterCell>, GridError>
                     layer_type: kind,
                     tensors: k,
                     sparsity: s,
-                    criterion: criterion.to_string(),
-                    reconstruct: rname.into(),
+                    criterion,
+                    reconstruct: rebuild,
                     bits_per_weight: bits / n,
                     rel_error: err / n,
                     reconstruction_gain: gain / n,

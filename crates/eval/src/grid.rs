@@ -19,7 +19,7 @@
 use crate::metrics::{quality, Quality};
 use crate::model::{MiniLm, Site};
 use sparsewire_formats::{Tensor, TensorFile};
-use sparsewire_metadata::{Criterion, Pattern};
+use sparsewire_metadata::{display, Criterion, Pattern};
 use sparsewire_pipeline::{compress, decompress, CompressOptions};
 use sparsewire_se::activations::{densify, sparsify_activations, ActivationPolicy};
 use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
@@ -40,6 +40,31 @@ pub enum Path {
 pub enum ActRebuild {
     Zero,
     Dictionary,
+}
+
+impl std::fmt::Display for ActRebuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActRebuild::Zero => "zero",
+            ActRebuild::Dictionary => "dictionary",
+        })
+    }
+}
+
+/// How a cell's weights come back: bit for bit, or sparsified and rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsBack {
+    Lossless,
+    Rebuilt(Rebuild),
+}
+
+impl std::fmt::Display for WeightsBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WeightsBack::Lossless => f.write_str("lossless"),
+            WeightsBack::Rebuilt(r) => r.fmt(f),
+        }
+    }
 }
 
 /// How activations are chosen.
@@ -81,7 +106,8 @@ pub struct WeightSetting {
     pub target_ratio: Option<f64>,
     pub criterion: Criterion,
     pub pattern: Pattern,
-    pub reconstruct: &'static str,
+    #[serde(serialize_with = "display::serialize")]
+    pub reconstruct: Rebuild,
 }
 
 /// Which transferred tensors an activations cell sparsifies.
@@ -137,11 +163,15 @@ pub struct CellResult {
     pub sparsity: Option<f32>,
     /// Weights: the byte budget asked for, as a fraction of the bf16 bytes.
     pub target_ratio: Option<f64>,
-    pub criterion: Option<String>,
-    pub pattern: Option<String>,
-    /// Weights' reconstruction, or activations' (`zero`, `dictionary`).
-    pub reconstruct: Option<String>,
-    pub activation_reconstruct: Option<String>,
+    #[serde(serialize_with = "display::serialize_opt")]
+    pub criterion: Option<Criterion>,
+    #[serde(serialize_with = "display::serialize_opt")]
+    pub pattern: Option<Pattern>,
+    /// Weights' reconstruction (`lossless` when they are not sparsified).
+    #[serde(serialize_with = "display::serialize_opt")]
+    pub reconstruct: Option<WeightsBack>,
+    /// Activations' reconstruction (`zero`, `dictionary`).
+    pub activation_reconstruct: Option<ActRebuild>,
     /// Which activations were sparsified (`all`, `hidden`, `ffn_in`, `ffn_act`).
     pub activation_sites: Option<Sites>,
     pub keep_fraction: Option<f32>,
@@ -332,18 +362,6 @@ fn sparsify_site(
     Ok(())
 }
 
-fn criterion_name(c: Criterion) -> String {
-    c.to_string()
-}
-
-fn pattern_name(p: Pattern) -> String {
-    p.to_string()
-}
-
-fn rebuild_of(name: &str) -> Result<Rebuild, GridError> {
-    name.parse().map_err(GridError::Other)
-}
-
 /// Compresses the encoder's linear weights by `w`, decodes and rebuilds them, and returns
 /// the whole model's tensors with them replaced, and the stream's size and weight count.
 fn compressed_weights(
@@ -367,21 +385,18 @@ fn compressed_weights(
         (Some(s), None) => Some(Budget::Sparsity(s)),
         (None, None) => None,
     };
-    let sparsify = match budget {
-        None => None,
-        Some(budget) => Some(SparsifyOptions {
-            rebuild: rebuild_of(w.reconstruct)?,
-            criterion: w.criterion,
-            pattern: w.pattern,
-            budget,
-            calibration: match w.criterion {
-                Criterion::Wanda | Criterion::SparseGpt => Some(setup.calibration.clone()),
-                _ => None,
-            },
-            calibration_map: vec![],
-            gradients: None,
-        }),
-    };
+    let sparsify = budget.map(|budget| SparsifyOptions {
+        rebuild: w.reconstruct,
+        criterion: w.criterion,
+        pattern: w.pattern,
+        budget,
+        calibration: match w.criterion {
+            Criterion::Wanda | Criterion::SparseGpt => Some(setup.calibration.clone()),
+            _ => None,
+        },
+        calibration_map: vec![],
+        gradients: None,
+    });
     let opts = CompressOptions {
         sparsify,
         ..CompressOptions::default()
@@ -431,16 +446,13 @@ pub fn run(setup: &Setup, cell: &Cell) -> Result<CellResult, GridError> {
         path: cell.path,
         sparsity: w.and_then(|w| w.sparsity),
         target_ratio: w.and_then(|w| w.target_ratio),
-        criterion: w.filter(|w| w.lossy()).map(|w| criterion_name(w.criterion)),
-        pattern: w.filter(|w| w.lossy()).map(|w| pattern_name(w.pattern)),
-        reconstruct: w.map(|w| {
-            if w.lossy() {
-                w.reconstruct.to_string()
-            } else {
-                "lossless".into()
-            }
+        criterion: w.filter(|w| w.lossy()).map(|w| w.criterion),
+        pattern: w.filter(|w| w.lossy()).map(|w| w.pattern),
+        reconstruct: w.map(|w| match w.lossy() {
+            true => WeightsBack::Rebuilt(w.reconstruct),
+            false => WeightsBack::Lossless,
         }),
-        activation_reconstruct: a.map(|a| format!("{:?}", a.reconstruct).to_lowercase()),
+        activation_reconstruct: a.map(|a| a.reconstruct),
         activation_sites: a.map(|a| a.sites),
         keep_fraction: a.and_then(|a| match a.policy {
             ActPolicy::KeepFraction(f) => Some(f),
@@ -464,178 +476,4 @@ pub fn run(setup: &Setup, cell: &Cell) -> Result<CellResult, GridError> {
         quality: q,
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// The grids. `quick` runs in well under a minute; `default` is the sweep (under 10
-/// minutes on 2 cores); `full` adds SparseGPT's per-layer byte budget (2-3 minutes more).
-pub fn cells(grid: &str, criteria: Option<&[Criterion]>) -> Result<Vec<Cell>, GridError> {
-    const GRID_CRITERIA: [Criterion; 4] = [
-        Criterion::Magnitude,
-        Criterion::Wanda,
-        Criterion::SparseGpt,
-        Criterion::Predictable,
-    ];
-    if let Some(c) = criteria
-        .unwrap_or_default()
-        .iter()
-        .find(|c| !GRID_CRITERIA.contains(c))
-    {
-        return Err(GridError::Other(format!(
-            "criterion {c} is not in the eval grid (the grid has no gradients): choose from \
-             magnitude, wanda, sparsegpt, predictable"
-        )));
-    }
-    let w = |sparsity, criterion, pattern, reconstruct| Cell {
-        path: Path::Weights,
-        weights: Some(WeightSetting {
-            sparsity,
-            target_ratio: None,
-            criterion,
-            pattern,
-            reconstruct,
-        }),
-        activations: None,
-    };
-    let budget = |ratio, criterion, reconstruct| Cell {
-        path: Path::Weights,
-        weights: Some(WeightSetting {
-            sparsity: None,
-            target_ratio: Some(ratio),
-            criterion,
-            pattern: Pattern::Unstructured,
-            reconstruct,
-        }),
-        activations: None,
-    };
-    let act_on = |policy, reconstruct, sites| Cell {
-        path: Path::Activations,
-        weights: None,
-        activations: Some(ActSetting {
-            policy,
-            reconstruct,
-            sites,
-        }),
-    };
-    let act = |policy, reconstruct| act_on(policy, reconstruct, Sites::All);
-    let lossless = w(None, Criterion::Magnitude, Pattern::Unstructured, "zero");
-    let mut out = vec![lossless];
-    match grid {
-        "quick" => {
-            out.push(w(
-                Some(0.5),
-                Criterion::Magnitude,
-                Pattern::Unstructured,
-                "zero",
-            ));
-            out.push(w(
-                Some(0.5),
-                Criterion::Wanda,
-                Pattern::Unstructured,
-                "auto",
-            ));
-            out.push(act(ActPolicy::KeepFraction(0.5), ActRebuild::Zero));
-            out.push(act(ActPolicy::KeepFraction(0.5), ActRebuild::Dictionary));
-            out.push(Cell {
-                path: Path::Both,
-                weights: Some(WeightSetting {
-                    sparsity: Some(0.3),
-                    target_ratio: None,
-                    criterion: Criterion::Wanda,
-                    pattern: Pattern::Unstructured,
-                    reconstruct: "auto",
-                }),
-                activations: Some(ActSetting {
-                    policy: ActPolicy::KeepFraction(0.7),
-                    reconstruct: ActRebuild::Dictionary,
-                    sites: Sites::All,
-                }),
-            });
-        }
-        "default" | "full" => {
-            let crits = criteria.map(|c| c.to_vec()).unwrap_or_else(|| {
-                vec![
-                    Criterion::Magnitude,
-                    Criterion::Wanda,
-                    Criterion::SparseGpt,
-                    Criterion::Predictable,
-                ]
-            });
-            for &c in &crits {
-                for s in [0.3, 0.5, 0.7, 0.9] {
-                    for r in ["zero", "linear", "learned", "auto"] {
-                        out.push(w(Some(s), c, Pattern::Unstructured, r));
-                    }
-                }
-                for r in ["zero", "linear", "learned", "auto"] {
-                    out.push(w(Some(0.5), c, Pattern::NM { n: 2, m: 4 }, r));
-                }
-            }
-            // Around 45% of the bf16 bytes: uniform sparsity just above 0.3, and per-layer
-            // allocation under a byte budget (for SparseGPT only in the full grid: its
-            // allocation runs it at every level of every layer, over two minutes).
-            for c in [Criterion::SparseGpt, Criterion::Wanda] {
-                if crits.contains(&c) {
-                    out.push(w(Some(0.36), c, Pattern::Unstructured, "auto"));
-                    if c != Criterion::SparseGpt || grid == "full" {
-                        out.push(budget(0.45, c, "auto"));
-                    }
-                }
-            }
-            if crits.contains(&Criterion::SparseGpt) {
-                out.push(w(
-                    Some(0.4),
-                    Criterion::SparseGpt,
-                    Pattern::Unstructured,
-                    "auto",
-                ));
-            }
-            for k in [0.9, 0.7, 0.5, 0.3] {
-                for r in [ActRebuild::Zero, ActRebuild::Dictionary] {
-                    out.push(act(ActPolicy::KeepFraction(k), r));
-                }
-            }
-            for t in [0.01, 0.05, 0.1] {
-                out.push(act(ActPolicy::Threshold(t), ActRebuild::Zero));
-            }
-            // Spending the bytes where they matter: most of the LayerNorm outputs, little
-            // of the post-GELU activations (two thirds of the bytes, the most tolerant).
-            for (h, f, g) in [(0.9, 0.9, 0.35), (0.8, 0.8, 0.3), (0.9, 0.9, 0.2)] {
-                let policy = ActPolicy::PerFamily {
-                    hidden: h,
-                    ffn_in: f,
-                    ffn_act: g,
-                };
-                out.push(act(policy, ActRebuild::Dictionary));
-            }
-            // Which family tolerates it: one family at a time, half kept.
-            for sites in [Sites::Hidden, Sites::FfnIn, Sites::FfnAct] {
-                for r in [ActRebuild::Zero, ActRebuild::Dictionary] {
-                    out.push(act_on(ActPolicy::KeepFraction(0.5), r, sites));
-                }
-            }
-            for (s, k) in [(0.3, 0.7), (0.5, 0.5)] {
-                out.push(Cell {
-                    path: Path::Both,
-                    weights: Some(WeightSetting {
-                        sparsity: Some(s),
-                        target_ratio: None,
-                        criterion: Criterion::SparseGpt,
-                        pattern: Pattern::Unstructured,
-                        reconstruct: "auto",
-                    }),
-                    activations: Some(ActSetting {
-                        policy: ActPolicy::KeepFraction(k),
-                        reconstruct: ActRebuild::Dictionary,
-                        sites: Sites::All,
-                    }),
-                });
-            }
-        }
-        g => {
-            return Err(GridError::Other(format!(
-                "unknown grid {g:?} (quick, default, full)"
-            )))
-        }
-    }
-    Ok(out)
 }

@@ -8,6 +8,7 @@
 //! - [`filters`]: the PP-OCR conv filters at tensor level, per layer type;
 //! - [`report`]: results.json, results.md and the plots.
 
+pub mod cells;
 pub mod filters;
 pub mod grid;
 pub mod metrics;

@@ -58,7 +58,7 @@ fn run(a: Args) -> Result<()> {
     if a.model != "minilm" {
         return Err(format!("unknown model {:?} (minilm)", a.model).into());
     }
-    let cells = grid::cells(&a.grid, a.criteria.as_deref())?;
+    let cells = sparsewire_eval::cells::cells(&a.grid, a.criteria.as_deref())?;
     let weights = a.data.join("minilm_l6_v2.bf16.safetensors");
     let calib = a.data.join("minilm_l6_v2_activations.f32.safetensors");
     let tok = a.data.join("minilm_l6_v2_tokenizer").join("tokenizer.json");

@@ -6,6 +6,8 @@
 use crate::filters::FilterCell;
 use crate::grid::{CellResult, Path as CellPath};
 use plotters::prelude::*;
+use sparsewire_metadata::{Criterion, Pattern};
+use sparsewire_se::Rebuild;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -141,7 +143,7 @@ pub fn write(
         .filter(|c| {
             c.path == CellPath::Weights
                 && c.sparsity.is_some()
-                && c.pattern.as_deref() == Some("unstructured")
+                && c.pattern == Some(Pattern::Unstructured)
         })
         .collect();
     let curves = |cs: &[&CellResult], key: &dyn Fn(&CellResult) -> String| {
@@ -168,7 +170,8 @@ pub fn write(
     });
     let mut fc: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for f in filters.iter().filter(|f| {
-        f.criterion == "magnitude" && (f.reconstruct == "zero" || f.reconstruct == "auto")
+        f.criterion == Criterion::Magnitude
+            && matches!(f.reconstruct, Rebuild::Zero | Rebuild::Auto)
     }) {
         fc.entry(format!("{} / {}", f.layer_type, f.reconstruct))
             .or_default()

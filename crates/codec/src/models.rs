@@ -1,0 +1,172 @@
+//! Shared entropy models: plane histograms summed over a tensor, the models fitted to
+//! them (stored once in the header), and the decoder tables built from those.
+
+use crate::rans::{DecodeTable, Model};
+use crate::{CodecError, PlaneLayout};
+
+/// Symbol histograms of the planes of some values; summed over a tensor to fit its models.
+#[derive(Debug, Clone)]
+pub struct PlaneHistograms {
+    layout: PlaneLayout,
+    head: Vec<u64>,
+    bytes: Vec<Vec<u64>>,
+}
+
+impl PlaneHistograms {
+    pub fn new(layout: PlaneLayout) -> Self {
+        PlaneHistograms {
+            layout,
+            head: vec![0; 1 << layout.head_bits],
+            bytes: vec![vec![0; 256]; layout.byte_planes],
+        }
+    }
+
+    /// Adds little-endian values (`values.len()` a multiple of the value size).
+    pub fn add(&mut self, values: &[u8]) {
+        let l = self.layout;
+        let head: Vec<u16> = values
+            .chunks_exact(l.value_bytes)
+            .map(|v| l.head_of(v))
+            .collect();
+        for (a, b) in self.head.iter_mut().zip(histogram(&head, 1 << l.head_bits)) {
+            *a += b;
+        }
+        for (k, h) in self.bytes.iter_mut().enumerate() {
+            let plane: Vec<u8> = values.chunks_exact(l.value_bytes).map(|v| v[k]).collect();
+            for (a, b) in h.iter_mut().zip(histogram(&plane, 256)) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Adds another histogram of the same layout.
+    pub fn merge(mut self, other: &PlaneHistograms) -> Self {
+        for (a, b) in self.head.iter_mut().zip(&other.head) {
+            *a += b;
+        }
+        for (ha, hb) in self.bytes.iter_mut().zip(&other.bytes) {
+            for (a, b) in ha.iter_mut().zip(hb) {
+                *a += b;
+            }
+        }
+        self
+    }
+}
+
+/// Symbol counts. Four interleaved sub-histograms: runs of one symbol (common in a head
+/// plane) would otherwise serialise on a single counter through memory.
+pub(crate) fn histogram<S: Copy + Into<u32>>(symbols: &[S], alphabet: usize) -> Vec<u64> {
+    let mut total = vec![0u64; alphabet];
+    let mut sub = vec![[0u32; 4]; alphabet];
+    // u32 counters: flush before any could overflow.
+    for block in symbols.chunks(1 << 30) {
+        let mut quads = block.chunks_exact(4);
+        for q in &mut quads {
+            sub[q[0].into() as usize][0] += 1;
+            sub[q[1].into() as usize][1] += 1;
+            sub[q[2].into() as usize][2] += 1;
+            sub[q[3].into() as usize][3] += 1;
+        }
+        for &s in quads.remainder() {
+            sub[s.into() as usize][0] += 1;
+        }
+        for (t, s) in total.iter_mut().zip(sub.iter_mut()) {
+            *t += s.iter().map(|&c| c as u64).sum::<u64>();
+            *s = [0; 4];
+        }
+    }
+    total
+}
+
+#[inline]
+pub(crate) fn load(v: &[u8]) -> u32 {
+    match v.len() {
+        2 => u16::from_le_bytes([v[0], v[1]]) as u32,
+        _ => u32::from_le_bytes([v[0], v[1], v[2], v[3]]),
+    }
+}
+
+/// The entropy models a tensor's tiles share: the head's and each byte plane's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorModels {
+    /// Index 0 the head, `1 + k` byte plane `k`; `None` where a plane is constant.
+    pub models: Vec<Option<Model>>,
+}
+
+impl TensorModels {
+    /// Fits the models on a tensor's histograms.
+    pub fn fit(h: &PlaneHistograms) -> Self {
+        let mut models = vec![Model::from_counts(&h.head)];
+        models.extend(h.bytes.iter().map(|b| Model::from_counts(b)));
+        TensorModels { models }
+    }
+
+    /// Serialised form for the header (`TensorMeta::models`); an empty entry is no model.
+    pub fn to_bytes(&self) -> Vec<Vec<u8>> {
+        self.models
+            .iter()
+            .map(|m| m.as_ref().map(Model::to_bytes).unwrap_or_default())
+            .collect()
+    }
+
+    /// Parses models from the header.
+    pub fn from_bytes(models: &[Vec<u8>]) -> Result<Self, CodecError> {
+        let models = models
+            .iter()
+            .map(|b| {
+                if b.is_empty() {
+                    return Ok(None);
+                }
+                let (m, used) = Model::from_bytes(b)?;
+                if used != b.len() {
+                    return Err(CodecError::BadModel {
+                        reason: "trailing bytes after the model",
+                    });
+                }
+                Ok(Some(m))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TensorModels { models })
+    }
+
+    /// Builds the decode tables once, for all tiles of the tensor.
+    pub fn decoder(&self) -> TensorDecoder {
+        TensorDecoder {
+            tables: self
+                .models
+                .iter()
+                .map(|m| m.as_ref().map(Model::decode_table))
+                .collect(),
+        }
+    }
+
+    /// The model with this id, if present.
+    pub fn get(&self, id: u16) -> Option<&Model> {
+        self.models.get(id as usize).and_then(Option::as_ref)
+    }
+}
+
+/// Decode tables of a tensor's shared models.
+#[derive(Debug, Clone)]
+pub struct TensorDecoder {
+    tables: Vec<Option<DecodeTable>>,
+}
+
+impl TensorDecoder {
+    /// The table of shared model `model`; an error when the header has no such model.
+    pub(crate) fn table(&self, model: u16) -> Result<&DecodeTable, CodecError> {
+        self.tables
+            .get(model as usize)
+            .and_then(Option::as_ref)
+            .ok_or(CodecError::MissingModel { model })
+    }
+}
+
+/// Order-0 entropy of a histogram, in bits (total over all its symbols).
+pub fn entropy_bits(hist: &[u64]) -> f64 {
+    let n: u64 = hist.iter().sum();
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64) * (c as f64 / n as f64).log2())
+        .sum()
+}

@@ -1,0 +1,509 @@
+//! The float-plane codec of a tile: split values into head, tail and byte planes, code
+//! each plane as the smallest of raw, constant, shared or local rANS, and merge them back.
+
+use crate::models::{entropy_bits, histogram, load};
+use crate::rans::{self, DecodeTable, Model};
+use crate::{
+    bits, CodecError, Plane, PlaneLayout, StreamCodec, StreamEntry, TensorDecoder, TensorModels,
+};
+
+/// One coded stream of a tile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedStream {
+    pub plane: Plane,
+    pub codec: StreamCodec,
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedStream {
+    /// The header entry of this stream.
+    pub fn entry(&self) -> StreamEntry {
+        StreamEntry {
+            plane: self.plane,
+            codec: self.codec,
+            len: self.bytes.len() as u64,
+        }
+    }
+}
+
+/// A tile's values split into planes: head symbols, tail bits (empty without a tail), and
+/// the low byte planes (index `k` = byte `k`).
+struct Split {
+    head: Vec<u16>,
+    tail: Vec<u8>,
+    bytes: Vec<Vec<u8>>,
+}
+
+/// Splits little-endian values into planes (plain streaming loops; counting comes after).
+fn split(layout: PlaneLayout, values: &[u8]) -> Split {
+    let n = values.len() / layout.value_bytes;
+    let hs = layout.head_shift();
+    let ts = layout.tail_shift();
+    let tail_mask = (1u32 << layout.tail_bits) - 1;
+    let mut head = vec![0u16; n];
+    let mut tail = vec![0u8; if layout.tail_bits > 0 { n } else { 0 }];
+    let mut bytes: Vec<Vec<u8>> = vec![vec![0u8; n]; layout.byte_planes];
+    for (h, v) in head.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
+        *h = (load(v) >> hs) as u16;
+    }
+    if layout.tail_bits > 0 {
+        for (t, v) in tail.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
+            *t = ((load(v) >> ts) & tail_mask) as u8;
+        }
+    }
+    for (k, b) in bytes.iter_mut().enumerate() {
+        for (o, v) in b.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
+            *o = v[k];
+        }
+    }
+    Split { head, tail, bytes }
+}
+
+/// Splits float values (little-endian, `layout.value_bytes` each) into planes and codes
+/// each plane the cheapest way.
+pub fn encode_planes(
+    layout: PlaneLayout,
+    values: &[u8],
+    models: &TensorModels,
+) -> Result<Vec<EncodedStream>, CodecError> {
+    let n = values.len() / layout.value_bytes;
+    let Split { head, tail, bytes } = split(layout, values);
+    let head_hist = histogram(&head, 1 << layout.head_bits);
+
+    let mut streams = Vec::with_capacity(2 + layout.byte_planes);
+    streams.push(code_symbols(
+        Plane::Head,
+        &head,
+        &head_hist,
+        models.get(PlaneLayout::HEAD_MODEL),
+        PlaneLayout::HEAD_MODEL,
+        |out| {
+            for h in &head {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        },
+    )?);
+    if layout.tail_bits > 0 {
+        let first = tail.first().copied().unwrap_or(0);
+        let (codec, bytes) = if tail.iter().all(|&t| t == first) {
+            (
+                StreamCodec::Constant {
+                    symbol: first as u16,
+                },
+                Vec::new(),
+            )
+        } else {
+            let mut b = Vec::with_capacity(bits::packed_len(n, layout.tail_bits));
+            bits::pack(&tail, layout.tail_bits, &mut b);
+            (StreamCodec::Raw, b)
+        };
+        streams.push(EncodedStream {
+            plane: Plane::TailBits,
+            codec,
+            bytes,
+        });
+    }
+    for k in (0..layout.byte_planes).rev() {
+        let plane = &bytes[k];
+        let hist = histogram(plane, 256);
+        let id = 1 + k as u16;
+        streams.push(code_symbols(
+            Plane::Byte(k as u8),
+            plane,
+            &hist,
+            models.get(id),
+            id,
+            |out| out.extend_from_slice(plane),
+        )?);
+    }
+    Ok(streams)
+}
+
+/// Codes one plane as the smallest of constant, raw, shared-model and own-model rANS.
+pub(crate) fn code_symbols<S: Copy + Into<u32>>(
+    plane: Plane,
+    symbols: &[S],
+    hist: &[u64],
+    shared: Option<&Model>,
+    shared_id: u16,
+    raw: impl FnOnce(&mut Vec<u8>),
+) -> Result<EncodedStream, CodecError> {
+    let present: Vec<usize> = hist
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(s, _)| s)
+        .take(2)
+        .collect();
+    if present.len() <= 1 {
+        return Ok(EncodedStream {
+            plane,
+            codec: StreamCodec::Constant {
+                symbol: present.first().copied().unwrap_or(0) as u16,
+            },
+            bytes: Vec::new(),
+        });
+    }
+    let raw_bytes = {
+        let width = if hist.len() > 256 { 16 } else { 8 };
+        (symbols.len() * width / 8) as f64
+    };
+    let overhead = rans::overhead_bytes(symbols.len()) as f64 + 1.0;
+    let shared_bytes = shared
+        .and_then(|m| m.cost_bits(hist))
+        .map(|b| b / 8.0 + overhead);
+    // An own model costs at least the entropy plus a byte per symbol it lists; skip
+    // fitting it when the shared model is already within that.
+    let present = hist.iter().filter(|&&c| c > 0).count() as f64;
+    let entropy_bytes = entropy_bits(hist) / 8.0;
+    let local = match shared_bytes {
+        Some(s) if s <= entropy_bytes + overhead + present => None,
+        _ => {
+            let (m, b) = Model::best_for(hist).expect("two symbols are present");
+            let cost = m.cost_bits(hist).expect("own model codes its data") / 8.0
+                + overhead
+                + b.len() as f64;
+            Some((m, b, cost))
+        }
+    };
+    let best_rans = match (shared_bytes, &local) {
+        (Some(s), Some((_, _, l))) if s <= *l => (s, shared),
+        (Some(s), None) => (s, shared),
+        (_, Some((_, _, l))) => (*l, None),
+        (None, None) => unreachable!("no shared model means an own model was fitted"),
+    };
+    let mut bytes = Vec::new();
+    let codec = if best_rans.0 >= raw_bytes {
+        raw(&mut bytes);
+        StreamCodec::Raw
+    } else if let Some(m) = best_rans.1 {
+        rans::encode(symbols, m, &mut bytes)?;
+        StreamCodec::RansShared { model: shared_id }
+    } else {
+        let (m, b, _) = local.expect("chosen, so fitted");
+        bytes.extend_from_slice(&b);
+        rans::encode(symbols, &m, &mut bytes)?;
+        StreamCodec::RansLocal
+    };
+    Ok(EncodedStream {
+        plane,
+        codec,
+        bytes,
+    })
+}
+
+/// A plane symbol type: `u16` heads, `u8` byte planes.
+trait Symbol: Copy + TryFrom<u64> + TryFrom<u16> {
+    /// Bytes of one symbol in a raw stream (little-endian).
+    const BYTES: usize;
+    fn read(b: &[u8]) -> Self;
+}
+
+impl Symbol for u8 {
+    const BYTES: usize = 1;
+    fn read(b: &[u8]) -> Self {
+        b[0]
+    }
+}
+
+impl Symbol for u16 {
+    const BYTES: usize = 2;
+    fn read(b: &[u8]) -> Self {
+        u16::from_le_bytes([b[0], b[1]])
+    }
+}
+
+/// A raw stream must be exactly the size its symbols take.
+pub(crate) fn expect_len(plane: Plane, s: &[u8], expected: usize) -> Result<(), CodecError> {
+    if s.len() != expected {
+        return Err(CodecError::StreamLength {
+            plane,
+            expected: expected as u64,
+            got: s.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Values decoded per step: every plane's chunk buffer stays in L1.
+const CHUNK: usize = 2048;
+
+/// Where one plane's symbols come from while a tile decodes.
+enum Source<'a> {
+    Constant(u16),
+    Raw(&'a [u8]),
+    Shared(rans::Decoder<'a>, &'a DecodeTable),
+    Local(rans::Decoder<'a>, Box<DecodeTable>),
+}
+
+impl<'a> Source<'a> {
+    /// Opens a head or byte-plane stream of `n` symbols of type `S`.
+    fn open<S: Symbol>(
+        e: &StreamEntry,
+        s: &'a [u8],
+        decoder: &'a TensorDecoder,
+        n: usize,
+    ) -> Result<Self, CodecError> {
+        Ok(match e.codec {
+            StreamCodec::Constant { symbol } => {
+                S::try_from(symbol).map_err(|_| CodecError::Corrupt {
+                    reason: "constant symbol wider than the plane",
+                })?;
+                Source::Constant(symbol)
+            }
+            StreamCodec::Raw => {
+                expect_len(e.plane, s, n * S::BYTES)?;
+                Source::Raw(s)
+            }
+            StreamCodec::RansShared { model } => {
+                let table = decoder.table(model)?;
+                Source::Shared(rans::Decoder::new(s)?, table)
+            }
+            StreamCodec::RansLocal => {
+                let (m, used) = Model::from_bytes(s)?;
+                Source::Local(rans::Decoder::new(&s[used..])?, Box::new(m.decode_table()))
+            }
+            codec => {
+                return Err(CodecError::CodecNotAllowed {
+                    plane: e.plane,
+                    codec,
+                })
+            }
+        })
+    }
+
+    /// Fills `out` with the symbols `first..first + out.len()`.
+    fn fill<S: Symbol>(&mut self, first: usize, out: &mut [S]) -> Result<(), CodecError> {
+        match self {
+            Source::Constant(sym) => {
+                let v = S::try_from(*sym).unwrap_or_else(|_| unreachable!("checked at open"));
+                out.fill(v);
+            }
+            Source::Raw(bytes) => {
+                let b = &bytes[first * S::BYTES..(first + out.len()) * S::BYTES];
+                for (o, c) in out.iter_mut().zip(b.chunks_exact(S::BYTES)) {
+                    *o = S::read(c);
+                }
+            }
+            Source::Shared(d, t) => d.decode(t, out)?,
+            Source::Local(d, t) => d.decode(t, out)?,
+        }
+        Ok(())
+    }
+
+    /// Symbols this source can produce (0 for raw: checked as it is read).
+    fn alphabet(&self) -> usize {
+        match self {
+            Source::Constant(sym) => *sym as usize + 1,
+            Source::Raw(_) => 0,
+            Source::Shared(_, t) => t.alphabet(),
+            Source::Local(_, t) => t.alphabet(),
+        }
+    }
+
+    fn finish(self) -> Result<(), CodecError> {
+        match self {
+            Source::Shared(d, _) | Source::Local(d, _) => d.finish(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Decodes the streams of a float-plane tile into `out` (`n * value_bytes` bytes, little
+/// endian). `data` holds the streams back to back as `entries` describe them.
+pub fn decode_planes(
+    layout: PlaneLayout,
+    entries: &[StreamEntry],
+    data: &[u8],
+    decoder: &TensorDecoder,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let n = out.len() / layout.value_bytes;
+    let planes = layout.planes();
+    if entries.len() != planes.len() || entries.iter().zip(&planes).any(|(e, p)| e.plane != *p) {
+        return Err(CodecError::StreamLayout {
+            reason: format!(
+                "expected planes {planes:?}, found {:?}",
+                entries.iter().map(|e| e.plane).collect::<Vec<_>>()
+            ),
+        });
+    }
+    let mut streams = Vec::with_capacity(entries.len());
+    let mut pos = 0usize;
+    for e in entries {
+        let end = usize::try_from(e.len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&end| end <= data.len())
+            .ok_or(CodecError::StreamLength {
+                plane: e.plane,
+                expected: e.len,
+                got: (data.len() - pos) as u64,
+            })?;
+        streams.push(&data[pos..end]);
+        pos = end;
+    }
+    if pos != data.len() {
+        return Err(CodecError::StreamLayout {
+            reason: format!("{} bytes after the last stream", data.len() - pos),
+        });
+    }
+
+    let mut head = Source::open::<u16>(&entries[0], streams[0], decoder, n)?;
+    if head.alphabet() > 1 << layout.head_bits {
+        return Err(CodecError::Corrupt {
+            reason: "head symbol wider than the layout",
+        });
+    }
+    let mut idx = 1;
+    let mut tail: Option<Source> = None;
+    if layout.tail_bits > 0 {
+        let (e, s) = (&entries[idx], streams[idx]);
+        idx += 1;
+        tail = Some(match e.codec {
+            StreamCodec::Constant { symbol } if (symbol as u32) >> layout.tail_bits == 0 => {
+                Source::Constant(symbol)
+            }
+            StreamCodec::Raw => {
+                expect_len(e.plane, s, bits::packed_len(n, layout.tail_bits))?;
+                Source::Raw(s)
+            }
+            codec => {
+                return Err(CodecError::CodecNotAllowed {
+                    plane: e.plane,
+                    codec,
+                })
+            }
+        });
+    }
+    // Byte planes come most significant first in the stream; index them by k.
+    let mut bytes: Vec<Source> = Vec::with_capacity(layout.byte_planes);
+    for i in idx..entries.len() {
+        bytes.push(Source::open::<u8>(&entries[i], streams[i], decoder, n)?);
+    }
+    bytes.reverse();
+
+    let mut hbuf = [0u16; CHUNK];
+    let mut tbuf = [0u8; CHUNK];
+    let mut bbuf = [[0u8; CHUNK]; 2];
+    let hs = layout.head_shift();
+    let mut first = 0;
+    while first < n {
+        let c = CHUNK.min(n - first);
+        head.fill(first, &mut hbuf[..c])?;
+        if matches!(head, Source::Raw(_))
+            && hbuf[..c]
+                .iter()
+                .any(|&h| (h as u32) >> layout.head_bits != 0)
+        {
+            return Err(CodecError::Corrupt {
+                reason: "head symbol wider than the layout",
+            });
+        }
+        let o = &mut out[first * layout.value_bytes..(first + c) * layout.value_bytes];
+        // BF16 with packed tails: unpack and merge in one pass (the hot case).
+        if let (2, 0, 5, Some(Source::Raw(packed))) = (
+            layout.value_bytes,
+            layout.byte_planes,
+            layout.tail_bits,
+            &tail,
+        ) {
+            let start = first * 5 / 8;
+            let packed = &packed[start..start + bits::packed_len(c, 5)];
+            merge_bf16_packed(&hbuf[..c], packed, o);
+            first += c;
+            continue;
+        }
+        match &tail {
+            Some(Source::Constant(sym)) => tbuf[..c].fill(*sym as u8),
+            Some(Source::Raw(packed)) => {
+                let start = first * layout.tail_bits as usize / 8;
+                let len = bits::packed_len(c, layout.tail_bits);
+                bits::unpack(
+                    &packed[start..start + len],
+                    layout.tail_bits,
+                    &mut tbuf[..c],
+                );
+            }
+            _ => {}
+        }
+        for (src, buf) in bytes.iter_mut().zip(bbuf.iter_mut()) {
+            src.fill(first, &mut buf[..c])?;
+        }
+        match (layout.value_bytes, layout.byte_planes) {
+            // BF16: head << 5 | tail.
+            (2, 0) => {
+                for ((o, &h), &tl) in o.chunks_exact_mut(2).zip(&hbuf[..c]).zip(&tbuf[..c]) {
+                    o.copy_from_slice(&((h << hs) | tl as u16).to_le_bytes());
+                }
+            }
+            // F16: head << 8 | byte 0.
+            (2, _) => {
+                for ((o, &h), &b) in o.chunks_exact_mut(2).zip(&hbuf[..c]).zip(&bbuf[0][..c]) {
+                    o.copy_from_slice(&((h << hs) | b as u16).to_le_bytes());
+                }
+            }
+            // F32: head << 21 | tail << 16 | byte 1 << 8 | byte 0.
+            _ => {
+                let ts = layout.tail_shift();
+                for (i, o) in o.chunks_exact_mut(4).enumerate() {
+                    let v = (hbuf[i] as u32) << hs
+                        | (tbuf[i] as u32) << ts
+                        | (bbuf[1][i] as u32) << 8
+                        | bbuf[0][i] as u32;
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        first += c;
+    }
+    head.finish()?;
+    for b in bytes {
+        b.finish()?;
+    }
+    Ok(())
+}
+
+/// BF16 values from heads and their 5-bit tails, packed 8 per 5 bytes.
+fn merge_bf16_packed(head: &[u16], packed: &[u8], out: &mut [u8]) {
+    let mut groups = out.chunks_exact_mut(16);
+    let mut heads = head.chunks_exact(8);
+    for ((o, h), p) in (&mut groups).zip(&mut heads).zip(packed.chunks_exact(5)) {
+        let acc = bits::group::<5>(p);
+        for k in 0..8 {
+            let v = (h[k] << 5) | ((acc >> (5 * k)) & 31) as u16;
+            o[2 * k..2 * k + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let rest = groups.into_remainder();
+    if !rest.is_empty() {
+        let n = rest.len() / 2;
+        let mut t = [0u8; 8];
+        bits::unpack(
+            &packed[packed.len() - bits::packed_len(n, 5)..],
+            5,
+            &mut t[..n],
+        );
+        for ((o, &h), &tl) in rest.chunks_exact_mut(2).zip(heads.remainder()).zip(&t) {
+            o.copy_from_slice(&((h << 5) | tl as u16).to_le_bytes());
+        }
+    }
+}
+
+/// The order-0 entropy of each plane of `values`, in bytes, in stream order (head, tail
+/// bits when the layout has them, byte planes most significant first): what `inspect`
+/// compares stored bytes with.
+pub fn plane_entropy_bytes(layout: PlaneLayout, values: &[u8]) -> Vec<f64> {
+    let Split { head, tail, bytes } = split(layout, values);
+    let mut out = vec![entropy_bits(&histogram(&head, 1 << layout.head_bits)) / 8.0];
+    if layout.tail_bits > 0 {
+        out.push(entropy_bits(&histogram(&tail, 1 << layout.tail_bits)) / 8.0);
+    }
+    out.extend(
+        bytes
+            .iter()
+            .rev()
+            .map(|b| entropy_bits(&histogram(b, 256)) / 8.0),
+    );
+    out
+}
