@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion) {
         fit_learned(&w, mask.as_ref(), cols),
         fit_dictionary(&w, mask.as_ref(), cols),
     ] {
-        g.bench_function(method.method(), |b| {
+        g.bench_function(method.method().name(), |b| {
             b.iter(|| rebuild_tile(Values::Sparse(t.as_ref()), &method, place, &mut out).unwrap())
         });
     }

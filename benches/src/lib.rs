@@ -128,7 +128,7 @@ pub fn bench(
         for p in &t.planes {
             let e = totals.entry(p.plane.to_string()).or_default();
             e.0 += p.bytes;
-            e.1 += p.entropy_bound_bytes;
+            e.1 += p.entropy_bound_bytes.unwrap_or(0.0);
         }
     }
     let gbps = |s: f64| file.byte_len() as f64 / s / 1e9;

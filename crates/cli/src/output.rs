@@ -55,13 +55,11 @@ pub fn print_tensor(t: &TensorReport) {
         .iter()
         .map(|p| {
             let codecs: Vec<String> = p.codecs.iter().map(|(c, n)| format!("{c}x{n}")).collect();
-            format!(
-                "{}: {} {} ({:.0})",
-                p.plane,
-                codecs.join("+"),
-                p.bytes,
-                p.entropy_bound_bytes
-            )
+            let bound = p
+                .entropy_bound_bytes
+                .map(|b| format!(" ({b:.0})"))
+                .unwrap_or_default();
+            format!("{}: {} {}{bound}", p.plane, codecs.join("+"), p.bytes)
         })
         .collect();
     println!(

@@ -26,7 +26,7 @@ pub mod json;
 mod names;
 pub mod varint;
 
-pub use names::display;
+pub use names::{display, ReconstructionMethod};
 
 /// Largest header (postcard bytes) a reader accepts; larger is refused before allocating.
 pub const MAX_HEADER_BYTES: u64 = 64 << 20;

@@ -4,6 +4,7 @@
 use crate::{
     Criterion, Dtype, MaskEncoding, Pattern, Plane, Reconstruction, StreamCodec, ValueCodec,
 };
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -197,16 +198,48 @@ impl FromStr for Dtype {
     }
 }
 
-impl Reconstruction {
-    /// The method's name: `zero`, `linear`, `learned`, `dictionary`, `channels`, `spatial`.
-    pub fn method(&self) -> &'static str {
+/// A reconstruction method without its parameters: what reports show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconstructionMethod {
+    Zero,
+    Linear,
+    Learned,
+    Dictionary,
+    Channels,
+    Spatial,
+}
+
+impl ReconstructionMethod {
+    /// `zero`, `linear`, `learned`, `dictionary`, `channels` or `spatial`.
+    pub fn name(self) -> &'static str {
         match self {
-            Reconstruction::Zero => "zero",
-            Reconstruction::Linear => "linear",
-            Reconstruction::Learned { .. } => "learned",
-            Reconstruction::Dictionary { .. } => "dictionary",
-            Reconstruction::Channels { .. } => "channels",
-            Reconstruction::Spatial { .. } => "spatial",
+            ReconstructionMethod::Zero => "zero",
+            ReconstructionMethod::Linear => "linear",
+            ReconstructionMethod::Learned => "learned",
+            ReconstructionMethod::Dictionary => "dictionary",
+            ReconstructionMethod::Channels => "channels",
+            ReconstructionMethod::Spatial => "spatial",
+        }
+    }
+}
+
+impl std::fmt::Display for ReconstructionMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Reconstruction {
+    /// The method, without its parameters.
+    pub fn method(&self) -> ReconstructionMethod {
+        match self {
+            Reconstruction::Zero => ReconstructionMethod::Zero,
+            Reconstruction::Linear => ReconstructionMethod::Linear,
+            Reconstruction::Learned { .. } => ReconstructionMethod::Learned,
+            Reconstruction::Dictionary { .. } => ReconstructionMethod::Dictionary,
+            Reconstruction::Channels { .. } => ReconstructionMethod::Channels,
+            Reconstruction::Spatial { .. } => ReconstructionMethod::Spatial,
         }
     }
 }

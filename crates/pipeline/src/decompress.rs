@@ -43,9 +43,10 @@ pub struct DecompressedTensor {
     /// Bytes written for it.
     pub output_bytes: u64,
     /// How it was written: `dense`, `csr`, `csc` or `coo`.
-    pub layout: String,
+    #[serde(serialize_with = "sparsewire_metadata::display::serialize")]
+    pub layout: LayoutKind,
     /// How dropped values were rebuilt (`zero` for a lossless tensor).
-    pub reconstruction: &'static str,
+    pub reconstruction: sparsewire_metadata::ReconstructionMethod,
 }
 
 /// What `decompress` did.
@@ -105,7 +106,7 @@ pub fn decompress_file(
     if npy && layouts[0] != LayoutKind::Dense {
         return Err(PipelineError::LayoutNeedsSafetensors {
             path: output.to_path_buf(),
-            layout: layouts[0].to_string(),
+            layout: layouts[0],
         });
     }
     // Every array's name and size, before any data: a sparse layout's nnz from its masks.
@@ -179,7 +180,7 @@ pub fn decompress_file(
                     shape: m.shape.clone(),
                     input_bytes: tensor_report(m)?.output_bytes,
                     output_bytes: n,
-                    layout: k.to_string(),
+                    layout: *k,
                     reconstruction: m.reconstruction.method(),
                 })
             })

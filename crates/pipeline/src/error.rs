@@ -43,7 +43,10 @@ pub enum PipelineError {
     #[error("{path}: .npy holds one array, the stream has {count} tensors")]
     NpyNeedsOneTensor { path: PathBuf, count: usize },
     #[error("{path}: a sparse layout ({layout}) goes to .safetensors, not .npy")]
-    LayoutNeedsSafetensors { path: PathBuf, layout: String },
+    LayoutNeedsSafetensors {
+        path: PathBuf,
+        layout: sparsewire_sparse::LayoutKind,
+    },
     #[error("stream: {0}")]
     StreamBytes(#[from] StreamError),
 }

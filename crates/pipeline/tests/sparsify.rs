@@ -136,9 +136,9 @@ fn inspect_bounds_a_sparse_tensor_by_its_mask_and_kept_values() {
     let t = &r.tensors[0];
     assert_eq!(t.planes[0].plane.to_string(), "mask");
     // H(0.5) = 1 bit per element.
-    assert!((t.planes[0].entropy_bound_bytes - 64.0 * 48.0 / 8.0).abs() < 1e-6);
+    assert!((t.planes[0].entropy_bound_bytes.unwrap() - 64.0 * 48.0 / 8.0).abs() < 1e-6);
     // The head of the kept values (half the elements) is bounded by at most 11 bits each.
-    assert!(t.planes[1].entropy_bound_bytes <= 64.0 * 48.0 / 2.0 * 11.0 / 8.0);
+    assert!(t.planes[1].entropy_bound_bytes.unwrap() <= 64.0 * 48.0 / 2.0 * 11.0 / 8.0);
     assert!(t.sparsification.is_some());
 }
 
@@ -489,7 +489,10 @@ fn non_finite_weights_and_misplaced_methods_are_said() {
     o.rebuild = Rebuild::Spatial;
     let (_, r) = run(&file(), &o).unwrap();
     for t in r.tensors() {
-        assert_eq!(t.s.reconstruction, "zero");
+        assert_eq!(
+            t.s.reconstruction,
+            sparsewire_metadata::ReconstructionMethod::Zero
+        );
         assert!(
             t.s.note.as_deref().unwrap_or("").contains("conv"),
             "{:?}",

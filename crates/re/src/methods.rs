@@ -115,7 +115,7 @@ fn apply(
         });
     }
     let params = |reason: String| RebuildError::Params {
-        method: method.method(),
+        method: method.method().name(),
         reason,
     };
     let whole_rows = |method: &'static str| {

@@ -26,7 +26,7 @@ pub struct TensorSparsity {
     /// The calibration activation used, when one matched.
     pub calibration: Option<String>,
     /// The reconstruction the receiver applies (`zero`, `linear`, `learned`, ...).
-    pub reconstruction: &'static str,
+    pub reconstruction: sparsewire_metadata::ReconstructionMethod,
     /// error(zero-fill) / error(reconstruction): above 1 when rebuilding pays, below 1
     /// when a forced method does worse than zero-fill.
     pub reconstruction_gain: f64,

@@ -20,9 +20,9 @@ pub struct PlaneReport {
     pub bytes: u64,
     /// How many tiles used each stream codec.
     pub codecs: BTreeMap<String, usize>,
-    /// Order-0 entropy of the plane's symbols over the whole tensor, in bytes (0 when not
-    /// computed).
-    pub entropy_bound_bytes: f64,
+    /// Order-0 entropy of the plane's symbols over the whole tensor, in bytes; `None`
+    /// when not computed (`inspect --entropy`).
+    pub entropy_bound_bytes: Option<f64>,
 }
 
 /// One tensor of a stream.
@@ -55,7 +55,7 @@ pub struct SparsityInfo {
     pub pattern: Pattern,
     pub sparsity: f64,
     /// The method's name (`zero`, `learned`, ...).
-    pub reconstruction: &'static str,
+    pub reconstruction: sparsewire_metadata::ReconstructionMethod,
     pub rel_error: f64,
     pub output_error: Option<f64>,
     pub mask_bits_per_element: f64,
@@ -115,7 +115,7 @@ pub fn tensor_report(t: &TensorMeta) -> Result<TensorReport, StreamError> {
                     plane: s.plane,
                     bytes: 0,
                     codecs: BTreeMap::new(),
-                    entropy_bound_bytes: 0.0,
+                    entropy_bound_bytes: None,
                 });
             }
             planes[j].bytes += s.len;
@@ -176,7 +176,7 @@ pub fn inspect<S: Source + Sync>(
         if entropy && !t.tiles.is_empty() {
             let bounds = entropy_bounds(reader, i)?;
             for (p, b) in report.planes.iter_mut().zip(bounds) {
-                p.entropy_bound_bytes = b;
+                p.entropy_bound_bytes = Some(b);
             }
         }
         tensors.push(report);

@@ -231,7 +231,7 @@ fn print_report(r: &CompressReport, stdout: bool) {
                     .map(|e| format!("{e:.4}"))
                     .unwrap_or_else(|| "-".into())
             );
-            if s.reconstruction != "zero" {
+            if s.reconstruction != sparsewire_metadata::ReconstructionMethod::Zero {
                 let g = s.reconstruction_gain;
                 let how = if g >= 1.0 {
                     format!("{g:.3}x less error than zero-fill")

@@ -54,7 +54,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         return print_json(&r);
     }
-    let sparse = r.tensors.iter().filter(|t| t.layout != "dense").count();
+    let sparse = r
+        .tensors
+        .iter()
+        .filter(|t| t.layout != LayoutKind::Dense)
+        .count();
     let line = format!(
         "{} -> {}: {} tensors{}, {} bytes, in {:.2} s",
         r.input.display(),
