@@ -14,6 +14,10 @@
 //! - `cargo xtask sim [--data DIR] [--runs N]`: the accelerator model's answers (where the
 //!   MMU stops stalling, the smallest buffer, model speed, calibration error); writes
 //!   docs/SIMULATOR.md and docs/simulator.json.
+//! - `cargo xtask memory [--dir DIR]`: compress and decompress a synthetic 4.5 GiB
+//!   safetensors file with the release binary and check that neither passes 512 MiB of
+//!   resident memory (crates/cli/tests/memory.rs; needs about 13.5 GB free in DIR,
+//!   default the temporary folder).
 
 mod sim;
 
@@ -46,7 +50,8 @@ fn main() -> ExitCode {
         Some("bench") => run_bench(&args[1..]),
         Some("sparsity") => run_sparsity(&args[1..]),
         Some("sim") => run_sim(&args[1..]),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N]".into()),
+        Some("memory") => memory(flag(&args[1..], "--dir")),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +92,32 @@ fn golden(bless: bool) -> Result<(), String> {
         Ok(())
     } else {
         Err("the golden test failed".into())
+    }
+}
+
+/// Runs the ignored bounded-memory test (crates/cli/tests/memory.rs).
+fn memory(dir: Option<&str>) -> Result<(), String> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "sparsewire-cli",
+        "--test",
+        "memory",
+        "--",
+        "--ignored",
+        "--nocapture",
+    ])
+    .current_dir(root());
+    if let Some(d) = dir {
+        cmd.env("SPARSEWIRE_MEMORY_DIR", d);
+    }
+    let st = cmd.status().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err("the bounded-memory test failed".into())
     }
 }
 

@@ -38,6 +38,39 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// A file command's report with the process's peak resident memory added (what a user
+/// sizing a machine for a big model wants to know, and what `cargo xtask memory` checks).
+#[derive(serde::Serialize)]
+pub struct WithPeakMemory<'a, T> {
+    #[serde(flatten)]
+    pub report: &'a T,
+    /// High-water mark of resident memory, in bytes (`VmHWM`; `null` off Linux).
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl<'a, T> WithPeakMemory<'a, T> {
+    pub fn now(report: &'a T) -> Self {
+        WithPeakMemory {
+            report,
+            peak_memory_bytes: peak_memory_bytes(),
+        }
+    }
+}
+
+/// The process's resident-memory high-water mark so far, from /proc/self/status.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// `s`, or its last `n - 1` characters after an ellipsis.
 pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {

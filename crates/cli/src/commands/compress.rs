@@ -1,7 +1,7 @@
 //! `sparsewire compress`.
 
 use crate::args::{self, CodecArgs, Result};
-use crate::output::{bytes_bar, count_bar, print_json, truncate};
+use crate::output::{bytes_bar, count_bar, print_json, truncate, WithPeakMemory};
 use sparsewire_formats::input::InputFile;
 use sparsewire_metadata::{Criterion, Pattern};
 use sparsewire_pipeline::{compress_file, CompressOptions, CompressReport, Progress};
@@ -185,7 +185,7 @@ pub fn run(a: Args) -> Result<()> {
     analyse.finish_and_clear();
     write.finish_and_clear();
     if a.json {
-        return print_json(&report);
+        return print_json(&WithPeakMemory::now(&report));
     }
     print_report(&report, output == Path::new("-"));
     Ok(())

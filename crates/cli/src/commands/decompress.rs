@@ -1,7 +1,7 @@
 //! `sparsewire decompress`.
 
 use crate::args::{self, Result};
-use crate::output::{bytes_bar, print_json};
+use crate::output::{bytes_bar, print_json, WithPeakMemory};
 use sparsewire_formats::layout::IndexType;
 use sparsewire_pipeline::{decompress_file, DecompressOptions};
 use sparsewire_sparse::LayoutKind;
@@ -52,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     pb.finish_and_clear();
     if a.json {
-        return print_json(&r);
+        return print_json(&WithPeakMemory::now(&r));
     }
     let sparse = r
         .tensors
