@@ -14,6 +14,8 @@
 //! - `cargo xtask sim [--data DIR] [--runs N]`: the accelerator model's answers (where the
 //!   MMU stops stalling, the smallest buffer, model speed, calibration error); writes
 //!   docs/SIMULATOR.md and docs/simulator.json.
+//! - `cargo xtask fuzz-seeds`: (re)writes the format-version-2 seeds of the `open_stream`
+//!   fuzz corpus: the golden streams, sample streams of both profiles, and truncations.
 //! - `cargo xtask memory [--dir DIR]`: compress and decompress a synthetic 4.5 GiB
 //!   safetensors file with the release binary and check that neither passes 512 MiB of
 //!   resident memory (crates/cli/tests/memory.rs; needs about 13.5 GB free in DIR,
@@ -51,7 +53,8 @@ fn main() -> ExitCode {
         Some("sparsity") => run_sparsity(&args[1..]),
         Some("sim") => run_sim(&args[1..]),
         Some("memory") => memory(flag(&args[1..], "--dir")),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR]".into()),
+        Some("fuzz-seeds") => fuzz_seeds(),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +96,47 @@ fn golden(bless: bool) -> Result<(), String> {
     } else {
         Err("the golden test failed".into())
     }
+}
+
+/// Writes the current-format seeds of fuzz/corpus/open_stream (named `v2-*`, replacing
+/// earlier ones of that name): the golden streams, sample streams, and each cut short.
+fn fuzz_seeds() -> Result<(), String> {
+    use sparsewire_stream::{fuzzing::sample_stream, Profile};
+    let dir = root().join("fuzz/corpus/open_stream");
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    let golden = root().join("crates/pipeline/tests/golden");
+    let mut names: Vec<_> = std::fs::read_dir(&golden)
+        .map_err(|e| format!("{}: {e}", golden.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "swire"))
+        .collect();
+    names.sort();
+    for p in names {
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        seeds.push((format!("v2-golden-{stem}"), bytes));
+    }
+    for seed in [0u8, 7, 100] {
+        for (profile, name) in [(Profile::Small, "small"), (Profile::Fast, "fast")] {
+            seeds.push((
+                format!("v2-sample-{name}-{seed}"),
+                sample_stream(seed, profile),
+            ));
+        }
+    }
+    let cuts: Vec<(String, Vec<u8>)> = seeds
+        .iter()
+        .filter(|(n, _)| n.starts_with("v2-sample"))
+        .flat_map(|(n, b)| {
+            [b.len() / 2, b.len() - 1].map(|at| (format!("{n}-cut{at}"), b[..at].to_vec()))
+        })
+        .collect();
+    seeds.extend(cuts);
+    for (name, bytes) in &seeds {
+        std::fs::write(dir.join(name), bytes).map_err(|e| format!("{name}: {e}"))?;
+    }
+    eprintln!("wrote {} seeds to {}", seeds.len(), dir.display());
+    Ok(())
 }
 
 /// Runs the ignored bounded-memory test (crates/cli/tests/memory.rs).
