@@ -120,8 +120,24 @@ pub fn bench(
     let reader = Reader::new(&stream[..])?;
     let enc1 = timed(&one, runs, || encode(file, opts))?;
     let encn = timed(&all, runs, || encode(file, opts))?;
-    let dec1 = timed(&one, runs, || reader.decode_all())?;
-    let decn = timed(&all, runs, || reader.decode_all())?;
+    // Decode into buffers allocated and touched once, so the timing is the decoder's and
+    // not the allocator's: a fresh `decode_all` per run lets glibc hand large buffers back
+    // to the kernel and fault them in again, which varied by 1.7x between builds whose
+    // decoders were identical (measured with the allocator's thresholds pinned).
+    let mut bufs: Vec<Vec<u8>> = reader
+        .decode_all()?
+        .tensors
+        .into_iter()
+        .map(|t| t.data)
+        .collect();
+    let mut decode_into = || -> Result<(), StreamError> {
+        for (t, b) in bufs.iter_mut().enumerate() {
+            reader.decode_tensor_into(t, b)?;
+        }
+        Ok(())
+    };
+    let dec1 = timed(&one, runs, &mut decode_into)?;
+    let decn = timed(&all, runs, &mut decode_into)?;
     let report = inspect(&reader, true)?;
     let mut totals: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     for t in &report.tensors {

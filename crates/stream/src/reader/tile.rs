@@ -336,24 +336,41 @@ impl<S: Source> Reader<S> {
         let len = m.byte_len()?;
         self.check_limit(len)?;
         let mut data = vec![0u8; len as usize];
-        let grid = self.grid(t);
-        if !grid.is_empty() {
-            let elem = (m.dtype.bits() / 8).max(1) as usize;
-            let block_bytes = (grid.tile.rows * grid.cols) as usize * elem;
-            if PlaneLayout::for_dtype(m.dtype).is_none() {
-                self.decode_tile_into(t, 0, &mut data)?;
-            } else {
-                data.par_chunks_mut(block_bytes)
-                    .enumerate()
-                    .try_for_each(|(b, out)| self.decode_rows(t, b as u64, out))?;
-            }
-        }
+        self.decode_tensor_into(t, &mut data)?;
         Ok(Tensor {
             name: m.name.clone(),
             dtype: m.dtype,
             shape: m.shape.clone(),
             data,
         })
+    }
+
+    /// Decodes a whole tensor into `out` (exactly its byte length), tiles in parallel: for a
+    /// caller that reuses its buffers (no allocation, no first-touch page faults).
+    pub fn decode_tensor_into(&self, t: usize, out: &mut [u8]) -> Result<(), StreamError>
+    where
+        S: Sync,
+    {
+        let m = self.meta(t)?;
+        let len = m.byte_len()?;
+        if len != out.len() as u64 {
+            return Err(StreamError::OutputSize {
+                expected: len,
+                got: out.len() as u64,
+            });
+        }
+        let grid = self.grid(t);
+        if grid.is_empty() {
+            return Ok(());
+        }
+        if PlaneLayout::for_dtype(m.dtype).is_none() {
+            return self.decode_tile_into(t, 0, out);
+        }
+        let elem = (m.dtype.bits() / 8).max(1) as usize;
+        let block_bytes = (grid.tile.rows * grid.cols) as usize * elem;
+        out.par_chunks_mut(block_bytes)
+            .enumerate()
+            .try_for_each(|(b, out)| self.decode_rows(t, b as u64, out))
     }
 
     /// Decodes every tensor, with the stream's metadata.

@@ -195,11 +195,19 @@ impl<W: Write> Writer<W> {
 
 /// Encodes a tensor file held in memory as stream bytes.
 pub fn encode(file: &TensorFile, opts: &EncodeOptions) -> Result<Vec<u8>, StreamError> {
-    let mut w = Writer::new(Vec::new(), opts.clone())?;
+    let mut w = Writer::new(out_buffer(file), opts.clone())?;
     for t in &file.tensors {
         w.add(t.as_ref())?;
     }
     Ok(w.finish(file.metadata.clone())?.0)
+}
+
+/// An output buffer with room for the stream of `file` at up to its raw size (the usual
+/// case, since every codec falls back to raw): growing it by doubling instead copies the
+/// stream several times and faults in fresh pages at every step.
+fn out_buffer(file: &TensorFile) -> Vec<u8> {
+    let raw: usize = file.tensors.iter().map(|t| t.data.len()).sum();
+    Vec::with_capacity(raw.saturating_add(raw / 64).saturating_add(1 << 16))
 }
 
 /// Encodes a tensor file some of whose tensors are sparsified (`sparse[i]`, when present,
@@ -209,7 +217,7 @@ pub fn encode_sparse(
     sparse: &[Option<SparseTensor>],
     opts: &EncodeOptions,
 ) -> Result<Vec<u8>, StreamError> {
-    let mut w = Writer::new(Vec::new(), opts.clone())?;
+    let mut w = Writer::new(out_buffer(file), opts.clone())?;
     for (i, t) in file.tensors.iter().enumerate() {
         match sparse.get(i).and_then(Option::as_ref) {
             Some(s) => w.add_sparse(&t.name, &t.shape, s)?,
