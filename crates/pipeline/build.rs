@@ -1,8 +1,8 @@
-//! Tells the tests whether the real tensors of ../shared/data are there: `cfg(shared_data)`
-//! when every file the tests read is, so a test that needs them is marked ignored (with the
-//! reason) on a checkout without them, instead of passing without checking anything. CI
-//! sets SPARSEWIRE_REQUIRE_DATA=1: then their absence fails the build, naming what is
-//! missing. (scripts/fetch-models.sh produces all but the activations: see the README.)
+// Tells the tests whether the real tensors of ../shared/data are there: `cfg(shared_data)`
+// when every file the tests read is, so a test that needs them is marked ignored (with the
+// reason) on a checkout without them, instead of passing without checking anything. CI
+// sets SPARSEWIRE_REQUIRE_DATA=1: then their absence fails the build, naming what is
+// missing. (scripts/fetch-models.sh produces all but the activations: see the README.)
 
 use std::path::PathBuf;
 

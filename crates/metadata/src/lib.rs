@@ -66,6 +66,35 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// Every dtype, in variant order (SPEC §2).
+    pub const ALL: [Dtype; 22] = {
+        use Dtype::*;
+        [
+            BOOL,
+            U8,
+            I8,
+            I16,
+            U16,
+            F16,
+            BF16,
+            I32,
+            U32,
+            F32,
+            F64,
+            I64,
+            U64,
+            F8_E5M2,
+            F8_E4M3,
+            F8_E8M0,
+            F8_E4M3FNUZ,
+            F8_E5M2FNUZ,
+            C64,
+            F4,
+            F6_E2M3,
+            F6_E3M2,
+        ]
+    };
+
     /// Size of one element in bits.
     pub fn bits(self) -> u64 {
         use Dtype::*;

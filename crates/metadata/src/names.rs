@@ -167,32 +167,8 @@ impl FromStr for Dtype {
     type Err = String;
     /// Safetensors names (`F32`, `BF16`, ...), any case.
     fn from_str(s: &str) -> Result<Self, String> {
-        use Dtype::*;
-        let all = [
-            BOOL,
-            U8,
-            I8,
-            I16,
-            U16,
-            F16,
-            BF16,
-            I32,
-            U32,
-            F32,
-            F64,
-            I64,
-            U64,
-            F8_E5M2,
-            F8_E4M3,
-            F8_E8M0,
-            F8_E4M3FNUZ,
-            F8_E5M2FNUZ,
-            C64,
-            F4,
-            F6_E2M3,
-            F6_E3M2,
-        ];
-        all.into_iter()
+        Dtype::ALL
+            .into_iter()
             .find(|d| d.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| format!("unknown dtype {s:?}"))
     }

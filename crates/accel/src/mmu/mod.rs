@@ -221,17 +221,7 @@ mod tests {
     const SUM_ORDER_TOLERANCE: f32 = 1e-4;
 
     fn store(dtype: Dtype, v: &[f32]) -> Vec<u8> {
-        match dtype {
-            Dtype::BF16 => v
-                .iter()
-                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                .collect(),
-            Dtype::F16 => v
-                .iter()
-                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                .collect(),
-            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
+        sparsewire_formats::from_f32(dtype, v).expect("a float dtype")
     }
 
     proptest! {
