@@ -60,6 +60,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SIGINT/SIGTERM/SIGHUP: remove any named temporary output before dying (unnamed ones,
+    // the usual case on Linux, vanish with the process, even on SIGKILL).
+    let _ = ctrlc::set_handler(|| {
+        sparsewire_formats::output::remove_pending();
+        std::process::exit(130);
+    });
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -14,6 +14,8 @@
 //!   `force`): refused with an [`OutputError`] naming it.
 //!
 //! Files are created with mode 0666 less the umask, like any tool's output.
+//! `SPARSEWIRE_NAMED_TEMP=1` forces the named fallback (to test it on a filesystem that has
+//! unnamed files).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -212,7 +214,7 @@ impl Output {
 
     fn temporary(dir: PathBuf, force: bool) -> Result<Target, OutputError> {
         #[cfg(target_os = "linux")]
-        {
+        if std::env::var_os("SPARSEWIRE_NAMED_TEMP").is_none_or(|v| v != "1") {
             use rustix::fs::{Mode, OFlags, CWD};
             match rustix::fs::openat(
                 CWD,
