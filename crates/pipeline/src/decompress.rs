@@ -241,6 +241,9 @@ fn write_dense<S: Source + Sync>(
     let mut buf = Vec::new();
     for b in 0..grid.row_blocks() {
         let rows = grid.rect(grid.row_block(b).start).rows as usize;
+        reader
+            .check_memory(t, (rows * cols * elem) as u64)
+            .map_err(serr(input))?;
         buf.resize(rows * cols * elem, 0);
         reader.decode_rows(t, b, &mut buf).map_err(serr(input))?;
         if m.reconstruction != Reconstruction::Zero {

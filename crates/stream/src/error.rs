@@ -86,6 +86,12 @@ pub enum StreamError {
     },
     #[error("decoding needs {needed} bytes of output, over the limit of {limit} (raise --max-output-bytes)")]
     OutputLimit { needed: u64, limit: u64 },
+    #[error("tensor {tensor:?}: decoding needs a buffer of {needed} bytes, over the memory budget of {limit} bytes (raise --max-memory)")]
+    MemoryLimit {
+        tensor: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("output buffer is {got} bytes, the tile needs {expected}")]
     OutputSize { expected: u64, got: u64 },
     #[error(transparent)]

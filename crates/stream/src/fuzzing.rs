@@ -16,6 +16,7 @@ pub const FUZZ_MAX_OUTPUT: u64 = 16 << 20;
 fn limits() -> DecodeLimits {
     DecodeLimits {
         max_output_bytes: FUZZ_MAX_OUTPUT,
+        max_memory_bytes: FUZZ_MAX_OUTPUT,
     }
 }
 

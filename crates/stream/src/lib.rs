@@ -29,7 +29,7 @@ mod source;
 mod writer;
 
 pub use error::StreamError;
-pub use reader::{DecodeLimits, RawTile, Reader};
+pub use reader::{default_memory_budget, DecodeLimits, RawTile, Reader};
 pub use source::{FileSource, Source};
 pub use writer::{encode, encode_sparse, EncodeOptions, Profile, SparseTensor, Writer};
 

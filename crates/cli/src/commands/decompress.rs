@@ -22,6 +22,11 @@ pub struct Args {
     /// Refuse to decode more than this many bytes (checked before anything is written).
     #[arg(long, default_value_t = DecodeLimits::default().max_output_bytes, value_parser = args::at_least_one)]
     max_output_bytes: u64,
+    /// Largest buffer decoding may allocate at once (a row block of tiles; a whole tensor
+    /// for channel reconstruction); a stream that needs more is refused before anything is
+    /// allocated. Default: a quarter of physical memory.
+    #[arg(long, default_value_t = sparsewire_stream::default_memory_budget(), value_parser = args::at_least_one)]
+    max_memory: u64,
     /// dense: the tensors as they were (dropped values zero or rebuilt). csr, csc, coo:
     /// each sparsified tensor NAME as arrays NAME.row_ptr/col_idx/values (csr),
     /// NAME.col_ptr/row_idx/values (csc) or NAME.row/col/values (coo), plus NAME.shape;
@@ -41,6 +46,7 @@ pub fn run(a: Args) -> Result<()> {
         force: a.force,
         limits: DecodeLimits {
             max_output_bytes: a.max_output_bytes,
+            max_memory_bytes: a.max_memory,
         },
         layout: Some(a.layout),
         index: a.index,

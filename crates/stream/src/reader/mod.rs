@@ -16,20 +16,38 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-/// Bounds on what decoding may produce.
+/// Bounds on what decoding may produce and allocate.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     /// Most bytes one decode call (a tensor, or all of them) may output.
     pub max_output_bytes: u64,
+    /// Largest buffer one decode step may allocate (a tile, a row block, or a tensor for a
+    /// method that needs it whole): a hostile stream can claim a huge tile in a few bytes,
+    /// and is refused before anything is allocated.
+    pub max_memory_bytes: u64,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        // Enough for a 7B-parameter model in bf16; raise it for larger ones.
+        // Output: enough for a 7B-parameter model in bf16; raise it for larger ones.
         DecodeLimits {
             max_output_bytes: 16 << 30,
+            max_memory_bytes: default_memory_budget(),
         }
     }
+}
+
+/// A quarter of physical memory (from /proc/meminfo), or 4 GiB where it cannot be read.
+pub fn default_memory_budget() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+    });
+    total_kib.map_or(4 << 30, |k| k * 1024 / 4)
 }
 
 /// A validated stream over a [`Source`]: `Vec<u8>`, `&[u8]`, a memory map, or a
@@ -246,6 +264,23 @@ impl<S: Source> Reader<S> {
 
     fn decoder(&self, t: usize) -> &TensorDecoder {
         self.decoders[t].get_or_init(|| self.models[t].decoder())
+    }
+
+    /// Refuses a buffer of `needed` bytes for tensor `t` over the memory budget
+    /// ([`DecodeLimits::max_memory_bytes`]); for callers that allocate per tile or block.
+    pub fn check_memory(&self, t: usize, needed: u64) -> Result<(), StreamError> {
+        if needed > self.limits.max_memory_bytes {
+            return Err(StreamError::MemoryLimit {
+                tensor: self
+                    .header
+                    .tensors
+                    .get(t)
+                    .map_or_else(String::new, |m| m.name.clone()),
+                needed,
+                limit: self.limits.max_memory_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn check_limit(&self, needed: u64) -> Result<(), StreamError> {

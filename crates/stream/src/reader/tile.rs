@@ -86,6 +86,7 @@ impl<S: Source> Reader<S> {
     pub fn decode_tile(&self, t: usize, k: usize) -> Result<Vec<u8>, StreamError> {
         let n = self.tile_decoded_len(t, k)?;
         self.check_limit(n)?;
+        self.check_memory(t, n)?;
         let mut out = vec![0u8; n as usize];
         self.decode_tile_into(t, k, &mut out)?;
         Ok(out)
@@ -175,6 +176,8 @@ impl<S: Source> Reader<S> {
 
     /// Mask and kept values of a sparse tile from its stored bytes.
     fn sparse_from(&self, t: usize, k: usize, stored: &[u8]) -> Result<SparseTile, StreamError> {
+        // The kept values and the mask of a tile are at most its decoded size.
+        self.check_memory(t, self.tile_decoded_len(t, k)?)?;
         let m = &self.header.tensors[t];
         let entries = &m.tiles[k].streams;
         let Some(StreamEntry {
@@ -335,6 +338,7 @@ impl<S: Source> Reader<S> {
         let m = self.meta(t)?;
         let len = m.byte_len()?;
         self.check_limit(len)?;
+        self.check_memory(t, len)?;
         let mut data = vec![0u8; len as usize];
         self.decode_tensor_into(t, &mut data)?;
         Ok(Tensor {

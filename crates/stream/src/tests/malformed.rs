@@ -246,6 +246,7 @@ fn output_limit_is_enforced() {
         &b[..],
         DecodeLimits {
             max_output_bytes: 100,
+            ..DecodeLimits::default()
         },
     )
     .unwrap();
