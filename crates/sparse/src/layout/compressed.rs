@@ -1,6 +1,6 @@
 //! Compressed sparse rows and columns.
 
-use super::{check_line, check_ptr, index, length, SparseIndex};
+use super::{check_line, check_ptr, counts, index, length, SparseIndex};
 use crate::mask::Mask;
 use crate::tile::{value_bytes, SparseTile, SparseTileRef};
 use crate::SparseError;
@@ -100,21 +100,9 @@ impl<'a> SparseTileRef<'a> {
 impl<I: SparseIndex> Csr<'_, I> {
     /// Back to a tile, checking every array (see the module docs).
     pub fn to_tile(&self) -> Result<SparseTile, SparseError> {
-        let vb = value_bytes(self.dtype)?;
-        if !self.values.len().is_multiple_of(vb) {
-            return Err(SparseError::Length {
-                array: "values (bytes)",
-                expected: self.values.len() / vb * vb,
-                got: self.values.len(),
-            });
-        }
-        let nnz = self.values.len() / vb;
+        let (nnz, n) = counts(self.dtype, &self.values, self.rows, self.cols)?;
         length("col_idx", nnz, self.col_idx.len())?;
         let ptr = check_ptr("row_ptr", &self.row_ptr, self.rows, nnz)?;
-        let n = self
-            .rows
-            .checked_mul(self.cols)
-            .ok_or(SparseError::Overflow { array: "shape" })?;
         let mut mask = Mask::empty(n);
         for r in 0..self.rows {
             check_line("col_idx", &self.col_idx, ptr[r], ptr[r + 1], self.cols)?;
@@ -137,21 +125,9 @@ impl<I: SparseIndex> Csr<'_, I> {
 impl<I: SparseIndex> Csc<'_, I> {
     /// Back to a tile, checking every array (see the module docs).
     pub fn to_tile(&self) -> Result<SparseTile, SparseError> {
-        let vb = value_bytes(self.dtype)?;
-        if !self.values.len().is_multiple_of(vb) {
-            return Err(SparseError::Length {
-                array: "values (bytes)",
-                expected: self.values.len() / vb * vb,
-                got: self.values.len(),
-            });
-        }
-        let nnz = self.values.len() / vb;
+        let (nnz, n) = counts(self.dtype, &self.values, self.rows, self.cols)?;
         length("row_idx", nnz, self.row_idx.len())?;
         let ptr = check_ptr("col_ptr", &self.col_ptr, self.cols, nnz)?;
-        let n = self
-            .rows
-            .checked_mul(self.cols)
-            .ok_or(SparseError::Overflow { array: "shape" })?;
         // Row-major slot of each entry: count per row first.
         let mut row_count = vec![0usize; self.rows + 1];
         for c in 0..self.cols {
@@ -165,6 +141,7 @@ impl<I: SparseIndex> Csc<'_, I> {
         }
         // Columns are visited in order, so each row's entries land in column order.
         let mut next = row_count;
+        let vb = value_bytes(self.dtype)?;
         let mut values = vec![0u8; nnz * vb];
         let mut mask = Mask::empty(n);
         for c in 0..self.cols {

@@ -1,8 +1,8 @@
 //! Coordinate lists, row-major.
 
-use super::{index, length, SparseIndex};
+use super::{counts, index, length, SparseIndex};
 use crate::mask::Mask;
-use crate::tile::{value_bytes, SparseTile, SparseTileRef};
+use crate::tile::{SparseTile, SparseTileRef};
 use crate::SparseError;
 use sparsewire_metadata::Dtype;
 use std::borrow::Cow;
@@ -47,21 +47,9 @@ impl<I: SparseIndex> Coo<'_, I> {
     /// Back to a tile: indices in range, strictly row-major (a repeat is a
     /// [`SparseError::Duplicate`], a step back [`SparseError::Unsorted`]).
     pub fn to_tile(&self) -> Result<SparseTile, SparseError> {
-        let vb = value_bytes(self.dtype)?;
-        if !self.values.len().is_multiple_of(vb) {
-            return Err(SparseError::Length {
-                array: "values (bytes)",
-                expected: self.values.len() / vb * vb,
-                got: self.values.len(),
-            });
-        }
-        let nnz = self.values.len() / vb;
+        let (nnz, n) = counts(self.dtype, &self.values, self.rows, self.cols)?;
         length("row", nnz, self.row.len())?;
         length("col", nnz, self.col.len())?;
-        let n = self
-            .rows
-            .checked_mul(self.cols)
-            .ok_or(SparseError::Overflow { array: "shape" })?;
         let mut mask = Mask::empty(n);
         let mut prev: Option<usize> = None;
         for (position, (&r, &c)) in self.row.iter().zip(&self.col).enumerate() {

@@ -113,6 +113,28 @@ fn index<I: SparseIndex>(v: usize, array: &'static str) -> Result<I, SparseError
 }
 
 /// Checks `got` against `expected` for `array`.
+/// The number of values in `values` (bytes of `dtype`) and the element count of a
+/// `rows x cols` tile: what every layout's `to_tile` checks first.
+fn counts(
+    dtype: Dtype,
+    values: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<(usize, usize), SparseError> {
+    let vb = crate::tile::value_bytes(dtype)?;
+    if !values.len().is_multiple_of(vb) {
+        return Err(SparseError::Length {
+            array: "values (bytes)",
+            expected: values.len() / vb * vb,
+            got: values.len(),
+        });
+    }
+    let n = rows
+        .checked_mul(cols)
+        .ok_or(SparseError::Overflow { array: "shape" })?;
+    Ok((values.len() / vb, n))
+}
+
 fn length(array: &'static str, expected: usize, got: usize) -> Result<(), SparseError> {
     if expected == got {
         Ok(())
