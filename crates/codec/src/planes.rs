@@ -319,6 +319,84 @@ pub fn decode_planes(
     out: &mut [u8],
 ) -> Result<(), CodecError> {
     let n = out.len() / layout.value_bytes;
+    decode_into(layout, entries, data, decoder, n, &mut InPlace(out))
+}
+
+/// Decodes the `n` values of a float-plane tile a few thousand at a time, handing each
+/// chunk of little-endian bytes to `emit` in order: a tile of any size decodes in a few KiB
+/// of memory (for a writer that streams to a file). An error from `emit` stops the decode
+/// and is returned as is.
+pub fn decode_planes_chunked<E: From<CodecError>>(
+    layout: PlaneLayout,
+    entries: &[StreamEntry],
+    data: &[u8],
+    decoder: &TensorDecoder,
+    n: usize,
+    emit: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut sink = Chunked {
+        buf: vec![0u8; CHUNK * layout.value_bytes],
+        emit,
+        err: None,
+    };
+    match decode_into(layout, entries, data, decoder, n, &mut sink) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(sink.err.take().unwrap_or_else(|| e.into())),
+    }
+}
+
+/// Where decoded chunks go: straight into the caller's buffer, or through a small buffer
+/// to a callback.
+trait Sink {
+    /// The `bytes` output bytes that start at byte `at`.
+    fn slot(&mut self, at: usize, bytes: usize) -> &mut [u8];
+    /// The slot just returned is complete.
+    fn done(&mut self, bytes: usize) -> Result<(), CodecError>;
+}
+
+struct InPlace<'a>(&'a mut [u8]);
+
+impl Sink for InPlace<'_> {
+    #[inline]
+    fn slot(&mut self, at: usize, bytes: usize) -> &mut [u8] {
+        &mut self.0[at..at + bytes]
+    }
+    #[inline]
+    fn done(&mut self, _: usize) -> Result<(), CodecError> {
+        Ok(())
+    }
+}
+
+struct Chunked<F, E> {
+    buf: Vec<u8>,
+    emit: F,
+    /// The callback's error, kept while the decoder unwinds with a placeholder.
+    err: Option<E>,
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), E>, E> Sink for Chunked<F, E> {
+    #[inline]
+    fn slot(&mut self, _: usize, bytes: usize) -> &mut [u8] {
+        &mut self.buf[..bytes]
+    }
+    fn done(&mut self, bytes: usize) -> Result<(), CodecError> {
+        (self.emit)(&self.buf[..bytes]).map_err(|e| {
+            self.err = Some(e);
+            CodecError::Corrupt {
+                reason: "output refused",
+            }
+        })
+    }
+}
+
+fn decode_into(
+    layout: PlaneLayout,
+    entries: &[StreamEntry],
+    data: &[u8],
+    decoder: &TensorDecoder,
+    n: usize,
+    sink: &mut impl Sink,
+) -> Result<(), CodecError> {
     let planes = layout.planes();
     if entries.len() != planes.len() || entries.iter().zip(&planes).any(|(e, p)| e.plane != *p) {
         return Err(CodecError::StreamLayout {
@@ -400,7 +478,8 @@ pub fn decode_planes(
                 reason: "head symbol wider than the layout",
             });
         }
-        let o = &mut out[first * layout.value_bytes..(first + c) * layout.value_bytes];
+        let len = c * layout.value_bytes;
+        let o = sink.slot(first * layout.value_bytes, len);
         // BF16 with packed tails: unpack and merge in one pass (the hot case).
         if let (2, 0, 5, Some(Source::Raw(packed))) = (
             layout.value_bytes,
@@ -411,6 +490,7 @@ pub fn decode_planes(
             let start = first * 5 / 8;
             let packed = &packed[start..start + bits::packed_len(c, 5)];
             merge_bf16_packed(&hbuf[..c], packed, o);
+            sink.done(len)?;
             first += c;
             continue;
         }
@@ -455,6 +535,7 @@ pub fn decode_planes(
                 }
             }
         }
+        sink.done(len)?;
         first += c;
     }
     head.finish()?;

@@ -13,7 +13,60 @@ fn roundtrip(dtype: Dtype, values: &[u8]) -> Vec<EncodedStream> {
     let mut out = vec![0u8; values.len()];
     decode_planes(layout, &entries, &data, &models.decoder(), &mut out).unwrap();
     assert_eq!(out, values, "{dtype} round trip");
+    // The chunked decoder hands out the same bytes, in order, in bounded pieces.
+    let mut chunked = Vec::new();
+    let n = values.len() / layout.value_bytes;
+    let dec = models.decoder();
+    decode_planes_chunked::<CodecError>(layout, &entries, &data, &dec, n, |c| {
+        assert!(!c.is_empty() && c.len() <= 2048 * layout.value_bytes);
+        chunked.extend_from_slice(c);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(chunked, values, "{dtype} chunked");
     streams
+}
+
+#[derive(Debug, PartialEq)]
+enum SinkOrCodec {
+    Sink,
+    Codec(CodecError),
+}
+
+impl From<CodecError> for SinkOrCodec {
+    fn from(e: CodecError) -> Self {
+        SinkOrCodec::Codec(e)
+    }
+}
+
+#[test]
+fn a_chunked_decode_stops_at_the_sinks_error_and_returns_it() {
+    let values: Vec<u8> = (0..10_000u32)
+        .flat_map(|i| ((i % 300) as f32 * 0.01).to_le_bytes())
+        .collect();
+    let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
+    let mut h = PlaneHistograms::new(layout);
+    h.add(&values);
+    let models = TensorModels::fit(&h);
+    let streams = encode_planes(layout, &values, &models).unwrap();
+    let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
+    let data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
+    let mut calls = 0;
+    let r = decode_planes_chunked(layout, &entries, &data, &models.decoder(), 10_000, |_| {
+        calls += 1;
+        if calls == 2 {
+            Err(SinkOrCodec::Sink)
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(r, Err(SinkOrCodec::Sink));
+    assert_eq!(calls, 2);
+    // A wrong value count is the codec's error, not a panic.
+    let r = decode_planes_chunked(layout, &entries, &data, &models.decoder(), 10_001, |_| {
+        Ok::<(), SinkOrCodec>(())
+    });
+    assert!(matches!(r, Err(SinkOrCodec::Codec(_))), "{r:?}");
 }
 
 const SPECIAL_F32: [f32; 8] = [

@@ -188,8 +188,12 @@ pub fn decompress_file(
     })
 }
 
+/// A row block of one tile larger than this is streamed to the output in chunks, not
+/// decoded into a buffer (a hostile or careless stream can make one tile of a tensor).
+const STREAM_ABOVE: u64 = 16 << 20;
+
 /// Writes tensor `t` decoded and rebuilt, in its dtype, a row block at a time (the whole
-/// tensor for `channels`; a large whole tile in chunks). Returns the bytes written.
+/// tensor for `channels`; a large single tile in chunks). Returns the bytes written.
 fn write_dense<S: Source + Sync>(
     reader: &Reader<S>,
     t: usize,
@@ -197,8 +201,8 @@ fn write_dense<S: Source + Sync>(
     (input, output): (&Path, &Path),
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, PipelineError> {
-    let serr = PipelineError::stream;
-    let m = reader.meta(t).map_err(serr(input))?;
+    let serr = |e| PipelineError::decode(input, output)(e);
+    let m = reader.meta(t).map_err(serr)?;
     let grid = reader.grid(t);
     let werr = |e: std::io::Error| PipelineError::Write {
         path: output.to_path_buf(),
@@ -208,7 +212,7 @@ fn write_dense<S: Source + Sync>(
         let n = if grid.is_empty() {
             0
         } else {
-            reader.write_whole_tile(t, 0, out).map_err(serr(input))?
+            reader.write_whole_tile(t, 0, out).map_err(serr)?
         };
         progress(n);
         return Ok(n);
@@ -225,10 +229,10 @@ fn write_dense<S: Source + Sync>(
     };
     if let Reconstruction::Channels { .. } = m.reconstruction {
         // Rows are rebuilt from other rows: the whole tensor at once.
-        let mut data = reader.decode_tensor(t).map_err(serr(input))?.data;
+        let mut data = reader.decode_tensor(t).map_err(serr)?.data;
         let mut mask = sparsewire_sparse::Mask::default();
         for b in 0..grid.row_blocks() {
-            if let Some(mb) = reader.rows_mask(t, b).map_err(serr(input))? {
+            if let Some(mb) = reader.rows_mask(t, b).map_err(serr)? {
                 mask.extend(mb.as_ref());
             }
         }
@@ -240,18 +244,24 @@ fn write_dense<S: Source + Sync>(
     let mut written = 0u64;
     let mut buf = Vec::new();
     for b in 0..grid.row_blocks() {
-        let rows = grid.rect(grid.row_block(b).start).rows as usize;
-        reader
-            .check_memory(t, (rows * cols * elem) as u64)
-            .map_err(serr(input))?;
-        buf.resize(rows * cols * elem, 0);
-        reader.decode_rows(t, b, &mut buf).map_err(serr(input))?;
+        let tiles = grid.row_block(b);
+        let rows = grid.rect(tiles.start).rows as usize;
+        let bytes = (rows * cols * elem) as u64;
+        if tiles.end - tiles.start == 1
+            && bytes > STREAM_ABOVE
+            && m.reconstruction == Reconstruction::Zero
+        {
+            written += reader
+                .write_tile(t, tiles.start as usize, out)
+                .map_err(serr)?;
+            progress(written);
+            continue;
+        }
+        reader.check_memory(t, bytes).map_err(serr)?;
+        buf.resize(bytes as usize, 0);
+        reader.decode_rows(t, b, &mut buf).map_err(serr)?;
         if m.reconstruction != Reconstruction::Zero {
-            rebuild(
-                &mut buf,
-                reader.rows_mask(t, b).map_err(serr(input))?,
-                false,
-            )?;
+            rebuild(&mut buf, reader.rows_mask(t, b).map_err(serr)?, false)?;
         }
         out.write_all(&buf).map_err(werr)?;
         written += buf.len() as u64;

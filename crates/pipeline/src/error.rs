@@ -66,6 +66,24 @@ impl PipelineError {
         }
     }
 
+    /// A decode error about `input`, except a failed write of the decoded values, which is
+    /// about `output`.
+    pub(crate) fn decode<'a>(
+        input: &'a std::path::Path,
+        output: &'a std::path::Path,
+    ) -> impl Fn(StreamError) -> PipelineError + 'a {
+        move |source| match source {
+            StreamError::Output(e) => PipelineError::Write {
+                path: output.to_path_buf(),
+                source: Box::new(e.into()),
+            },
+            source => PipelineError::Stream {
+                path: input.to_path_buf(),
+                source: Box::new(source),
+            },
+        }
+    }
+
     pub(crate) fn write(path: &std::path::Path) -> impl FnOnce(FormatError) -> PipelineError + '_ {
         move |source| PipelineError::Write {
             path: path.to_path_buf(),

@@ -126,4 +126,7 @@ pub enum StreamError {
     },
     #[error("writing the stream: {0}")]
     Write(std::io::Error),
+    /// Writing decoded values to the caller's output failed (a full disk, a closed pipe).
+    #[error("writing the decoded values: {0}")]
+    Output(std::io::Error),
 }

@@ -7,7 +7,8 @@ use crate::source::Source;
 use crate::{StreamError, PREAMBLE_BYTES};
 use rayon::prelude::*;
 use sparsewire_codec::{
-    decode_planes, decode_symbol_stream, decode_whole, CodecError, PlaneLayout,
+    decode_planes, decode_planes_chunked, decode_symbol_stream, decode_whole, CodecError,
+    PlaneLayout,
 };
 use sparsewire_formats::{Tensor, TensorFile};
 use sparsewire_metadata::{MaskEncoding, Pattern, Plane, StreamCodec, StreamEntry, ValueCodec};
@@ -449,6 +450,8 @@ impl<S: Source> Reader<S> {
             what: format!("tensor {:?} tile {k}", m.name),
             source,
         };
+        let mut out = WriteTrap { w: out, err: None };
+        let out = &mut out;
         let written = match entry.codec {
             StreamCodec::Raw => {
                 if e.len != want {
@@ -456,14 +459,19 @@ impl<S: Source> Reader<S> {
                         reason: "raw tile of the wrong length",
                     }));
                 }
-                copy_bounded(&mut reader, out, want).map_err(io_err)?
+                copy_bounded(&mut reader, out, want).map_err(|e| {
+                    out.err
+                        .take()
+                        .map_or_else(|| io_err(e), StreamError::Output)
+                })?
             }
             StreamCodec::Zstd => {
                 let mut z = zstd::stream::Decoder::new(&mut reader).map_err(io_err)?;
-                let n = copy_bounded(&mut z, out, want).map_err(|e| {
-                    self.codec_err(t, k)(CodecError::Zstd {
+                let n = copy_bounded(&mut z, out, want).map_err(|e| match out.err.take() {
+                    Some(w) => StreamError::Output(w),
+                    None => self.codec_err(t, k)(CodecError::Zstd {
                         reason: e.to_string(),
-                    })
+                    }),
                 })?;
                 drop(z);
                 // Whatever zstd left unread still counts for the checksum.
@@ -486,6 +494,85 @@ impl<S: Source> Reader<S> {
             }));
         }
         Ok(written)
+    }
+
+    /// Writes tile `k` of tensor `t` decoded (as [`Self::decode_tile_into`] lays it out) to
+    /// `out`, holding only the stored tile and a few KiB of decoded values: for a dense
+    /// tile too large to decode into memory. A sparse tile is decoded whole, within the
+    /// memory budget. Returns the bytes written.
+    pub fn write_tile(&self, t: usize, k: usize, out: &mut dyn Write) -> Result<u64, StreamError> {
+        let m = self.check_tile(t, k)?;
+        let n = self.tile_decoded_len(t, k)?;
+        self.check_limit(n)?;
+        let entries = &m.tiles[k].streams;
+        let layout = match (m.codec, PlaneLayout::for_dtype(m.dtype), entries.first()) {
+            (
+                _,
+                _,
+                Some(StreamEntry {
+                    plane: Plane::Mask(_),
+                    ..
+                }),
+            ) => None,
+            (ValueCodec::FloatPlanes, Some(layout), _) => Some(layout),
+            _ => return self.write_whole_tile(t, k, out),
+        };
+        let Some(layout) = layout else {
+            let v = self.decode_tile(t, k)?;
+            out.write_all(&v).map_err(StreamError::Output)?;
+            return Ok(n);
+        };
+        let stored = self.tile_stored(t, k)?;
+        let values = (n / layout.value_bytes as u64) as usize;
+        let mut written = 0u64;
+        decode_planes_chunked(layout, entries, &stored, self.decoder(t), values, |c| {
+            written += c.len() as u64;
+            out.write_all(c).map_err(ChunkError::Output)
+        })
+        .map_err(|e| match e {
+            ChunkError::Output(e) => StreamError::Output(e),
+            ChunkError::Codec(e) => self.codec_err(t, k)(e),
+        })?;
+        Ok(written)
+    }
+}
+
+/// A chunked decode's failure: the output's or the codec's.
+enum ChunkError {
+    Output(std::io::Error),
+    Codec(CodecError),
+}
+
+impl From<CodecError> for ChunkError {
+    fn from(e: CodecError) -> Self {
+        ChunkError::Codec(e)
+    }
+}
+
+/// A writer that keeps its first error, so that a copy's failure can be told apart: the
+/// output's (a full disk) or the input's (a damaged tile).
+struct WriteTrap<'a> {
+    w: &'a mut dyn Write,
+    err: Option<std::io::Error>,
+}
+
+impl Write for WriteTrap<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf).map_err(|e| self.trap(e))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(buf).map_err(|e| self.trap(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush().map_err(|e| self.trap(e))
+    }
+}
+
+impl WriteTrap<'_> {
+    fn trap(&mut self, e: std::io::Error) -> std::io::Error {
+        let copy = std::io::Error::new(e.kind(), e.to_string());
+        self.err.get_or_insert(e);
+        copy
     }
 }
 
