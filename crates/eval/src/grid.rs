@@ -396,6 +396,7 @@ fn compressed_weights(
         },
         calibration_map: vec![],
         gradients: None,
+        nonfinite: Default::default(),
     });
     let opts = CompressOptions {
         sparsify,

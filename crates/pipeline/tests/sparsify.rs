@@ -500,3 +500,81 @@ fn non_finite_weights_and_misplaced_methods_are_said() {
         );
     }
 }
+
+#[test]
+fn nonfinite_keep_stores_them_exactly_and_drop_drops_them() {
+    use sparsewire_se::NonFinite;
+    let mut w = weights(8, 16, 4);
+    // 3.4e38 is the largest value: a NaN or infinity must not push it out.
+    let specials = [(5, f32::NAN), (20, f32::INFINITY), (33, f32::NEG_INFINITY)];
+    for (i, v) in specials {
+        w[i] = v;
+    }
+    w[40] = 3.4e38;
+    let f = TensorFile {
+        tensors: vec![Tensor::from_f32("n.weight", vec![8, 16], &w)],
+        metadata: vec![],
+    };
+    for pattern in [Pattern::Unstructured, Pattern::NM { n: 2, m: 4 }] {
+        for policy in [NonFinite::Keep, NonFinite::Drop] {
+            let mut o = opts(Criterion::Magnitude, pattern, Budget::Sparsity(0.5));
+            o.nonfinite = policy;
+            o.rebuild = Rebuild::Linear;
+            let (stream, r) = run(&f, &o).unwrap();
+            let t = &r.tensors()[0];
+            assert!(
+                t.s.rel_frobenius.is_finite(),
+                "{pattern:?} {policy}: {}",
+                t.s.rel_frobenius
+            );
+            let back = decompress(&stream).unwrap().tensors[0]
+                .to_f32_vec()
+                .unwrap();
+            for (i, v) in specials {
+                match policy {
+                    NonFinite::Keep => assert_eq!(
+                        back[i].to_bits(),
+                        v.to_bits(),
+                        "{pattern:?}: element {i} kept exactly"
+                    ),
+                    _ => assert!(back[i].is_finite(), "{pattern:?}: element {i} dropped"),
+                }
+            }
+            assert_eq!(back[40], 3.4e38, "{pattern:?} {policy}: the largest kept");
+            // Nothing non-finite leaks into rebuilt values.
+            let leaked = (0..back.len())
+                .filter(|i| !specials.iter().any(|s| s.0 == *i))
+                .filter(|&i| !back[i].is_finite())
+                .count();
+            assert_eq!(leaked, 0, "{pattern:?} {policy}");
+            // Kept non-finite values mean zero-fill (interpolation would spread them): the
+            // groups are visible as they are stored.
+            if let (Pattern::NM { .. }, NonFinite::Keep) = (pattern, policy) {
+                for g in back.chunks(4) {
+                    let kept = g.iter().filter(|v| **v != 0.0).count();
+                    assert!(kept <= 2, "{pattern:?} {policy}: {g:?}");
+                }
+            }
+        }
+    }
+    // Three non-finite values in one 2:4 group cannot be kept.
+    let mut w2 = weights(4, 8, 5);
+    w2[0] = f32::NAN;
+    w2[1] = f32::NAN;
+    w2[2] = f32::INFINITY;
+    let f2 = TensorFile {
+        tensors: vec![Tensor::from_f32("g.weight", vec![4, 8], &w2)],
+        metadata: vec![],
+    };
+    let mut o = opts(
+        Criterion::Magnitude,
+        Pattern::NM { n: 2, m: 4 },
+        Budget::Sparsity(0.0),
+    );
+    o.nonfinite = NonFinite::Keep;
+    let e = run(&f2, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("g.weight") && e.contains("3 NaN or infinite") && e.contains("keep"),
+        "{e}"
+    );
+}

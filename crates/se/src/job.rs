@@ -16,7 +16,7 @@
 
 use crate::calibration::{find_inputs, Inputs};
 use crate::metrics::{self, Errors};
-use crate::{LayerInputs, SparsifyConfig, SparsifyError, SparsifyOptions};
+use crate::{LayerInputs, NonFinite, SparsifyConfig, SparsifyError, SparsifyOptions};
 use sparsewire_formats::{Dtype, TensorRef};
 use sparsewire_metadata::{view_2d, Criterion, Pattern, Reconstruction, Sparsification};
 use sparsewire_re::Rebuild;
@@ -37,6 +37,7 @@ pub struct Job<'a> {
     pub rebuild: Rebuild,
     /// Why the criterion or the reconstruction differs from what was asked.
     pub note: Option<String>,
+    nonfinite: NonFinite,
 }
 
 /// What sparsifying one tensor gave.
@@ -137,6 +138,7 @@ pub fn plan<'a>(
             config,
             rebuild,
             note,
+            nonfinite: opts.nonfinite,
         });
     }
     Ok(out)
@@ -172,13 +174,25 @@ impl Job<'_> {
         let original = t
             .to_f32_vec()
             .ok_or_else(|| self.read_err(format!("{} is not a float dtype", t.dtype)))?;
-        if let Some(index) = original.iter().position(|v| !v.is_finite()) {
+        // NaN and infinity cannot be ranked: refused, or ranked as zero and then kept or
+        // dropped (`fix_nonfinite`); errors are measured on the finite values.
+        let raw = original;
+        let nonfinite = raw.iter().any(|v| !v.is_finite());
+        if let (true, NonFinite::Error) = (nonfinite, self.nonfinite) {
+            let index = raw.iter().position(|v| !v.is_finite()).expect("one exists");
             return Err(SparsifyError::NonFinite {
                 tensor: t.name.clone(),
                 index,
-                value: original[index],
+                value: raw[index],
             });
         }
+        let original: Vec<f32> = if nonfinite {
+            raw.iter()
+                .map(|&v| if v.is_finite() { v } else { 0.0 })
+                .collect()
+        } else {
+            raw.clone()
+        };
         let config = SparsifyConfig {
             sparsity,
             ..self.config
@@ -209,6 +223,26 @@ impl Job<'_> {
             }
             r => r?,
         };
+        let mut s = s;
+        if nonfinite {
+            fix_nonfinite(
+                &t.name,
+                &raw,
+                &original,
+                &mut s.mask,
+                cols,
+                config.pattern,
+                self.nonfinite,
+            )?;
+            if s.updated && self.nonfinite == NonFinite::Keep {
+                for (v, &r) in s.values.iter_mut().zip(&raw) {
+                    if !r.is_finite() {
+                        *v = r;
+                    }
+                }
+            }
+        }
+        let kept_nonfinite = nonfinite && self.nonfinite == NonFinite::Keep;
         let tile_err = |source| SparsifyError::Tile {
             tensor: t.name.clone(),
             source,
@@ -223,10 +257,11 @@ impl Job<'_> {
         }
         .map_err(tile_err)?;
         let achieved = 1.0 - s.mask.density();
-        let (reconstruction, errors, gain) = if !s.updated
-            && self.inputs.is_none()
-            && self.rebuild == Rebuild::Zero
-            && s.reconstruction == Reconstruction::Zero
+        let (reconstruction, errors, gain) = if kept_nonfinite
+            || (!s.updated
+                && self.inputs.is_none()
+                && self.rebuild == Rebuild::Zero
+                && s.reconstruction == Reconstruction::Zero)
         {
             // Zero-fill of original values, no calibration: the error is the dropped
             // energy, no dense copy needed.
@@ -351,6 +386,82 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Relative error of zero-filling the dropped elements.
+/// Applies the non-finite policy to a mask chosen with NaN and infinity ranked as zero:
+/// `Keep` keeps every such element, `Drop` drops it. Under N:M each full group keeps
+/// exactly N: the others it keeps are the largest finite values, those kept first.
+fn fix_nonfinite(
+    tensor: &str,
+    raw: &[f32],
+    finite: &[f32],
+    mask: &mut Mask,
+    cols: usize,
+    pattern: Pattern,
+    policy: NonFinite,
+) -> Result<(), SparsifyError> {
+    let bad = |i: usize| !raw[i].is_finite();
+    let Pattern::NM { n, m } = pattern else {
+        for i in (0..raw.len()).filter(|&i| bad(i)) {
+            mask.set(i, policy == NonFinite::Keep);
+        }
+        return Ok(());
+    };
+    let (nu, mu) = (n as usize, m as usize);
+    for row in 0..raw.len() / cols.max(1) {
+        for g in (0..cols).step_by(mu) {
+            let start = row * cols + g;
+            let len = mu.min(cols - g);
+            let group = start..start + len;
+            let count = group.clone().filter(|&i| bad(i)).count();
+            if count == 0 {
+                continue;
+            }
+            if len < mu {
+                // A partial group at a row's end is stored as its bits: no count to keep.
+                for i in group.filter(|&i| bad(i)) {
+                    mask.set(i, policy == NonFinite::Keep);
+                }
+                continue;
+            }
+            let (fits, limit) = match policy {
+                NonFinite::Keep => (count <= nu, n),
+                _ => (len - count >= nu, m - n),
+            };
+            if !fits {
+                return Err(SparsifyError::NonFiniteGroup {
+                    tensor: tensor.to_string(),
+                    index: start,
+                    count,
+                    n,
+                    m,
+                    policy,
+                    limit,
+                });
+            }
+            // Forced first (kept non-finite), then the finite: kept before, then larger.
+            let mut order: Vec<usize> = group.clone().collect();
+            order.sort_by(|&a, &b| {
+                let key = |i: usize| {
+                    (
+                        !(policy == NonFinite::Keep && bad(i)),
+                        !mask.is_kept(i),
+                        std::cmp::Reverse(finite[i].abs().to_bits()),
+                    )
+                };
+                key(a).cmp(&key(b))
+            });
+            let keep: Vec<usize> = order
+                .into_iter()
+                .filter(|&i| policy == NonFinite::Keep || !bad(i))
+                .take(nu)
+                .collect();
+            for i in group {
+                mask.set(i, keep.contains(&i));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
     let (mut dropped, mut total) = (0f64, 0f64);
     for (i, &v) in original.iter().enumerate() {

@@ -46,6 +46,8 @@ pub struct SparsifyOptions {
     pub calibration_map: Vec<(String, String)>,
     /// Gradients with the weights' names and shapes (Taylor).
     pub gradients: Option<TensorFile>,
+    /// NaN and infinite weights: an error (default), kept, or dropped.
+    pub nonfinite: crate::NonFinite,
 }
 
 impl SparsifyOptions {
@@ -59,6 +61,7 @@ impl SparsifyOptions {
             calibration: None,
             calibration_map: vec![],
             gradients: None,
+            nonfinite: crate::NonFinite::Error,
         }
     }
 

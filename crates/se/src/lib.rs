@@ -83,16 +83,62 @@ pub enum SparsifyError {
         tensor: String,
         source: sparsewire_sparse::SparseError,
     },
-    #[error("tensor {tensor:?}: element {index} is {value}; pruning ranks weights by size and cannot rank NaN or infinity (fix the weights, or leave this tensor lossless)")]
+    #[error("tensor {tensor:?}: element {index} is {value}; pruning ranks weights by size and cannot rank NaN or infinity (fix the weights, leave the tensor lossless, or say --nonfinite keep or drop)")]
     NonFinite {
         tensor: String,
         index: usize,
         value: f32,
     },
+    #[error("tensor {tensor:?}: the {m}-element group at element {index} has {count} NaN or infinite values; with --nonfinite {policy} and {n}:{m} at most {limit} fit")]
+    NonFiniteGroup {
+        tensor: String,
+        index: usize,
+        count: usize,
+        n: u8,
+        m: u8,
+        policy: NonFinite,
+        limit: u8,
+    },
     #[error("reading tensor {tensor:?}: {reason}")]
     Read { tensor: String, reason: String },
     #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
     Budget { budget: u64, closest: u64 },
+}
+
+/// What pruning does with NaN and infinite weights, which no criterion can rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinite {
+    /// Refuse the tensor, naming the first such element (the default: such weights are
+    /// usually a bug upstream).
+    #[default]
+    Error,
+    /// Keep them, stored bit for bit; the rest is ranked as if they were zero, and the
+    /// tensor is rebuilt by zero-fill (an interpolation would spread them).
+    Keep,
+    /// Drop them (rebuilt like any dropped value); the rest is ranked as usual.
+    Drop,
+}
+
+impl std::str::FromStr for NonFinite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "error" => NonFinite::Error,
+            "keep" => NonFinite::Keep,
+            "drop" => NonFinite::Drop,
+            _ => return Err(format!("unknown policy {s:?} (error, keep, drop)")),
+        })
+    }
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NonFinite::Error => "error",
+            NonFinite::Keep => "keep",
+            NonFinite::Drop => "drop",
+        })
+    }
 }
 
 /// What to keep.

@@ -72,6 +72,10 @@ struct SparsifyArgs {
     /// calibrated, else Frobenius).
     #[arg(long, value_parser = args::positive, conflicts_with = "sparsity")]
     max_error: Option<f64>,
+    /// NaN and infinite weights, which no criterion can rank: error (refuse the tensor,
+    /// naming the element), keep (store them exactly, rank the rest), drop (drop them).
+    #[arg(long, value_name = "POLICY")]
+    nonfinite: Option<sparsewire_se::NonFinite>,
 }
 
 impl SparsifyArgs {
@@ -103,6 +107,7 @@ impl SparsifyArgs {
                 ("--calibration", self.calibration.is_some()),
                 ("--gradients", self.gradients.is_some()),
                 ("--reconstruct", self.reconstruct.is_some()),
+                ("--nonfinite", self.nonfinite.is_some()),
             ]
             .into_iter()
             .filter_map(|(n, set)| set.then_some(n))
@@ -145,6 +150,7 @@ impl SparsifyArgs {
             calibration: load(&self.calibration)?,
             calibration_map,
             gradients: load(&self.gradients)?,
+            nonfinite: self.nonfinite.unwrap_or_default(),
         }))
     }
 }
