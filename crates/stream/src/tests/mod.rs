@@ -368,3 +368,49 @@ fn row_block_masks_follow_the_row_major_layout() {
     }
     assert_eq!(all, mask);
 }
+
+#[test]
+fn no_tensor_is_stored_larger_than_raw() {
+    // Noise of a few hundred bytes (a batch norm's statistics): neither the planes (their
+    // own model in front) nor zstd pay, so the tile is stored raw.
+    let mut s = 1u64;
+    let mut noise = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                f32::from_bits((s >> 32) as u32 & 0x3fff_ffff) - 1.0
+            })
+            .collect()
+    };
+    let file = TensorFile {
+        tensors: vec![
+            Tensor::from_f32("bn_mean", vec![104], &noise(104)),
+            Tensor::from_f32("tiny", vec![7], &noise(7)),
+            Tensor::from_f32("conv", vec![16, 3, 3, 3], &noise(432)),
+        ],
+        metadata: vec![],
+    };
+    for opts in [
+        EncodeOptions::default(),
+        EncodeOptions {
+            try_lz: false,
+            ..EncodeOptions::default()
+        },
+    ] {
+        let stream = encode(&file, &opts).unwrap();
+        let r = Reader::new(&stream[..]).unwrap();
+        for (t, m) in r.header().tensors.iter().enumerate() {
+            let stored: u64 = m.tiles.iter().map(|e| e.len).sum::<u64>()
+                + m.models.iter().map(|b| b.len() as u64).sum::<u64>();
+            let raw = file.tensors[t].data.len() as u64;
+            assert!(
+                stored <= raw,
+                "{}: {stored} bytes stored, {raw} raw",
+                m.name
+            );
+        }
+        assert_eq!(r.decode_all().unwrap().tensors, file.tensors);
+    }
+}

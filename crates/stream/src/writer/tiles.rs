@@ -202,30 +202,51 @@ pub(super) fn dense<W: Write>(
         }
     };
     let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
-    let mut lz = false;
-    if opts.try_lz && n > 0 {
+    // The trial on the first tile: planes, zstd (when allowed) or, when neither pays (a
+    // tensor of a few hundred bytes, noise), raw. The first tile's planes are kept.
+    let (codec, first_planes) = if n == 0 {
+        (ValueCodec::FloatPlanes, None)
+    } else {
         let first = read(0)?;
-        let p = streams_len(&planes(&first)?);
-        let z = encode_whole(ValueCodec::Zstd, &first, opts.zstd_level).map_err(err)?;
-        lz = (z.bytes.len() as f64) < p as f64 * LZ_MIN_GAIN;
-    }
-    let mut tiles = Tiles::new(w, models.models.len());
-    let code = |k| {
-        let tile = read(k)?;
-        if lz {
-            Ok(vec![
-                encode_whole(ValueCodec::Zstd, &tile, opts.zstd_level).map_err(err)?
-            ])
+        let first_planes = planes(&first)?;
+        let p = streams_len(&first_planes);
+        let z = if opts.try_lz {
+            let z = encode_whole(ValueCodec::Zstd, &first, opts.zstd_level).map_err(err)?;
+            Some(z.bytes.len())
         } else {
-            planes(&tile)
+            None
+        };
+        let codec = match z {
+            Some(z) if (z as f64) < p as f64 * LZ_MIN_GAIN && z < first.len() => ValueCodec::Zstd,
+            _ if p >= first.len() => ValueCodec::Raw,
+            _ => ValueCodec::FloatPlanes,
+        };
+        (codec, Some(first_planes))
+    };
+    let first_planes = std::sync::Mutex::new(first_planes);
+    let plane_models = if codec == ValueCodec::FloatPlanes {
+        models.models.len()
+    } else {
+        0
+    };
+    let mut tiles = Tiles::new(w, plane_models);
+    let code = |k| {
+        if codec == ValueCodec::FloatPlanes {
+            if k == 0 {
+                if let Some(p) = first_planes.lock().expect("not poisoned").take() {
+                    return Ok(p);
+                }
+            }
+            return planes(&read(k)?);
         }
+        Ok(vec![
+            encode_whole(codec, &read(k)?, opts.zstd_level).map_err(err)?
+        ])
     };
     write_batched(w, &mut tiles, n, tile_bytes, code, progress)?;
-    let codec = if lz {
-        ValueCodec::Zstd
-    } else {
-        ValueCodec::FloatPlanes
-    };
+    if codec != ValueCodec::FloatPlanes {
+        return Ok(meta(codec, vec![], tiles));
+    }
     let models = tiles.model_bytes(&models);
     Ok(meta(codec, models, tiles))
 }
