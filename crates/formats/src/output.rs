@@ -34,6 +34,8 @@ pub enum OutputError {
     IsDirectory { path: PathBuf },
     #[error("{path} is a {kind}, not a regular file; refusing to replace it")]
     NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: the folder was removed while the output was being written")]
+    FolderRemoved { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -42,9 +44,22 @@ pub enum OutputError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
-    move |source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        // Committing into a folder that no longer exists.
+        let gone = source.kind() == io::ErrorKind::NotFound
+            && path
+                .parent()
+                .is_some_and(|d| !d.as_os_str().is_empty() && !d.exists());
+        if gone {
+            OutputError::FolderRemoved {
+                path: path.to_path_buf(),
+            }
+        } else {
+            OutputError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }
 

@@ -63,6 +63,23 @@ pub struct FileRange {
 
 /// Reads exactly `buf.len()` bytes at `offset` of `file`.
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    read_exact_at_raw(file, buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            // The file was shorter than its header said when it was opened: it changed.
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file ends before byte {}: was it truncated or replaced while being read?",
+                    offset + buf.len() as u64
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn read_exact_at_raw(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)

@@ -224,7 +224,25 @@ pub fn compress_file(
     check_output(Some(input), output, opts.force)?;
     let file = InputFile::open(input).map_err(PipelineError::input(input))?;
     let out = Output::create(output, opts.force)?;
-    let (out, report) = compress_to(out, &file.tensors(), file.metadata(), opts, progress)?;
+    let (out, report) = compress_to(out, &file.tensors(), file.metadata(), opts, progress)
+        .map_err(|e| match e {
+            // The stream writer reads tensors from the input as it goes.
+            PipelineError::StreamBytes(sparsewire_stream::StreamError::Read { what, source }) => {
+                PipelineError::Input {
+                    path: input.to_path_buf(),
+                    source: Box::new(
+                        std::io::Error::new(source.kind(), format!("{what}: {source}")).into(),
+                    ),
+                }
+            }
+            PipelineError::StreamBytes(sparsewire_stream::StreamError::Write(source)) => {
+                PipelineError::Write {
+                    path: output.to_path_buf(),
+                    source: Box::new(source.into()),
+                }
+            }
+            e => e,
+        })?;
     out.commit()?;
     Ok(CompressReport {
         input: input.to_path_buf(),
