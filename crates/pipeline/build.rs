@@ -7,13 +7,14 @@
 use std::path::PathBuf;
 
 /// What the tests read, relative to the data folder.
-const NEEDED: [&str; 6] = [
+const NEEDED: [&str; 7] = [
     "minilm_l6_v2.bf16.safetensors",
     "minilm_l6_v2.f32.safetensors",
     "minilm_l6_v2_activations.f32.safetensors",
     "minilm_l6_v2_activations_tokens.safetensors",
     "minilm_l6_v2_tokenizer/tokenizer.json",
     "ppocrv4_det.f32.safetensors",
+    "sklearn_digits.safetensors",
 ];
 
 fn main() {

@@ -57,6 +57,10 @@ enum Command {
     /// Run the whole job on a built-in set of weight-like tensors: compress, inspect,
     /// decompress, verify; then sparsify 50% and show what it costs.
     Demo(commands::demo::Args),
+    /// Train the digits CNN with sparsity in the loop (masks in the forward pass, gradual
+    /// pruning, activation sparsity, regularizers) from a TOML config; compare it with the
+    /// dense model and with post-hoc pruning in the same run; write the model as a .swire.
+    Train(commands::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Train(a) => commands::train::run(a),
         Command::Matmul(a) => commands::matmul::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
     };

@@ -254,6 +254,9 @@ pub enum Criterion {
     SparseGpt,
     Correlation,
     Predictable,
+    /// Movement pruning (Sanh et al., 2020): scores accumulated during training
+    /// (`sparsewire-train`); appended last so earlier streams decode unchanged.
+    Movement,
 }
 
 /// Which elements may be dropped together.

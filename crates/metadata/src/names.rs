@@ -17,6 +17,7 @@ impl fmt::Display for Criterion {
             Criterion::SparseGpt => "sparsegpt",
             Criterion::Correlation => "correlation",
             Criterion::Predictable => "predictable",
+            Criterion::Movement => "movement",
         })
     }
 }
@@ -31,9 +32,10 @@ impl FromStr for Criterion {
             "sparsegpt" => Criterion::SparseGpt,
             "correlation" => Criterion::Correlation,
             "predictable" => Criterion::Predictable,
+            "movement" => Criterion::Movement,
             _ => {
                 return Err(format!(
-                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation, predictable)"
+                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation, predictable, movement)"
             ))
             }
         })
@@ -233,6 +235,7 @@ mod tests {
             Criterion::SparseGpt,
             Criterion::Correlation,
             Criterion::Predictable,
+            Criterion::Movement,
         ] {
             assert_eq!(c.to_string().parse::<Criterion>(), Ok(c));
         }

@@ -265,6 +265,12 @@ pub fn sparsify(
             criteria::wanda(w, cols, &criteria::input_norms(inp.x, inp.tokens, cols))
         }
         Criterion::Correlation => criteria::correlation(w, rows, cols),
+        Criterion::Movement => {
+            return Err(SparsifyError::Needs {
+                criterion: Criterion::Movement,
+                what: "scores accumulated during training (sparsewire train); after training, prune by magnitude or taylor",
+            })
+        }
         Criterion::SparseGpt => unreachable!("handled above"),
     };
     let mask = pattern::select(&scores, rows, cols, config.pattern, s)?;

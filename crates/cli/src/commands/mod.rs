@@ -7,3 +7,4 @@ pub mod demo;
 pub mod inspect;
 pub mod matmul;
 pub mod simulate;
+pub mod train;

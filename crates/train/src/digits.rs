@@ -1,0 +1,234 @@
+//! The sklearn digits and a small CNN for them.
+//!
+//! Data: `sklearn_digits.safetensors` (1,797 images of 8x8, values 0..16 scaled to [0, 1],
+//! labels 0-9). Split: a Fisher-Yates shuffle of the indices with SplitMix64 seeded by 0,
+//! the first 1,437 for training and the last 360 for test; fixed whatever the training
+//! seed, so every run is scored on the same images.
+//!
+//! Model (3x3 filters, so the filter matrices are real conv filters):
+//! `conv1 [16,1,3,3] -> relu -> conv2 [32,16,3,3] -> relu -> maxpool 2 -> conv3 [32,32,3,3]
+//! -> relu -> maxpool 2 -> fc [10,128]`. The inputs of conv2, conv3 and fc are the
+//! activations that cross the link; with activation sparsity they go through
+//! [`crate::activation::sparsify_ste`].
+
+use crate::{Result, Sparsifier, TrainError};
+use candle_core::{DType, Device, Tensor, Var};
+use std::path::Path;
+
+/// Training and test images, `[n, 1, 8, 8]` f32, with labels.
+pub struct Digits {
+    pub train_x: Tensor,
+    pub train_y: Tensor,
+    pub test_x: Tensor,
+    pub test_y: Tensor,
+}
+
+/// Images in the training split.
+pub const TRAIN: usize = 1437;
+
+/// SplitMix64: the seeded generator for the split, the initialisation and the batches.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+impl Digits {
+    /// Loads and splits `sklearn_digits.safetensors`.
+    pub fn load(path: &Path) -> Result<Digits> {
+        let err = |reason: String| TrainError::Data {
+            path: path.display().to_string(),
+            reason,
+        };
+        let file = sparsewire_formats::input::InputFile::open(path)
+            .and_then(|f| f.read_all())
+            .map_err(|e| err(e.to_string()))?;
+        let find = |name: &str| {
+            file.tensors
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| err(format!("no tensor {name:?}")))
+        };
+        let images = find("images_f32")?
+            .to_f32_vec()
+            .ok_or_else(|| err("images_f32 is not a float tensor".into()))?;
+        let labels_t = find("labels")?;
+        if labels_t.dtype != sparsewire_formats::Dtype::I32 {
+            return Err(err(format!("labels are {}, expected I32", labels_t.dtype)));
+        }
+        let labels: Vec<u32> = labels_t
+            .data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as u32)
+            .collect();
+        let n = labels.len();
+        if images.len() != n * 64 || n <= TRAIN || labels.iter().any(|&l| l > 9) {
+            return Err(err(format!(
+                "expected 8x8 images with labels 0-9 and more than {TRAIN} of them; got {} values for {n} labels",
+                images.len()
+            )));
+        }
+        let mut idx: Vec<usize> = (0..n).collect();
+        Rng::new(0).shuffle(&mut idx);
+        let take = |ids: &[usize]| -> Result<(Tensor, Tensor)> {
+            let x: Vec<f32> = ids
+                .iter()
+                .flat_map(|&i| images[i * 64..(i + 1) * 64].iter().copied())
+                .collect();
+            let y: Vec<u32> = ids.iter().map(|&i| labels[i]).collect();
+            Ok((
+                Tensor::from_vec(x, (ids.len(), 1, 8, 8), &Device::Cpu)?,
+                Tensor::from_vec(y, ids.len(), &Device::Cpu)?,
+            ))
+        };
+        let (train_x, train_y) = take(&idx[..TRAIN])?;
+        let (test_x, test_y) = take(&idx[TRAIN..])?;
+        Ok(Digits {
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+        })
+    }
+}
+
+/// The CNN's parameters, by name, in a fixed order.
+pub struct Cnn {
+    pub params: Vec<(String, Var)>,
+}
+
+/// What one forward pass sent over the link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkBytes {
+    /// Bytes of the crossing activations as sent (sparse when activation sparsity is on).
+    pub sent: usize,
+    /// The same activations dense, f32.
+    pub dense: usize,
+}
+
+impl Cnn {
+    /// He-uniform weights and zero biases from `seed`.
+    pub fn new(seed: u64) -> Result<Cnn> {
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let mut params = Vec::new();
+        let shapes: [(&str, &[usize]); 8] = [
+            ("conv1.weight", &[16, 1, 3, 3]),
+            ("conv1.bias", &[16]),
+            ("conv2.weight", &[32, 16, 3, 3]),
+            ("conv2.bias", &[32]),
+            ("conv3.weight", &[32, 32, 3, 3]),
+            ("conv3.bias", &[32]),
+            ("fc.weight", &[10, 128]),
+            ("fc.bias", &[10]),
+        ];
+        for (name, shape) in shapes {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = if name.ends_with("bias") {
+                vec![0.0; n]
+            } else {
+                let fan_in: usize = shape[1..].iter().product();
+                let b = (6.0 / fan_in as f32).sqrt();
+                (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * b).collect()
+            };
+            params.push((name.to_string(), Var::from_vec(v, shape, &Device::Cpu)?));
+        }
+        Ok(Cnn { params })
+    }
+
+    fn var(&self, name: &str) -> &Var {
+        &self
+            .params
+            .iter()
+            .find(|p| p.0 == name)
+            .expect("fixed names")
+            .1
+    }
+
+    /// Logits `[batch, 10]` for `x` (`[batch, 1, 8, 8]`), the weights masked by `sp`, the
+    /// crossing activations sparsified to `keep` when given.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        sp: &Sparsifier,
+        keep: Option<f32>,
+    ) -> Result<(Tensor, LinkBytes)> {
+        let mut link = LinkBytes::default();
+        let mut cross = |t: Tensor| -> Result<Tensor> {
+            link.dense += t.elem_count() * 4;
+            match keep {
+                Some(k) if k < 1.0 => {
+                    let (y, b) = crate::activation::sparsify_ste(&t, k)?;
+                    link.sent += b;
+                    Ok(y)
+                }
+                _ => {
+                    link.sent += t.elem_count() * 4;
+                    Ok(t)
+                }
+            }
+        };
+        let conv = |x: &Tensor, layer: &str| -> Result<Tensor> {
+            let w = sp.weight(
+                &format!("{layer}.weight"),
+                self.var(&format!("{layer}.weight")),
+            )?;
+            let b = self
+                .var(&format!("{layer}.bias"))
+                .as_tensor()
+                .reshape((1, (), 1, 1))?;
+            Ok(x.conv2d(&w, 1, 1, 1, 1)?.broadcast_add(&b)?.relu()?)
+        };
+        let h = conv(x, "conv1")?;
+        let h = conv(&cross(h)?, "conv2")?.max_pool2d(2)?;
+        let h = conv(&cross(h)?, "conv3")?.max_pool2d(2)?;
+        let h = cross(h.flatten_from(1)?)?;
+        let w = sp.weight("fc.weight", self.var("fc.weight"))?;
+        let logits = h
+            .matmul(&w.t()?)?
+            .broadcast_add(self.var("fc.bias").as_tensor())?;
+        Ok((logits, link))
+    }
+
+    /// Test accuracy in [0, 1], evaluated in batches.
+    pub fn accuracy(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        sp: &Sparsifier,
+        keep: Option<f32>,
+    ) -> Result<(f64, LinkBytes)> {
+        let n = x.dim(0)?;
+        let mut right = 0usize;
+        let mut link = LinkBytes::default();
+        for start in (0..n).step_by(256) {
+            let len = 256.min(n - start);
+            let (logits, l) = self.forward(&x.narrow(0, start, len)?, sp, keep)?;
+            link.sent += l.sent;
+            link.dense += l.dense;
+            let pred = logits.argmax(1)?;
+            let eq = pred.eq(&y.narrow(0, start, len)?)?.to_dtype(DType::F32)?;
+            right += eq.sum_all()?.to_scalar::<f32>()? as usize;
+        }
+        Ok((right as f64 / n as f64, link))
+    }
+}

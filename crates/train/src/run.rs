@@ -1,0 +1,423 @@
+//! The training loop behind `sparsewire train --config FILE.toml`.
+//!
+//! One run trains the digits CNN with the configured sparsity in the loop and scores it
+//! against two baselines trained in the same run with the same seed: the dense model, and
+//! the dense model pruned post hoc by magnitude at the same sparsity, pattern and
+//! activation keep (the same bytes). Steps: shuffle (seeded), forward with masks and
+//! activation sparsity, cross-entropy plus regularizers, backward, gradient criteria,
+//! clipping, AdamW (linear warm-up, cosine decay), dropped weights re-zeroed, masks
+//! updated on the schedule. A non-finite loss stops the run with the step and the last
+//! finite loss; nothing is written.
+//!
+//! Bytes per image: the trained weights as a real `.swire` ([`Sparsifier::squash`])
+//! amortised over a batch of [`AMORTISE`] images, plus the crossing activations as the
+//! activation sparsifier sends them.
+
+use crate::digits::{Cnn, Digits, LinkBytes, Rng};
+use crate::regularize::Regularizers;
+use crate::{Group, Result, Schedule, Sparsifier, TrainCriterion, TrainError};
+use candle_core::{Device, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use serde::{Deserialize, Serialize};
+use sparsewire_metadata::Pattern;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Images a transfer of the weights is amortised over in `bytes_per_image`.
+pub const AMORTISE: usize = 64;
+
+/// A training run, as read from TOML (`examples/train/*.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default)]
+    pub seed: u64,
+    /// `sklearn_digits.safetensors`; default `../shared/data/` or `$SPARSEWIRE_DATA`.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    #[serde(default = "defaults::epochs")]
+    pub epochs: u64,
+    #[serde(default = "defaults::batch")]
+    pub batch: usize,
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "defaults::warmup")]
+    pub warmup_steps: u64,
+    /// Global gradient-norm clip (0: off).
+    #[serde(default = "defaults::clip")]
+    pub clip: f64,
+    /// Fraction of each crossing activation kept (1 or absent: dense).
+    #[serde(default)]
+    pub activation_keep: Option<f32>,
+    #[serde(default)]
+    pub sparsity: Option<SparsityConfig>,
+    #[serde(default)]
+    pub regularize: Regularizers,
+    /// Train the dense and post-hoc baselines too (the report's comparison).
+    #[serde(default = "defaults::yes")]
+    pub baselines: bool,
+}
+
+/// The `[sparsity]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparsityConfig {
+    pub target: f32,
+    #[serde(default = "defaults::pattern")]
+    pub pattern: String,
+    #[serde(default)]
+    pub criterion: TrainCriterion,
+    #[serde(default = "defaults::params")]
+    pub params: Vec<String>,
+    /// Default: gradual from 20% to 70% of the steps, every 10 steps.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+}
+
+mod defaults {
+    pub fn epochs() -> u64 {
+        30
+    }
+    pub fn batch() -> usize {
+        64
+    }
+    pub fn lr() -> f64 {
+        3e-3
+    }
+    pub fn weight_decay() -> f64 {
+        1e-4
+    }
+    pub fn warmup() -> u64 {
+        20
+    }
+    pub fn clip() -> f64 {
+        5.0
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn pattern() -> String {
+        "unstructured".into()
+    }
+    pub fn params() -> Vec<String> {
+        ["conv2.weight", "conv3.weight", "fc.weight"]
+            .map(String::from)
+            .to_vec()
+    }
+}
+
+impl TrainConfig {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let c: TrainConfig = toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.epochs == 0 || self.epochs > 10_000 {
+            return bad(format!("epochs {} is outside 1..=10000", self.epochs));
+        }
+        if self.batch == 0 || self.batch > crate::digits::TRAIN {
+            return bad(format!(
+                "batch {} is outside 1..={}",
+                self.batch,
+                crate::digits::TRAIN
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr < 10.0) {
+            return bad(format!("lr {} is outside (0, 10)", self.lr));
+        }
+        if !((0.0..1.0).contains(&self.weight_decay) && self.clip >= 0.0 && self.clip.is_finite()) {
+            return bad("weight_decay must be in [0, 1) and clip finite and >= 0".into());
+        }
+        if let Some(k) = self.activation_keep {
+            if !(k > 0.0 && k <= 1.0) {
+                return bad(format!("activation_keep {k} is outside (0, 1]"));
+            }
+        }
+        let r = &self.regularize;
+        if !(r.l1 >= 0.0 && r.l1.is_finite() && r.group_lasso >= 0.0 && r.group_lasso.is_finite()) {
+            return bad("regularizer weights must be finite and >= 0".into());
+        }
+        if let Some(s) = &self.sparsity {
+            if !(0.0..1.0).contains(&s.target) {
+                return bad(format!("sparsity target {} is outside [0, 1)", s.target));
+            }
+            s.pattern.parse::<Pattern>().map_err(TrainError::Config)?;
+            self.schedule(s)
+                .check(self.steps())
+                .map_err(TrainError::Config)?;
+        }
+        Ok(())
+    }
+
+    /// Optimiser steps in the run.
+    pub fn steps(&self) -> u64 {
+        self.epochs * crate::digits::TRAIN.div_ceil(self.batch) as u64
+    }
+
+    fn schedule(&self, s: &SparsityConfig) -> Schedule {
+        s.schedule.clone().unwrap_or_else(|| {
+            let n = self.steps();
+            Schedule::Gradual {
+                start: n / 5,
+                end: n * 7 / 10,
+                every: 10,
+                initial: 0.0,
+            }
+        })
+    }
+
+    fn data_path(&self) -> PathBuf {
+        if let Some(p) = &self.data {
+            return p.clone();
+        }
+        let dir = std::env::var_os("SPARSEWIRE_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared/data"));
+        dir.join("sklearn_digits.safetensors")
+    }
+}
+
+/// Where a run is, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// `dense`, `sparse`.
+    pub phase: &'a str,
+    pub step: u64,
+    pub steps: u64,
+    pub loss: f32,
+    pub sparsity: f64,
+}
+
+/// What a run measured (`sparsewire train --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub test_accuracy: f64,
+    pub dense_test_accuracy: Option<f64>,
+    /// The dense model pruned by magnitude at the same sparsity, pattern and activation
+    /// keep, not retrained.
+    pub posthoc_test_accuracy: Option<f64>,
+    pub weight_sparsity: f64,
+    pub activation_keep: f32,
+    /// Weights (a real `.swire`, amortised over 64 images) plus crossing activations.
+    pub bytes_per_image: f64,
+    /// The same with the dense f32 weights and activations.
+    pub dense_bytes_per_image: f64,
+    /// The trained model's `.swire` size.
+    pub weight_bytes: u64,
+    /// Mean training loss of each epoch.
+    pub loss_curve: Vec<f32>,
+    pub steps: u64,
+    pub seed: u64,
+    pub seconds: f64,
+    /// The trained model as a `.swire` stream (not in the JSON).
+    #[serde(skip)]
+    pub model: Vec<u8>,
+    /// The gradient criteria, as `compress --gradients` reads them (not in the JSON).
+    #[serde(skip)]
+    pub gradients: Option<sparsewire_formats::TensorFile>,
+}
+
+struct Trained {
+    cnn: Cnn,
+    sp: Sparsifier,
+    loss_curve: Vec<f32>,
+}
+
+/// Bytes per weight of each parameter coded alone, relative to the model's mean: the
+/// byte-aware regularizer's weights.
+fn byte_weights(cnn: &Cnn) -> Result<Vec<f64>> {
+    let mut per = Vec::new();
+    for (name, v) in &cnn.params {
+        let w: Vec<f32> = v.as_tensor().flatten_all()?.to_vec1()?;
+        let shape = v.dims().iter().map(|&d| d as u64).collect();
+        let file = sparsewire_formats::TensorFile {
+            tensors: vec![sparsewire_formats::Tensor::from_f32(
+                name.clone(),
+                shape,
+                &w,
+            )],
+            metadata: vec![],
+        };
+        let bytes = sparsewire_stream::encode(&file, &Default::default())?.len();
+        per.push(bytes as f64 / w.len() as f64);
+    }
+    let mean = per.iter().sum::<f64>() / per.len() as f64;
+    Ok(per.iter().map(|b| b / mean).collect())
+}
+
+fn train_one(
+    cfg: &TrainConfig,
+    data: &Digits,
+    groups: Vec<Group>,
+    keep: Option<f32>,
+    phase: &str,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Trained> {
+    let cnn = Cnn::new(cfg.seed)?;
+    let mut sp = Sparsifier::new(groups)?;
+    sp.prepare(&cnn.params)?;
+    let scales = byte_weights(&cnn)?;
+    let vars: Vec<_> = cnn.params.iter().map(|p| p.1.clone()).collect();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let steps = cfg.steps();
+    let mut rng = Rng::new(cfg.seed.wrapping_add(1));
+    let mut order: Vec<u32> = (0..crate::digits::TRAIN as u32).collect();
+    let mut t = 0u64;
+    let mut last = None;
+    let mut loss_curve = Vec::new();
+    for _epoch in 0..cfg.epochs {
+        rng.shuffle(&mut order);
+        let (mut sum, mut count) = (0f64, 0usize);
+        for batch in order.chunks(cfg.batch) {
+            let lr = if t < cfg.warmup_steps {
+                cfg.lr * (t + 1) as f64 / cfg.warmup_steps as f64
+            } else {
+                let p = (t - cfg.warmup_steps) as f64 / (steps - cfg.warmup_steps).max(1) as f64;
+                cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            };
+            opt.set_learning_rate(lr);
+            let idx = Tensor::new(batch, &Device::Cpu)?;
+            let x = data.train_x.index_select(&idx, 0)?;
+            let y = data.train_y.index_select(&idx, 0)?;
+            let (logits, _) = cnn.forward(&x, &sp, keep)?;
+            let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            for ((name, v), s) in cnn.params.iter().zip(&scales) {
+                if name.ends_with("weight") {
+                    if let Some(p) = cfg.regularize.penalty(v.as_tensor(), *s)? {
+                        loss = (loss + p)?;
+                    }
+                }
+            }
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss { step: t, last });
+            }
+            last = Some(value);
+            let mut grads = loss.backward()?;
+            sp.observe(&grads)?;
+            if cfg.clip > 0.0 {
+                let mut sq = 0f64;
+                for v in &vars {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                    }
+                }
+                let norm = sq.sqrt();
+                if norm > cfg.clip {
+                    for v in &vars {
+                        if let Some(g) = grads.get(v.as_tensor()) {
+                            let g = (g * (cfg.clip / norm))?;
+                            grads.insert(v.as_tensor(), g);
+                        }
+                    }
+                }
+            }
+            opt.step(&grads)?;
+            sp.apply()?;
+            sp.step(t)?;
+            sum += value as f64;
+            count += 1;
+            progress(&Progress {
+                phase,
+                step: t + 1,
+                steps,
+                loss: value,
+                sparsity: sp.sparsity(),
+            });
+            t += 1;
+        }
+        loss_curve.push((sum / count as f64) as f32);
+    }
+    Ok(Trained {
+        cnn,
+        sp,
+        loss_curve,
+    })
+}
+
+/// Runs `cfg` (see the module docs).
+pub fn train(cfg: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
+    cfg.check()?;
+    let t0 = Instant::now();
+    let data = Digits::load(&cfg.data_path())?;
+    let keep = cfg.activation_keep.filter(|&k| k < 1.0);
+    let groups = match &cfg.sparsity {
+        Some(s) => vec![Group {
+            params: s.params.clone(),
+            criterion: s.criterion,
+            pattern: s.pattern.parse().map_err(TrainError::Config)?,
+            target: s.target,
+            schedule: cfg.schedule(s),
+        }],
+        None => vec![],
+    };
+    let (mut dense_acc, mut posthoc_acc) = (None, None);
+    if cfg.baselines {
+        let dense = train_one(cfg, &data, vec![], None, "dense", progress)?;
+        dense_acc = Some(
+            dense
+                .cnn
+                .accuracy(&data.test_x, &data.test_y, &dense.sp, None)?
+                .0,
+        );
+        // Post hoc: the dense weights pruned once by magnitude at the same target.
+        let posthoc_groups: Vec<Group> = groups
+            .iter()
+            .map(|g| Group {
+                criterion: TrainCriterion::Magnitude,
+                schedule: Schedule::OneShot { at: 0 },
+                ..g.clone()
+            })
+            .collect();
+        let mut sp = Sparsifier::new(posthoc_groups)?;
+        sp.prepare(&dense.cnn.params)?;
+        sp.step(0)?;
+        posthoc_acc = Some(dense.cnn.accuracy(&data.test_x, &data.test_y, &sp, keep)?.0);
+    }
+    let trained = train_one(cfg, &data, groups, keep, "sparse", progress)?;
+    let (acc, link) = trained
+        .cnn
+        .accuracy(&data.test_x, &data.test_y, &trained.sp, keep)?;
+    let model = trained.sp.squash(
+        &trained.cnn.params,
+        &sparsewire_stream::EncodeOptions::default(),
+    )?;
+    let n_test = data.test_x.dim(0)? as f64;
+    let dense_weights: usize = trained
+        .cnn
+        .params
+        .iter()
+        .map(|p| p.1.elem_count() * 4)
+        .sum();
+    let per_image = |weights: f64, link: &LinkBytes, dense: bool| {
+        weights / AMORTISE as f64 + if dense { link.dense } else { link.sent } as f64 / n_test
+    };
+    Ok(TrainReport {
+        test_accuracy: acc,
+        dense_test_accuracy: dense_acc,
+        posthoc_test_accuracy: posthoc_acc,
+        weight_sparsity: trained.sp.sparsity(),
+        activation_keep: keep.unwrap_or(1.0),
+        bytes_per_image: per_image(model.len() as f64, &link, false),
+        dense_bytes_per_image: per_image(dense_weights as f64, &link, true),
+        weight_bytes: model.len() as u64,
+        loss_curve: trained.loss_curve,
+        steps: cfg.steps(),
+        seed: cfg.seed,
+        seconds: t0.elapsed().as_secs_f64(),
+        gradients: Some(trained.sp.gradients()?).filter(|g| !g.tensors.is_empty()),
+        model,
+    })
+}
