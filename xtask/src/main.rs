@@ -14,6 +14,10 @@
 //! - `cargo xtask sim [--data DIR] [--runs N]`: the accelerator model's answers (where the
 //!   MMU stops stalling, the smallest buffer, model speed, calibration error); writes
 //!   docs/SIMULATOR.md and docs/simulator.json.
+//! - `cargo xtask train [--data DIR] [--only NAME]`: every config of examples/train (the
+//!   digits grid of sparsification-aware training) into docs/TRAIN.md and docs/train.json.
+//! - `cargo xtask demo-assets [--data DIR]`: retrains the demo's digits model
+//!   (examples/train/digits_90.toml) into assets/digits_90.swire, with 16 test digits.
 //! - `cargo xtask fuzz-seeds`: (re)writes the format-version-2 seeds of the `open_stream`
 //!   fuzz corpus: the golden streams, sample streams of both profiles, and truncations.
 //! - `cargo xtask memory [--dir DIR]`: compress and decompress a synthetic 4.5 GiB
@@ -22,6 +26,7 @@
 //!   default the temporary folder).
 
 mod sim;
+mod train;
 
 use sparsewire_benches::bench;
 use sparsewire_formats::TensorFile;
@@ -54,7 +59,13 @@ fn main() -> ExitCode {
         Some("sim") => run_sim(&args[1..]),
         Some("memory") => memory(flag(&args[1..], "--dir")),
         Some("fuzz-seeds") => fuzz_seeds(),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds".into()),
+        Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
+        Some("train") => train::run(
+            &root(),
+            flag(&args[1..], "--data"),
+            flag(&args[1..], "--only"),
+        ),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] | cargo xtask demo-assets [--data DIR]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -112,6 +112,24 @@ impl Digits {
     }
 }
 
+impl Digits {
+    /// The first `n` test images as pixel values 0..16 (`[n, 64]` row-major) and their
+    /// labels: the few digits the demo carries.
+    pub fn test_sample(&self, n: usize) -> Result<(Vec<u8>, Vec<u32>)> {
+        let n = n.min(self.test_x.dim(0)?);
+        let x: Vec<f32> = self.test_x.narrow(0, 0, n)?.flatten_all()?.to_vec1()?;
+        let y: Vec<u32> = self.test_y.narrow(0, 0, n)?.to_vec1()?;
+        Ok((x.iter().map(|v| (v * 16.0).round() as u8).collect(), y))
+    }
+}
+
+/// Images of pixel values 0..16 (`[n, 64]`) as the network's input `[n, 1, 8, 8]`.
+pub fn images(pixels: &[u8]) -> Result<Tensor> {
+    let n = pixels.len() / 64;
+    let v: Vec<f32> = pixels[..n * 64].iter().map(|&p| p as f32 / 16.0).collect();
+    Ok(Tensor::from_vec(v, (n, 1, 8, 8), &Device::Cpu)?)
+}
+
 /// The CNN's parameters, by name, in a fixed order.
 pub struct Cnn {
     pub params: Vec<(String, Var)>,
@@ -153,6 +171,49 @@ impl Cnn {
             params.push((name.to_string(), Var::from_vec(v, shape, &Device::Cpu)?));
         }
         Ok(Cnn { params })
+    }
+
+    /// The network with the weights of `file` (a decoded `.swire` or safetensors with the
+    /// names and shapes of [`Cnn::new`], any float dtype).
+    pub fn from_file(file: &sparsewire_formats::TensorFile) -> Result<Cnn> {
+        let template = Cnn::new(0)?;
+        let mut params = Vec::with_capacity(template.params.len());
+        for (name, v) in template.params {
+            let t = file
+                .tensors
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| TrainError::NoSuchParameter {
+                    name: name.clone(),
+                    have: file
+                        .tensors
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+            let values = t
+                .to_f32_vec()
+                .filter(|_| shape == v.dims())
+                .ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "{name}: {} {:?}, the network needs F32/F16/BF16 {:?}",
+                        t.dtype,
+                        t.shape,
+                        v.dims()
+                    ))
+                })?;
+            params.push((name, Var::from_vec(values, shape, &Device::Cpu)?));
+        }
+        Ok(Cnn { params })
+    }
+
+    /// Predicted digits for `x` (`[n, 1, 8, 8]`), every weight as given (no masks).
+    pub fn predict(&self, x: &Tensor) -> Result<Vec<u32>> {
+        let sp = Sparsifier::new(vec![])?;
+        let (logits, _) = self.forward(x, &sp, None)?;
+        Ok(logits.argmax(1)?.to_vec1()?)
     }
 
     fn var(&self, name: &str) -> &Var {

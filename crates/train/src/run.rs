@@ -390,8 +390,32 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<T
     let (acc, link) = trained
         .cnn
         .accuracy(&data.test_x, &data.test_y, &trained.sp, keep)?;
+    let mut meta = vec![
+        (
+            "sparsewire.train.test_accuracy".to_string(),
+            format!("{acc:.4}"),
+        ),
+        (
+            "sparsewire.train.weight_sparsity".to_string(),
+            format!("{:.4}", trained.sp.sparsity()),
+        ),
+        ("sparsewire.train.seed".to_string(), cfg.seed.to_string()),
+    ];
+    if let Some(d) = dense_acc {
+        meta.push((
+            "sparsewire.train.dense_test_accuracy".into(),
+            format!("{d:.4}"),
+        ));
+    }
+    if let Some(p) = posthoc_acc {
+        meta.push((
+            "sparsewire.train.posthoc_test_accuracy".into(),
+            format!("{p:.4}"),
+        ));
+    }
     let model = trained.sp.squash(
         &trained.cnn.params,
+        &meta,
         &sparsewire_stream::EncodeOptions::default(),
     )?;
     let n_test = data.test_x.dim(0)? as f64;

@@ -276,10 +276,11 @@ impl Sparsifier {
 
     /// Folds the masks into the weights and codes every parameter (masked ones sparse,
     /// with their masks; the rest lossless) as one `.swire` stream of F32 tensors, in
-    /// `params` order.
+    /// `params` order, with `metadata` added to the stream's user metadata.
     pub fn squash(
         &self,
         params: &[(String, Var)],
+        metadata: &[(String, String)],
         opts: &sparsewire_stream::EncodeOptions,
     ) -> Result<Vec<u8>> {
         let mut tensors = Vec::with_capacity(params.len());
@@ -314,9 +315,14 @@ impl Sparsifier {
             });
             tensors.push(t);
         }
+        let mut meta = vec![(
+            "sparsewire.trained".to_string(),
+            "sparsewire-train".to_string(),
+        )];
+        meta.extend(metadata.iter().cloned());
         let file = TensorFile {
             tensors,
-            metadata: vec![("sparsewire.trained".into(), "sparsewire-train".into())],
+            metadata: meta,
         };
         Ok(sparsewire_stream::encode_sparse(&file, &sparse, opts)?)
     }

@@ -125,7 +125,9 @@ fn squash_decodes_to_the_masked_weights() {
     let mut sp = Sparsifier::new(vec![group(&["w"], Pattern::Unstructured, 0.75, 0)]).unwrap();
     sp.prepare(&params).unwrap();
     sp.step(0).unwrap();
-    let stream = sp.squash(&params, &Default::default()).unwrap();
+    let stream = sp
+        .squash(&params, &[("k".into(), "v".into())], &Default::default())
+        .unwrap();
     let file = sparsewire_stream::Reader::new(&stream[..])
         .unwrap()
         .decode_all()
@@ -196,4 +198,38 @@ fn a_short_run_learns_digits_and_is_deterministic() {
     );
     assert!(a.bytes_per_image < a.dense_bytes_per_image * 0.6);
     assert!(a.gradients.is_some(), "taylor scores exported");
+}
+
+#[test]
+#[cfg_attr(
+    not(shared_data),
+    ignore = "needs ../shared/data/sklearn_digits.safetensors"
+)]
+fn the_demo_model_scores_what_its_metadata_says() {
+    // assets/digits_90.swire, written by `cargo xtask demo-assets`: decoded and run on the
+    // full test split, it must reach the accuracy recorded when it was trained.
+    let bytes = include_bytes!("../../../assets/digits_90.swire");
+    let file = sparsewire_stream::Reader::new(&bytes[..])
+        .unwrap()
+        .decode_all()
+        .unwrap();
+    let recorded: f64 = file
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "sparsewire.train.test_accuracy")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let cnn = sparsewire_train::digits::Cnn::from_file(&file).unwrap();
+    let data = sparsewire_train::digits::Digits::load(&std::path::PathBuf::from(format!(
+        "{}/sklearn_digits.safetensors",
+        env!("SPARSEWIRE_DATA_DIR")
+    )))
+    .unwrap();
+    let pred = cnn.predict(&data.test_x).unwrap();
+    let y: Vec<u32> = data.test_y.to_vec1().unwrap();
+    let acc = pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / y.len() as f64;
+    assert!((acc - recorded).abs() < 1e-4, "{acc} vs {recorded}");
+    assert!(acc > 0.95, "{acc}");
 }

@@ -15,15 +15,138 @@ pub struct Args {
     json: bool,
 }
 
+/// The digits CNN trained with 90% weight sparsity in the loop (`cargo xtask demo-assets`
+/// from examples/train/digits_90.toml), as the `.swire` a host would send.
+const DIGITS_MODEL: &[u8] = include_bytes!("../../../../assets/digits_90.swire");
+/// 16 test digits (pixels 0..16) and their labels.
+const DIGITS_SAMPLE: &[u8] = include_bytes!("../../../../assets/digits_sample.safetensors");
+
+/// What the demo's trained network did.
+#[derive(serde::Serialize)]
+pub struct NetworkReport {
+    /// The model's `.swire` bytes (what crosses the link).
+    pub swire_bytes: usize,
+    /// Its parameters as dense f32.
+    pub dense_bytes: usize,
+    pub weight_sparsity: f64,
+    /// Recorded at training time on the 360 test digits.
+    pub test_accuracy: Option<f64>,
+    pub dense_test_accuracy: Option<f64>,
+    pub posthoc_test_accuracy: Option<f64>,
+    pub labels: Vec<u32>,
+    pub predicted: Vec<u32>,
+    pub decode_seconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    demo: &'a demo::DemoReport,
+    network: &'a NetworkReport,
+}
+
+fn network() -> Result<NetworkReport> {
+    let t0 = std::time::Instant::now();
+    let reader = sparsewire_stream::Reader::new(DIGITS_MODEL)?;
+    let file = reader.decode_all()?;
+    let decode_seconds = t0.elapsed().as_secs_f64();
+    let cnn = sparsewire_train::digits::Cnn::from_file(&file)?;
+    let meta = |k: &str| {
+        file.metadata
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    };
+    let sample = sparsewire_formats::read_safetensors(DIGITS_SAMPLE)?;
+    let pixels = &sample.tensors[0].data;
+    let labels: Vec<u32> = sample.tensors[1]
+        .data
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as u32)
+        .collect();
+    let predicted = cnn.predict(&sparsewire_train::digits::images(pixels)?)?;
+    let all: usize = file.tensors.iter().map(|t| t.data.len()).sum();
+    let zeros = file
+        .tensors
+        .iter()
+        .filter(|t| t.name.ends_with("weight"))
+        .flat_map(|t| t.to_f32_vec().unwrap_or_default())
+        .filter(|v| *v == 0.0)
+        .count();
+    let weights: usize = file
+        .tensors
+        .iter()
+        .filter(|t| t.name.ends_with("weight"))
+        .map(|t| t.data.len() / 4)
+        .sum();
+    Ok(NetworkReport {
+        swire_bytes: DIGITS_MODEL.len(),
+        dense_bytes: all,
+        weight_sparsity: zeros as f64 / weights.max(1) as f64,
+        test_accuracy: meta("sparsewire.train.test_accuracy"),
+        dense_test_accuracy: meta("sparsewire.train.dense_test_accuracy"),
+        posthoc_test_accuracy: meta("sparsewire.train.posthoc_test_accuracy"),
+        labels,
+        predicted,
+        decode_seconds,
+    })
+}
+
+fn print_network(n: &NetworkReport) {
+    let pct = |x: Option<f64>| x.map_or("?".into(), |v| format!("{:.2}%", 100.0 * v));
+    println!(
+        "\n8. a trained network: the digits CNN (3 conv layers of 3x3 filters, a classifier) \
+         trained with {:.0}% of its weights dropped in the loop (`sparsewire train --config \
+         examples/train/digits_90.toml`), sent as {} bytes of .swire instead of {} dense \
+         ({:.1}%), decoded in {:.2} ms",
+        100.0 * n.weight_sparsity,
+        n.swire_bytes,
+        n.dense_bytes,
+        100.0 * n.swire_bytes as f64 / n.dense_bytes as f64,
+        n.decode_seconds * 1e3
+    );
+    println!(
+        "   test accuracy on 360 digits, recorded at training: {} (dense {}; the dense model \
+         pruned the same after training: {})",
+        pct(n.test_accuracy),
+        pct(n.dense_test_accuracy),
+        pct(n.posthoc_test_accuracy)
+    );
+    let right = n
+        .labels
+        .iter()
+        .zip(&n.predicted)
+        .filter(|(a, b)| a == b)
+        .count();
+    let show = |v: &[u32]| {
+        v.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "   the {} test digits it carries, run here on the decoded weights:\n     labels     {}\n     predicted  {}   ({right}/{} right)",
+        n.labels.len(),
+        show(&n.labels),
+        show(&n.predicted),
+        n.labels.len()
+    );
+}
+
 pub fn run(a: Args) -> Result<()> {
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let r = demo::run(a.out.as_deref())?;
+    let n = network()?;
     if a.json {
-        print_json(&r)?;
+        print_json(&Report {
+            demo: &r,
+            network: &n,
+        })?;
     } else {
         print(&r);
+        print_network(&n);
     }
     if !r.bit_exact {
         return Err("demo: the round trip was not bit-exact".into());
