@@ -15,7 +15,8 @@
 //!   MMU stops stalling, the smallest buffer, model speed, calibration error); writes
 //!   docs/SIMULATOR.md and docs/simulator.json.
 //! - `cargo xtask train [--data DIR] [--only NAME]`: every config of examples/train (the
-//!   digits grid of sparsification-aware training) into docs/TRAIN.md and docs/train.json.
+//!   digits grid of sparsification-aware training) into docs/train.json, docs/TRAIN.md and
+//!   docs/train_pareto.{svg,png}; `--render` redraws the last two from the JSON.
 //! - `cargo xtask demo-assets [--data DIR]`: retrains the demo's digits model
 //!   (examples/train/digits_90.toml) into assets/digits_90.swire, with 16 test digits.
 //! - `cargo xtask fuzz-seeds`: (re)writes the format-version-2 seeds of the `open_stream`
@@ -60,12 +61,13 @@ fn main() -> ExitCode {
         Some("memory") => memory(flag(&args[1..], "--dir")),
         Some("fuzz-seeds") => fuzz_seeds(),
         Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
+        Some("train") if args.iter().any(|a| a == "--render") => train::render(&root()),
         Some("train") => train::run(
             &root(),
             flag(&args[1..], "--data"),
             flag(&args[1..], "--only"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] | cargo xtask demo-assets [--data DIR]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

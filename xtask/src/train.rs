@@ -54,29 +54,76 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
         "seconds": t0.elapsed().as_secs_f64(),
         "cells": rows.iter().map(|(n, r)| serde_json::json!({"config": n, "report": r})).collect::<Vec<_>>(),
     });
+    if only.is_some() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let p = root.join("docs/train.json");
+    std::fs::write(
+        &p,
+        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", p.display()))?;
+    render(root)
+}
+
+/// One grid cell as docs/train.json holds it.
+#[derive(serde::Deserialize)]
+struct Cell {
+    config: String,
+    report: Row,
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    test_accuracy: f64,
+    dense_test_accuracy: Option<f64>,
+    posthoc_test_accuracy: Option<f64>,
+    weight_sparsity: f64,
+    activation_keep: f64,
+    bytes_per_image: f64,
+    dense_bytes_per_image: f64,
+    weight_bytes: u64,
+    seconds: f64,
+}
+
+/// docs/TRAIN.md and docs/train_pareto.{svg,png} from docs/train.json (`cargo xtask
+/// train --render` redraws them without training).
+pub fn render(root: &Path) -> Result<(), String> {
+    let p = root.join("docs/train.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let cells: Vec<Cell> =
+        serde_json::from_value(v["cells"].clone()).map_err(|e| format!("{}: {e}", p.display()))?;
+    let cpu = v["cpu"].as_str().unwrap_or("?");
+    let seconds = v["seconds"].as_f64().unwrap_or(0.0);
     let pct = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.2}", 100.0 * v));
     let mut md = String::new();
     let _ = writeln!(
         md,
         "# Sparsification-aware training: the digits grid\n\n\
-         Written by `cargo xtask train` ({:.0} s on {cpu}; 2 threads, one of them shared with \
-         other work). Each row is one config of `examples/train/` (seed 0, 30 epochs of the \
-         1,437 training digits, test on the fixed 360). `dense` and `post-hoc` are trained in \
-         the same run with the same seed: the dense model, and the dense model pruned by \
+         Written by `cargo xtask train` ({seconds:.0} s on {cpu}; 2 threads, one of them shared \
+         with other work). Each row is one config of `examples/train/` (seed 0, 30 epochs of \
+         the 1,437 training digits, test on the fixed 360). `dense` and `post-hoc` are trained \
+         in the same run with the same seed: the dense model, and the dense model pruned by \
          magnitude at the row's sparsity and pattern, with the row's activation keep, not \
          retrained. Bytes per image: the model as a real `.swire` amortised over 64 images, \
          plus the three crossing activations as the activation sparsifier sends them (dense: \
-         f32 weights and activations).\n",
-        t0.elapsed().as_secs_f64()
+         f32 weights and activations).\n"
     );
     let _ = writeln!(
         md,
         "| config | weight sparsity | act. keep | test acc. % | dense % | post-hoc % | bytes/image | dense bytes/image | .swire bytes | s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for (n, r) in &rows {
+    for c in &cells {
+        let r = &c.report;
         let _ = writeln!(
             md,
-            "| {n} | {:.3} | {:.2} | {:.2} | {} | {} | {:.0} | {:.0} | {} | {:.1} |",
+            "| {} | {:.3} | {:.2} | {:.2} | {} | {} | {:.0} | {:.0} | {} | {:.1} |",
+            c.config,
             r.weight_sparsity,
             r.activation_keep,
             100.0 * r.test_accuracy,
@@ -90,21 +137,13 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
     }
     let _ = writeln!(
         md,
-        "\nLoss curves (mean training loss per epoch) are in docs/train.json."
+        "\n![accuracy against bytes per image](train_pareto.svg)\n\nLoss curves (mean training loss per epoch) are in docs/train.json."
     );
-    if only.is_some() {
-        println!("{md}");
-        return Ok(());
+    for ext in ["svg", "png"] {
+        pareto(&root.join(format!("docs/train_pareto.{ext}")), &cells)?;
     }
-    let write = |name: &str, body: &str| {
-        let p = root.join("docs").join(name);
-        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    write("TRAIN.md", &md)?;
-    write(
-        "train.json",
-        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
-    )?;
+    let p = root.join("docs/TRAIN.md");
+    std::fs::write(&p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
     println!("{md}");
     Ok(())
 }
@@ -154,4 +193,108 @@ pub fn demo_assets(root: &Path, data: Option<&str>) -> Result<(), String> {
         sample.len()
     );
     Ok(())
+}
+
+/// Test accuracy against bytes per image: every cell trained with sparsity in the loop,
+/// its post-hoc twin (same bytes), and the dense model.
+fn pareto(out: &Path, rows: &[Cell]) -> Result<(), String> {
+    use plotters::prelude::*;
+    const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "the compiled-in font does not load".to_string())?;
+    if out.extension().is_some_and(|e| e == "png") {
+        draw(
+            BitMapBackend::new(out, (900, 520)).into_drawing_area(),
+            rows,
+        )
+    } else {
+        draw(SVGBackend::new(out, (900, 520)).into_drawing_area(), rows)
+    }
+    .map_err(|e| format!("{}: {e}", out.display()))
+}
+
+fn draw<DB: plotters::prelude::DrawingBackend>(
+    area: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    rows: &[Cell],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        area.fill(&WHITE).map_err(e)?;
+        let xmax = rows
+            .iter()
+            .map(|c| c.report.dense_bytes_per_image)
+            .fold(0f64, f64::max)
+            * 1.05;
+        let mut c = ChartBuilder::on(&area)
+            .caption(
+                "digits CNN: test accuracy against bytes per image",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..xmax, 0f64..100f64)
+            .map_err(e)?;
+        c.configure_mesh()
+            .x_desc("bytes per image (weights over 64 images + activations)")
+            .y_desc("test accuracy %")
+            .draw()
+            .map_err(e)?;
+        let trained: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|c| (c.report.bytes_per_image, 100.0 * c.report.test_accuracy))
+            .collect();
+        let posthoc: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.report.bytes_per_image,
+                    100.0 * c.report.posthoc_test_accuracy?,
+                ))
+            })
+            .collect();
+        let dense: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.report.dense_bytes_per_image,
+                    100.0 * c.report.dense_test_accuracy?,
+                ))
+            })
+            .take(1)
+            .collect();
+        c.draw_series(trained.iter().map(|&p| Circle::new(p, 5, BLUE.filled())))
+            .map_err(e)?
+            .label("sparsity in the training loop")
+            .legend(|p| Circle::new(p, 5, BLUE.filled()));
+        c.draw_series(
+            posthoc
+                .iter()
+                .map(|&p| Cross::new(p, 5, RED.stroke_width(2))),
+        )
+        .map_err(e)?
+        .label("post-hoc magnitude, same bytes")
+        .legend(|p| Cross::new(p, 5, RED.stroke_width(2)));
+        c.draw_series(
+            dense
+                .iter()
+                .map(|&p| TriangleMarker::new(p, 7, BLACK.filled())),
+        )
+        .map_err(e)?
+        .label("dense f32")
+        .legend(|p| TriangleMarker::new(p, 7, BLACK.filled()));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        area.present().map_err(e)?;
+        Ok(())
+    }
 }

@@ -194,7 +194,7 @@ pub struct Progress<'a> {
 }
 
 /// What a run measured (`sparsewire train --json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct TrainReport {
     pub test_accuracy: f64,
     pub dense_test_accuracy: Option<f64>,
@@ -220,6 +220,25 @@ pub struct TrainReport {
     /// The gradient criteria, as `compress --gradients` reads them (not in the JSON).
     #[serde(skip)]
     pub gradients: Option<sparsewire_formats::TensorFile>,
+}
+
+impl std::fmt::Debug for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainReport")
+            .field("test_accuracy", &self.test_accuracy)
+            .field("dense_test_accuracy", &self.dense_test_accuracy)
+            .field("posthoc_test_accuracy", &self.posthoc_test_accuracy)
+            .field("weight_sparsity", &self.weight_sparsity)
+            .field("activation_keep", &self.activation_keep)
+            .field("bytes_per_image", &self.bytes_per_image)
+            .field("weight_bytes", &self.weight_bytes)
+            .field("steps", &self.steps)
+            .field(
+                "model",
+                &format_args!("<{} bytes of .swire>", self.model.len()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 struct Trained {

@@ -233,3 +233,49 @@ fn the_demo_model_scores_what_its_metadata_says() {
     assert!((acc - recorded).abs() < 1e-4, "{acc} vs {recorded}");
     assert!(acc > 0.95, "{acc}");
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step() {
+    // An L1 weight of 1e300 makes the first loss infinite (in f32). Digits-shaped data of
+    // constant pixels stands in for the real set: the run must stop before any step.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1797;
+    let file = sparsewire_formats::TensorFile {
+        tensors: vec![
+            sparsewire_formats::Tensor::from_f32(
+                "images_f32",
+                vec![n, 64],
+                &vec![0.5; n as usize * 64],
+            ),
+            sparsewire_formats::Tensor::new(
+                "labels",
+                sparsewire_formats::Dtype::I32,
+                vec![n],
+                (0..n)
+                    .flat_map(|i| ((i % 10) as i32).to_le_bytes())
+                    .collect(),
+            )
+            .unwrap(),
+        ],
+        metadata: vec![],
+    };
+    let p = dir.path().join("flat_digits.safetensors");
+    std::fs::write(&p, sparsewire_formats::write_safetensors(&file).unwrap()).unwrap();
+    let cfg = TrainConfig::from_toml(&format!(
+        "epochs = 1\nbaselines = false\ndata = {:?}\n[regularize]\nl1 = 1e300\n",
+        p.display().to_string()
+    ))
+    .unwrap();
+    let e = sparsewire_train::train(&cfg, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFiniteLoss {
+                step: 0,
+                last: None
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("step 0") && e.to_string().contains("nothing was written"));
+}
