@@ -20,6 +20,8 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
         .join("sklearn_digits.safetensors");
     let t0 = Instant::now();
     let mut rows = Vec::new();
+    // Every cell with the same seed and optimiser settings shares one dense baseline.
+    let mut dense = None;
     for p in &configs {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
         let mut cfg = sparsewire_train::TrainConfig::from_toml(&text)
@@ -27,7 +29,7 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
         cfg.data = Some(data.clone());
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         let mut last = 0;
-        let r = sparsewire_train::train(&cfg, &mut |s| {
+        let r = sparsewire_train::train_cached(&cfg, &mut dense, &mut |s| {
             if s.step * 10 / s.steps != last {
                 last = s.step * 10 / s.steps;
                 eprint!(

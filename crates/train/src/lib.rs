@@ -31,7 +31,7 @@ pub mod run;
 pub mod schedule;
 pub mod sparsifier;
 
-pub use run::{train, TrainConfig, TrainReport};
+pub use run::{train, train_cached, DenseBaseline, TrainConfig, TrainReport};
 pub use schedule::Schedule;
 pub use sparsifier::{Group, Sparsifier, TrainCriterion};
 

@@ -1,7 +1,8 @@
 //! The training loop behind `sparsewire train --config FILE.toml`.
 //!
 //! One run trains the digits CNN with the configured sparsity in the loop and scores it
-//! against two baselines trained in the same run with the same seed: the dense model, and
+//! against two baselines trained in the same run with the same seed: the dense model (no
+//! regularizer; shared by the runs of a grid, [`train_cached`]), and
 //! the dense model pruned post hoc by magnitude at the same sparsity, pattern and
 //! activation keep (the same bytes). Steps: shuffle (seeded), forward with masks and
 //! activation sparsity, cross-entropy plus regularizers, backward, gradient criteria,
@@ -366,8 +367,43 @@ fn train_one(
     })
 }
 
+/// The dense reference of a run: trained with the run's seed and optimiser settings, no
+/// sparsity, no regularizer. Runs that share those (a grid) share it: see [`train_cached`].
+pub struct DenseBaseline {
+    key: String,
+    cnn: Cnn,
+    accuracy: f64,
+}
+
+impl TrainConfig {
+    /// What the dense baseline depends on.
+    fn dense_key(&self) -> String {
+        format!(
+            "{} {} {} {} {} {} {} {:?}",
+            self.seed,
+            self.epochs,
+            self.batch,
+            self.lr,
+            self.weight_decay,
+            self.warmup_steps,
+            self.clip,
+            self.data_path()
+        )
+    }
+}
+
 /// Runs `cfg` (see the module docs).
 pub fn train(cfg: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
+    train_cached(cfg, &mut None, progress)
+}
+
+/// [`train`], reusing the dense baseline in `cache` when it was trained with the same seed,
+/// data and optimiser settings (and leaving this run's there).
+pub fn train_cached(
+    cfg: &TrainConfig,
+    cache: &mut Option<DenseBaseline>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<TrainReport> {
     cfg.check()?;
     let t0 = Instant::now();
     let data = Digits::load(&cfg.data_path())?;
@@ -384,14 +420,39 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<T
     };
     let (mut dense_acc, mut posthoc_acc) = (None, None);
     if cfg.baselines {
-        let dense = train_one(cfg, &data, vec![], None, "dense", progress)?;
-        dense_acc = Some(
-            dense
+        let key = cfg.dense_key();
+        if cache.as_ref().is_none_or(|c| c.key != key) {
+            let plain = TrainConfig {
+                regularize: Default::default(),
+                ..cfg.clone()
+            };
+            let dense = train_one(&plain, &data, vec![], None, "dense", progress)?;
+            let accuracy = dense
                 .cnn
                 .accuracy(&data.test_x, &data.test_y, &dense.sp, None)?
-                .0,
-        );
-        // Post hoc: the dense weights pruned once by magnitude at the same target.
+                .0;
+            *cache = Some(DenseBaseline {
+                key,
+                cnn: dense.cnn,
+                accuracy,
+            });
+        }
+        let dense = cache.as_ref().expect("filled above");
+        dense_acc = Some(dense.accuracy);
+        // Post hoc: a copy of the dense weights pruned once by magnitude at the same target.
+        let copy = Cnn {
+            params: dense
+                .cnn
+                .params
+                .iter()
+                .map(|(n, v)| {
+                    Ok((
+                        n.clone(),
+                        candle_core::Var::from_tensor(&v.as_tensor().copy()?)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        };
         let posthoc_groups: Vec<Group> = groups
             .iter()
             .map(|g| Group {
@@ -401,9 +462,9 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<T
             })
             .collect();
         let mut sp = Sparsifier::new(posthoc_groups)?;
-        sp.prepare(&dense.cnn.params)?;
+        sp.prepare(&copy.params)?;
         sp.step(0)?;
-        posthoc_acc = Some(dense.cnn.accuracy(&data.test_x, &data.test_y, &sp, keep)?.0);
+        posthoc_acc = Some(copy.accuracy(&data.test_x, &data.test_y, &sp, keep)?.0);
     }
     let trained = train_one(cfg, &data, groups, keep, "sparse", progress)?;
     let (acc, link) = trained
