@@ -65,6 +65,9 @@ struct Masked {
 pub struct Sparsifier {
     groups: Vec<Group>,
     masked: BTreeMap<String, Masked>,
+    /// The other weight matrices, scored by Taylor too when a group uses gradients, so
+    /// that [`Sparsifier::gradients`] covers every tensor `compress` would prune.
+    unmasked: BTreeMap<String, (Var, Accumulator)>,
 }
 
 /// A tensor's values as f32 (parameters of any float dtype; the stream stores F32).
@@ -96,6 +99,7 @@ impl Sparsifier {
         Ok(Sparsifier {
             groups,
             masked: BTreeMap::new(),
+            unmasked: BTreeMap::new(),
         })
     }
 
@@ -150,6 +154,18 @@ impl Sparsifier {
                 );
             }
         }
+        let scored = self
+            .groups
+            .iter()
+            .any(|g| g.criterion != TrainCriterion::Magnitude);
+        if scored {
+            for (name, var) in params {
+                if var.dims().len() >= 2 && !self.masked.contains_key(name) {
+                    self.unmasked
+                        .insert(name.clone(), (var.clone(), Accumulator::new(0.9)));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -172,6 +188,11 @@ impl Sparsifier {
                 TrainCriterion::Magnitude => {}
                 TrainCriterion::Taylor => m.score.taylor(&m.var, g)?,
                 TrainCriterion::Movement => m.score.movement(&m.var, g)?,
+            }
+        }
+        for (var, acc) in self.unmasked.values_mut() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                acc.taylor(var, g)?;
             }
         }
         Ok(())
@@ -249,23 +270,32 @@ impl Sparsifier {
         self.masked.get(name).map(|m| &m.mask)
     }
 
-    /// The accumulated gradient criterion of each scored parameter, exported as the
+    /// The accumulated gradient criterion of each scored weight matrix (the masked ones,
+    /// and every other matrix when a group scores by gradient), exported as the
     /// `--gradients` file `sparsewire compress --criterion taylor` reads: `|g|` such that
-    /// `|g| |w|` is the moving average of `|g w|` (zero where `w` is zero).
+    /// `|g| |w|` is the score (zero where `w` is zero). Movement scores are exported as
+    /// their magnitude.
     pub fn gradients(&self) -> Result<TensorFile> {
+        let mut all: Vec<(&String, &Var, &Accumulator)> = self
+            .masked
+            .iter()
+            .map(|(n, m)| (n, &m.var, &m.score))
+            .chain(self.unmasked.iter().map(|(n, (v, a))| (n, v, a)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
         let mut tensors = Vec::new();
-        for (name, m) in &self.masked {
-            let Some(score) = &m.score.score else {
+        for (name, var, acc) in all {
+            let Some(score) = &acc.score else {
                 continue;
             };
             let s = f32s(score)?;
-            let w = f32s(m.var.as_tensor())?;
+            let w = f32s(var.as_tensor())?;
             let g: Vec<f32> = s
                 .iter()
                 .zip(&w)
                 .map(|(s, w)| if *w == 0.0 { 0.0 } else { s.abs() / w.abs() })
                 .collect();
-            let shape = m.var.dims().iter().map(|&d| d as u64).collect();
+            let shape = var.dims().iter().map(|&d| d as u64).collect();
             tensors.push(FileTensor::from_f32(name.clone(), shape, &g));
         }
         Ok(TensorFile {
