@@ -72,6 +72,108 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
     render(root)
 }
 
+/// The targets, checked against the numbers above.
+fn targets(md: &mut String, cells: &[Cell], seconds: f64) {
+    let _ = writeln!(md, "## Targets\n");
+    let dense = cells.iter().find_map(|c| c.report.dense_test_accuracy);
+    let cell = |name: &str| cells.iter().find(|c| c.config == name);
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    if let Some(d) = dense {
+        let best90 = cells
+            .iter()
+            .filter(|c| c.config.starts_with("digits_90") && c.report.activation_keep >= 1.0)
+            .max_by(|a, b| a.report.test_accuracy.total_cmp(&b.report.test_accuracy));
+        if let Some(b) = best90 {
+            let gap = 100.0 * (d - b.report.test_accuracy);
+            let _ = writeln!(
+                md,
+                "- 90% weight sparsity within 1 point of dense ({:.2}%): best cell `{}` at {:.2}%, {gap:.2} points below: **{}**.",
+                100.0 * d,
+                b.config,
+                100.0 * b.report.test_accuracy,
+                verdict(gap <= 1.0)
+            );
+        }
+        if let Some(c) = cell("digits_90_act50") {
+            let gap = 100.0 * (d - c.report.test_accuracy);
+            let _ = writeln!(
+                md,
+                "- 90% weights and activations kept at 50%, within 2 points of dense: {:.2}%, {gap:.2} points below: **{}**.",
+                100.0 * c.report.test_accuracy,
+                verdict(gap <= 2.0)
+            );
+        }
+    }
+    let with_posthoc: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.report.posthoc_test_accuracy.is_some() && c.report.weight_sparsity > 0.0)
+        .collect();
+    let worse: Vec<&str> = with_posthoc
+        .iter()
+        .filter(|c| c.report.test_accuracy < c.report.posthoc_test_accuracy.unwrap())
+        .map(|c| c.config.as_str())
+        .collect();
+    let _ = writeln!(
+        md,
+        "- At least as accurate as post-hoc magnitude at the same bytes, every cell: {} of {} cells{}: **{}**.",
+        with_posthoc.len() - worse.len(),
+        with_posthoc.len(),
+        if worse.is_empty() { String::new() } else { format!(" (not: {})", worse.join(", ")) },
+        verdict(worse.is_empty())
+    );
+    if let Some(d) = dense {
+        let big: Vec<String> = with_posthoc
+            .iter()
+            .filter(|c| d - c.report.posthoc_test_accuracy.unwrap() >= 0.10)
+            .map(|c| {
+                let gain =
+                    100.0 * (c.report.test_accuracy - c.report.posthoc_test_accuracy.unwrap());
+                format!("`{}` +{gain:.1}", c.config)
+            })
+            .collect();
+        let all5 = with_posthoc
+            .iter()
+            .filter(|c| d - c.report.posthoc_test_accuracy.unwrap() >= 0.10)
+            .all(|c| c.report.test_accuracy - c.report.posthoc_test_accuracy.unwrap() >= 0.05);
+        let _ = writeln!(
+            md,
+            "- At least 5 points above post-hoc wherever post-hoc loses 10 points or more: {}: **{}**.",
+            if big.is_empty() { "no such cell".to_string() } else { big.join(", ") },
+            verdict(all5)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "- The grid in under 10 minutes on a 2-core machine: {seconds:.0} s: **{}**{}.",
+        verdict(seconds < 600.0),
+        if seconds < 600.0 {
+            ""
+        } else {
+            " (one dense baseline shared by all cells; every sparse cell is a full 30-epoch run)"
+        }
+    );
+    match cells.iter().find_map(|c| c.report.rebuild.map(|r| (c, r))) {
+        Some((c, r)) => {
+            let _ = writeln!(
+                md,
+                "- The reconstruction loss improves the rebuilt error over the post-hoc fit on the same masks (`{}`, every pruned layer together): trained {:.4} against post-hoc {:.4} relative error (ratio {:.3}): **{}**. Test accuracy with the trained dictionary {:.2}%, the post-hoc fit {:.2}%, zero-fill {:.2}%.",
+                c.config,
+                r.trained_rel_error,
+                r.posthoc_fit_rel_error,
+                r.trained_rel_error / r.posthoc_fit_rel_error,
+                verdict(r.trained_rel_error < r.posthoc_fit_rel_error),
+                100.0 * r.trained_test_accuracy,
+                100.0 * r.posthoc_fit_test_accuracy,
+                100.0 * r.zero_fill_test_accuracy
+            );
+        }
+        None => {
+            let _ = writeln!(md, "- The reconstruction loss: no cell trains a rebuild.");
+        }
+    }
+    let _ = writeln!(md, "- The trainable scorer: not built yet.");
+}
+
 /// One grid cell as docs/train.json holds it.
 #[derive(serde::Deserialize)]
 struct Cell {
@@ -79,8 +181,19 @@ struct Cell {
     report: Row,
 }
 
+#[derive(serde::Deserialize, Clone, Copy)]
+struct Rebuild {
+    trained_test_accuracy: f64,
+    posthoc_fit_test_accuracy: f64,
+    zero_fill_test_accuracy: f64,
+    trained_rel_error: f64,
+    posthoc_fit_rel_error: f64,
+}
+
 #[derive(serde::Deserialize)]
 struct Row {
+    #[serde(default)]
+    rebuild: Option<Rebuild>,
     test_accuracy: f64,
     dense_test_accuracy: Option<f64>,
     posthoc_test_accuracy: Option<f64>,
@@ -139,8 +252,9 @@ pub fn render(root: &Path) -> Result<(), String> {
     }
     let _ = writeln!(
         md,
-        "\n![accuracy against bytes per image](train_pareto.svg)\n\nLoss curves (mean training loss per epoch) are in docs/train.json."
+        "\n![accuracy against bytes per image](train_pareto.svg)\n\nLoss curves (mean training loss per epoch) are in docs/train.json.\n"
     );
+    targets(&mut md, &cells, seconds);
     for ext in ["svg", "png"] {
         pareto(&root.join(format!("docs/train_pareto.{ext}")), &cells)?;
     }

@@ -33,7 +33,7 @@ pub mod sparsifier;
 
 pub use run::{train, train_cached, DenseBaseline, TrainConfig, TrainReport};
 pub use schedule::Schedule;
-pub use sparsifier::{Group, Sparsifier, TrainCriterion};
+pub use sparsifier::{Group, Sparsifier, TrainCriterion, TrainRebuild};
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]

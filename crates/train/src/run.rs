@@ -75,6 +75,13 @@ pub struct SparsityConfig {
     /// Default: gradual from 20% to 70% of the steps, every 10 steps.
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// `zero` (default) or `dictionary`: dropped weights rebuilt from per-column entries
+    /// trained with the model.
+    #[serde(default)]
+    pub rebuild: Option<String>,
+    /// The reconstruction loss's weight for a trained dictionary.
+    #[serde(default = "defaults::rebuild_weight")]
+    pub rebuild_weight: f64,
 }
 
 mod defaults {
@@ -101,6 +108,9 @@ mod defaults {
     }
     pub fn pattern() -> String {
         "unstructured".into()
+    }
+    pub fn rebuild_weight() -> f64 {
+        1.0
     }
     pub fn params() -> Vec<String> {
         ["conv2.weight", "conv3.weight", "fc.weight"]
@@ -148,6 +158,13 @@ impl TrainConfig {
                 return bad(format!("sparsity target {} is outside [0, 1)", s.target));
             }
             s.pattern.parse::<Pattern>().map_err(TrainError::Config)?;
+            s.rebuild_mode()?;
+            if !(s.rebuild_weight >= 0.0 && s.rebuild_weight.is_finite()) {
+                return bad(format!(
+                    "rebuild_weight {} must be finite and >= 0",
+                    s.rebuild_weight
+                ));
+            }
             self.schedule(s)
                 .check(self.steps())
                 .map_err(TrainError::Config)?;
@@ -183,6 +200,20 @@ impl TrainConfig {
     }
 }
 
+impl SparsityConfig {
+    fn rebuild_mode(&self) -> Result<crate::TrainRebuild> {
+        match self.rebuild.as_deref() {
+            None | Some("zero") => Ok(crate::TrainRebuild::Zero),
+            Some("dictionary") => Ok(crate::TrainRebuild::Dictionary {
+                weight: self.rebuild_weight,
+            }),
+            Some(other) => Err(TrainError::Config(format!(
+                "rebuild {other:?}: expected \"zero\" or \"dictionary\""
+            ))),
+        }
+    }
+}
+
 /// Where a run is, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
@@ -210,6 +241,9 @@ pub struct TrainReport {
     pub dense_bytes_per_image: f64,
     /// The trained model's `.swire` size.
     pub weight_bytes: u64,
+    /// With a trained dictionary rebuild: how it compares with `re`'s post-hoc fit on the
+    /// same masks and weights.
+    pub rebuild: Option<RebuildReport>,
     /// Mean training loss of each epoch.
     pub loss_curve: Vec<f32>,
     pub steps: u64,
@@ -221,6 +255,18 @@ pub struct TrainReport {
     /// The gradient criteria, as `compress --gradients` reads them (not in the JSON).
     #[serde(skip)]
     pub gradients: Option<sparsewire_formats::TensorFile>,
+}
+
+/// The trained rebuild against the post-hoc fit, on the same final masks and kept weights.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RebuildReport {
+    pub trained_test_accuracy: f64,
+    pub posthoc_fit_test_accuracy: f64,
+    pub zero_fill_test_accuracy: f64,
+    /// `||rebuilt - dropped|| / ||dropped||` over the dropped weights (their values when
+    /// dropped).
+    pub trained_rel_error: f64,
+    pub posthoc_fit_rel_error: f64,
 }
 
 impl std::fmt::Debug for TrainReport {
@@ -282,7 +328,8 @@ fn train_one(
     let mut sp = Sparsifier::new(groups)?;
     sp.prepare(&cnn.params)?;
     let scales = byte_weights(&cnn)?;
-    let vars: Vec<_> = cnn.params.iter().map(|p| p.1.clone()).collect();
+    let mut vars: Vec<_> = cnn.params.iter().map(|p| p.1.clone()).collect();
+    vars.extend(sp.rebuild_vars());
     let mut opt = AdamW::new(
         vars.clone(),
         ParamsAdamW {
@@ -319,6 +366,9 @@ fn train_one(
                         loss = (loss + p)?;
                     }
                 }
+            }
+            if let Some(r) = sp.reconstruction_loss()? {
+                loss = (loss + r)?;
             }
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -415,6 +465,7 @@ pub fn train_cached(
             pattern: s.pattern.parse().map_err(TrainError::Config)?,
             target: s.target,
             schedule: cfg.schedule(s),
+            rebuild: s.rebuild_mode()?,
         }],
         None => vec![],
     };
@@ -470,6 +521,31 @@ pub fn train_cached(
     let (acc, link) = trained
         .cnn
         .accuracy(&data.test_x, &data.test_y, &trained.sp, keep)?;
+    let rebuild = match trained.sp.rebuild_error()? {
+        None => None,
+        Some(trained_rel_error) => {
+            let sp = &trained.sp;
+            let eval = || -> Result<f64> {
+                Ok(trained
+                    .cnn
+                    .accuracy(&data.test_x, &data.test_y, sp, keep)?
+                    .0)
+            };
+            let old = sp.refit_dictionaries(false)?;
+            let posthoc_fit_test_accuracy = eval()?;
+            let posthoc_fit_rel_error = sp.rebuild_error()?.unwrap_or(0.0);
+            sp.refit_dictionaries(true)?;
+            let zero_fill_test_accuracy = eval()?;
+            sp.restore_dictionaries(&old)?;
+            Some(RebuildReport {
+                trained_test_accuracy: acc,
+                posthoc_fit_test_accuracy,
+                zero_fill_test_accuracy,
+                trained_rel_error,
+                posthoc_fit_rel_error,
+            })
+        }
+    };
     let mut meta = vec![
         (
             "sparsewire.train.test_accuracy".to_string(),
@@ -517,6 +593,7 @@ pub fn train_cached(
         bytes_per_image: per_image(model.len() as f64, &link, false),
         dense_bytes_per_image: per_image(dense_weights as f64, &link, true),
         weight_bytes: model.len() as u64,
+        rebuild,
         loss_curve: trained.loss_curve,
         steps: cfg.steps(),
         seed: cfg.seed,

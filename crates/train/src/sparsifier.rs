@@ -37,6 +37,20 @@ impl TrainCriterion {
     }
 }
 
+/// How a group's dropped weights are rebuilt on the accelerator, and so in the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum TrainRebuild {
+    /// Zero-fill.
+    #[default]
+    Zero,
+    /// `re`'s dictionary (one value per column of the 2-D view fills that column's dropped
+    /// weights), trained with the model: the task loss reaches the entries through the
+    /// forward pass, and `weight` times the mean squared distance between the entries and
+    /// the dropped weights' values when they were dropped (the reconstruction loss, see
+    /// [`Sparsifier::reconstruction_loss`]) pulls them toward the post-hoc fit.
+    Dictionary { weight: f64 },
+}
+
 /// One parameter group: which parameters, how they are scored, and where they end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
@@ -46,6 +60,7 @@ pub struct Group {
     /// Final fraction of weights dropped, in [0, 1) (an N:M pattern fixes it).
     pub target: f32,
     pub schedule: Schedule,
+    pub rebuild: TrainRebuild,
 }
 
 #[derive(Debug)]
@@ -58,6 +73,21 @@ struct Masked {
     /// The mask as a 0/1 tensor of the parameter's shape.
     factor: Tensor,
     score: Accumulator,
+    /// With a trained dictionary: its entries (`[cols]`) and what the dropped weights were
+    /// when they were dropped (the parameter's shape).
+    dict: Option<(Var, Tensor)>,
+}
+
+impl Masked {
+    /// The dictionary's entries at the dropped positions, zero elsewhere.
+    fn fill(&self, d: &Var) -> candle_core::Result<Tensor> {
+        let full = d
+            .as_tensor()
+            .reshape((1, self.cols))?
+            .broadcast_as((self.rows, self.cols))?
+            .reshape(self.var.dims())?;
+        full.mul(&self.factor.affine(-1.0, 1.0)?)
+    }
 }
 
 /// Masks for the parameters of a model (see the crate docs).
@@ -140,6 +170,13 @@ impl Sparsifier {
                     _ => {}
                 }
                 let factor = Tensor::ones(shape.as_slice(), var.dtype(), var.device())?;
+                let dict = match g.rebuild {
+                    TrainRebuild::Zero => None,
+                    TrainRebuild::Dictionary { .. } => Some((
+                        Var::zeros(cols, var.dtype(), var.device())?,
+                        var.as_tensor().copy()?,
+                    )),
+                };
                 self.masked.insert(
                     name.clone(),
                     Masked {
@@ -150,6 +187,7 @@ impl Sparsifier {
                         mask: Mask::dense(rows * cols),
                         factor,
                         score: Accumulator::new(0.9),
+                        dict,
                     },
                 );
             }
@@ -173,9 +211,111 @@ impl Sparsifier {
     /// makes the gradient of every dropped weight exactly zero), `w` otherwise.
     pub fn weight(&self, name: &str, var: &Var) -> Result<Tensor> {
         Ok(match self.masked.get(name) {
-            Some(m) => var.as_tensor().mul(&m.factor)?,
+            Some(m) => {
+                let kept = var.as_tensor().mul(&m.factor)?;
+                match &m.dict {
+                    Some((d, _)) => (kept + m.fill(d)?)?,
+                    None => kept,
+                }
+            }
             None => var.as_tensor().clone(),
         })
+    }
+
+    /// The trainable rebuild parameters (dictionary entries), for the optimiser.
+    pub fn rebuild_vars(&self) -> Vec<Var> {
+        self.masked
+            .values()
+            .filter_map(|m| m.dict.as_ref().map(|(d, _)| d.clone()))
+            .collect()
+    }
+
+    /// The reconstruction loss: for each trained dictionary, its weight times the mean
+    /// squared distance between the rebuilt values and what the dropped weights were.
+    pub fn reconstruction_loss(&self) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        for m in self.masked.values() {
+            let (Some((d, reference)), TrainRebuild::Dictionary { weight }) =
+                (&m.dict, self.groups[m.group].rebuild)
+            else {
+                continue;
+            };
+            let dropped = m.mask.len() - m.mask.kept();
+            if dropped == 0 || weight == 0.0 {
+                continue;
+            }
+            let dropped_ref = reference.mul(&m.factor.affine(-1.0, 1.0)?)?;
+            let err = (m.fill(d)? - dropped_ref)?.sqr()?.sum_all()?;
+            let term = (err * (weight / dropped as f64))?;
+            total = Some(match total {
+                None => term,
+                Some(t) => (t + term)?,
+            });
+        }
+        Ok(total)
+    }
+
+    /// Sets each trained dictionary to `re`'s post-hoc fit on the current masks (the column
+    /// means of the dropped values), or to zeros with `zero`; returns the entries it
+    /// replaced, for [`Sparsifier::restore_dictionaries`].
+    pub fn refit_dictionaries(&self, zero: bool) -> Result<Vec<Tensor>> {
+        let mut old = Vec::new();
+        for m in self.masked.values() {
+            let Some((d, reference)) = &m.dict else {
+                continue;
+            };
+            old.push(d.as_tensor().copy()?);
+            let fit: Vec<f32> = if zero {
+                vec![0.0; m.cols]
+            } else {
+                match sparsewire_re::fit_dictionary(&f32s(reference)?, m.mask.as_ref(), m.cols) {
+                    Reconstruction::Dictionary { entries, .. } => entries,
+                    _ => unreachable!("fit_dictionary fits a dictionary"),
+                }
+            };
+            d.set(&Tensor::from_vec(fit, m.cols, d.device())?.to_dtype(d.dtype())?)?;
+        }
+        Ok(old)
+    }
+
+    /// Puts back the entries [`Sparsifier::refit_dictionaries`] replaced.
+    pub fn restore_dictionaries(&self, old: &[Tensor]) -> Result<()> {
+        for ((d, _), o) in self
+            .masked
+            .values()
+            .filter_map(|m| m.dict.as_ref())
+            .zip(old)
+        {
+            d.set(o)?;
+        }
+        Ok(())
+    }
+
+    /// Relative error of the rebuilt dropped weights against what they were:
+    /// `||rebuilt - reference|| / ||reference||` over the dropped elements of every
+    /// dictionary-rebuilt parameter (`None` without one).
+    pub fn rebuild_error(&self) -> Result<Option<f64>> {
+        let (mut num, mut den) = (0f64, 0f64);
+        let mut any = false;
+        for m in self.masked.values() {
+            let Some((d, reference)) = &m.dict else {
+                continue;
+            };
+            any = true;
+            let inv = m.factor.affine(-1.0, 1.0)?;
+            let r = reference.mul(&inv)?;
+            num += (m.fill(d)? - &r)?
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            den += r
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+        Ok(any.then(|| if den == 0.0 { 0.0 } else { (num / den).sqrt() }))
     }
 
     /// Accumulates the gradient criteria from one step's gradients.
@@ -233,9 +373,27 @@ impl Sparsifier {
             let f: Vec<f32> = (0..mask.len())
                 .map(|i| if mask.is_kept(i) { 1.0 } else { 0.0 })
                 .collect();
-            m.factor =
+            let factor =
                 Tensor::from_vec(f, m.var.dims(), m.var.device())?.to_dtype(m.var.dtype())?;
-            m.mask = mask;
+            if let Some((d, reference)) = &mut m.dict {
+                // Weights kept until now give their current value; those dropped earlier
+                // keep the value they had then.
+                let w = m.var.as_tensor();
+                *reference = (reference.mul(&m.factor.affine(-1.0, 1.0)?)? + w.mul(&m.factor)?)?;
+                m.factor = factor;
+                m.mask = mask;
+                // Start from the post-hoc fit; training moves it from there.
+                let fit =
+                    match sparsewire_re::fit_dictionary(&f32s(reference)?, m.mask.as_ref(), m.cols)
+                    {
+                        Reconstruction::Dictionary { entries, .. } => entries,
+                        _ => unreachable!("fit_dictionary fits a dictionary"),
+                    };
+                d.set(&Tensor::from_vec(fit, m.cols, d.device())?.to_dtype(d.dtype())?)?;
+            } else {
+                m.factor = factor;
+                m.mask = mask;
+            }
             changed.push((name.clone(), 1.0 - m.mask.density() as f32));
         }
         self.apply()?;
@@ -338,7 +496,13 @@ impl Sparsifier {
                             // model's.
                             values_updated: true,
                         },
-                        reconstruction: Reconstruction::Zero,
+                        reconstruction: match &m.dict {
+                            Some((d, _)) => Reconstruction::Dictionary {
+                                entry_len: m.cols as u32,
+                                entries: f32s(d.as_tensor())?,
+                            },
+                            None => Reconstruction::Zero,
+                        },
                     })
                 }
                 None => None,

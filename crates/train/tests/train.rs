@@ -14,6 +14,7 @@ fn group(params: &[&str], pattern: Pattern, target: f32, at: u64) -> Group {
         pattern,
         target,
         schedule: Schedule::OneShot { at },
+        rebuild: Default::default(),
     }
 }
 
@@ -278,4 +279,48 @@ fn a_non_finite_loss_stops_the_run_naming_the_step() {
         "{e}"
     );
     assert!(e.to_string().contains("step 0") && e.to_string().contains("nothing was written"));
+}
+
+#[test]
+fn a_trained_dictionary_is_what_the_receiver_rebuilds() {
+    // What the forward pass trains with (kept weights + dictionary entries where dropped)
+    // must be exactly what `re` rebuilds from the squashed stream.
+    let w = Var::from_vec(
+        (0..256)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) * 0.01)
+            .collect::<Vec<_>>(),
+        (16, 16),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let params = vec![("w".to_string(), w.clone())];
+    let mut g = group(&["w"], Pattern::Unstructured, 0.6, 0);
+    g.rebuild = sparsewire_train::TrainRebuild::Dictionary { weight: 1.0 };
+    let mut sp = Sparsifier::new(vec![g]).unwrap();
+    sp.prepare(&params).unwrap();
+    sp.step(0).unwrap();
+    // Move the entries away from the fit, as training would.
+    let d = &sp.rebuild_vars()[0];
+    d.set(&(d.as_tensor() + 0.125).unwrap()).unwrap();
+    assert!(sp.reconstruction_loss().unwrap().is_some());
+    let trained: Vec<f32> = sp
+        .weight("w", &w)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let stream = sp.squash(&params, &[], &Default::default()).unwrap();
+    let reader = sparsewire_stream::Reader::new(&stream[..]).unwrap();
+    let meta = reader.meta(0).unwrap().clone();
+    assert!(matches!(
+        meta.reconstruction,
+        sparsewire_metadata::Reconstruction::Dictionary { .. }
+    ));
+    let mut v = reader.decode_all().unwrap().tensors[0]
+        .to_f32_vec()
+        .unwrap();
+    let mask = sp.mask("w").unwrap();
+    sparsewire_re::rebuild_tensor(&mut v, mask.as_ref(), 16, &meta.reconstruction).unwrap();
+    assert_eq!(v, trained);
 }
