@@ -56,14 +56,27 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
         "seconds": t0.elapsed().as_secs_f64(),
         "cells": rows.iter().map(|(n, r)| serde_json::json!({"config": n, "report": r})).collect::<Vec<_>>(),
     });
-    if only.is_some() {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
-        );
-        return Ok(());
-    }
     let p = root.join("docs/train.json");
+    // `--only`: the matching cells replace (or join) those of the last full run.
+    let json = match (only, std::fs::read_to_string(&p)) {
+        (Some(_), Ok(text)) => {
+            let mut old: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let cells = old["cells"]
+                .as_array_mut()
+                .ok_or("docs/train.json has no cells")?;
+            for new in json["cells"].as_array().expect("built above") {
+                match cells.iter_mut().find(|c| c["config"] == new["config"]) {
+                    Some(c) => *c = new.clone(),
+                    None => cells.push(new.clone()),
+                }
+            }
+            cells.sort_by(|a, b| a["config"].as_str().cmp(&b["config"].as_str()));
+            old["command"] = serde_json::json!("cargo xtask train (cells rerun with --only)");
+            old
+        }
+        _ => json,
+    };
     std::fs::write(
         &p,
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,

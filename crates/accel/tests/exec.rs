@@ -48,15 +48,7 @@ fn stream(dtype: Dtype, profile: Profile, rec: Option<Reconstruction>) -> Vec<u8
         let t = &file.tensors[0];
         SparseTensor {
             tile: SparseTile::from_dense(ROWS, COLS, dtype, &t.data, keep).unwrap(),
-            info: Sparsification {
-                criterion: Criterion::Magnitude,
-                pattern: Pattern::Unstructured,
-                sparsity: 0.5,
-                threshold: None,
-                rel_error: 0.0,
-                output_error: None,
-                values_updated: false,
-            },
+            info: Sparsification::new(Criterion::Magnitude, Pattern::Unstructured, 0.5),
             reconstruction,
         }
     });

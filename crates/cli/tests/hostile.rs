@@ -38,15 +38,7 @@ fn claim_2_gib_sparse() -> Vec<u8> {
     .unwrap();
     let sparse = SparseTensor {
         tile,
-        info: Sparsification {
-            criterion: Criterion::Magnitude,
-            pattern: Pattern::Unstructured,
-            sparsity: 0.5,
-            threshold: None,
-            rel_error: 0.0,
-            output_error: None,
-            values_updated: false,
-        },
+        info: Sparsification::new(Criterion::Magnitude, Pattern::Unstructured, 0.5),
         reconstruction: Reconstruction::Zero,
     };
     let small = encode_sparse(&file, &[Some(sparse)], &EncodeOptions::default()).unwrap();

@@ -300,6 +300,22 @@ pub struct Sparsification {
     pub values_updated: bool,
 }
 
+impl Sparsification {
+    /// The record of a tensor pruned by `criterion` in `pattern` to `sparsity`, its kept
+    /// values unchanged and no error measured (set the other fields where they apply).
+    pub fn new(criterion: Criterion, pattern: Pattern, sparsity: f32) -> Self {
+        Sparsification {
+            criterion,
+            pattern,
+            sparsity,
+            threshold: None,
+            rel_error: 0.0,
+            output_error: None,
+            values_updated: false,
+        }
+    }
+}
+
 /// How missing values are rebuilt on the accelerator side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum Reconstruction {

@@ -127,13 +127,8 @@ fn lossless_cases() -> Vec<Case> {
 
 fn info(pattern: Pattern, sparsity: f32) -> Sparsification {
     Sparsification {
-        criterion: Criterion::Magnitude,
-        pattern,
-        sparsity,
-        threshold: None,
         rel_error: 0.25,
-        output_error: None,
-        values_updated: false,
+        ..Sparsification::new(Criterion::Magnitude, pattern, sparsity)
     }
 }
 

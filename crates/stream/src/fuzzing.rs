@@ -117,15 +117,7 @@ pub fn sample_stream(seed: u8, profile: Profile) -> Vec<u8> {
     .expect("shapes agree");
     let sparse = SparseTensor {
         tile,
-        info: Sparsification {
-            criterion: Criterion::Magnitude,
-            pattern,
-            sparsity: 0.5,
-            threshold: None,
-            rel_error: 0.0,
-            output_error: None,
-            values_updated: false,
-        },
+        info: Sparsification::new(Criterion::Magnitude, pattern, 0.5),
         reconstruction: Reconstruction::Zero,
     };
     encode_sparse(&file, &[None, Some(sparse)], &opts).expect("valid input encodes")

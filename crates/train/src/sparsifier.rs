@@ -486,15 +486,14 @@ impl Sparsifier {
                     Some(SparseTensor {
                         tile,
                         info: Sparsification {
-                            criterion: g.criterion.recorded(),
-                            pattern: g.pattern,
-                            sparsity: 1.0 - m.mask.density() as f32,
-                            threshold: None,
-                            rel_error: 0.0,
-                            output_error: None,
                             // Trained with the mask: the kept values are not the dense
                             // model's.
                             values_updated: true,
+                            ..Sparsification::new(
+                                g.criterion.recorded(),
+                                g.pattern,
+                                1.0 - m.mask.density() as f32,
+                            )
                         },
                         reconstruction: match &m.dict {
                             Some((d, _)) => Reconstruction::Dictionary {

@@ -85,15 +85,7 @@ fn sparse_tensors_round_trip_zero_filled_with_every_mask_encoding() {
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| ((i as f32) * 0.37).sin() * 0.05 + 0.001)
         .collect();
-    let info = |pattern| Sparsification {
-        criterion: Criterion::Magnitude,
-        pattern,
-        sparsity: 0.5,
-        threshold: None,
-        rel_error: 0.0,
-        output_error: None,
-        values_updated: false,
-    };
+    let info = |pattern| Sparsification::new(Criterion::Magnitude, pattern, 0.5);
     let masks: Vec<(Pattern, Vec<bool>)> = vec![
         (
             Pattern::Unstructured,
@@ -221,13 +213,8 @@ fn streams_are_byte_identical_across_thread_counts_and_runs() {
         )
         .unwrap(),
         info: Sparsification {
-            criterion: Criterion::Magnitude,
-            pattern: Pattern::Unstructured,
-            sparsity: 0.4,
-            threshold: None,
             rel_error: 0.1,
-            output_error: None,
-            values_updated: false,
+            ..Sparsification::new(Criterion::Magnitude, Pattern::Unstructured, 0.4)
         },
         reconstruction: Default::default(),
     };
@@ -344,15 +331,7 @@ fn row_block_masks_follow_the_row_major_layout() {
     let s = SparseTensor {
         tile: SparseTile::from_dense(rows, cols, Dtype::F32, &file.tensors[0].data, mask.clone())
             .unwrap(),
-        info: Sparsification {
-            criterion: Criterion::Magnitude,
-            pattern: Pattern::Unstructured,
-            sparsity: 0.4,
-            threshold: None,
-            rel_error: 0.0,
-            output_error: None,
-            values_updated: false,
-        },
+        info: Sparsification::new(Criterion::Magnitude, Pattern::Unstructured, 0.4),
         reconstruction: Default::default(),
     };
     let opts = EncodeOptions {
