@@ -223,6 +223,9 @@ pub struct Progress<'a> {
     pub steps: u64,
     pub loss: f32,
     pub sparsity: f64,
+    /// Accuracy on this epoch's training batches so far (the test set is only scored at
+    /// the end).
+    pub train_accuracy: f64,
 }
 
 /// What a run measured (`sparsewire train --json`).
@@ -347,6 +350,7 @@ fn train_one(
     for _epoch in 0..cfg.epochs {
         rng.shuffle(&mut order);
         let (mut sum, mut count) = (0f64, 0usize);
+        let (mut right, mut seen) = (0usize, 0usize);
         for batch in order.chunks(cfg.batch) {
             let lr = if t < cfg.warmup_steps {
                 cfg.lr * (t + 1) as f64 / cfg.warmup_steps as f64
@@ -359,6 +363,13 @@ fn train_one(
             let x = data.train_x.index_select(&idx, 0)?;
             let y = data.train_y.index_select(&idx, 0)?;
             let (logits, _) = cnn.forward(&x, &sp, keep)?;
+            right += logits
+                .argmax(1)?
+                .eq(&y)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()? as usize;
+            seen += batch.len();
             let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             for ((name, v), s) in cnn.params.iter().zip(&scales) {
                 if name.ends_with("weight") {
@@ -405,6 +416,7 @@ fn train_one(
                 steps,
                 loss: value,
                 sparsity: sp.sparsity(),
+                train_accuracy: right as f64 / seen.max(1) as f64,
             });
             t += 1;
         }

@@ -61,8 +61,11 @@ pub fn run(a: Args) -> Result<()> {
         pb.set_length(p.steps);
         pb.set_position(p.step);
         pb.set_message(format!(
-            "{} loss {:.4} sparsity {:.3}",
-            p.phase, p.loss, p.sparsity
+            "{} loss {:.4} sparsity {:.3} train acc {:.1}%",
+            p.phase,
+            p.loss,
+            p.sparsity,
+            100.0 * p.train_accuracy
         ));
     })
     .map_err(|e| format!("{}: {e}", a.config.display()))?;
