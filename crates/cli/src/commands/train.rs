@@ -10,9 +10,9 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(
     after_help = "Config (TOML; every key but [sparsity].target has a default):\n  \
-seed = 0\n  epochs = 30\n  batch = 64\n  lr = 0.003\n  activation_keep = 0.5      # crossing activations kept (absent: dense)\n  \
+seed = 0\n  data = \"../shared/data/sklearn_digits.safetensors\"   # or $SPARSEWIRE_DATA\n  epochs = 30\n  batch = 64\n  lr = 0.003\n  activation_keep = 0.5      # crossing activations kept (absent: dense)\n  \
 [sparsity]\n  target = 0.9\n  pattern = \"unstructured\"   # or \"2:4\", \"block:4x4\", \"channel\"\n  \
-criterion = \"magnitude\"   # or \"taylor\", \"movement\"\n  schedule = { kind = \"gradual\", start = 138, end = 483, every = 10 }\n  \
+criterion = \"magnitude\"   # or \"taylor\", \"movement\"\n  params = [\"conv2.weight\", \"conv3.weight\", \"fc.weight\"]\n  schedule = { kind = \"gradual\", start = 138, end = 483, every = 10 }   # or one_shot (at), iterative (steps)\n  rebuild = \"zero\"           # or \"dictionary\" (trained with the model)\n  rebuild_weight = 1.0\n  \
 [regularize]\n  l1 = 0.0\n  group_lasso = 0.0\n  byte_aware = false\n\n\
 Examples:\n  sparsewire train --config examples/train/digits_90.toml\n  \
 sparsewire train --config examples/train/digits_90.toml -o digits.swire --json"
