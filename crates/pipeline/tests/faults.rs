@@ -215,26 +215,16 @@ fn scenarios(named: bool) {
         Err(why) => eprintln!("SKIPPED full-disk case ({mode}): {why}"),
         Ok(disk) => {
             for decompress in [false, true] {
-                let (e, out) = if decompress {
-                    let out = disk.path().join("back.safetensors");
-                    (
-                        decompress_file(
-                            &stream,
-                            &out,
-                            &DecompressOptions::default(),
-                            &mut |_, _| {},
-                        ),
-                        out,
-                    )
-                        .map_ok()
+                let out = disk.path().join(if decompress {
+                    "back.safetensors"
                 } else {
-                    let out = disk.path().join("model.swire");
-                    (
-                        compress_file(&input, &out, &CompressOptions::default(), &mut |_| {})
-                            .map(|_| ()),
-                        out,
-                    )
-                        .map_ok()
+                    "model.swire"
+                });
+                let e: Result<(), PipelineError> = if decompress {
+                    decompress_file(&stream, &out, &DecompressOptions::default(), &mut |_, _| {})
+                        .map(drop)
+                } else {
+                    compress_file(&input, &out, &CompressOptions::default(), &mut |_| {}).map(drop)
                 };
                 let e = e.expect_err("4 MiB fit on a 1 MiB disk").to_string();
                 assert!(
@@ -256,17 +246,6 @@ fn scenarios(named: bool) {
         pristine,
         "{mode}: input intact"
     );
-}
-
-/// `(result, path)` with the result's success value dropped.
-trait MapOk {
-    fn map_ok(self) -> (Result<(), PipelineError>, PathBuf);
-}
-
-impl<T> MapOk for (Result<T, PipelineError>, PathBuf) {
-    fn map_ok(self) -> (Result<(), PipelineError>, PathBuf) {
-        (self.0.map(|_| ()), self.1)
-    }
 }
 
 #[test]
