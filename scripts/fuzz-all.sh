@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target in turn for SECONDS each (default 600), one process, and
-# appends one line per run to fuzz/log.tsv: date, target, wall seconds, CPU
-# seconds, executions, result.
+# Usage: scripts/fuzz-all.sh [SECONDS] [TARGET...]
+# Runs every cargo-fuzz target (or the TARGETs named) in turn for SECONDS each (default
+# 600), one process, and appends one line per run to fuzz/log.tsv: date, target, wall
+# seconds, CPU seconds, executions, result.
 # The corpus grows in fuzz/corpus/<target>; a crash is copied to fuzz/regressions/<target>/
 # (replayed by `cargo test -p sparsewire-pipeline --test fuzz_replay`) and the loop goes on.
 # Needs nightly and cargo-fuzz: `cargo +nightly install cargo-fuzz`.
 set -u
 secs=${1:-600}
+shift || true
 cd "$(dirname "$0")/../fuzz"
 cargo +nightly fuzz build -O >/dev/null 2>&1 || { echo "fuzz build failed" >&2; exit 1; }
 log=log.tsv
 [ -f "$log" ] || printf 'date\ttarget\twall_s\tcpu_s\texecs\tresult\n' >"$log"
-for t in $(cargo +nightly fuzz list); do
+targets=${*:-$(cargo +nightly fuzz list)}
+for t in $targets; do
     out=$(mktemp)
     start=$(date +%s)
     cpu=$(mktemp)
