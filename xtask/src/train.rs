@@ -14,10 +14,7 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
         .filter(|p| only.is_none_or(|o| p.to_string_lossy().contains(o)))
         .collect();
     configs.sort();
-    let data = data
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data"))
-        .join("sklearn_digits.safetensors");
+    let data = digits_path(root, data);
     let t0 = Instant::now();
     let mut rows = Vec::new();
     // Every cell with the same seed and optimiser settings shares one dense baseline.
@@ -187,35 +184,18 @@ fn targets(md: &mut String, cells: &[Cell], seconds: f64) {
     let _ = writeln!(md, "- The trainable scorer: not built yet.");
 }
 
+/// `sklearn_digits.safetensors` in `--data DIR`, else in ../shared/data.
+fn digits_path(root: &Path, data: Option<&str>) -> std::path::PathBuf {
+    data.map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data"))
+        .join("sklearn_digits.safetensors")
+}
+
 /// One grid cell as docs/train.json holds it.
 #[derive(serde::Deserialize)]
 struct Cell {
     config: String,
-    report: Row,
-}
-
-#[derive(serde::Deserialize, Clone, Copy)]
-struct Rebuild {
-    trained_test_accuracy: f64,
-    posthoc_fit_test_accuracy: f64,
-    zero_fill_test_accuracy: f64,
-    trained_rel_error: f64,
-    posthoc_fit_rel_error: f64,
-}
-
-#[derive(serde::Deserialize)]
-struct Row {
-    #[serde(default)]
-    rebuild: Option<Rebuild>,
-    test_accuracy: f64,
-    dense_test_accuracy: Option<f64>,
-    posthoc_test_accuracy: Option<f64>,
-    weight_sparsity: f64,
-    activation_keep: f64,
-    bytes_per_image: f64,
-    dense_bytes_per_image: f64,
-    weight_bytes: u64,
-    seconds: f64,
+    report: sparsewire_train::TrainReport,
 }
 
 /// docs/TRAIN.md and docs/train_pareto.{svg,png} from docs/train.json (`cargo xtask
@@ -281,10 +261,7 @@ pub fn render(root: &Path) -> Result<(), String> {
 /// the demo carries (assets/digits_90.swire) and 16 test digits (assets/digits_sample.
 /// safetensors: `pixels` U8 [16, 64] in 0..16, `labels` I32 [16]).
 pub fn demo_assets(root: &Path, data: Option<&str>) -> Result<(), String> {
-    let data = data
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data"))
-        .join("sklearn_digits.safetensors");
+    let data = digits_path(root, data);
     let p = root.join("examples/train/digits_90.toml");
     let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     let mut cfg = sparsewire_train::TrainConfig::from_toml(&text)

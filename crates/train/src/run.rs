@@ -228,8 +228,8 @@ pub struct Progress<'a> {
     pub train_accuracy: f64,
 }
 
-/// What a run measured (`sparsewire train --json`).
-#[derive(Clone, Serialize)]
+/// What a run measured (`sparsewire train --json`; read back by `cargo xtask train`).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TrainReport {
     pub test_accuracy: f64,
     pub dense_test_accuracy: Option<f64>,
@@ -246,6 +246,7 @@ pub struct TrainReport {
     pub weight_bytes: u64,
     /// With a trained dictionary rebuild: how it compares with `re`'s post-hoc fit on the
     /// same masks and weights.
+    #[serde(default)]
     pub rebuild: Option<RebuildReport>,
     /// Mean training loss of each epoch.
     pub loss_curve: Vec<f32>,
@@ -261,7 +262,7 @@ pub struct TrainReport {
 }
 
 /// The trained rebuild against the post-hoc fit, on the same final masks and kept weights.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RebuildReport {
     pub trained_test_accuracy: f64,
     pub posthoc_fit_test_accuracy: f64,
