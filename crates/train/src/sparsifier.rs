@@ -107,6 +107,21 @@ fn f32s(t: &Tensor) -> candle_core::Result<Vec<f32>> {
         .to_vec1()
 }
 
+/// `re`'s post-hoc dictionary for `reference` under `mask`: each column's mean dropped
+/// value.
+fn posthoc_fit(reference: &Tensor, mask: &Mask, cols: usize) -> Result<Vec<f32>> {
+    match sparsewire_re::fit_dictionary(&f32s(reference)?, mask.as_ref(), cols) {
+        Reconstruction::Dictionary { entries, .. } => Ok(entries),
+        _ => unreachable!("fit_dictionary fits a dictionary"),
+    }
+}
+
+/// Sets a dictionary's entries.
+fn set_entries(d: &Var, entries: Vec<f32>) -> candle_core::Result<()> {
+    let n = entries.len();
+    d.set(&Tensor::from_vec(entries, n, d.device())?.to_dtype(d.dtype())?)
+}
+
 /// A parameter's `[out, rest]` view.
 fn view(shape: &[usize]) -> (usize, usize) {
     match shape {
@@ -265,15 +280,12 @@ impl Sparsifier {
                 continue;
             };
             old.push(d.as_tensor().copy()?);
-            let fit: Vec<f32> = if zero {
+            let fit = if zero {
                 vec![0.0; m.cols]
             } else {
-                match sparsewire_re::fit_dictionary(&f32s(reference)?, m.mask.as_ref(), m.cols) {
-                    Reconstruction::Dictionary { entries, .. } => entries,
-                    _ => unreachable!("fit_dictionary fits a dictionary"),
-                }
+                posthoc_fit(reference, &m.mask, m.cols)?
             };
-            d.set(&Tensor::from_vec(fit, m.cols, d.device())?.to_dtype(d.dtype())?)?;
+            set_entries(d, fit)?;
         }
         Ok(old)
     }
@@ -375,24 +387,17 @@ impl Sparsifier {
                 .collect();
             let factor =
                 Tensor::from_vec(f, m.var.dims(), m.var.device())?.to_dtype(m.var.dtype())?;
-            if let Some((d, reference)) = &mut m.dict {
+            if let Some((_, reference)) = &mut m.dict {
                 // Weights kept until now give their current value; those dropped earlier
                 // keep the value they had then.
                 let w = m.var.as_tensor();
                 *reference = (reference.mul(&m.factor.affine(-1.0, 1.0)?)? + w.mul(&m.factor)?)?;
-                m.factor = factor;
-                m.mask = mask;
+            }
+            m.factor = factor;
+            m.mask = mask;
+            if let Some((d, reference)) = &m.dict {
                 // Start from the post-hoc fit; training moves it from there.
-                let fit =
-                    match sparsewire_re::fit_dictionary(&f32s(reference)?, m.mask.as_ref(), m.cols)
-                    {
-                        Reconstruction::Dictionary { entries, .. } => entries,
-                        _ => unreachable!("fit_dictionary fits a dictionary"),
-                    };
-                d.set(&Tensor::from_vec(fit, m.cols, d.device())?.to_dtype(d.dtype())?)?;
-            } else {
-                m.factor = factor;
-                m.mask = mask;
+                set_entries(d, posthoc_fit(reference, &m.mask, m.cols)?)?;
             }
             changed.push((name.clone(), 1.0 - m.mask.density() as f32));
         }
