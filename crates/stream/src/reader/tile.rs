@@ -63,11 +63,7 @@ impl<S: Source> Reader<S> {
         let stored = self.tile_stored(t, k)?;
         let m = &self.header.tensors[t];
         let entries = &m.tiles[k].streams;
-        if let Some(StreamEntry {
-            plane: Plane::Mask(_),
-            ..
-        }) = entries.first()
-        {
+        if is_sparse(entries) {
             let tile = self.sparse_from(t, k, &stored)?;
             return tile
                 .as_ref()
@@ -121,12 +117,10 @@ impl<S: Source> Reader<S> {
     /// A sparse tile decoded (mask and kept values), or `None` for a dense tile.
     pub fn tile_sparse(&self, t: usize, k: usize) -> Result<Option<SparseTile>, StreamError> {
         let stored = self.tile_stored(t, k)?;
-        match self.header.tensors[t].tiles[k].streams.first() {
-            Some(StreamEntry {
-                plane: Plane::Mask(_),
-                ..
-            }) => Ok(Some(self.sparse_from(t, k, &stored)?)),
-            _ => Ok(None),
+        if is_sparse(&self.header.tensors[t].tiles[k].streams) {
+            Ok(Some(self.sparse_from(t, k, &stored)?))
+        } else {
+            Ok(None)
         }
     }
 
@@ -505,22 +499,14 @@ impl<S: Source> Reader<S> {
         let n = self.tile_decoded_len(t, k)?;
         self.check_limit(n)?;
         let entries = &m.tiles[k].streams;
-        let layout = match (m.codec, PlaneLayout::for_dtype(m.dtype), entries.first()) {
-            (
-                _,
-                _,
-                Some(StreamEntry {
-                    plane: Plane::Mask(_),
-                    ..
-                }),
-            ) => None,
-            (ValueCodec::FloatPlanes, Some(layout), _) => Some(layout),
-            _ => return self.write_whole_tile(t, k, out),
-        };
-        let Some(layout) = layout else {
+        if is_sparse(entries) {
             let v = self.decode_tile(t, k)?;
             out.write_all(&v).map_err(StreamError::Output)?;
             return Ok(n);
+        }
+        let layout = match (m.codec, PlaneLayout::for_dtype(m.dtype)) {
+            (ValueCodec::FloatPlanes, Some(layout)) => layout,
+            _ => return self.write_whole_tile(t, k, out),
         };
         let stored = self.tile_stored(t, k)?;
         let values = (n / layout.value_bytes as u64) as usize;
@@ -535,6 +521,17 @@ impl<S: Source> Reader<S> {
         })?;
         Ok(written)
     }
+}
+
+/// Whether a tile's streams are a sparse tile's (they start with its mask).
+fn is_sparse(entries: &[StreamEntry]) -> bool {
+    matches!(
+        entries.first(),
+        Some(StreamEntry {
+            plane: Plane::Mask(_),
+            ..
+        })
+    )
 }
 
 /// A chunked decode's failure: the output's or the codec's.
