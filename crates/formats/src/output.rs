@@ -34,6 +34,8 @@ pub enum OutputError {
     IsDirectory { path: PathBuf },
     #[error("{path} is a {kind}, not a regular file; refusing to replace it")]
     NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path} is a {kind}, not a folder; refusing to replace it")]
+    NotAFolder { path: PathBuf, kind: &'static str },
     #[error("{path}: the folder was removed while the output was being written")]
     FolderRemoved { path: PathBuf },
     #[error("{path}: {source}")]
@@ -71,7 +73,11 @@ static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 pub fn remove_pending() {
     if let Ok(mut p) = PENDING.try_lock() {
         for path in p.drain(..) {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -99,7 +105,12 @@ pub fn sweep_stale(dir: &Path) -> usize {
             continue;
         };
         let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && std::fs::remove_file(e.path()).is_ok() {
+        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        if !alive && removed.is_ok() {
             n += 1;
         }
     }
@@ -403,6 +414,123 @@ impl Write for Output {
     }
 }
 
+/// An output folder (a model directory): written as a temporary folder beside the
+/// destination (`.sparsewire-<pid>-<n>.tmp`, registered for [`remove_pending`] and swept by
+/// [`sweep_stale`]) and renamed into place by [`OutputDir::commit`], so the folder appears
+/// complete or not at all; with `force`, an existing folder is replaced only then. A path
+/// that exists and is not a folder is refused.
+#[derive(Debug)]
+pub struct OutputDir {
+    path: PathBuf,
+    tmp: Option<PathBuf>,
+    force: bool,
+}
+
+impl OutputDir {
+    /// Prepares to write the folder `path`.
+    pub fn create(path: &Path, force: bool) -> Result<OutputDir, OutputError> {
+        match kind_of(path) {
+            None => {}
+            Some("directory") if force => {}
+            Some("directory") => {
+                return Err(OutputError::Exists {
+                    path: path.to_path_buf(),
+                })
+            }
+            Some(kind) => {
+                return Err(OutputError::NotAFolder {
+                    path: path.to_path_buf(),
+                    kind,
+                })
+            }
+        }
+        let parent = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            return Err(OutputError::Io {
+                path: parent,
+                source: io::Error::new(io::ErrorKind::NotFound, "no such folder"),
+            });
+        }
+        sweep_stale(&parent);
+        for attempt in 0u32..64 {
+            let tmp = parent.join(format!("{TMP_PREFIX}{}-d{attempt}.tmp", std::process::id()));
+            match std::fs::create_dir(&tmp) {
+                Ok(()) => {
+                    if let Ok(mut p) = PENDING.lock() {
+                        p.push(tmp.clone());
+                    }
+                    return Ok(OutputDir {
+                        path: path.to_path_buf(),
+                        tmp: Some(tmp),
+                        force,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(&parent)(e)),
+            }
+        }
+        Err(io_err(&parent)(io::Error::other(
+            "could not pick a temporary folder name",
+        )))
+    }
+
+    /// The destination.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The temporary folder to write into until [`Self::commit`].
+    pub fn staging(&self) -> &Path {
+        self.tmp.as_deref().expect("not committed")
+    }
+
+    /// Makes the folder appear at its path, complete (replacing an existing one with
+    /// `force`).
+    pub fn commit(mut self) -> Result<(), OutputError> {
+        let tmp = self.tmp.take().expect("committed once");
+        let path = self.path.clone();
+        let res = (|| {
+            if self.force && path.is_dir() {
+                let old = tmp.with_extension("old.tmp");
+                std::fs::rename(&path, &old).map_err(io_err(&path))?;
+                if let Ok(mut p) = PENDING.lock() {
+                    p.push(old.clone());
+                }
+                let res = std::fs::rename(&tmp, &path).map_err(io_err(&path));
+                if res.is_err() {
+                    // Put the old folder back.
+                    let _ = std::fs::rename(&old, &path);
+                } else {
+                    let _ = std::fs::remove_dir_all(&old);
+                }
+                forget_pending(&old);
+                res
+            } else if kind_of(&path).is_some() {
+                Err(OutputError::Exists { path: path.clone() })
+            } else {
+                std::fs::rename(&tmp, &path).map_err(io_err(&path))
+            }
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        forget_pending(&tmp);
+        res
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            forget_pending(&tmp);
+        }
+    }
+}
+
 /// Writes `bytes` to `path` through an [`Output`].
 pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), OutputError> {
     let mut out = Output::create(path, force)?;
@@ -477,5 +605,42 @@ mod tests {
         std::fs::write(d.path().join("keep.tmp"), b"x").unwrap();
         assert_eq!(sweep_stale(d.path()), 1);
         assert_eq!(listing(d.path()), ["keep.tmp"]);
+    }
+
+    #[test]
+    fn output_folders_appear_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("out");
+        // Dropped before commit: nothing left.
+        let o = OutputDir::create(&path, false).unwrap();
+        std::fs::write(o.staging().join("a"), b"1").unwrap();
+        drop(o);
+        assert!(listing(d.path()).is_empty());
+        // Committed: the folder with its files.
+        let o = OutputDir::create(&path, false).unwrap();
+        std::fs::write(o.staging().join("a"), b"1").unwrap();
+        o.commit().unwrap();
+        assert_eq!(listing(&path), ["a"]);
+        // Exists without force; replaced whole with it.
+        assert!(matches!(
+            OutputDir::create(&path, false),
+            Err(OutputError::Exists { .. })
+        ));
+        let o = OutputDir::create(&path, true).unwrap();
+        std::fs::write(o.staging().join("b"), b"2").unwrap();
+        o.commit().unwrap();
+        assert_eq!(listing(&path), ["b"]);
+        assert_eq!(listing(d.path()), ["out"]);
+        // A file is not a folder, force or not.
+        let file = d.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            OutputDir::create(&file, true),
+            Err(OutputError::NotAFolder { .. })
+        ));
+        // A stale temporary folder of a dead process is swept.
+        std::fs::create_dir(d.path().join(".sparsewire-4294967-d0.tmp")).unwrap();
+        assert_eq!(sweep_stale(d.path()), 1);
+        assert_eq!(listing(d.path()), ["f", "out"]);
     }
 }
