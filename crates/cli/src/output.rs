@@ -33,9 +33,16 @@ pub fn count_bar(what: &str, unit: &str) -> ProgressBar {
     pb
 }
 
+/// Prints `v` as JSON on stdout. A reader that stops early (`| head`) ends the output
+/// quietly instead of a panic.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v)?;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// A file command's report with the process's peak resident memory added (what a user

@@ -270,16 +270,110 @@ fn write_dense<S: Source + Sync>(
     Ok(written)
 }
 
+/// Tensor `t` decoded and rebuilt, in its dtype: the library form of what `decompress`
+/// writes for it. Its size is checked against the reader's memory budget before anything
+/// is allocated.
+pub fn read_tensor<S: Source + Sync>(
+    reader: &Reader<S>,
+    t: usize,
+) -> Result<Vec<u8>, PipelineError> {
+    let m = reader.meta(t)?;
+    let len = m.byte_len().map_err(sparsewire_stream::StreamError::from)?;
+    reader.check_memory(t, len)?;
+    let mem = Path::new("-");
+    let mut data = Vec::with_capacity(len as usize);
+    write_dense(reader, t, &mut data, (mem, mem), &mut |_| {})?;
+    Ok(data)
+}
+
+/// Rows `rows` of tensor `t` (along its first dimension; a tensor of rank < 2 has one
+/// row), decoded and rebuilt in its dtype, decoding only the row blocks of tiles that the
+/// range crosses. A tensor that is one tile (a non-float dtype) or that is rebuilt whole
+/// (`channels`) is decoded whole first.
+pub fn read_rows<S: Source + Sync>(
+    reader: &Reader<S>,
+    t: usize,
+    rows: std::ops::Range<u64>,
+) -> Result<Vec<u8>, PipelineError> {
+    let m = reader.meta(t)?;
+    let grid = reader.grid(t);
+    let elem = m.dtype.bits() / 8;
+    let row_bytes = grid.cols * elem;
+    if rows.start > rows.end || rows.end > grid.rows {
+        return Err(PipelineError::Rows {
+            tensor: m.name.clone(),
+            start: rows.start,
+            end: rows.end,
+            rows: grid.rows,
+        });
+    }
+    let whole = !m.dtype.is_compressible_float()
+        || matches!(m.reconstruction, Reconstruction::Channels { .. })
+        || m.dtype.bits() % 8 != 0;
+    if whole {
+        let data = read_tensor(reader, t)?;
+        if m.dtype.bits() % 8 != 0 {
+            // Sub-byte dtypes: rows are not byte ranges; only the whole tensor.
+            if rows != (0..grid.rows) {
+                return Err(PipelineError::Rows {
+                    tensor: m.name.clone(),
+                    start: rows.start,
+                    end: rows.end,
+                    rows: grid.rows,
+                });
+            }
+            return Ok(data);
+        }
+        return Ok(
+            data[(rows.start * row_bytes) as usize..(rows.end * row_bytes) as usize].to_vec(),
+        );
+    }
+    let need = (rows.end - rows.start) * row_bytes;
+    reader.check_memory(t, need)?;
+    let mut out = Vec::with_capacity(need as usize);
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let cols = grid.cols as usize;
+    let mut buf = Vec::new();
+    let (first, last) = (rows.start / grid.tile.rows, (rows.end - 1) / grid.tile.rows);
+    for b in first..=last {
+        let r0 = b * grid.tile.rows;
+        let n = grid.rect(grid.row_block(b).start).rows;
+        let bytes = n * row_bytes;
+        reader.check_memory(t, bytes)?;
+        buf.resize(bytes as usize, 0);
+        reader.decode_rows(t, b, &mut buf)?;
+        if m.reconstruction != Reconstruction::Zero {
+            if let Some(mask) = reader.rows_mask(t, b)? {
+                sparsewire_re::rebuild_stored(
+                    m.dtype,
+                    &mut buf,
+                    mask.as_ref(),
+                    cols,
+                    false,
+                    &m.reconstruction,
+                )
+                .map_err(|source| PipelineError::Rebuild {
+                    tensor: m.name.clone(),
+                    source,
+                })?;
+            }
+        }
+        let (lo, hi) = (rows.start.max(r0) - r0, rows.end.min(r0 + n) - r0);
+        out.extend_from_slice(&buf[(lo * row_bytes) as usize..(hi * row_bytes) as usize]);
+    }
+    Ok(out)
+}
+
 /// Decodes stream bytes held in memory into tensors, rebuilding what was dropped.
 pub fn decompress(stream: &[u8]) -> Result<TensorFile, PipelineError> {
     let reader = Reader::new(stream)?;
-    let mem = Path::new("-");
+    reader.check_decoded_len()?;
     let tensors = (0..reader.header().tensors.len())
         .map(|t| {
             let m = reader.meta(t)?;
-            let len = m.byte_len().map_err(sparsewire_stream::StreamError::from)?;
-            let mut data = Vec::with_capacity(len as usize);
-            write_dense(&reader, t, &mut data, (mem, mem), &mut |_| {})?;
+            let data = read_tensor(&reader, t)?;
             Ok(Tensor {
                 name: m.name.clone(),
                 dtype: m.dtype,

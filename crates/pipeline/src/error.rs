@@ -47,6 +47,21 @@ pub enum PipelineError {
         path: PathBuf,
         layout: sparsewire_sparse::LayoutKind,
     },
+    #[error("tensor {tensor:?} has {rows} rows: rows {start}..{end} are not a range of them")]
+    Rows {
+        tensor: String,
+        start: u64,
+        end: u64,
+        rows: u64,
+    },
+    #[error("{path}: {reason}")]
+    Folder { path: PathBuf, reason: String },
+    #[error("{path}: --target-bytes is a budget for one stream; for a model folder give --target-ratio (each shard gets it)")]
+    DirBudget { path: PathBuf },
+    #[error("activations: {0}")]
+    Activation(#[from] sparsewire_se::activations::ActivationError),
+    #[error("activations are sent as F32, F16 or BF16, not {dtype}")]
+    ActivationDtype { dtype: sparsewire_formats::Dtype },
     #[error("stream: {0}")]
     StreamBytes(#[from] StreamError),
 }

@@ -25,16 +25,20 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod activations;
+pub mod checkpoint;
 mod compress;
 mod decompress;
 pub mod demo;
 mod error;
 
+pub use activations::{encode_activations, TENSOR as ACTIVATIONS_TENSOR};
 pub use compress::{
     compress, compress_file, compress_to, CompressOptions, CompressReport, CompressedTensor,
     Progress,
 };
 pub use decompress::{
-    decompress, decompress_file, DecompressOptions, DecompressReport, DecompressedTensor,
+    decompress, decompress_file, read_rows, read_tensor, DecompressOptions, DecompressReport,
+    DecompressedTensor,
 };
 pub use error::PipelineError;

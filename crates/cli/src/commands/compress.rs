@@ -4,6 +4,7 @@ use crate::args::{self, CodecArgs, Result};
 use crate::output::{bytes_bar, count_bar, print_json, truncate, WithPeakMemory};
 use sparsewire_formats::input::InputFile;
 use sparsewire_metadata::{Criterion, Pattern};
+use sparsewire_pipeline::checkpoint::compress_dir;
 use sparsewire_pipeline::{compress_file, CompressOptions, CompressReport, Progress};
 use sparsewire_re::Rebuild;
 use sparsewire_se::{Budget, SparsifyOptions};
@@ -11,9 +12,13 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input: .safetensors or .npy.
+    /// Input: .safetensors or .npy, or a model folder (Hugging Face layout:
+    /// model.safetensors, or shards listed in model.safetensors.index.json, beside
+    /// config.json and friends).
     input: PathBuf,
     /// Output .swire file (default: INPUT with .swire appended); `-` for standard output.
+    /// For a model folder, a folder: one .swire per shard, model.swire.index.json mapping
+    /// each tensor to its stream, and every other file copied.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Overwrite an existing output file.
@@ -162,12 +167,19 @@ fn default_output(input: &Path) -> PathBuf {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
+    let dir = sparsewire_pipeline::checkpoint::model_dir(&a.input);
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(dir.as_deref().unwrap_or(&a.input)));
     let opts = CompressOptions {
         encode: a.codec.options(),
         sparsify: a.sparsify.options()?,
         force: a.force,
     };
+    if let Some(dir) = dir {
+        return run_dir(&a, &dir, &output, &opts);
+    }
     let analyse = count_bar("analyse", "tensors");
     let write = bytes_bar(if opts.sparsify.is_some() {
         "sparsify+compress"
@@ -194,6 +206,39 @@ pub fn run(a: Args) -> Result<()> {
         return print_json(&WithPeakMemory::now(&report));
     }
     print_report(&report, output == Path::new("-"));
+    Ok(())
+}
+
+/// A model folder: shard by shard.
+fn run_dir(a: &Args, input: &Path, output: &Path, opts: &CompressOptions) -> Result<()> {
+    if output == Path::new("-") {
+        return Err(
+            "a model folder compresses to a folder, not standard output: give -o DIR".into(),
+        );
+    }
+    let bar = count_bar("compress", "shards");
+    let r = compress_dir(input, output, opts, &mut |done, total, _| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        return print_json(&WithPeakMemory::now(&r));
+    }
+    for s in &r.shards {
+        print_report(s, false);
+    }
+    println!(
+        "{} -> {}: {} shards, {} other files copied; tensors {} -> {} bytes (ratio {:.4}) in {:.2} s",
+        r.input.display(),
+        r.output.display(),
+        r.shards.len(),
+        r.copied.len(),
+        r.input_bytes,
+        r.output_bytes,
+        r.ratio,
+        r.seconds
+    );
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! `sparsewire decompress`.
 
 use crate::args::{self, Result};
-use crate::output::{bytes_bar, print_json, WithPeakMemory};
+use crate::output::{bytes_bar, count_bar, print_json, WithPeakMemory};
 use sparsewire_formats::layout::IndexType;
+use sparsewire_pipeline::checkpoint::decompress_dir;
 use sparsewire_pipeline::{decompress_file, DecompressOptions};
 use sparsewire_sparse::LayoutKind;
 use sparsewire_stream::DecodeLimits;
@@ -10,10 +11,11 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input .swire stream.
+    /// Input .swire stream, or a folder of them (as `compress DIR` writes).
     input: PathBuf,
     /// Output: .safetensors, or .npy when the stream holds one tensor; `-` for standard
-    /// output (safetensors).
+    /// output (safetensors). For a folder input, a folder: the model's layout back
+    /// (NAME.swire -> NAME.safetensors, the other files copied).
     #[arg(short, long)]
     output: PathBuf,
     /// Overwrite an existing output file.
@@ -51,6 +53,28 @@ pub fn run(a: Args) -> Result<()> {
         layout: Some(a.layout),
         index: a.index,
     };
+    if let Some(dir) = sparsewire_pipeline::checkpoint::model_dir(&a.input) {
+        let bar = count_bar("decompress", "shards");
+        let r = decompress_dir(&dir, &a.output, &opts, &mut |done, total, _| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        if a.json {
+            return print_json(&WithPeakMemory::now(&r));
+        }
+        println!(
+            "{} -> {}: {} shards, {} tensors, {} other files copied, {} bytes, in {:.2} s",
+            r.input.display(),
+            r.output.display(),
+            r.shards.len(),
+            r.shards.iter().map(|s| s.tensors.len()).sum::<usize>(),
+            r.copied.len(),
+            r.output_bytes,
+            r.seconds
+        );
+        return Ok(());
+    }
     let pb = bytes_bar("decompress");
     let r = decompress_file(&a.input, &a.output, &opts, &mut |done, total| {
         pb.set_length(total);
