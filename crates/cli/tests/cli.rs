@@ -464,3 +464,44 @@ fn device_outputs_are_written_not_replaced() {
     assert!(out.status.success());
     sparsewire_stream::Reader::new(&out.stdout[..]).unwrap();
 }
+
+#[test]
+fn model_folders_compress_inspect_and_come_back() {
+    let d = tmp();
+    let model = d.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::rename(demo_input(d.path()), model.join("model.safetensors")).unwrap();
+    std::fs::write(model.join("config.json"), br#"{"hidden_size": 64}"#).unwrap();
+    // Default output: the folder's name with .swire.
+    let r = ok_json(&["compress", s(&model), "--json"]);
+    let out = d.path().join("model.swire");
+    assert_eq!(r["shards"].as_array().unwrap().len(), 1);
+    assert_eq!(r["copied"][0], "config.json");
+    assert!(out.join("model.swire").is_file() && out.join("model.swire.index.json").is_file());
+    let i = ok_json(&["inspect", s(&out), "--json"]);
+    assert_eq!(i["shards"][0]["file"], "model.swire");
+    assert!(i["shards"][0]["tensors"].as_array().unwrap().len() > 3);
+    // Through the index file too.
+    let back = d.path().join("back");
+    let index = out.join("model.swire.index.json");
+    ok_json(&["decompress", s(&index), "-o", s(&back), "--json"]);
+    assert_eq!(
+        read(&back.join("model.safetensors")),
+        read(&model.join("model.safetensors"))
+    );
+    assert_eq!(
+        std::fs::read(back.join("config.json")).unwrap(),
+        br#"{"hidden_size": 64}"#
+    );
+    // Refusals: standard output for a folder, an existing output, pickles.
+    let e = run(&["compress", s(&model), "-o", "-"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not standard output"));
+    let e = run(&["compress", s(&model)]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("already exists"));
+    let pk = d.path().join("pk");
+    std::fs::create_dir(&pk).unwrap();
+    std::fs::write(pk.join("pytorch_model.bin"), b"\x80\x02}q\x00.").unwrap();
+    let e = run(&["compress", s(&pk)]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("never unpickles"));
+}

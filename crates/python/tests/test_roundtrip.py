@@ -117,3 +117,40 @@ def test_torch_state_dict_round_trips():
         assert torch.equal(got[k], v), k
     with sparsewire.safe_open(swt.save(sd), framework="pt") as f:
         assert torch.equal(f.get_slice("w")[3:9], sd["w"][3:9])
+
+
+def test_inputs_are_read_in_place_when_contiguous():
+    from sparsewire import _core
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert np.shares_memory(_core.byte_view("a", a), a)
+    strided = a[:, ::2]
+    assert not np.shares_memory(_core.byte_view("s", strided), a)  # copied once, as documented
+
+
+def test_the_interpreter_runs_other_threads_while_decoding():
+    import threading
+
+    big = {"w": RNG.standard_normal((4096, 2048)).astype(np.float32)}
+    data = swnp.save(big)
+    count = 0
+    stop = False
+
+    def spin():
+        nonlocal count
+        while not stop:
+            count += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        s = sparsewire._native.Stream.from_bytes(data)
+        before = count
+        for _ in range(3):
+            s._decode_only()
+        during = count - before
+    finally:
+        stop = True
+        t.join()
+    # With the GIL held for the whole call the other thread could not count at all.
+    assert during > 1000, during
