@@ -19,6 +19,10 @@
 //!   docs/train_pareto.{svg,png}; `--render` redraws the last two from the JSON.
 //! - `cargo xtask demo-assets [--data DIR]`: retrains the demo's digits model
 //!   (examples/train/digits_90.toml) into assets/digits_90.swire, with 16 test digits.
+//! - `cargo xtask link [--data DIR] [--seconds S]`: the link on loopback: MiniLM served
+//!   over TCP with an alternating 2 / 0.1 GB/s link trace, passes due every 200 ms, once
+//!   per policy (adaptive, lossless, fixed levels), then adaptive on a constant 2 GB/s
+//!   link; writes docs/LINK.md and docs/link.json.
 //! - `cargo xtask fuzz-seeds`: (re)writes the format-version-2 seeds of the `open_stream`
 //!   fuzz corpus: the golden streams, sample streams of both profiles, and truncations.
 //! - `cargo xtask memory [--dir DIR]`: compress and decompress a synthetic 4.5 GiB
@@ -26,6 +30,7 @@
 //!   resident memory (crates/cli/tests/memory.rs; needs about 13.5 GB free in DIR,
 //!   default the temporary folder).
 
+mod link;
 mod sim;
 mod train;
 
@@ -60,6 +65,12 @@ fn main() -> ExitCode {
         Some("sim") => run_sim(&args[1..]),
         Some("memory") => memory(flag(&args[1..], "--dir")),
         Some("fuzz-seeds") => fuzz_seeds(),
+        Some("link") => match flag(&args[1..], "--seconds").map_or(Ok(60.0), str::parse::<f64>) {
+            Ok(s) if s > 0.0 && s.is_finite() => {
+                link::run_link(&root(), flag(&args[1..], "--data"), s).map_err(|e| e.to_string())
+            }
+            _ => Err("--seconds: expected a positive number".into()),
+        },
         Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
         Some("train") if args.iter().any(|a| a == "--render") => train::render(&root()),
         Some("train") => train::run(
@@ -67,7 +78,7 @@ fn main() -> ExitCode {
             flag(&args[1..], "--data"),
             flag(&args[1..], "--only"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,7 +22,7 @@ mod plot;
     By default the codec is lossless and bit-exact; `compress --sparsity 0.5` (and friends) \
     drops the least important weights first and stores only what is kept, with a compact mask.\n\n\
     Start with `sparsewire demo`, which needs no files.",
-    after_help = "Examples:\n  sparsewire demo\n  sparsewire compress model.safetensors -o model.swire\n  sparsewire compress model.safetensors -o model.swire --sparsity 0.5 --criterion wanda --calibration acts.safetensors\n  sparsewire inspect model.swire\n  sparsewire decompress model.swire -o restored.safetensors\n  sparsewire decompress model.swire -o sparse.safetensors --layout csr\n  sparsewire bench model.safetensors --json"
+    after_help = "Examples:\n  sparsewire demo\n  sparsewire compress model.safetensors -o model.swire\n  sparsewire compress model.safetensors -o model.swire --sparsity 0.5 --criterion wanda --calibration acts.safetensors\n  sparsewire inspect model.swire\n  sparsewire decompress model.swire -o restored.safetensors\n  sparsewire decompress model.swire -o sparse.safetensors --layout csr\n  sparsewire bench model.safetensors --json\n  sparsewire serve model.safetensors --link-gbps 0.1 &  sparsewire run --policy adaptive --period-ms 200"
 )]
 struct Cli {
     /// More logging on stderr (-v: info, -vv: debug, -vvv: trace).
@@ -54,6 +54,14 @@ enum Command {
     /// the real scheduler on a stream's tensors: time, stalls, bus bytes, buffer use and
     /// speedup over sending dense weights; sweeps; --calibrate for this machine.
     Simulate(commands::simulate::Args),
+    /// Host side of the link: hold a model and answer tile requests over TCP, each tile at
+    /// the sparsity level asked for (ranked once, coded once at start-up); --link-gbps or
+    /// --link-trace emulate a slower or varying link.
+    Serve(commands::serve::Args),
+    /// Accelerator side of the link: run passes of a schedule of multiplies, fetching
+    /// tiles from `serve` ahead of use, each at the level the policy picks (adaptive: to
+    /// meet each pass's deadline on the measured link), multiplying each as it arrives.
+    Run(commands::run::Args),
     /// Run the whole job on a built-in set of weight-like tensors: compress, inspect,
     /// decompress, verify; then sparsify 50% and show what it costs.
     Demo(commands::demo::Args),
@@ -93,6 +101,8 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Matmul(a) => commands::matmul::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Run(a) => commands::run::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -505,3 +505,84 @@ fn model_folders_compress_inspect_and_come_back() {
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("never unpickles"));
 }
+
+#[test]
+fn serve_and_run_over_loopback() {
+    use std::io::BufRead;
+    let d = tmp();
+    let input = demo_input(d.path());
+    // A non-loopback address needs --allow-remote.
+    let e = run(&["serve", s(&input), "--listen", "0.0.0.0:0"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--allow-remote"));
+    let mut host = bin()
+        .args([
+            "serve",
+            s(&input),
+            "--listen",
+            "127.0.0.1:0",
+            "--link-gbps",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let v = ok_json(&[
+        "run",
+        "--connect",
+        &addr,
+        "--policy",
+        "lossless",
+        "--passes",
+        "2",
+        "--reference",
+        s(&input),
+        "--json",
+    ]);
+    for key in [
+        "seconds",
+        "passes",
+        "deadline_hit_fraction",
+        "stall_fraction",
+        "bytes_sent",
+        "dense_bytes",
+        "levels",
+        "mean_cosine",
+        "retries",
+    ] {
+        assert!(v.get(key).is_some(), "run --json lacks {key}");
+    }
+    assert_eq!(v["passes"], 2);
+    assert!(v["mean_cosine"].as_f64().unwrap() > 0.999_999);
+    let v = ok_json(&[
+        "run",
+        "--connect",
+        &addr,
+        "--policy",
+        "adaptive",
+        "--period-ms",
+        "50",
+        "--passes",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(v["passes"], 3);
+    let e = run(&["run", "--connect", &addr, "--policy", "adaptive"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("period"));
+    let e = run(&["run", "--connect", &addr, "--policy", "fixed:1.5"]);
+    assert!(!e.status.success());
+    host.kill().unwrap();
+    host.wait().unwrap();
+}

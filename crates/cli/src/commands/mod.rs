@@ -6,5 +6,7 @@ pub mod decompress;
 pub mod demo;
 pub mod inspect;
 pub mod matmul;
+pub mod run;
+pub mod serve;
 pub mod simulate;
 pub mod train;

@@ -1,0 +1,182 @@
+//! Adaptive sparsity: which level of the ladder each tile is requested at.
+//!
+//! The controller knows, for every tile still to request in the current pass, its exact
+//! size at each level (from the manifest), the bytes already in flight, the time left
+//! until the pass's deadline, and the delivered bandwidth (an exponentially weighted mean
+//! of what arriving tiles measured). It picks the least sparse level at which everything
+//! left would arrive in time, with a safety margin, never beyond the floor. Hysteresis:
+//! it steps to a sparser level at once (a deadline is at stake) but back toward lossless
+//! only after `hysteresis` consecutive decisions in which the better level fitted, so a
+//! noisy estimate does not make it oscillate.
+
+/// The controller's state.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    /// Highest level index it may use.
+    floor: usize,
+    current: usize,
+    /// Delivered bytes per second, once measured.
+    bandwidth: Option<f64>,
+    better_streak: u32,
+    pub hysteresis: u32,
+    /// Share of the time left that the transfers may use.
+    pub margin: f64,
+    /// Weight of a new bandwidth sample.
+    pub alpha: f64,
+}
+
+impl Controller {
+    /// A controller over levels `0..=floor`, starting lossless.
+    pub fn new(floor: usize) -> Controller {
+        Controller {
+            floor,
+            current: 0,
+            bandwidth: None,
+            better_streak: 0,
+            hysteresis: 3,
+            margin: 0.85,
+            alpha: 0.3,
+        }
+    }
+
+    /// `bytes` took `seconds` on the link (the link was the limit).
+    pub fn observe(&mut self, bytes: u64, seconds: f64) {
+        if seconds <= 0.0 || bytes == 0 {
+            return;
+        }
+        let s = bytes as f64 / seconds;
+        self.bandwidth = Some(match self.bandwidth {
+            Some(b) => b + self.alpha * (s - b),
+            None => s,
+        });
+    }
+
+    /// The link delivered at least `bytes` in `seconds` while something else was the
+    /// limit: raises the estimate to that rate if it was lower, never lowers it.
+    pub fn observe_at_least(&mut self, bytes: u64, seconds: f64) {
+        if seconds <= 0.0 || bytes == 0 {
+            return;
+        }
+        let s = bytes as f64 / seconds;
+        if self.bandwidth.is_none_or(|b| b < s) {
+            self.observe(bytes, seconds);
+        }
+    }
+
+    /// The bandwidth estimate, bytes per second.
+    pub fn bandwidth(&self) -> Option<f64> {
+        self.bandwidth
+    }
+
+    /// The level for the next request: `remaining[l]` is the bytes of every tile still to
+    /// request in this pass at level `l`, `in_flight` the bytes requested and not yet
+    /// arrived, `time_left` the seconds to the deadline.
+    pub fn choose(&mut self, remaining: &[f64], in_flight: f64, time_left: f64) -> usize {
+        let Some(bw) = self.bandwidth else {
+            return self.current;
+        };
+        let budget = time_left.max(0.0) * self.margin;
+        let fits = |l: usize| (in_flight + remaining[l]) / bw <= budget;
+        let best = (0..=self.floor.min(remaining.len() - 1))
+            .find(|&l| fits(l))
+            .unwrap_or(self.floor.min(remaining.len() - 1));
+        if best > self.current {
+            self.current = best;
+            self.better_streak = 0;
+        } else if best < self.current {
+            self.better_streak += 1;
+            if self.better_streak >= self.hysteresis {
+                self.current -= 1;
+                self.better_streak = 0;
+            }
+        } else {
+            self.better_streak = 0;
+        }
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass of 100 tiles whose sizes at 5 levels are 300, 220, 160, 110, 70 KB each.
+    fn remaining(left: usize) -> Vec<f64> {
+        [300e3, 220e3, 160e3, 110e3, 70e3]
+            .iter()
+            .map(|b| b * left as f64)
+            .collect()
+    }
+
+    /// Runs passes of 100 tiles due every `period` seconds on a link whose rate is
+    /// `rate(t)`, sending tiles one at a time; returns each pass's mean level and whether
+    /// it met its deadline.
+    fn simulate(rate: impl Fn(f64) -> f64, passes: usize, period: f64) -> (Vec<f64>, Vec<bool>) {
+        let sizes = remaining(1);
+        let mut c = Controller::new(4);
+        c.observe(1, 1e-9); // start optimistic
+        let mut t = 0.0f64;
+        let (mut levels, mut hits) = (vec![], vec![]);
+        for p in 0..passes {
+            t = t.max(p as f64 * period);
+            let deadline = p as f64 * period + period;
+            let mut sum = 0.0;
+            for k in 0..100 {
+                let l = c.choose(&remaining(100 - k), 0.0, deadline - t);
+                let dt = sizes[l] / rate(t);
+                c.observe(sizes[l] as u64, dt);
+                t += dt;
+                sum += l as f64;
+            }
+            levels.push(sum / 100.0);
+            hits.push(t <= deadline);
+        }
+        (levels, hits)
+    }
+
+    #[test]
+    fn lossless_on_a_fast_link_sparser_on_a_slow_one() {
+        // 30 MB lossless a pass, due every 0.2 s: 2 GB/s carries it, 0.1 GB/s cannot.
+        let (fast, hits) = simulate(|_| 2e9, 20, 0.2);
+        assert!(fast[1..].iter().all(|&l| l == 0.0), "{fast:?}");
+        assert!(hits.iter().all(|h| *h));
+        // 0.1 GB/s: 20 MB a pass; 50% (16 MB) fits, 25% (22 MB) does not: it mixes the
+        // two to use the link, and meets every deadline.
+        let (slow, hits) = simulate(|_| 0.1e9, 20, 0.2);
+        assert!(
+            slow[1..].iter().all(|&l| (1.0..=2.0).contains(&l)),
+            "{slow:?}"
+        );
+        assert!(hits[1..].iter().all(|h| *h), "{hits:?}");
+        // Alternating every 2 s: it follows the link both ways.
+        let (alt, hits) = simulate(
+            |t| {
+                if ((t / 2.0) as u64).is_multiple_of(2) {
+                    2e9
+                } else {
+                    0.12e9
+                }
+            },
+            40,
+            0.2,
+        );
+        let (fast_phase, slow_phase) = (&alt[3..10], &alt[13..20]);
+        assert!(fast_phase.iter().sum::<f64>() / 7.0 < 0.5, "{alt:?}");
+        assert!(slow_phase.iter().sum::<f64>() / 7.0 >= 1.0, "{alt:?}");
+        assert!(hits.iter().filter(|h| **h).count() >= 36, "{hits:?}");
+    }
+
+    #[test]
+    fn hysteresis_waits_before_stepping_back() {
+        let mut c = Controller::new(4);
+        c.observe(1000, 1.0); // 1 kB/s
+        assert_eq!(c.choose(&[1e6, 5e5, 1e5, 5e4, 1e4], 0.0, 1.0), 4);
+        c.observe(1_000_000_000, 0.001); // suddenly very fast
+        let steps: Vec<usize> = (0..8)
+            .map(|_| c.choose(&[1e6, 5e5, 1e5, 5e4, 1e4], 0.0, 1.0))
+            .collect();
+        assert_eq!(steps[..2], [4, 4]);
+        assert_eq!(*steps.last().unwrap(), 2);
+        assert!(steps.windows(2).all(|w| w[1] <= w[0]));
+    }
+}

@@ -1,0 +1,250 @@
+//! The host side: a TCP listener that answers `Hello` with the manifest and each
+//! `GetTile` with its payload, paced by the emulated link.
+//!
+//! Plain threads, one per connection, not an async runtime: a host serves a handful of
+//! accelerator clients, each a pipelined stream of small requests answered in order, and
+//! the sends are paced by sleeping; blocking I/O says that directly and adds no
+//! dependency. Requests on one connection are answered in order (the client pipelines
+//! them, so several are in flight); TCP's flow control is the back-pressure. A connection
+//! that sends anything malformed is closed, and only that one; others go on.
+
+use crate::frame::{Frame, FrameError, Kind, TileRequest, MAX_PAYLOAD, PROTOCOL_VERSION};
+use crate::host::HostModel;
+use crate::pace::Pacer;
+use crate::LinkError;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters a host keeps (for tests and the CLI's summary).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub tiles: AtomicU64,
+    pub bytes: AtomicU64,
+    pub bad_frames: AtomicU64,
+}
+
+/// A bound host, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    model: Arc<HostModel>,
+    pacer: Arc<Pacer>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A host serving on its own thread; dropping it (or [`Handle::stop`]) stops it and
+/// closes its connections.
+pub struct Handle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// Stops accepting, closes every connection, and waits for the accept loop.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Server {
+    /// Binds `addr`. A non-loopback address needs `allow_remote`.
+    pub fn bind(
+        addr: SocketAddr,
+        allow_remote: bool,
+        model: Arc<HostModel>,
+        pacer: Pacer,
+    ) -> Result<Server, LinkError> {
+        if !addr.ip().is_loopback() && !allow_remote {
+            return Err(LinkError::Options(format!(
+                "{addr} is not a loopback address: pass --allow-remote to serve the model to other machines"
+            )));
+        }
+        let listener = TcpListener::bind(addr).map_err(|e| LinkError::Io {
+            what: format!("binding {addr}"),
+            source: e,
+        })?;
+        Ok(Server {
+            listener,
+            model,
+            pacer: Arc::new(pacer),
+            stats: Arc::default(),
+            stop: Arc::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound socket")
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves on this thread until the process ends.
+    pub fn serve(self) -> Result<(), LinkError> {
+        self.accept_loop();
+        Ok(())
+    }
+
+    /// Serves on a new thread.
+    pub fn spawn(self) -> Handle {
+        let addr = self.local_addr();
+        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        let thread = std::thread::spawn(move || self.accept_loop());
+        Handle {
+            addr,
+            stop,
+            stats,
+            thread: Some(thread),
+        }
+    }
+
+    fn accept_loop(self) {
+        self.listener
+            .set_nonblocking(true)
+            .expect("a listener can be non-blocking");
+        let mut conns = Vec::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            match self.listener.accept() {
+                Ok((sock, peer)) => {
+                    self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let (model, pacer, stats, stop) = (
+                        self.model.clone(),
+                        self.pacer.clone(),
+                        self.stats.clone(),
+                        self.stop.clone(),
+                    );
+                    conns.push(std::thread::spawn(move || {
+                        if let Err(e) = connection(sock, &model, &pacer, &stats, &stop) {
+                            tracing::info!(%peer, "connection closed: {e}");
+                        }
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => tracing::warn!("accept: {e}"),
+            }
+            conns.retain(|c| !c.is_finished());
+        }
+        for c in conns {
+            let _ = c.join();
+        }
+    }
+}
+
+/// Answers one client until it leaves, sends garbage, or the host stops.
+fn connection(
+    sock: TcpStream,
+    model: &HostModel,
+    pacer: &Pacer,
+    stats: &Stats,
+    stop: &AtomicBool,
+) -> Result<(), LinkError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| LinkError::Io { what, source }
+    };
+    sock.set_nodelay(true)
+        .map_err(io("configuring the socket"))?;
+    // A short timeout so that a stopped host notices; an idle client is not an error.
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(io("configuring the socket"))?;
+    let mut reader = BufReader::new(sock.try_clone().map_err(io("cloning the socket"))?);
+    let mut writer = BufWriter::new(sock);
+    let mut hello = false;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let f = match Frame::read_from(&mut reader, 1024) {
+            Ok(f) => f,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) if e.is_timeout() => continue,
+            Err(e) => {
+                stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        let reply = match (f.kind, hello) {
+            (Kind::Hello, _) => {
+                let v = f.payload.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                if v != Some(PROTOCOL_VERSION) {
+                    let msg = format!(
+                        "protocol version {v:?} is not supported (this host speaks {PROTOCOL_VERSION})"
+                    );
+                    Frame::new(Kind::Error, f.id, msg.clone().into_bytes())
+                        .write_to(&mut writer)
+                        .ok();
+                    writer.flush().ok();
+                    return Err(LinkError::Protocol(msg));
+                }
+                hello = true;
+                let json = serde_json::to_vec(&model.manifest).expect("a manifest serialises");
+                Frame::new(Kind::Manifest, f.id, json)
+            }
+            (Kind::GetTile, true) => match TileRequest::from_payload(&f.payload) {
+                Some(r) => match model.payload(r.tensor, r.tile, r.level) {
+                    Ok(p) => {
+                        stats.tiles.fetch_add(1, Ordering::Relaxed);
+                        stats.bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+                        Frame::new(Kind::Tile, f.id, p.to_vec())
+                    }
+                    Err(msg) => Frame::new(Kind::Error, f.id, msg.into_bytes()),
+                },
+                None => {
+                    stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    return Err(LinkError::Protocol("a GetTile payload is 10 bytes".into()));
+                }
+            },
+            (kind, _) => {
+                stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                return Err(LinkError::Protocol(format!(
+                    "unexpected {kind:?} frame{}",
+                    if hello { "" } else { " before Hello" }
+                )));
+            }
+        };
+        let bytes = reply.to_bytes();
+        pacer.pace(bytes.len() as u64);
+        writer.write_all(&bytes).map_err(io("sending"))?;
+        writer.flush().map_err(io("sending"))?;
+    }
+}
+
+/// The payload cap a client should read with: the largest payload plus slack.
+pub fn payload_cap(model: &HostModel) -> u32 {
+    let max = model
+        .manifest
+        .tensors
+        .iter()
+        .flat_map(|t| t.bytes.iter().flatten())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    (max + 4096).min(u64::from(MAX_PAYLOAD)) as u32
+}
