@@ -23,6 +23,9 @@
 //!   over TCP with an alternating 2 / 0.1 GB/s link trace, passes due every 200 ms, once
 //!   per policy (adaptive, lossless, fixed levels), then adaptive on a constant 2 GB/s
 //!   link; writes docs/LINK.md and docs/link.json.
+//! - `cargo xtask soak [--seconds S]`: the link's soak test (crates/link/tests/soak.rs):
+//!   S seconds (default 600) of runs through a proxy injecting random faults, every
+//!   output checked bit for bit.
 //! - `cargo xtask fuzz-seeds`: (re)writes the format-version-2 seeds of the `open_stream`
 //!   fuzz corpus: the golden streams, sample streams of both profiles, and truncations.
 //! - `cargo xtask memory [--dir DIR]`: compress and decompress a synthetic 4.5 GiB
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             }
             _ => Err("--seconds: expected a positive number".into()),
         },
+        Some("soak") => soak(flag(&args[1..], "--seconds").unwrap_or("600")),
         Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
         Some("train") if args.iter().any(|a| a == "--render") => train::render(&root()),
         Some("train") => train::run(
@@ -78,7 +82,7 @@ fn main() -> ExitCode {
             flag(&args[1..], "--data"),
             flag(&args[1..], "--only"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,6 +190,34 @@ fn memory(dir: Option<&str>) -> Result<(), String> {
         Ok(())
     } else {
         Err("the bounded-memory test failed".into())
+    }
+}
+
+fn soak(seconds: &str) -> Result<(), String> {
+    match seconds.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => {}
+        _ => return Err("--seconds: expected a positive number".into()),
+    }
+    let st = Command::new("cargo")
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "sparsewire-link",
+            "--test",
+            "soak",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SPARSEWIRE_SOAK_SECONDS", seconds)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err("the soak test failed".into())
     }
 }
 

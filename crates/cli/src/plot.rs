@@ -177,3 +177,92 @@ where
     area.present().map_err(e)?;
     Ok(())
 }
+
+/// `run --plot`: per pass, the measured link rate, the mean sparsity sent and the time
+/// spent waiting for tiles (missed deadlines in red), against the run's clock.
+pub fn link_timeline(out: &Path, r: &sparsewire_link::run::RunReport) -> Result<()> {
+    font()?;
+    let png = out.extension().is_some_and(|e| e == "png");
+    if png {
+        link_panels(BitMapBackend::new(out, (1200, 720)).into_drawing_area(), r)
+    } else {
+        link_panels(SVGBackend::new(out, (1200, 720)).into_drawing_area(), r)
+    }
+    .map_err(|e| format!("{}: {e}", out.display()))
+}
+
+fn link_panels<DB: DrawingBackend>(
+    area: DrawingArea<DB, Shift>,
+    r: &sparsewire_link::run::RunReport,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    area.fill(&WHITE).map_err(e)?;
+    let passes = &r.pass_reports;
+    let t1 = passes.last().map_or(1.0, |p| p.end).max(1e-3);
+    let panels = area.split_evenly((3, 1));
+    type Get = fn(&sparsewire_link::run::PassReport) -> f64;
+    let series: [(&str, &str, Get); 3] = [
+        ("link rate measured by the client", "GB/s", |p| {
+            p.bandwidth_gbps.unwrap_or(0.0)
+        }),
+        ("mean sparsity sent", "sparsity", |p| {
+            p.levels.iter().map(|l| f64::from(*l)).sum::<f64>() / p.levels.len().max(1) as f64
+        }),
+        ("waiting for tiles (red: deadline missed)", "ms", |p| {
+            p.stall_seconds * 1e3
+        }),
+    ];
+    for (i, (panel, (name, unit, get))) in panels.iter().zip(series).enumerate() {
+        let y1 = passes
+            .iter()
+            .map(get)
+            .fold(0f64, f64::max)
+            .max(if i == 1 { 1.0 } else { 1e-6 });
+        let title = if i == 0 {
+            format!("sparsewire run: {} ({} passes)", r.policy, r.passes)
+        } else {
+            String::new()
+        };
+        let mut c = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..t1, 0f64..y1 * 1.08)
+            .map_err(e)?;
+        c.configure_mesh()
+            .x_desc(if i == 2 { "seconds" } else { "" })
+            .y_desc(unit)
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(e)?;
+        let color = Palette99::pick(i).to_rgba();
+        c.draw_series(LineSeries::new(
+            passes.iter().map(|p| (p.start, get(p))),
+            color.stroke_width(2),
+        ))
+        .map_err(e)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        if i == 2 {
+            c.draw_series(
+                passes
+                    .iter()
+                    .filter(|p| p.hit == Some(false))
+                    .map(|p| Circle::new((p.start, get(p)), 3, RED.filled())),
+            )
+            .map_err(e)?;
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(e)?;
+    }
+    area.present().map_err(e)?;
+    Ok(())
+}

@@ -579,8 +579,22 @@ fn serve_and_run_over_loopback() {
         "--json",
     ]);
     assert_eq!(v["passes"], 3);
-    let e = run(&["run", "--connect", &addr, "--policy", "adaptive"]);
-    assert!(String::from_utf8_lossy(&e.stderr).contains("period"));
+    // Without a period: back to back, within a stall budget.
+    let v = ok_json(&[
+        "run",
+        "--connect",
+        &addr,
+        "--policy",
+        "adaptive",
+        "--passes",
+        "3",
+        "--stall-budget",
+        "0.2",
+        "--json",
+    ]);
+    assert!(v["deadline_hit_fraction"].is_null());
+    let e = run(&["run", "--connect", &addr, "--stall-budget", "1"]);
+    assert!(!e.status.success());
     let e = run(&["run", "--connect", &addr, "--policy", "fixed:1.5"]);
     assert!(!e.status.success());
     host.kill().unwrap();

@@ -66,7 +66,13 @@ pub struct Client {
     pub reconnects: u32,
 }
 
-fn dial(addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, Manifest), LinkError> {
+/// Dials until a host answers `Hello` with a manifest that `accept` takes (bounded
+/// attempts, doubling backoff from 50 ms).
+fn dial(
+    addr: SocketAddr,
+    opts: &ClientOptions,
+    accept: &dyn Fn(&Manifest) -> bool,
+) -> Result<(Conn, Manifest), LinkError> {
     let mut wait = Duration::from_millis(50);
     let mut last = None;
     for attempt in 0..opts.connect_attempts.max(1) {
@@ -77,9 +83,12 @@ fn dial(addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, Manifest), Link
         let e = match TcpStream::connect_timeout(&addr, opts.timeout) {
             Ok(sock) => match hello(sock, opts) {
                 // A host that is going down or coming up may accept and then drop the
-                // connection: dial again. A host that answers and refuses is final.
-                Err(e @ (LinkError::Io { .. } | LinkError::Frame(_))) => e,
-                r => return r,
+                // connection, and a damaged manifest is no answer: dial again. A host
+                // that answers and refuses is final.
+                Ok((c, m)) if accept(&m) => return Ok((c, m)),
+                Ok(_) => LinkError::Protocol("the host is serving a different model".into()),
+                Err(e @ LinkError::Host(_)) => return Err(e),
+                Err(e) => e,
             },
             Err(e) => LinkError::Io {
                 what: format!("connecting to {addr}"),
@@ -140,7 +149,7 @@ impl Client {
             })?
             .next()
             .ok_or_else(|| LinkError::Options("the address resolves to nothing".into()))?;
-        let (conn, manifest) = dial(addr, &opts)?;
+        let (conn, manifest) = dial(addr, &opts, &|_| true)?;
         Ok(Client {
             addr,
             opts,
@@ -245,12 +254,8 @@ impl Client {
     /// Dials again and re-sends every request in flight.
     pub fn reconnect(&mut self) -> Result<(), LinkError> {
         self.conn = None;
-        let (conn, manifest) = dial(self.addr, &self.opts)?;
-        if manifest != self.manifest {
-            return Err(LinkError::Protocol(
-                "the host came back serving a different model".into(),
-            ));
-        }
+        let want = &self.manifest;
+        let (conn, _) = dial(self.addr, &self.opts, &|m| m == want)?;
         self.conn = Some(conn);
         self.reconnects += 1;
         let pending: Vec<TileRequest> = self.in_flight.drain(..).map(|(_, r, _)| r).collect();

@@ -63,6 +63,11 @@ impl Controller {
         }
     }
 
+    /// The level it would use now.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
     /// The bandwidth estimate, bytes per second.
     pub fn bandwidth(&self) -> Option<f64> {
         self.bandwidth

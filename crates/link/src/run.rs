@@ -9,7 +9,8 @@
 //! again there) and multiplied into the layer's output; one that fails is requested again
 //! after a reconnect, a bounded number of times, and a corrupt tile is never multiplied.
 //! With `--period`, pass `p` is due `period` after it starts at `p * period`; the loop
-//! idles until a pass's start (not a stall). Quality: each layer's output against the
+//! idles until a pass's start (not a stall). Without one, passes run back to back and
+//! adaptive aims each pass at the time that keeps waiting within the stall budget. Quality: each layer's output against the
 //! dense weights' (`reference`), as cosine, and the manifest's relative error of the
 //! levels used.
 
@@ -86,6 +87,8 @@ pub struct RunOptions {
     pub retries: u32,
     /// The dense weights, to measure each layer's output against.
     pub reference: Option<TensorFile>,
+    /// Without a period, the share of a pass adaptive may spend waiting for tiles.
+    pub stall_budget: f64,
 }
 
 impl Default for RunOptions {
@@ -99,6 +102,7 @@ impl Default for RunOptions {
             window: 8,
             retries: 3,
             reference: None,
+            stall_budget: 0.1,
         }
     }
 }
@@ -248,10 +252,11 @@ pub fn run(
         Policy::Lossless => (Some(0), 0),
         Policy::Fixed(s) => (Some(level_of(s)?), 0),
         Policy::Adaptive { max } => {
-            if opts.period.is_none() {
-                return Err(LinkError::Options(
-                    "adaptive needs a deadline to meet: give a period (--period-ms)".into(),
-                ));
+            if !(0.0..1.0).contains(&opts.stall_budget) {
+                return Err(LinkError::Options(format!(
+                    "stall budget {}: must be in [0, 1)",
+                    opts.stall_budget
+                )));
             }
             (
                 None,
@@ -341,6 +346,7 @@ pub fn run(
     let (mut retries, mut rel_sum, mut rel_n) = (0u32, 0f64, 0u64);
     let mut pass = 0u32;
     let mut outputs = Vec::new();
+    let mut last_compute: Option<f64> = None;
     loop {
         if max_passes.is_some_and(|n| pass >= n) {
             break;
@@ -358,6 +364,14 @@ pub fn run(
             }
             None => (Instant::now(), None),
         };
+        // What the controller aims at: the deadline, or without a period a pass that
+        // waits at most the stall budget's share of its time (from the last pass's
+        // decode-and-multiply time; the first pass has none to go by).
+        let target = match (opts.period, last_compute) {
+            (Some(_), _) => deadline,
+            (None, Some(c)) => Some(start + Duration::from_secs_f64(c / (1.0 - opts.stall_budget))),
+            (None, None) => None,
+        };
         let mut ys: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.rows]).collect();
         let mut level_sum = vec![0f64; layers.len()];
         let mut in_flight: VecDeque<(usize, usize)> = VecDeque::new(); // (item, level)
@@ -373,13 +387,13 @@ pub fn run(
             .collect();
         while done < items.len() {
             while next < items.len() && in_flight.len() < opts.window {
-                let level = match (fixed, deadline) {
+                let level = match (fixed, target) {
                     (Some(l), _) => l,
                     (None, Some(d)) => {
                         let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
                         controller.choose(&remaining, in_flight_bytes as f64, left)
                     }
-                    (None, None) => unreachable!("adaptive has a period"),
+                    (None, None) => controller.current(),
                 };
                 let (l, k) = items[next];
                 let req = TileRequest {
@@ -505,6 +519,7 @@ pub fn run(
             cosine: cos,
             bandwidth_gbps: controller.bandwidth().map(|b| b / 1e9),
         };
+        last_compute = Some(compute);
         progress(&rep);
         reports.push(rep);
         outputs = ys;

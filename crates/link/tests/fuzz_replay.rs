@@ -1,6 +1,7 @@
-//! Replays the committed `link_frames` fuzz corpus (fuzz/corpus/link_frames) and the seeds
-//! through the fuzz target's body on stable Rust, and checks the corpus holds the seeds
-//! (`SPARSEWIRE_WRITE_SEEDS=1` writes them).
+//! Replays the committed `link_frames` fuzz corpus (fuzz/corpus/link_frames, grown by
+//! `scripts/fuzz-all.sh` and minimised) and the seeds, with every truncation and byte
+//! flip of them, through the fuzz target's body on stable Rust
+//! (`SPARSEWIRE_WRITE_SEEDS=1` writes the seeds into the corpus).
 
 use std::path::Path;
 

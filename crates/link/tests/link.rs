@@ -132,7 +132,6 @@ fn outputs_equal_the_in_process_multiply() {
     // A level the host does not have, adaptive without a deadline, an unknown tensor.
     for (p, sched, want) in [
         (Policy::Fixed(0.6), vec![], "not one of the host's levels"),
-        (Policy::Adaptive { max: None }, vec![], "period"),
         (Policy::Lossless, vec!["nope".to_string()], "no tensor"),
         (
             Policy::Lossless,
@@ -366,6 +365,19 @@ fn adaptive_follows_the_link() {
         run(&mut c, &o, &mut |_| {}).unwrap()
     };
     assert_eq!(lossless_slow.deadline_hit_fraction, Some(0.0));
+    // Without a period, within a stall budget: on this link only the sparsest levels
+    // keep the multiply from waiting.
+    let budget = {
+        let (_, s) = host(Some(Trace::constant(0.0015).unwrap()));
+        let mut c = Client::connect(s.addr(), ClientOptions::default()).unwrap();
+        let o = RunOptions {
+            stall_budget: 0.2,
+            ..opts(Policy::Adaptive { max: None }, 4)
+        };
+        run(&mut c, &o, &mut |_| {}).unwrap()
+    };
+    assert_eq!(budget.deadline_hit_fraction, None);
+    assert!(mean(&budget) >= 0.6, "{:?}", budget.levels);
     assert!(lossless_slow.stall_fraction > 0.5);
     let _ = LinkError::Disconnected;
 }

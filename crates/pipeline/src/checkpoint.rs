@@ -59,6 +59,39 @@ pub struct DirReport<R> {
     pub copied: Vec<PathBuf>,
 }
 
+impl<R> DirReport<R> {
+    /// Totals over `shards` (`bytes` gives a shard's input and output bytes); the ratio
+    /// is stream over tensor bytes, the output's when `compressing`, else the input's.
+    fn new(
+        (input, output): (&Path, &Path),
+        t0: Instant,
+        shards: Vec<R>,
+        copied: Vec<PathBuf>,
+        bytes: impl Fn(&R) -> (u64, u64),
+        compressing: bool,
+    ) -> DirReport<R> {
+        let (input_bytes, output_bytes) = shards
+            .iter()
+            .map(bytes)
+            .fold((0, 0), |(a, b), (i, o)| (a + i, b + o));
+        let (stream, tensors) = if compressing {
+            (output_bytes, input_bytes)
+        } else {
+            (input_bytes, output_bytes)
+        };
+        DirReport {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+            input_bytes,
+            output_bytes,
+            ratio: sparsewire_stream::report::ratio(stream, tensors),
+            seconds: t0.elapsed().as_secs_f64(),
+            shards,
+            copied,
+        }
+    }
+}
+
 fn bad(path: &Path, reason: impl Into<String>) -> PipelineError {
     PipelineError::Folder {
         path: path.to_path_buf(),
@@ -358,18 +391,15 @@ pub fn compress_dir(
     sparsewire_formats::output::write_file(&index_path, &json, false)?;
     let copied = copy_others(input, out.staging(), &shards)?;
     out.commit()?;
-    let input_bytes = reports.iter().map(|r| r.input_bytes).sum();
-    let output_bytes = reports.iter().map(|r| r.output_bytes).sum();
-    Ok(DirReport {
-        input: input.to_path_buf(),
-        output: output.to_path_buf(),
-        input_bytes,
-        output_bytes,
-        ratio: sparsewire_stream::report::ratio(output_bytes, input_bytes),
-        seconds: t0.elapsed().as_secs_f64(),
-        shards: reports,
+    let bytes = |r: &CompressReport| (r.input_bytes, r.output_bytes);
+    Ok(DirReport::new(
+        (input, output),
+        t0,
+        reports,
         copied,
-    })
+        bytes,
+        true,
+    ))
 }
 
 /// Decompresses the folder `input` (written by [`compress_dir`], or any folder of
@@ -409,16 +439,13 @@ pub fn decompress_dir(
     skip.push(SWIRE_INDEX.to_string());
     let copied = copy_others(input, out.staging(), &skip)?;
     out.commit()?;
-    let input_bytes = reports.iter().map(|r| r.input_bytes).sum();
-    let output_bytes = reports.iter().map(|r| r.output_bytes).sum();
-    Ok(DirReport {
-        input: input.to_path_buf(),
-        output: output.to_path_buf(),
-        input_bytes,
-        output_bytes,
-        ratio: sparsewire_stream::report::ratio(input_bytes, output_bytes),
-        seconds: t0.elapsed().as_secs_f64(),
-        shards: reports,
+    let bytes = |r: &DecompressReport| (r.input_bytes, r.output_bytes);
+    Ok(DirReport::new(
+        (input, output),
+        t0,
+        reports,
         copied,
-    })
+        bytes,
+        false,
+    ))
 }

@@ -17,8 +17,9 @@ mod errors;
 
 use errors::{invalid, raise, Family};
 use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::conversion::FromPyObjectOwned;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 use sparsewire_formats::output::Output;
 use sparsewire_formats::{Dtype, TensorBytes, TensorRef};
 use sparsewire_metadata::{Criterion, Pattern, Reconstruction};
@@ -60,18 +61,63 @@ fn dtype(s: &str) -> PyResult<Dtype> {
     parse("dtype", s)
 }
 
-/// The codec and sparsification options of `save`, checked as the CLI checks them.
-#[allow(clippy::too_many_arguments)]
-fn compress_options(
-    sparsity: Option<f32>,
-    criterion: Option<&str>,
-    pattern: Option<&str>,
-    reconstruct: Option<&str>,
-    profile: Option<&str>,
-    nonfinite: Option<&str>,
-    target_ratio: Option<f64>,
-    max_error: Option<f64>,
-) -> PyResult<CompressOptions> {
+/// The option names `save` and `compress_dir` take.
+const OPTIONS: [&str; 8] = [
+    "sparsity",
+    "criterion",
+    "pattern",
+    "reconstruct",
+    "profile",
+    "nonfinite",
+    "target_ratio",
+    "max_error",
+];
+
+/// The codec and sparsification options of `save` and `compress_dir` from their keyword
+/// dict (a `None` value is the default), checked as the CLI checks them; an unknown key is
+/// an `InvalidInput` (a typo must not silently give a lossless file).
+fn compress_options(d: Option<&Bound<'_, PyDict>>) -> PyResult<CompressOptions> {
+    let mut got: std::collections::HashMap<String, Bound<'_, PyAny>> = Default::default();
+    if let Some(d) = d {
+        for (k, v) in d.iter() {
+            let k: String = k.extract()?;
+            if !OPTIONS.contains(&k.as_str()) {
+                return Err(invalid(format!(
+                    "unknown option {k:?} (the options are {})",
+                    OPTIONS.join(", ")
+                )));
+            }
+            if !v.is_none() {
+                got.insert(k, v);
+            }
+        }
+    }
+    fn get<'py, T: FromPyObjectOwned<'py>>(
+        got: &std::collections::HashMap<String, Bound<'py, PyAny>>,
+        k: &str,
+    ) -> PyResult<Option<T>> {
+        got.get(k)
+            .map(|v| {
+                v.extract::<T>()
+                    .map_err(|_| invalid(format!("{k}={v}: wrong type")))
+            })
+            .transpose()
+    }
+    let sparsity: Option<f32> = get(&got, "sparsity")?;
+    let criterion: Option<String> = get(&got, "criterion")?;
+    let pattern: Option<String> = get(&got, "pattern")?;
+    let reconstruct: Option<String> = get(&got, "reconstruct")?;
+    let profile: Option<String> = get(&got, "profile")?;
+    let nonfinite: Option<String> = get(&got, "nonfinite")?;
+    let target_ratio: Option<f64> = get(&got, "target_ratio")?;
+    let max_error: Option<f64> = get(&got, "max_error")?;
+    let (criterion, pattern, reconstruct, profile, nonfinite) = (
+        criterion.as_deref(),
+        pattern.as_deref(),
+        reconstruct.as_deref(),
+        profile.as_deref(),
+        nonfinite.as_deref(),
+    );
     let mut encode = EncodeOptions::default();
     if let Some(p) = profile {
         encode.profile = parse::<Profile>("profile", p)?;
@@ -152,35 +198,16 @@ fn compress_options(
 /// atomically (an existing file is replaced only once the new one is complete; a device
 /// or a directory is refused).
 #[pyfunction]
-#[pyo3(signature = (tensors, metadata=None, path=None, *, sparsity=None, criterion=None,
-    pattern=None, reconstruct=None, profile=None, nonfinite=None, target_ratio=None,
-    max_error=None, calibration=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (tensors, metadata=None, path=None, options=None, calibration=None))]
 fn save<'py>(
     py: Python<'py>,
     tensors: Vec<InTensor<'py>>,
     metadata: Option<Vec<(String, String)>>,
     path: Option<PathBuf>,
-    sparsity: Option<f32>,
-    criterion: Option<&str>,
-    pattern: Option<&str>,
-    reconstruct: Option<&str>,
-    profile: Option<&str>,
-    nonfinite: Option<&str>,
-    target_ratio: Option<f64>,
-    max_error: Option<f64>,
+    options: Option<&Bound<'py, PyDict>>,
     calibration: Option<Vec<InTensor<'py>>>,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    let mut opts = compress_options(
-        sparsity,
-        criterion,
-        pattern,
-        reconstruct,
-        profile,
-        nonfinite,
-        target_ratio,
-        max_error,
-    )?;
+    let mut opts = compress_options(options)?;
     if let Some(cal) = calibration {
         let Some(s) = opts.sparsify.as_mut() else {
             return Err(invalid(
@@ -593,34 +620,15 @@ fn sparsify_activations<'py>(
 /// Compresses the model folder `input` into the folder `output` (one stream per shard,
 /// an index, the other files copied); returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (input, output, *, force=false, sparsity=None, criterion=None,
-    pattern=None, reconstruct=None, profile=None, nonfinite=None, target_ratio=None,
-    max_error=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (input, output, force=false, options=None))]
 fn compress_dir(
     py: Python<'_>,
     input: PathBuf,
     output: PathBuf,
     force: bool,
-    sparsity: Option<f32>,
-    criterion: Option<&str>,
-    pattern: Option<&str>,
-    reconstruct: Option<&str>,
-    profile: Option<&str>,
-    nonfinite: Option<&str>,
-    target_ratio: Option<f64>,
-    max_error: Option<f64>,
+    options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<String> {
-    let mut opts = compress_options(
-        sparsity,
-        criterion,
-        pattern,
-        reconstruct,
-        profile,
-        nonfinite,
-        target_ratio,
-        max_error,
-    )?;
+    let mut opts = compress_options(options)?;
     opts.force = force;
     let dir = sparsewire_pipeline::checkpoint::model_dir(&input).unwrap_or(input);
     let r = py

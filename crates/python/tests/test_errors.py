@@ -64,6 +64,13 @@ def test_bad_options(options, match):
         swnp.save(T, **options)
 
 
+def test_a_misspelt_option_is_refused_not_ignored():
+    with pytest.raises(sparsewire.InvalidInput, match='unknown option "sparsty"'):
+        sparsewire._core.save_arrays(swnp._core.numpy_entries(T), None, None, {"sparsty": 0.5})
+    with pytest.raises(sparsewire.InvalidInput, match="wrong type"):
+        swnp.save(T, sparsity="half")
+
+
 def test_bad_metadata():
     with pytest.raises(sparsewire.InvalidInput, match="str to str"):
         swnp.save(T, metadata={"a": 1})

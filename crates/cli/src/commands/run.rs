@@ -17,12 +17,16 @@ pub struct Args {
     #[arg(long, default_value = "all")]
     schedule: String,
     /// lossless, fixed:S (one of the host's levels), or adaptive[:MAX] (the controller,
-    /// never sparser than MAX; needs --period-ms).
+    /// never sparser than MAX: against each pass's deadline with --period-ms, else within
+    /// --stall-budget).
     #[arg(long, default_value = "adaptive")]
     policy: Policy,
     /// A pass is due every P ms (its deadline); without it passes run back to back.
     #[arg(long, value_parser = crate::args::positive)]
     period_ms: Option<f64>,
+    /// Without --period-ms: the share of each pass adaptive may spend waiting for tiles.
+    #[arg(long, default_value_t = 0.1, value_parser = stall_budget)]
+    stall_budget: f64,
     /// Stop after N passes (default 10 when --duration is not given).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     passes: Option<u32>,
@@ -41,9 +45,20 @@ pub struct Args {
     /// The dense model (.safetensors), to measure each layer's output against.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Draw the run's timeline (link rate, sparsity sent, waiting and missed deadlines per
+    /// pass): SVG, or PNG when the name ends in .png.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
+}
+
+fn stall_budget(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: expected a share in [0, 1)")),
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -80,6 +95,7 @@ pub fn run(a: Args) -> Result<()> {
         window: a.window as usize,
         retries: a.retries,
         reference,
+        stall_budget: a.stall_budget,
     };
     let json = a.json;
     let mut show = |p: &PassReport| {
@@ -110,6 +126,9 @@ pub fn run(a: Args) -> Result<()> {
         );
     };
     let r = run_link(&mut client, &opts, &mut show)?;
+    if let Some(p) = &a.plot {
+        crate::plot::link_timeline(p, &r)?;
+    }
     if json {
         return print_json(&r);
     }

@@ -257,7 +257,7 @@ def compress_dir(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *, 
     other file copied. ``dst`` appears complete or not at all. Options as
     :func:`sparsewire.numpy.save`; returns the report (as ``sparsewire compress DIR
     --json``). PyTorch pickles are refused, never unpickled."""
-    return json.loads(_native.compress_dir(os.fspath(src), os.fspath(dst), force=force, **options))
+    return json.loads(_native.compress_dir(os.fspath(src), os.fspath(dst), force, options))
 
 
 def decompress_dir(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *, force: bool = False) -> Dict[str, Any]:

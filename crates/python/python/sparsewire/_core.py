@@ -122,9 +122,10 @@ def save_arrays(entries, metadata, path, options):
     if path is not None:
         path = os.fspath(path)
     options = dict(options)
-    if options.get("calibration") is not None:
-        options["calibration"] = numpy_entries(options["calibration"])
-    return _native.save(entries, check_metadata(metadata), path, **options)
+    calibration = options.pop("calibration", None)
+    if calibration is not None:
+        calibration = numpy_entries(calibration)
+    return _native.save(entries, check_metadata(metadata), path, options, calibration)
 
 
 def numpy_entries(tensors: Mapping[str, Any]):

@@ -1,7 +1,9 @@
 # Type stubs for the Rust extension module (src/lib.rs). Tensors cross the boundary as
-# (name, dtype name, shape, flat uint8 array); the Python modules wrap them.
+# (name, dtype name, shape, flat uint8 array); the Python modules wrap them. `options` are
+# the keyword options of sparsewire.numpy.save (sparsity, criterion, pattern, reconstruct,
+# profile, nonfinite, target_ratio, max_error); an unknown key is an InvalidInput.
 from os import PathLike
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -17,15 +19,7 @@ def save(
     tensors: Sequence[_Entry],
     metadata: Optional[Sequence[Tuple[str, str]]] = None,
     path: Optional[Union[str, PathLike[str]]] = None,
-    *,
-    sparsity: Optional[float] = None,
-    criterion: Optional[str] = None,
-    pattern: Optional[str] = None,
-    reconstruct: Optional[str] = None,
-    profile: Optional[str] = None,
-    nonfinite: Optional[str] = None,
-    target_ratio: Optional[float] = None,
-    max_error: Optional[float] = None,
+    options: Optional[Dict[str, Any]] = None,
     calibration: Optional[Sequence[_Entry]] = None,
 ) -> Optional[bytes]: ...
 
@@ -61,15 +55,7 @@ def model_shards(path: Union[str, PathLike[str]]) -> Optional[Tuple[str, List[st
 def compress_dir(
     input: Union[str, PathLike[str]],
     output: Union[str, PathLike[str]],
-    *,
     force: bool = False,
-    sparsity: Optional[float] = None,
-    criterion: Optional[str] = None,
-    pattern: Optional[str] = None,
-    reconstruct: Optional[str] = None,
-    profile: Optional[str] = None,
-    nonfinite: Optional[str] = None,
-    target_ratio: Optional[float] = None,
-    max_error: Optional[float] = None,
+    options: Optional[Dict[str, Any]] = None,
 ) -> str: ...
 def decompress_dir(input: Union[str, PathLike[str]], output: Union[str, PathLike[str]], *, force: bool = False) -> str: ...
