@@ -9,6 +9,88 @@
 //! only after `hysteresis` consecutive decisions in which the better level fitted, so a
 //! noisy estimate does not make it oscillate.
 
+/// How adaptive spends the bytes a pass can afford over the tiles it has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spend {
+    /// One level for every tile left (the least sparse that fits).
+    #[default]
+    Uniform,
+    /// A level per tensor, where the host's measured error per byte saved is lowest
+    /// ([`allocate`]).
+    ByError,
+}
+
+impl std::str::FromStr for Spend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Spend, String> {
+        match s {
+            "uniform" => Ok(Spend::Uniform),
+            "by-error" => Ok(Spend::ByError),
+            _ => Err(format!("spend {s:?}: expected uniform or by-error")),
+        }
+    }
+}
+
+impl std::fmt::Display for Spend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Spend::Uniform => "uniform",
+            Spend::ByError => "by-error",
+        })
+    }
+}
+
+/// One tensor's work left in a pass: its bytes and its relative error at each level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub bytes: Vec<f64>,
+    pub error: Vec<f64>,
+}
+
+/// The levels (at most `floor`) at multiplier `lambda`: each group's
+/// `argmin error² + lambda * bytes`, and their total bytes.
+fn levels_at(groups: &[Group], floor: usize, lambda: f64) -> (Vec<usize>, f64) {
+    let mut total = 0.0;
+    let levels = groups
+        .iter()
+        .map(|g| {
+            let top = floor.min(g.bytes.len() - 1);
+            let l = (0..=top)
+                .min_by(|&a, &b| {
+                    let c = |l: usize| g.error[l].powi(2) + lambda * g.bytes[l];
+                    c(a).total_cmp(&c(b))
+                })
+                .expect("a level");
+            total += g.bytes[l];
+            l
+        })
+        .collect();
+    (levels, total)
+}
+
+/// The multiplier at which the groups' levels fit `budget` bytes while the summed squared
+/// error is least (bisection on its logarithm; the error falls and the bytes rise as it
+/// falls): 0 when everything fits lossless, the largest tried when even the floor does
+/// not.
+pub fn allocate(groups: &[Group], budget: f64, floor: usize) -> f64 {
+    if groups.is_empty() || levels_at(groups, floor, 0.0).1 <= budget {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (-80f64, 20f64); // ln of the multiplier
+    if levels_at(groups, floor, hi.exp()).1 > budget {
+        return hi.exp();
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if levels_at(groups, floor, mid.exp()).1 <= budget {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi.exp()
+}
+
 /// The controller's state.
 #[derive(Debug, Clone)]
 pub struct Controller {
@@ -18,6 +100,8 @@ pub struct Controller {
     /// Delivered bytes per second, once measured.
     bandwidth: Option<f64>,
     better_streak: u32,
+    /// `Spend::ByError`: the multiplier in use.
+    lambda: f64,
     pub hysteresis: u32,
     /// Share of the time left that the transfers may use.
     pub margin: f64,
@@ -33,6 +117,7 @@ impl Controller {
             current: 0,
             bandwidth: None,
             better_streak: 0,
+            lambda: 0.0,
             hysteresis: 3,
             margin: 0.85,
             alpha: 0.3,
@@ -68,6 +153,34 @@ impl Controller {
         self.current
     }
 
+    /// `Spend::ByError`: a level per group for the work left (`None` before the first
+    /// bandwidth sample). The multiplier moves up at once when the budget shrinks and down
+    /// (halving at most) only after `hysteresis` consecutive decisions that allow it.
+    pub fn choose_groups(
+        &mut self,
+        groups: &[Group],
+        in_flight: f64,
+        time_left: f64,
+    ) -> Option<Vec<usize>> {
+        let bw = self.bandwidth?;
+        let budget = (bw * time_left.max(0.0) * self.margin - in_flight).max(0.0);
+        let want = allocate(groups, budget, self.floor);
+        if want >= self.lambda {
+            self.lambda = want;
+            self.better_streak = 0;
+        } else {
+            self.better_streak += 1;
+            if self.better_streak >= self.hysteresis {
+                self.lambda = want.max(self.lambda * 0.5);
+                if self.lambda < 1e-30 {
+                    self.lambda = 0.0;
+                }
+                self.better_streak = 0;
+            }
+        }
+        Some(levels_at(groups, self.floor, self.lambda).0)
+    }
+
     /// The bandwidth estimate, bytes per second.
     pub fn bandwidth(&self) -> Option<f64> {
         self.bandwidth
@@ -98,6 +211,48 @@ impl Controller {
             self.better_streak = 0;
         }
         self.current
+    }
+}
+
+/// Seconds of delivery a bandwidth sample spans.
+pub const MEASURE: f64 = 0.02;
+/// Share of a sample's time spent waiting above which the link was the limit.
+pub const LINK_BOUND: f64 = 0.25;
+
+/// Turns tile arrivals into the controller's bandwidth samples: bytes delivered over wall
+/// time, per window of at least [`MEASURE`] seconds. When the multiply spent
+/// [`LINK_BOUND`] or more of the window waiting, the link was the limit and this is its
+/// rate; otherwise the client was, and the link did at least this much. Times are seconds
+/// on any clock (the run's, or the timing model's).
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    bytes: u64,
+    since: f64,
+    waited: f64,
+}
+
+impl Meter {
+    pub fn new(now: f64) -> Meter {
+        Meter {
+            bytes: 0,
+            since: now,
+            waited: 0.0,
+        }
+    }
+
+    /// A tile of `bytes` arrived at `now` after the multiply waited `waited` for it.
+    pub fn arrived(&mut self, c: &mut Controller, bytes: u64, waited: f64, now: f64) {
+        self.bytes += bytes;
+        self.waited += waited;
+        let wall = now - self.since;
+        if wall >= MEASURE {
+            if self.waited / wall >= LINK_BOUND {
+                c.observe(self.bytes, wall);
+            } else {
+                c.observe_at_least(self.bytes, wall);
+            }
+            *self = Meter::new(now);
+        }
     }
 }
 
@@ -169,6 +324,28 @@ mod tests {
         assert!(fast_phase.iter().sum::<f64>() / 7.0 < 0.5, "{alt:?}");
         assert!(slow_phase.iter().sum::<f64>() / 7.0 >= 1.0, "{alt:?}");
         assert!(hits.iter().filter(|h| **h).count() >= 36, "{hits:?}");
+    }
+
+    #[test]
+    fn allocation_spends_where_the_error_per_byte_is_least() {
+        // Two tensors of the same size: one loses little when pruned, one a lot.
+        let cheap = Group {
+            bytes: vec![100.0, 60.0, 30.0],
+            error: vec![0.0, 0.05, 0.1],
+        };
+        let dear = Group {
+            bytes: vec![100.0, 60.0, 30.0],
+            error: vec![0.0, 0.4, 0.8],
+        };
+        let g = [cheap.clone(), dear.clone()];
+        assert_eq!(levels_at(&g, 2, allocate(&g, 200.0, 2)).0, [0, 0]);
+        let (l, bytes) = levels_at(&g, 2, allocate(&g, 130.0, 2));
+        assert_eq!(l, [2, 0]);
+        assert!(bytes <= 130.0);
+        let (l, _) = levels_at(&g, 2, allocate(&g, 90.0, 2));
+        assert_eq!(l, [2, 1]);
+        // Nothing fits: the floor everywhere.
+        assert_eq!(levels_at(&g, 1, allocate(&g, 10.0, 1)).0, [1, 1]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod controller;
 pub mod frame;
 pub mod fuzzing;
 pub mod host;
+pub mod model;
 pub mod pace;
 pub mod run;
 pub mod server;

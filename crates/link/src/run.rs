@@ -15,7 +15,7 @@
 //! levels used.
 
 use crate::client::Client;
-use crate::controller::Controller;
+use crate::controller::{Controller, Group, Meter, Spend};
 use crate::frame::TileRequest;
 use crate::LinkError;
 use serde::Serialize;
@@ -89,6 +89,8 @@ pub struct RunOptions {
     pub reference: Option<TensorFile>,
     /// Without a period, the share of a pass adaptive may spend waiting for tiles.
     pub stall_budget: f64,
+    /// How adaptive spends what a pass can afford over its tiles.
+    pub spend: Spend,
 }
 
 impl Default for RunOptions {
@@ -103,6 +105,7 @@ impl Default for RunOptions {
             retries: 3,
             reference: None,
             stall_budget: 0.1,
+            spend: Spend::Uniform,
         }
     }
 }
@@ -127,6 +130,10 @@ pub struct PassReport {
     pub cosine: Option<Vec<f64>>,
     /// The controller's bandwidth estimate at the end, GB/s.
     pub bandwidth_gbps: Option<f64>,
+    /// The level of every tile, in the pass's multiply order (layer by layer, tile by
+    /// tile): what the pass's weights were, for measuring a model's quality after a run.
+    #[serde(skip)]
+    pub tile_levels: Vec<u8>,
 }
 
 /// What a run did.
@@ -197,11 +204,6 @@ fn dense_gemv(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
         })
         .collect()
 }
-
-/// Seconds of delivery a bandwidth sample spans.
-const MEASURE: f64 = 0.02;
-/// Share of a sample's time spent waiting above which the link was the limit.
-const LINK_BOUND: f64 = 0.25;
 
 /// `y = W x` for the one tensor of a tile's stream, through the executor's pieces: each
 /// of its tiles decoded and rebuilt to f32 (`exec::rebuild_tile`, what a decode worker
@@ -374,16 +376,29 @@ pub fn run(
         };
         let mut ys: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.rows]).collect();
         let mut level_sum = vec![0f64; layers.len()];
+        let mut tile_levels = vec![0u8; items.len()];
         let mut in_flight: VecDeque<(usize, usize)> = VecDeque::new(); // (item, level)
         let mut in_flight_bytes = 0u64;
         let (mut next, mut done) = (0usize, 0usize);
         let (mut bytes, mut stall, mut compute) = (0u64, 0f64, 0f64);
         let mut tries: HashMap<usize, u32> = HashMap::new();
-        // The current bandwidth sample: bytes, since when, seconds waited.
-        let mut win = (0u64, Instant::now(), 0f64);
+        let mut meter = Meter::new(secs(Instant::now()));
         // Bytes of items[i..] at each level, for the controller.
         let mut remaining: Vec<f64> = (0..ladder.len())
             .map(|l| (0..items.len()).map(|i| size(i, l) as f64).sum())
+            .collect();
+        // The same per layer, with each layer's error at each level (Spend::ByError).
+        let mut groups: Vec<Group> = layers
+            .iter()
+            .map(|l| {
+                let info = &m.tensors[l.tensor];
+                Group {
+                    bytes: (0..ladder.len())
+                        .map(|lv| info.bytes.iter().map(|b| b[lv] as f64).sum())
+                        .collect(),
+                    error: info.rel_error.iter().map(|e| f64::from(*e)).collect(),
+                }
+            })
             .collect();
         while done < items.len() {
             while next < items.len() && in_flight.len() < opts.window {
@@ -391,7 +406,18 @@ pub fn run(
                     (Some(l), _) => l,
                     (None, Some(d)) => {
                         let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
-                        controller.choose(&remaining, in_flight_bytes as f64, left)
+                        match opts.spend {
+                            Spend::Uniform => {
+                                controller.choose(&remaining, in_flight_bytes as f64, left)
+                            }
+                            Spend::ByError => controller
+                                .choose_groups(
+                                    &groups[items[next].0..],
+                                    in_flight_bytes as f64,
+                                    left,
+                                )
+                                .map_or(controller.current(), |v| v[0]),
+                        }
                     }
                     (None, None) => controller.current(),
                 };
@@ -403,6 +429,7 @@ pub fn run(
                 };
                 for (lv, r) in remaining.iter_mut().enumerate() {
                     *r -= size(next, lv) as f64;
+                    groups[l].bytes[lv] -= size(next, lv) as f64;
                 }
                 in_flight.push_back((next, level));
                 in_flight_bytes += size(next, level);
@@ -446,22 +473,14 @@ pub fn run(
                     let info = &m.tensors[layers[l].tensor];
                     let rows = info.tile_rows(k);
                     ys[l][rows.start as usize..rows.end as usize].copy_from_slice(&y);
-                    // The link's rate over a window of at least MEASURE seconds: bytes
-                    // delivered over wall time. When the multiply spent much of the
-                    // window waiting, the link was the limit and this is its rate;
-                    // otherwise the client was, and the link did at least this much.
-                    win.0 += r.payload.len() as u64;
-                    win.2 += waited;
-                    let wall = r.arrived.duration_since(win.1).as_secs_f64();
-                    if wall >= MEASURE {
-                        if win.2 / wall >= LINK_BOUND {
-                            controller.observe(win.0, wall);
-                        } else {
-                            controller.observe_at_least(win.0, wall);
-                        }
-                        win = (0, r.arrived, 0.0);
-                    }
+                    meter.arrived(
+                        &mut controller,
+                        r.payload.len() as u64,
+                        waited,
+                        secs(r.arrived),
+                    );
                     level_sum[l] += f64::from(ladder[level]);
+                    tile_levels[i] = level as u8;
                     rel_sum += f64::from(info.rel_error[level]);
                     rel_n += 1;
                     bytes += r.payload.len() as u64;
@@ -518,6 +537,7 @@ pub fn run(
                 .collect(),
             cosine: cos,
             bandwidth_gbps: controller.bandwidth().map(|b| b / 1e9),
+            tile_levels,
         };
         last_compute = Some(compute);
         progress(&rep);

@@ -377,6 +377,19 @@ fn adaptive_follows_the_link() {
         run(&mut c, &o, &mut |_| {}).unwrap()
     };
     assert_eq!(budget.deadline_hit_fraction, None);
+    // Spending by error: a level per tensor; it still follows the link.
+    let by_error = {
+        let (_, s) = host(Some(Trace::constant(0.0015).unwrap()));
+        let mut c = Client::connect(s.addr(), ClientOptions::default()).unwrap();
+        let o = RunOptions {
+            period,
+            spend: sparsewire_link::controller::Spend::ByError,
+            ..opts(Policy::Adaptive { max: None }, 10)
+        };
+        run(&mut c, &o, &mut |_| {}).unwrap()
+    };
+    assert!(mean(&by_error) >= 0.3, "{:?}", by_error.levels);
+    assert!(by_error.deadline_hit_fraction.unwrap() >= 0.7);
     assert!(mean(&budget) >= 0.6, "{:?}", budget.levels);
     assert!(lossless_slow.stall_fraction > 0.5);
     let _ = LinkError::Disconnected;

@@ -24,6 +24,11 @@ pub struct Args {
     /// A pass is due every P ms (its deadline); without it passes run back to back.
     #[arg(long, value_parser = crate::args::positive)]
     period_ms: Option<f64>,
+    /// How adaptive spends what a pass can afford: uniform (one level for every tile
+    /// left) or by-error (a level per tensor, where the host's measured error per byte
+    /// saved is lowest).
+    #[arg(long, default_value = "uniform")]
+    spend: sparsewire_link::controller::Spend,
     /// Without --period-ms: the share of each pass adaptive may spend waiting for tiles.
     #[arg(long, default_value_t = 0.1, value_parser = stall_budget)]
     stall_budget: f64,
@@ -96,6 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         retries: a.retries,
         reference,
         stall_budget: a.stall_budget,
+        spend: a.spend,
     };
     let json = a.json;
     let mut show = |p: &PassReport| {

@@ -1,0 +1,221 @@
+//! A timing model of [`crate::run::run`]: the same schedule, window, policy and
+//! [`Controller`] (fed by the same [`Meter`]), against modelled clocks instead of a
+//! socket, so a link trace's effect on deadlines and stalls can be predicted, and the
+//! prediction checked against what `run` measures on the same trace.
+//!
+//! Modelled: the link carries one frame at a time at the trace's rate (the host's pacer
+//! does exactly that); a request reaches the host half a round trip after it is sent and
+//! a tile reaches the client half a round trip after its last byte leaves; the client
+//! takes `a` seconds per dense byte plus `b` per payload byte to decode and multiply a
+//! tile (fitted from measured runs by [`Compute::fit`]) and `frame_seconds` to take each
+//! answer off the socket (fitted from an unpaced run, where that is all the waiting). Not
+//! modelled: the operating system's scheduling, TCP's windows, the pacer's sleep
+//! granularity.
+
+use crate::controller::{Controller, Group, Meter, Spend};
+use crate::host::Manifest;
+use crate::pace::Trace;
+use crate::run::Policy;
+use crate::LinkError;
+use serde::Serialize;
+
+/// The client's decode-and-multiply time for a tile: `a * dense_bytes + b * payload_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Compute {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Compute {
+    /// Fits `a` and `b` to two measured passes: `(dense bytes, payload bytes, seconds)`
+    /// each (a dense-ish and a sparse-ish one), clamped at zero.
+    pub fn fit(p: (f64, f64, f64), q: (f64, f64, f64)) -> Compute {
+        let det = p.0 * q.1 - q.0 * p.1;
+        if det.abs() < 1e-9 {
+            return Compute {
+                a: p.2 / p.0.max(1.0),
+                b: 0.0,
+            };
+        }
+        let a = (p.2 * q.1 - q.2 * p.1) / det;
+        let b = (p.0 * q.2 - q.0 * p.2) / det;
+        Compute {
+            a: a.max(0.0),
+            b: b.max(0.0),
+        }
+    }
+}
+
+/// What the model is asked to run.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub policy: Policy,
+    /// Seconds between pass deadlines.
+    pub period: f64,
+    /// Modelled seconds to run (whole passes).
+    pub duration: f64,
+    pub window: usize,
+    /// Round trip on the socket, seconds.
+    pub round_trip: f64,
+    /// The client's time to take an answer off the socket (system calls and the copy),
+    /// seconds per tile; `run` counts it as waiting.
+    pub frame_seconds: f64,
+    pub compute: Compute,
+    /// Tensors of one pass, in multiply order (manifest indices).
+    pub schedule: Vec<usize>,
+    pub spend: Spend,
+}
+
+/// What the model predicts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub passes: u32,
+    pub deadline_hit_fraction: f64,
+    pub stall_fraction: f64,
+    pub bytes_sent: u64,
+    pub mean_sparsity: f64,
+}
+
+/// Runs the model.
+pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelReport, LinkError> {
+    let ladder = &m.levels;
+    let level_of = |s: f32| {
+        ladder
+            .iter()
+            .position(|&l| (l - s).abs() < 1e-6)
+            .ok_or_else(|| LinkError::Options(format!("sparsity {s} is not one of {ladder:?}")))
+    };
+    let (fixed, floor) = match o.policy {
+        Policy::Lossless => (Some(0), 0),
+        Policy::Fixed(s) => (Some(level_of(s)?), 0),
+        Policy::Adaptive { max } => (
+            None,
+            max.map(level_of).transpose()?.unwrap_or(ladder.len() - 1),
+        ),
+    };
+    if o.window == 0 || o.period <= 0.0 || o.schedule.is_empty() {
+        return Err(LinkError::Options(
+            "the model needs a window, a period and a schedule".into(),
+        ));
+    }
+    // (tensor, tile, dense bytes, position in the schedule) in multiply order.
+    let mut items = Vec::new();
+    for (g, &t) in o.schedule.iter().enumerate() {
+        let info = m
+            .tensors
+            .get(t)
+            .ok_or_else(|| LinkError::Options(format!("no tensor {t}")))?;
+        let elem = info.dense_bytes() as f64 / (info.rows * info.cols).max(1) as f64;
+        for k in 0..info.tiles {
+            let r = info.tile_rows(k);
+            items.push((
+                t,
+                k as usize,
+                (r.end - r.start) as f64 * info.cols as f64 * elem,
+                g,
+            ));
+        }
+    }
+    let size = |i: usize, l: usize| m.tensors[items[i].0].bytes[items[i].1][l];
+    let mut controller = Controller::new(floor);
+    let (mut now, mut link_free) = (0f64, 0f64);
+    let (mut hits, mut passes, mut bytes, mut stall, mut busy) = (0u32, 0u32, 0u64, 0f64, 0f64);
+    let (mut level_sum, mut level_n) = (0f64, 0u64);
+    // As `run`: a pass starts if the last one ended before the duration.
+    while now < o.duration {
+        let due = f64::from(passes) * o.period;
+        now = now.max(due);
+        let (start, deadline) = (now, due + o.period);
+        let mut remaining: Vec<f64> = (0..ladder.len())
+            .map(|l| (0..items.len()).map(|i| size(i, l) as f64).sum())
+            .collect();
+        let mut groups: Vec<Group> = o
+            .schedule
+            .iter()
+            .map(|&t| Group {
+                bytes: (0..ladder.len())
+                    .map(|lv| m.tensors[t].bytes.iter().map(|b| b[lv] as f64).sum())
+                    .collect(),
+                error: m.tensors[t]
+                    .rel_error
+                    .iter()
+                    .map(|e| f64::from(*e))
+                    .collect(),
+            })
+            .collect();
+        let mut meter = Meter::new(now);
+        // Requests in flight: (item, level, arrival time).
+        let mut flight: std::collections::VecDeque<(usize, usize, f64)> = Default::default();
+        let mut in_flight_bytes = 0f64;
+        let (mut next, mut done) = (0, 0);
+        while done < items.len() {
+            while next < items.len() && flight.len() < o.window {
+                let level = match fixed {
+                    Some(l) => l,
+                    None => match o.spend {
+                        Spend::Uniform => {
+                            controller.choose(&remaining, in_flight_bytes, deadline - now)
+                        }
+                        Spend::ByError => controller
+                            .choose_groups(
+                                &groups[items[next].3..],
+                                in_flight_bytes,
+                                deadline - now,
+                            )
+                            .map_or(controller.current(), |v| v[0]),
+                    },
+                };
+                for (l, r) in remaining.iter_mut().enumerate() {
+                    *r -= size(next, l) as f64;
+                    groups[items[next].3].bytes[l] -= size(next, l) as f64;
+                }
+                let b = size(next, level);
+                // The request reaches the host, which sends when the link is free.
+                let begin = link_free.max(now + o.round_trip / 2.0);
+                link_free = trace.finish(begin, b + 24);
+                flight.push_back((next, level, link_free + o.round_trip / 2.0));
+                in_flight_bytes += b as f64;
+                next += 1;
+            }
+            let (i, level, arrival) = flight.pop_front().expect("a request in flight");
+            let waited = (arrival - now).max(0.0) + o.frame_seconds;
+            now = now.max(arrival) + o.frame_seconds;
+            stall += waited;
+            let b = size(i, level);
+            meter.arrived(&mut controller, b, waited, now);
+            in_flight_bytes -= b as f64;
+            bytes += b;
+            level_sum += f64::from(ladder[level]);
+            level_n += 1;
+            now += o.compute.a * items[i].2 + o.compute.b * b as f64;
+            done += 1;
+        }
+        busy += now - start;
+        hits += u32::from(now <= deadline);
+        passes += 1;
+    }
+    Ok(ModelReport {
+        passes,
+        deadline_hit_fraction: f64::from(hits) / f64::from(passes.max(1)),
+        stall_fraction: if busy > 0.0 { stall / busy } else { 0.0 },
+        bytes_sent: bytes,
+        mean_sparsity: level_sum / level_n.max(1) as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compute_fits_two_points() {
+        let c = Compute::fit(
+            (100.0, 80.0, 100.0 * 2.0 + 80.0 * 3.0),
+            (100.0, 20.0, 200.0 + 60.0),
+        );
+        assert!(
+            (c.a - 2.0).abs() < 1e-9 && (c.b - 3.0).abs() < 1e-9,
+            "{c:?}"
+        );
+    }
+}
