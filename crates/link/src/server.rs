@@ -190,6 +190,8 @@ fn connection(
                 return Err(e.into());
             }
         };
+        // The answer is ready to go on the link from the moment the request is read.
+        let ready = pacer.now();
         let reply = match (f.kind, hello) {
             (Kind::Hello, _) => {
                 let v = f.payload.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
@@ -230,7 +232,7 @@ fn connection(
             }
         };
         let bytes = reply.to_bytes();
-        pacer.pace(bytes.len() as u64);
+        pacer.pace_from(ready, bytes.len() as u64);
         writer.write_all(&bytes).map_err(io("sending"))?;
         writer.flush().map_err(io("sending"))?;
     }
