@@ -47,6 +47,66 @@ pub struct Group {
     pub error: Vec<f64>,
 }
 
+/// What is left to request in a pass, per tensor of its schedule, and the level the next
+/// request gets: shared by `run` and the timing model so that both decide alike.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// Per schedule position: the bytes not yet requested, and the error, at each level.
+    groups: Vec<Group>,
+}
+
+impl Pass {
+    /// A pass over `schedule` (manifest indices), nothing requested yet.
+    pub fn new(m: &crate::host::Manifest, schedule: impl IntoIterator<Item = usize>) -> Pass {
+        Pass {
+            groups: schedule
+                .into_iter()
+                .map(|t| {
+                    let info = &m.tensors[t];
+                    Group {
+                        bytes: (0..m.levels.len())
+                            .map(|lv| info.bytes.iter().map(|b| b[lv] as f64).sum())
+                            .collect(),
+                        error: info.rel_error.iter().map(|e| f64::from(*e)).collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A tile of `bytes` (at each level) of schedule position `g` was requested.
+    pub fn take(&mut self, g: usize, bytes: &[u64]) {
+        for (left, b) in self.groups[g].bytes.iter_mut().zip(bytes) {
+            *left -= *b as f64;
+        }
+    }
+
+    /// The level of the next request, a tile of schedule position `g`, with `in_flight`
+    /// bytes requested and not arrived and `time_left` seconds to aim at.
+    pub fn level(
+        &self,
+        c: &mut Controller,
+        spend: Spend,
+        g: usize,
+        in_flight: f64,
+        time_left: f64,
+    ) -> usize {
+        // Earlier positions are wholly requested: what is left is in `g..`.
+        let left = &self.groups[g..];
+        match spend {
+            Spend::Uniform => {
+                let remaining: Vec<f64> = (0..left[0].bytes.len())
+                    .map(|lv| left.iter().map(|grp| grp.bytes[lv]).sum())
+                    .collect();
+                c.choose(&remaining, in_flight, time_left)
+            }
+            Spend::ByError => c
+                .choose_groups(left, in_flight, time_left)
+                .map_or(c.current(), |v| v[0]),
+        }
+    }
+}
+
 /// The levels (at most `floor`) at multiplier `lambda`: each group's
 /// `argmin error² + lambda * bytes`, and their total bytes.
 fn levels_at(groups: &[Group], floor: usize, lambda: f64) -> (Vec<usize>, f64) {

@@ -92,6 +92,22 @@ fn checksum(payload: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(payload)
 }
 
+/// Bytes a frame adds to its payload (header and checksum).
+pub const OVERHEAD: usize = HEAD + 8;
+
+/// Writes a frame of `kind` answering `id` around `payload`, borrowed (a host sends the
+/// payloads it holds without copying them into a frame first).
+pub fn write_frame(w: &mut impl Write, kind: Kind, id: u32, payload: &[u8]) -> io::Result<()> {
+    let mut head = [0u8; HEAD];
+    head[..4].copy_from_slice(&MAGIC);
+    head[4] = kind as u8;
+    head[8..12].copy_from_slice(&id.to_le_bytes());
+    head[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    w.write_all(&head)?;
+    w.write_all(payload)?;
+    w.write_all(&checksum(payload).to_le_bytes())
+}
+
 impl Frame {
     pub fn new(kind: Kind, id: u32, payload: Vec<u8>) -> Frame {
         Frame { kind, id, payload }
@@ -99,19 +115,14 @@ impl Frame {
 
     /// The frame's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEAD + self.payload.len() + 8);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&[self.kind as u8, 0, 0, 0]);
-        out.extend_from_slice(&self.id.to_le_bytes());
-        out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.payload);
-        out.extend_from_slice(&checksum(&self.payload).to_le_bytes());
+        let mut out = Vec::with_capacity(OVERHEAD + self.payload.len());
+        write_frame(&mut out, self.kind, self.id, &self.payload).expect("a Vec takes every write");
         out
     }
 
     /// Writes the frame.
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        w.write_all(&self.to_bytes())
+        write_frame(w, self.kind, self.id, &self.payload)
     }
 
     /// Reads one frame, refusing a payload over `cap` bytes before allocating it.

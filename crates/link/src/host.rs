@@ -101,6 +101,8 @@ pub struct HostModel {
     payloads: Vec<Vec<Vec<Arc<[u8]>>>>,
     /// Seconds spent ranking and coding at start-up.
     pub prepare_seconds: f64,
+    /// The manifest as the `Manifest` frame carries it, serialised once.
+    manifest_json: Arc<[u8]>,
 }
 
 fn check_levels(levels: &[f32]) -> Result<(), LinkError> {
@@ -118,22 +120,24 @@ fn check_levels(levels: &[f32]) -> Result<(), LinkError> {
     }
 }
 
-/// One tile's payloads at each level, and the squared norm each level drops.
-type CodedTile = (Vec<Arc<[u8]>>, Vec<f64>);
+/// One tile's payloads at each level, the squared norm each level drops, and the tile's
+/// squared norm.
+type CodedTile = (Vec<Arc<[u8]>>, Vec<f64>, f64);
 
-/// Codes tile `rows` of tensor `t` at sparsity `s` (0: lossless); returns the payload and
-/// the dropped squared norm.
+/// Codes a tile of tensor `t` (`bytes`, `r x cols`; `values` and `scores` are its values
+/// as f32 and their ranking, empty for a tile that is only sent lossless) at sparsity `s`
+/// (0: lossless); returns the payload and the dropped squared norm.
+#[allow(clippy::too_many_arguments)]
 fn code_tile(
     t: &Tensor,
-    rows: std::ops::Range<u64>,
+    bytes: &[u8],
+    r: usize,
     cols: u64,
     s: f32,
+    values: &[f32],
     scores: &[f32],
     opts: &HostOptions,
 ) -> Result<(Vec<u8>, f64), LinkError> {
-    let elem = t.dtype.bits() / 8;
-    let bytes = &t.data[(rows.start * cols * elem) as usize..(rows.end * cols * elem) as usize];
-    let r = (rows.end - rows.start) as usize;
     let shape = [r as u64, cols];
     let mut w = Writer::new(Vec::new(), opts.encode.clone())?;
     if s == 0.0 {
@@ -143,7 +147,6 @@ fn code_tile(
     }
     let mask =
         sparsewire_se::pattern::select(scores, r, cols as usize, opts.pattern, f64::from(s))?;
-    let values = sparsewire_formats::to_f32(t.dtype, bytes).expect("a float tensor");
     let dropped: f64 = values
         .iter()
         .enumerate()
@@ -211,38 +214,41 @@ impl HostModel {
                 .into_par_iter()
                 .map(|k| {
                     let rr = info.tile_rows(k);
-                    let scores = if sparsifiable {
-                        let elem = t.dtype.bits() / 8;
-                        let b = &t.data
-                            [(rr.start * cols * elem) as usize..(rr.end * cols * elem) as usize];
+                    let elem = t.dtype.bits() / 8;
+                    let b =
+                        &t.data[(rr.start * cols * elem) as usize..(rr.end * cols * elem) as usize];
+                    let r = (rr.end - rr.start) as usize;
+                    // Converted and ranked once per tile, for every level.
+                    let (values, scores) = if sparsifiable {
                         let v = sparsewire_formats::to_f32(t.dtype, b).expect("a float tensor");
-                        match opts.criterion {
+                        let scores = match opts.criterion {
                             Criterion::Predictable => {
                                 sparsewire_se::criteria::predictable(&v, cols as usize)
                             }
                             _ => sparsewire_se::criteria::magnitude(&v),
-                        }
+                        };
+                        (v, scores)
                     } else {
-                        vec![]
+                        (vec![], vec![])
                     };
+                    let norm = values.iter().map(|x| f64::from(*x).powi(2)).sum();
                     let mut out = Vec::with_capacity(levels.len());
                     let mut dropped = Vec::with_capacity(levels.len());
                     for &s in levels {
-                        let (p, d) = code_tile(t, rr.clone(), cols, s, &scores, opts)?;
+                        let (p, d) = code_tile(t, b, r, cols, s, &values, &scores, opts)?;
                         out.push(Arc::<[u8]>::from(p));
                         dropped.push(d);
                     }
-                    Ok((out, dropped))
+                    Ok((out, dropped, norm))
                 })
                 .collect::<Result<_, LinkError>>()?;
-            let norm: f64 = sparsewire_formats::to_f32(t.dtype, &t.data)
-                .map(|v| v.iter().map(|x| f64::from(*x).powi(2)).sum())
-                .unwrap_or(0.0);
+            // Only sparsifiable tensors drop anything; the others' error is 0 either way.
+            let norm: f64 = coded.iter().map(|c| c.2).sum();
             let n_levels = opts.levels.len();
             let mut tiles_payloads = Vec::with_capacity(coded.len());
             let mut bytes = Vec::with_capacity(coded.len());
             let mut dropped_total = vec![0f64; n_levels];
-            for (p, d) in coded {
+            for (p, d, _) in coded {
                 // A tensor that is not sparsifiable sends its one payload at every level.
                 let p: Vec<Arc<[u8]>> = (0..n_levels)
                     .map(|l| p[l.min(p.len() - 1)].clone())
@@ -269,17 +275,25 @@ impl HostModel {
             });
             payloads.push(tiles_payloads);
         }
+        let manifest = Manifest {
+            protocol: crate::frame::PROTOCOL_VERSION,
+            levels: opts.levels.clone(),
+            criterion: opts.criterion.to_string(),
+            pattern: opts.pattern.to_string(),
+            tensors: infos,
+        };
+        let json = serde_json::to_vec(&manifest).expect("a manifest serialises");
         Ok(HostModel {
-            manifest: Manifest {
-                protocol: crate::frame::PROTOCOL_VERSION,
-                levels: opts.levels.clone(),
-                criterion: opts.criterion.to_string(),
-                pattern: opts.pattern.to_string(),
-                tensors: infos,
-            },
+            manifest,
             payloads,
             prepare_seconds: t0.elapsed().as_secs_f64(),
+            manifest_json: Arc::from(json),
         })
+    }
+
+    /// The `Manifest` frame's payload.
+    pub fn manifest_json(&self) -> Arc<[u8]> {
+        self.manifest_json.clone()
     }
 
     /// The payload of a request, or why there is none.

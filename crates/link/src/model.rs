@@ -12,7 +12,7 @@
 //! modelled: the operating system's scheduling, TCP's windows, the pacer's sleep
 //! granularity.
 
-use crate::controller::{Controller, Group, Meter, Spend};
+use crate::controller::{Controller, Meter, Pass, Spend};
 use crate::host::Manifest;
 use crate::pace::Trace;
 use crate::run::Policy;
@@ -79,20 +79,7 @@ pub struct ModelReport {
 /// Runs the model.
 pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelReport, LinkError> {
     let ladder = &m.levels;
-    let level_of = |s: f32| {
-        ladder
-            .iter()
-            .position(|&l| (l - s).abs() < 1e-6)
-            .ok_or_else(|| LinkError::Options(format!("sparsity {s} is not one of {ladder:?}")))
-    };
-    let (fixed, floor) = match o.policy {
-        Policy::Lossless => (Some(0), 0),
-        Policy::Fixed(s) => (Some(level_of(s)?), 0),
-        Policy::Adaptive { max } => (
-            None,
-            max.map(level_of).transpose()?.unwrap_or(ladder.len() - 1),
-        ),
-    };
+    let (fixed, floor) = o.policy.resolve(ladder)?;
     if o.window == 0 || o.period <= 0.0 || o.schedule.is_empty() {
         return Err(LinkError::Options(
             "the model needs a window, a period and a schedule".into(),
@@ -126,23 +113,7 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
         let due = f64::from(passes) * o.period;
         now = now.max(due);
         let (start, deadline) = (now, due + o.period);
-        let mut remaining: Vec<f64> = (0..ladder.len())
-            .map(|l| (0..items.len()).map(|i| size(i, l) as f64).sum())
-            .collect();
-        let mut groups: Vec<Group> = o
-            .schedule
-            .iter()
-            .map(|&t| Group {
-                bytes: (0..ladder.len())
-                    .map(|lv| m.tensors[t].bytes.iter().map(|b| b[lv] as f64).sum())
-                    .collect(),
-                error: m.tensors[t]
-                    .rel_error
-                    .iter()
-                    .map(|e| f64::from(*e))
-                    .collect(),
-            })
-            .collect();
+        let mut left = Pass::new(m, o.schedule.iter().copied());
         let mut meter = Meter::new(now);
         // Requests in flight: (item, level, arrival time).
         let mut flight: std::collections::VecDeque<(usize, usize, f64)> = Default::default();
@@ -152,23 +123,18 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
             while next < items.len() && flight.len() < o.window {
                 let level = match fixed {
                     Some(l) => l,
-                    None => match o.spend {
-                        Spend::Uniform => {
-                            controller.choose(&remaining, in_flight_bytes, deadline - now)
-                        }
-                        Spend::ByError => controller
-                            .choose_groups(
-                                &groups[items[next].3..],
-                                in_flight_bytes,
-                                deadline - now,
-                            )
-                            .map_or(controller.current(), |v| v[0]),
-                    },
+                    None => left.level(
+                        &mut controller,
+                        o.spend,
+                        items[next].3,
+                        in_flight_bytes,
+                        deadline - now,
+                    ),
                 };
-                for (l, r) in remaining.iter_mut().enumerate() {
-                    *r -= size(next, l) as f64;
-                    groups[items[next].3].bytes[l] -= size(next, l) as f64;
-                }
+                left.take(
+                    items[next].3,
+                    &m.tensors[items[next].0].bytes[items[next].1],
+                );
                 let b = size(next, level);
                 // The request reaches the host, which sends when the link is free.
                 let begin = link_free.max(now + o.round_trip / 2.0);

@@ -15,7 +15,7 @@
 //! levels used.
 
 use crate::client::Client;
-use crate::controller::{Controller, Group, Meter, Spend};
+use crate::controller::{Controller, Meter, Pass, Spend};
 use crate::frame::TileRequest;
 use crate::LinkError;
 use serde::Serialize;
@@ -55,6 +55,31 @@ impl std::str::FromStr for Policy {
                 "policy {s:?}: expected lossless, fixed:S or adaptive[:MAX_SPARSITY]"
             )),
         }
+    }
+}
+
+impl Policy {
+    /// The fixed level, if the policy has one, and the sparsest level adaptive may use,
+    /// as indices into the host's `ladder`.
+    pub fn resolve(self, ladder: &[f32]) -> Result<(Option<usize>, usize), LinkError> {
+        let level_of = |s: f32| -> Result<usize, LinkError> {
+            ladder
+                .iter()
+                .position(|&l| (l - s).abs() < 1e-6)
+                .ok_or_else(|| {
+                    LinkError::Options(format!(
+                        "sparsity {s} is not one of the host's levels {ladder:?}"
+                    ))
+                })
+        };
+        Ok(match self {
+            Policy::Lossless => (Some(0), 0),
+            Policy::Fixed(s) => (Some(level_of(s)?), 0),
+            Policy::Adaptive { max } => (
+                None,
+                max.map(level_of).transpose()?.unwrap_or(ladder.len() - 1),
+            ),
+        })
     }
 }
 
@@ -240,32 +265,13 @@ pub fn run(
 ) -> Result<RunReport, LinkError> {
     let m = client.manifest().clone();
     let ladder = &m.levels;
-    let level_of = |s: f32| -> Result<usize, LinkError> {
-        ladder
-            .iter()
-            .position(|&l| (l - s).abs() < 1e-6)
-            .ok_or_else(|| {
-                LinkError::Options(format!(
-                    "sparsity {s} is not one of the host's levels {ladder:?}"
-                ))
-            })
-    };
-    let (fixed, floor) = match opts.policy {
-        Policy::Lossless => (Some(0), 0),
-        Policy::Fixed(s) => (Some(level_of(s)?), 0),
-        Policy::Adaptive { max } => {
-            if !(0.0..1.0).contains(&opts.stall_budget) {
-                return Err(LinkError::Options(format!(
-                    "stall budget {}: must be in [0, 1)",
-                    opts.stall_budget
-                )));
-            }
-            (
-                None,
-                max.map(level_of).transpose()?.unwrap_or(ladder.len() - 1),
-            )
-        }
-    };
+    let (fixed, floor) = opts.policy.resolve(ladder)?;
+    if fixed.is_none() && !(0.0..1.0).contains(&opts.stall_budget) {
+        return Err(LinkError::Options(format!(
+            "stall budget {}: must be in [0, 1)",
+            opts.stall_budget
+        )));
+    }
     if opts.window == 0 {
         return Err(LinkError::Options(
             "the window must be at least 1 tile".into(),
@@ -383,42 +389,18 @@ pub fn run(
         let (mut bytes, mut stall, mut compute) = (0u64, 0f64, 0f64);
         let mut tries: HashMap<usize, u32> = HashMap::new();
         let mut meter = Meter::new(secs(Instant::now()));
-        // Bytes of items[i..] at each level, for the controller.
-        let mut remaining: Vec<f64> = (0..ladder.len())
-            .map(|l| (0..items.len()).map(|i| size(i, l) as f64).sum())
-            .collect();
-        // The same per layer, with each layer's error at each level (Spend::ByError).
-        let mut groups: Vec<Group> = layers
-            .iter()
-            .map(|l| {
-                let info = &m.tensors[l.tensor];
-                Group {
-                    bytes: (0..ladder.len())
-                        .map(|lv| info.bytes.iter().map(|b| b[lv] as f64).sum())
-                        .collect(),
-                    error: info.rel_error.iter().map(|e| f64::from(*e)).collect(),
-                }
-            })
-            .collect();
+        let mut left = Pass::new(&m, layers.iter().map(|l| l.tensor));
         while done < items.len() {
             while next < items.len() && in_flight.len() < opts.window {
                 let level = match (fixed, target) {
                     (Some(l), _) => l,
-                    (None, Some(d)) => {
-                        let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
-                        match opts.spend {
-                            Spend::Uniform => {
-                                controller.choose(&remaining, in_flight_bytes as f64, left)
-                            }
-                            Spend::ByError => controller
-                                .choose_groups(
-                                    &groups[items[next].0..],
-                                    in_flight_bytes as f64,
-                                    left,
-                                )
-                                .map_or(controller.current(), |v| v[0]),
-                        }
-                    }
+                    (None, Some(d)) => left.level(
+                        &mut controller,
+                        opts.spend,
+                        items[next].0,
+                        in_flight_bytes as f64,
+                        d.saturating_duration_since(Instant::now()).as_secs_f64(),
+                    ),
                     (None, None) => controller.current(),
                 };
                 let (l, k) = items[next];
@@ -427,10 +409,7 @@ pub fn run(
                     tile: k,
                     level: level as u16,
                 };
-                for (lv, r) in remaining.iter_mut().enumerate() {
-                    *r -= size(next, lv) as f64;
-                    groups[l].bytes[lv] -= size(next, lv) as f64;
-                }
+                left.take(l, &m.tensors[layers[l].tensor].bytes[k as usize]);
                 in_flight.push_back((next, level));
                 in_flight_bytes += size(next, level);
                 next += 1;

@@ -8,7 +8,9 @@
 //! them, so several are in flight); TCP's flow control is the back-pressure. A connection
 //! that sends anything malformed is closed, and only that one; others go on.
 
-use crate::frame::{Frame, FrameError, Kind, TileRequest, MAX_PAYLOAD, PROTOCOL_VERSION};
+use crate::frame::{
+    write_frame, Frame, FrameError, Kind, TileRequest, MAX_PAYLOAD, OVERHEAD, PROTOCOL_VERSION,
+};
 use crate::host::HostModel;
 use crate::pace::Pacer;
 use crate::LinkError;
@@ -206,17 +208,16 @@ fn connection(
                     return Err(LinkError::Protocol(msg));
                 }
                 hello = true;
-                let json = serde_json::to_vec(&model.manifest).expect("a manifest serialises");
-                Frame::new(Kind::Manifest, f.id, json)
+                (Kind::Manifest, model.manifest_json())
             }
             (Kind::GetTile, true) => match TileRequest::from_payload(&f.payload) {
                 Some(r) => match model.payload(r.tensor, r.tile, r.level) {
                     Ok(p) => {
                         stats.tiles.fetch_add(1, Ordering::Relaxed);
                         stats.bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
-                        Frame::new(Kind::Tile, f.id, p.to_vec())
+                        (Kind::Tile, p)
                     }
-                    Err(msg) => Frame::new(Kind::Error, f.id, msg.into_bytes()),
+                    Err(msg) => (Kind::Error, Arc::from(msg.into_bytes())),
                 },
                 None => {
                     stats.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -231,9 +232,9 @@ fn connection(
                 )));
             }
         };
-        let bytes = reply.to_bytes();
-        pacer.pace_from(ready, bytes.len() as u64);
-        writer.write_all(&bytes).map_err(io("sending"))?;
+        let (kind, payload): (Kind, Arc<[u8]>) = reply;
+        pacer.pace_from(ready, (OVERHEAD + payload.len()) as u64);
+        write_frame(&mut writer, kind, f.id, &payload).map_err(io("sending"))?;
         writer.flush().map_err(io("sending"))?;
     }
 }
