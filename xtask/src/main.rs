@@ -131,6 +131,7 @@ fn golden(bless: bool) -> Result<(), String> {
 fn fuzz_seeds() -> Result<(), String> {
     use sparsewire_stream::{fuzzing::sample_stream, Profile};
     let dir = root().join("fuzz/corpus/open_stream");
+    let v = sparsewire_stream::FORMAT_VERSION;
     let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
     let golden = root().join("crates/pipeline/tests/golden");
     let mut names: Vec<_> = std::fs::read_dir(&golden)
@@ -142,19 +143,19 @@ fn fuzz_seeds() -> Result<(), String> {
     for p in names {
         let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        seeds.push((format!("v2-golden-{stem}"), bytes));
+        seeds.push((format!("v{v}-golden-{stem}"), bytes));
     }
     for seed in [0u8, 7, 100] {
         for (profile, name) in [(Profile::Small, "small"), (Profile::Fast, "fast")] {
             seeds.push((
-                format!("v2-sample-{name}-{seed}"),
+                format!("v{v}-sample-{name}-{seed}"),
                 sample_stream(seed, profile),
             ));
         }
     }
     let cuts: Vec<(String, Vec<u8>)> = seeds
         .iter()
-        .filter(|(n, _)| n.starts_with("v2-sample"))
+        .filter(|(n, _)| n.starts_with(&format!("v{v}-sample")))
         .flat_map(|(n, b)| {
             [b.len() / 2, b.len() - 1].map(|at| (format!("{n}-cut{at}"), b[..at].to_vec()))
         })

@@ -24,21 +24,28 @@
 //! Non-float tensors, and float tensors where it wins on a sample, go through a whole-tile
 //! codec instead: raw or zstd ([`encode_whole`]).
 //!
-//! The `portable` feature builds without the AVX2 rANS kernel (and without any `unsafe`):
-//! the scalar decoder, which the kernel is tested against, runs everywhere.
-// `simd.rs` alone uses unsafe (AVX2 intrinsics), each block with a SAFETY note.
+//! Decoding runs on one of several [`Kernel`]s (scalar, AVX2, AVX-512), chosen once per
+//! process by timing them; all produce the same bytes. The `portable` feature builds
+//! without the SIMD kernels (and without any `unsafe`): the scalar decoder, which the
+//! kernels are tested against, runs everywhere.
+// `simd/` alone uses unsafe (AVX2 and AVX-512 intrinsics), each block with a SAFETY note.
 #![cfg_attr(not(feature = "portable"), deny(unsafe_code))]
 #![cfg_attr(feature = "portable", forbid(unsafe_code))]
 
 pub mod bits;
+mod kernel;
 mod models;
 mod planes;
 pub mod rans;
 #[cfg(not(feature = "portable"))]
 mod simd;
+#[cfg(feature = "portable")]
+#[path = "simd/none.rs"]
+mod simd;
 mod symbols;
 mod whole;
 
+pub use kernel::Kernel;
 use models::load;
 pub use models::{entropy_bits, PlaneHistograms, TensorDecoder, TensorModels};
 pub use planes::{

@@ -2,7 +2,7 @@
 //! them (stored once in the header), and the decoder tables built from those.
 
 use crate::rans::{DecodeTable, Model};
-use crate::{CodecError, PlaneLayout};
+use crate::{CodecError, Kernel, PlaneLayout};
 
 /// Symbol histograms of the planes of some values; summed over a tensor to fit its models.
 #[derive(Debug, Clone)]
@@ -129,14 +129,26 @@ impl TensorModels {
         Ok(TensorModels { models })
     }
 
-    /// Builds the decode tables once, for all tiles of the tensor.
+    /// Builds the decode tables once, for all tiles of the tensor, decoding with the
+    /// kernel [`Kernel::chosen`] picked.
     pub fn decoder(&self) -> TensorDecoder {
+        self.decoder_with(Kernel::chosen())
+    }
+
+    /// [`TensorModels::decoder`] with a given kernel (the scalar code where the CPU does
+    /// not have it).
+    pub fn decoder_with(&self, kernel: Kernel) -> TensorDecoder {
         TensorDecoder {
             tables: self
                 .models
                 .iter()
                 .map(|m| m.as_ref().map(Model::decode_table))
                 .collect(),
+            kernel: if kernel.available() {
+                kernel
+            } else {
+                Kernel::Scalar
+            },
         }
     }
 
@@ -150,6 +162,8 @@ impl TensorModels {
 #[derive(Debug, Clone)]
 pub struct TensorDecoder {
     tables: Vec<Option<DecodeTable>>,
+    /// The kernel every tile of the tensor decodes with.
+    pub(crate) kernel: Kernel,
 }
 
 impl TensorDecoder {
@@ -159,6 +173,11 @@ impl TensorDecoder {
             .get(model as usize)
             .and_then(Option::as_ref)
             .ok_or(CodecError::MissingModel { model })
+    }
+
+    /// The kernel this decoder runs.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 }
 

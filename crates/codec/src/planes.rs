@@ -4,7 +4,8 @@
 use crate::models::{entropy_bits, histogram, load};
 use crate::rans::{self, DecodeTable, Model};
 use crate::{
-    bits, CodecError, Plane, PlaneLayout, StreamCodec, StreamEntry, TensorDecoder, TensorModels,
+    bits, simd, CodecError, Kernel, Plane, PlaneHistograms, PlaneLayout, StreamCodec, StreamEntry,
+    TensorDecoder, TensorModels,
 };
 
 /// One coded stream of a tile.
@@ -228,6 +229,15 @@ pub(crate) fn expect_len(plane: Plane, s: &[u8], expected: usize) -> Result<(), 
 /// Values decoded per step: every plane's chunk buffer stays in L1.
 const CHUNK: usize = 2048;
 
+/// The chunk buffers of one tile decode.
+#[repr(C, align(64))]
+struct Buffers {
+    vbuf: [u8; CHUNK],
+    hbuf: [u16; CHUNK],
+    tbuf: [u8; CHUNK],
+    bbuf: [[u8; CHUNK]; 2],
+}
+
 /// Where one plane's symbols come from while a tile decodes.
 enum Source<'a> {
     Constant(u16),
@@ -273,7 +283,12 @@ impl<'a> Source<'a> {
     }
 
     /// Fills `out` with the symbols `first..first + out.len()`.
-    fn fill<S: Symbol>(&mut self, first: usize, out: &mut [S]) -> Result<(), CodecError> {
+    fn fill<S: Symbol>(
+        &mut self,
+        first: usize,
+        out: &mut [S],
+        kernel: Kernel,
+    ) -> Result<(), CodecError> {
         match self {
             Source::Constant(sym) => {
                 let v = S::try_from(*sym).unwrap_or_else(|_| unreachable!("checked at open"));
@@ -285,10 +300,35 @@ impl<'a> Source<'a> {
                     *o = S::read(c);
                 }
             }
-            Source::Shared(d, t) => d.decode(t, out)?,
-            Source::Local(d, t) => d.decode(t, out)?,
+            Source::Shared(d, t) => d.decode_with(t, out, kernel)?,
+            Source::Local(d, t) => d.decode_with(t, out, kernel)?,
         }
         Ok(())
+    }
+
+    /// For rANS with a compact table: fills `out` with the next symbols' 8-bit table
+    /// values ([`Source::value_symbols`] maps them) and returns true. Otherwise false,
+    /// with nothing decoded.
+    fn fill_values(&mut self, out: &mut [u8], kernel: Kernel) -> Result<bool, CodecError> {
+        let (d, t) = match self {
+            Source::Shared(d, t) => (d, &**t),
+            Source::Local(d, t) => (d, &**t),
+            _ => return Ok(false),
+        };
+        if t.value_symbols().is_none() {
+            return Ok(false);
+        }
+        d.decode_values(t, out, kernel)?;
+        Ok(true)
+    }
+
+    /// How [`Source::fill_values`] output maps to symbols (`None`: they are the symbols).
+    fn value_symbols(&self) -> Option<&[u16; 256]> {
+        match self {
+            Source::Shared(_, t) => t.value_symbols().flatten(),
+            Source::Local(_, t) => t.value_symbols().flatten(),
+            _ => None,
+        }
     }
 
     /// Symbols this source can produce (0 for raw: checked as it is read).
@@ -461,14 +501,55 @@ fn decode_into(
     }
     bytes.reverse();
 
-    let mut hbuf = [0u16; CHUNK];
-    let mut tbuf = [0u8; CHUNK];
-    let mut bbuf = [[0u8; CHUNK]; 2];
+    let kernel = decoder.kernel;
+    let wide = kernel == Kernel::Avx512;
+    // Cache-line aligned, so that where the stack lies does not change the speed.
+    let mut bufs = Buffers {
+        vbuf: [0; CHUNK],
+        hbuf: [0; CHUNK],
+        tbuf: [0; CHUNK],
+        bbuf: [[0; CHUNK]; 2],
+    };
+    let Buffers {
+        vbuf,
+        hbuf,
+        tbuf,
+        bbuf,
+    } = &mut bufs;
     let hs = layout.head_shift();
     let mut first = 0;
     while first < n {
         let c = CHUNK.min(n - first);
-        head.fill(first, &mut hbuf[..c])?;
+        let len = c * layout.value_bytes;
+        // Heads through 8-bit table values where the table has them: the AVX-512 steps
+        // map 32 at a time (and, for BF16, merge straight into the output).
+        let mut mapped = 0;
+        if wide && head.fill_values(&mut vbuf[..c], kernel)? {
+            let symbols = head.value_symbols();
+            if let (2, 0, 5, Some(Source::Raw(packed))) = (
+                layout.value_bytes,
+                layout.byte_planes,
+                layout.tail_bits,
+                &tail,
+            ) {
+                let o = sink.slot(first * layout.value_bytes, len);
+                let start = first * 5 / 8;
+                let k = simd::merge_bf16(&vbuf[..c], symbols, &packed[start..], o);
+                map_values(&vbuf[k..c], symbols, &mut hbuf[k..c]);
+                let rest = &packed[(first + k) * 5 / 8..][..bits::packed_len(c - k, 5)];
+                merge_bf16_packed(&hbuf[k..c], rest, &mut o[2 * k..]);
+                sink.done(len)?;
+                first += c;
+                continue;
+            }
+            mapped = match symbols {
+                Some(table) => simd::map_symbols(&vbuf[..c], table, &mut hbuf[..c]),
+                None => 0,
+            };
+            map_values(&vbuf[mapped..c], symbols, &mut hbuf[mapped..c]);
+        } else {
+            head.fill(first, &mut hbuf[..c], kernel)?;
+        }
         if matches!(head, Source::Raw(_))
             && hbuf[..c]
                 .iter()
@@ -478,9 +559,9 @@ fn decode_into(
                 reason: "head symbol wider than the layout",
             });
         }
-        let len = c * layout.value_bytes;
+        let _ = mapped;
         let o = sink.slot(first * layout.value_bytes, len);
-        // BF16 with packed tails: unpack and merge in one pass (the hot case).
+        // BF16 with packed tails: unpack and merge in one pass.
         if let (2, 0, 5, Some(Source::Raw(packed))) = (
             layout.value_bytes,
             layout.byte_planes,
@@ -498,17 +579,28 @@ fn decode_into(
             Some(Source::Constant(sym)) => tbuf[..c].fill(*sym as u8),
             Some(Source::Raw(packed)) => {
                 let start = first * layout.tail_bits as usize / 8;
-                let len = bits::packed_len(c, layout.tail_bits);
-                bits::unpack(
-                    &packed[start..start + len],
-                    layout.tail_bits,
-                    &mut tbuf[..c],
-                );
+                let k = if wide && layout.tail_bits == 5 {
+                    simd::unpack5(&packed[start..], &mut tbuf[..c])
+                } else {
+                    0
+                };
+                let from = (first + k) * layout.tail_bits as usize / 8;
+                let len = bits::packed_len(c - k, layout.tail_bits);
+                bits::unpack(&packed[from..from + len], layout.tail_bits, &mut tbuf[k..c]);
             }
             _ => {}
         }
-        for (src, buf) in bytes.iter_mut().zip(bbuf.iter_mut()) {
-            src.fill(first, &mut buf[..c])?;
+        // Raw byte planes are read where they lie; the others are decoded into a buffer.
+        let [b0, b1] = bbuf;
+        let mut planes: [&[u8]; 2] = [&[], &[]];
+        for ((src, buf), plane) in bytes.iter_mut().zip([b0, b1]).zip(&mut planes) {
+            *plane = match src {
+                Source::Raw(raw) => &raw[first..first + c],
+                _ => {
+                    src.fill(first, &mut buf[..c], kernel)?;
+                    &buf[..c]
+                }
+            };
         }
         match (layout.value_bytes, layout.byte_planes) {
             // BF16: head << 5 | tail.
@@ -519,18 +611,23 @@ fn decode_into(
             }
             // F16: head << 8 | byte 0.
             (2, _) => {
-                for ((o, &h), &b) in o.chunks_exact_mut(2).zip(&hbuf[..c]).zip(&bbuf[0][..c]) {
+                for ((o, &h), &b) in o.chunks_exact_mut(2).zip(&hbuf[..c]).zip(planes[0]) {
                     o.copy_from_slice(&((h << hs) | b as u16).to_le_bytes());
                 }
             }
             // F32: head << 21 | tail << 16 | byte 1 << 8 | byte 0.
             _ => {
                 let ts = layout.tail_shift();
-                for (i, o) in o.chunks_exact_mut(4).enumerate() {
+                let k = if wide && hs == 21 && ts == 16 {
+                    simd::merge_f32(&hbuf[..c], &tbuf[..c], planes[1], planes[0], o)
+                } else {
+                    0
+                };
+                for (i, o) in o.chunks_exact_mut(4).enumerate().skip(k) {
                     let v = (hbuf[i] as u32) << hs
                         | (tbuf[i] as u32) << ts
-                        | (bbuf[1][i] as u32) << 8
-                        | bbuf[0][i] as u32;
+                        | (planes[1][i] as u32) << 8
+                        | planes[0][i] as u32;
                     o.copy_from_slice(&v.to_le_bytes());
                 }
             }
@@ -543,6 +640,23 @@ fn decode_into(
         b.finish()?;
     }
     Ok(())
+}
+
+/// Symbols from 8-bit table values (`symbols[v]`, or `v` itself): the scalar reference of
+/// `simd::map_symbols`.
+fn map_values(values: &[u8], symbols: Option<&[u16; 256]>, out: &mut [u16]) {
+    match symbols {
+        Some(table) => {
+            for (o, &v) in out.iter_mut().zip(values) {
+                *o = table[v as usize];
+            }
+        }
+        None => {
+            for (o, &v) in out.iter_mut().zip(values) {
+                *o = v as u16;
+            }
+        }
+    }
 }
 
 /// BF16 values from heads and their 5-bit tails, packed 8 per 5 bytes.
@@ -587,4 +701,53 @@ pub fn plane_entropy_bytes(layout: PlaneLayout, values: &[u8]) -> Vec<f64> {
             .map(|b| entropy_bits(&histogram(b, 256)) / 8.0),
     );
     out
+}
+
+/// A synthetic BF16 tile (64 Ki values shaped like weights) that [`Kernel::chosen`] times
+/// each kernel on.
+pub(crate) struct Probe {
+    layout: PlaneLayout,
+    models: TensorModels,
+    entries: Vec<StreamEntry>,
+    data: Vec<u8>,
+}
+
+impl Probe {
+    pub(crate) fn new() -> Option<Probe> {
+        let layout = PlaneLayout::for_dtype(crate::Dtype::BF16)?;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut uniform = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        // A sum of four uniforms: bell-shaped, like trained weights.
+        let values: Vec<u8> = (0..1 << 16)
+            .flat_map(|_| {
+                let w = 0.05 * (uniform() + uniform() + uniform() + uniform());
+                ((w.to_bits() >> 16) as u16).to_le_bytes()
+            })
+            .collect();
+        let mut h = PlaneHistograms::new(layout);
+        h.add(&values);
+        let models = TensorModels::fit(&h);
+        let streams = encode_planes(layout, &values, &models).ok()?;
+        Some(Probe {
+            layout,
+            entries: streams.iter().map(EncodedStream::entry).collect(),
+            data: streams
+                .iter()
+                .flat_map(|s| s.bytes.iter().copied())
+                .collect(),
+            models,
+        })
+    }
+
+    /// Decodes the tile with `kernel`.
+    pub(crate) fn decode(&self, kernel: Kernel) -> Result<(), CodecError> {
+        let mut out = vec![0u8; (1 << 16) * 2];
+        let decoder = self.models.decoder_with(kernel);
+        decode_planes(self.layout, &self.entries, &self.data, &decoder, &mut out)
+    }
 }

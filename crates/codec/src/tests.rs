@@ -10,9 +10,19 @@ fn roundtrip(dtype: Dtype, values: &[u8]) -> Vec<EncodedStream> {
     let streams = encode_planes(layout, values, &models).unwrap();
     let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
     let data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
-    let mut out = vec![0u8; values.len()];
-    decode_planes(layout, &entries, &data, &models.decoder(), &mut out).unwrap();
-    assert_eq!(out, values, "{dtype} round trip");
+    // Every kernel this machine has, and the scalar reference, byte for byte.
+    for kernel in Kernel::available_kernels() {
+        let mut out = vec![0u8; values.len()];
+        decode_planes(
+            layout,
+            &entries,
+            &data,
+            &models.decoder_with(kernel),
+            &mut out,
+        )
+        .unwrap();
+        assert!(out == values, "{dtype} round trip with {kernel:?}");
+    }
     // The chunked decoder hands out the same bytes, in order, in bounded pieces.
     let mut chunked = Vec::new();
     let n = values.len() / layout.value_bytes;
@@ -226,5 +236,42 @@ proptest! {
         }
         let mut out = vec![0u8; vals.len()];
         let _ = decode_planes(layout, &entries, &data, &models.decoder(), &mut out);
+    }
+}
+
+#[test]
+fn every_kernel_decodes_every_layout_and_table_kind_alike() {
+    let _ =
+        crate::rans::tests::simd_kernels("every_kernel_decodes_every_layout_and_table_kind_alike");
+    let mut seed = 3u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for n in [1usize, 31, 33, 100, 1000, 1500, 5000, 9000, 70_000] {
+        // Bell-shaped weights (a compact head table) and values spread over the whole
+        // exponent range (more than 256 head symbols: a wide table).
+        let bell: Vec<f32> = (0..n)
+            .map(|_| (0..4).map(|_| (next() % 1000) as f32 - 500.0).sum::<f32>() * 1e-4)
+            .collect();
+        let spread: Vec<f32> = (0..n)
+            .map(|_| f32::from_bits((next() as u32) & 0xbfff_ffff))
+            .collect();
+        for v in [&bell, &spread] {
+            let f32s: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            roundtrip(Dtype::F32, &f32s);
+            let bf16: Vec<u8> = v
+                .iter()
+                .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            roundtrip(Dtype::BF16, &bf16);
+            let f16: Vec<u8> = v
+                .iter()
+                .flat_map(|x| ((x.to_bits() >> 16) as u16 ^ 0x1234).to_le_bytes())
+                .collect();
+            roundtrip(Dtype::F16, &f16);
+        }
     }
 }

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use sparsewire_formats::{Dtype, Tensor, TensorFile};
 use sparsewire_metadata::TileShape;
 use sparsewire_pipeline::{compress, decompress, CompressOptions};
-use sparsewire_stream::EncodeOptions;
+use sparsewire_stream::{EncodeOptions, Kernel, Reader};
 
 const SPECIAL_F32: [u32; 8] = [
     0x7fc0_0000, // NaN
@@ -89,6 +89,14 @@ proptest! {
         let encode = EncodeOptions { tile_shape: tile, try_lz, ..EncodeOptions::default() };
         let opts = CompressOptions { encode, ..CompressOptions::default() };
         let stream = compress(&file, &opts).unwrap().0;
-        prop_assert_eq!(decompress(&stream).unwrap(), file);
+        prop_assert_eq!(decompress(&stream).unwrap(), file.clone());
+        // Every decode kernel the machine has, byte for byte.
+        for kernel in Kernel::available_kernels() {
+            let r = Reader::new(&stream[..]).unwrap().with_kernel(kernel);
+            let back = r.decode_all().unwrap();
+            for (t, x) in back.tensors.iter().zip(&file.tensors) {
+                prop_assert!(t.data == x.data, "{} with {:?}", x.name, kernel);
+            }
+        }
     }
 }

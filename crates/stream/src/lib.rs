@@ -31,6 +31,7 @@ mod writer;
 pub use error::StreamError;
 pub use reader::{default_memory_budget, DecodeLimits, RawTile, Reader};
 pub use source::{FileSource, Source};
+pub use sparsewire_codec::Kernel;
 pub use writer::{encode, encode_sparse, EncodeOptions, Profile, SparseTensor, Writer};
 
 /// First eight bytes of every stream.
@@ -38,7 +39,7 @@ pub const MAGIC: [u8; 8] = *b"\x89SWIRE\r\n";
 /// Last eight bytes of every stream.
 pub const END_MAGIC: [u8; 8] = *b"\x89SWEND\r\n";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of the preamble (magic, version, flags, reserved zeros); the data section starts
 /// here.
 pub const PREAMBLE_BYTES: usize = 64;

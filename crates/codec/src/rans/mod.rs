@@ -1,31 +1,34 @@
 //! Static-model interleaved rANS (docs/SPEC.md §4.2).
 //!
-//! `LANES` independent 32-bit states, each with its own stream of 16-bit words: symbol `i`
-//! is coded by lane `i % LANES`, so a decoder has `LANES` dependency chains that share
-//! nothing (with one shared word stream, where a lane reads depends on how many lanes
-//! before it refilled, which chains every lane to the previous one and was measured 3x
-//! slower), and a GPU can give each lane a thread. Probabilities are quantised to
-//! [`PRECISION_BITS`] bits and come from a [`Model`] that is either shared by the tiles of a
-//! tensor or serialised in front of the stream.
+//! `L` independent 32-bit states (1, 4, 16 or 32 lanes by [`lanes_for`]): symbol `i` is
+//! coded by lane `i % L`, so a decoder has `L` dependency chains. Renormalisation words,
+//! 16 bits each, form one stream in the order the decoder takes them: round by round, and
+//! within a round lane 0 first, each lane that needs a word taking the next one. A SIMD
+//! decoder then refills a register of lanes with one load and an expand (the lanes that
+//! need a word take consecutive words), where a stream per lane needs a gather per round
+//! (measured: the word gather was 30% of the AVX2 decode). A GPU warp does the same with a
+//! ballot and a prefix count. Probabilities are quantised to [`PRECISION_BITS`] bits and
+//! come from a [`Model`] that is either shared by the tiles of a tensor or serialised in
+//! front of the stream.
 //!
-//! Stream layout: one byte `L`, the lane count (1, 4 or 16, by [`lanes_for`]); `L`
-//! little-endian `u32` final encoder states; the word counts of lanes `0..L-1` as LEB128
-//! varints (the last lane takes the rest); then each lane's renormalisation words,
-//! little-endian `u16`, lane 0 first, each in the order its decoder consumes them. A
-//! decoder that ends with a state other than [`STATE_LOW`] in any lane, or with words left
-//! over, was fed a corrupt stream.
+//! Stream layout: one byte `L`; `L` little-endian `u32` final encoder states; then the
+//! words, little-endian `u16`, in decode order. A decoder that ends with a state other
+//! than [`STATE_LOW`] in any lane, or with words left over, was fed a corrupt stream.
 //!
 //! Written here rather than taken from a crate: the layout (lane count, word size, state
 //! range, shared tables) is part of the normative format that a CUDA decoder will share
 //! bit for bit, and the maintained Rust entropy coders (constriction, the zstd bindings)
 //! do not expose a fixed interleaved layout with externally stored tables.
 
-use crate::CodecError;
+use crate::{CodecError, Kernel};
 
 mod model;
 
-/// Most interleaved states a stream has (the SIMD kernel decodes exactly this many).
-pub const LANES: usize = 16;
+/// Most interleaved states a stream has.
+pub const MAX_LANES: usize = 32;
+/// Lanes of the streams the SIMD kernels decode (16 or more: whole 8-lane registers).
+#[cfg(not(feature = "portable"))]
+const SIMD_MIN_LANES: usize = 16;
 /// Probabilities are `freq / 2^PRECISION_BITS`.
 pub const PRECISION_BITS: u32 = 12;
 const TOTAL: u32 = 1 << PRECISION_BITS;
@@ -33,26 +36,29 @@ const MASK: u32 = TOTAL - 1;
 /// Lower bound of the normalised state interval `[STATE_LOW, 2^31)`; the initial state.
 /// (States stay below 2^31 so the encoder's reciprocal division is exact.)
 pub const STATE_LOW: u32 = 1 << 15;
-/// Bytes of the stream prefix holding the lane states.
-pub const STATE_BYTES: usize = LANES * 4;
-
-/// Lanes a stream of `n` symbols is written with: 16 where the SIMD kernel pays, fewer
-/// for short streams, whose lane states and word counts would otherwise dominate.
+/// Lanes a stream of `n` symbols is written with: 16 or 32 where the SIMD kernels pay,
+/// fewer for short streams, whose lane states would otherwise dominate.
 pub fn lanes_for(n: usize) -> usize {
     match n {
         0..64 => 1,
         64..1024 => 4,
-        _ => LANES,
+        1024..LANES32_FROM => 16,
+        _ => 32,
     }
 }
 
-/// Bytes a stream of `n` symbols spends beyond its words (lane byte, states, counts).
+/// Streams of at least this many symbols are written with 32 lanes.
+const LANES32_FROM: usize = 8192;
+
+/// The lane counts a stream may have.
+const LANE_COUNTS: [usize; 4] = [1, 4, 16, 32];
+
+/// Bytes a stream of `n` symbols spends beyond its words (lane byte and states).
 pub fn overhead_bytes(n: usize) -> usize {
-    let l = lanes_for(n);
-    1 + 4 * l + 2 * (l - 1)
+    1 + 4 * lanes_for(n)
 }
-/// Symbols per call of the SIMD kernel (its value buffer lives on the stack).
-#[cfg(not(feature = "portable"))]
+/// Symbols per call of the SIMD rounds from [`Decoder::decode_with`] (its value buffer
+/// lives on the stack).
 const SIMD_BLOCK: usize = 2048;
 /// Largest alphabet a model may have (11-bit head symbols).
 pub const MAX_ALPHABET: usize = 1 << 11;
@@ -111,21 +117,21 @@ pub fn encode<S: Copy + Into<u32>>(
     match lanes_for(symbols.len()) {
         1 => encode_lanes::<S, 1>(symbols, &syms, out),
         4 => encode_lanes::<S, 4>(symbols, &syms, out),
-        _ => encode_lanes::<S, LANES>(symbols, &syms, out),
+        16 => encode_lanes::<S, 16>(symbols, &syms, out),
+        _ => encode_lanes::<S, 32>(symbols, &syms, out),
     }
 }
 
-/// The encoder for `L` lanes. Each lane writes at most one word per symbol, so its words
-/// go to a region of `n / L + 1` slots, written branch-free and kept or skipped by
-/// advancing the lane's count.
+/// The encoder for `L` lanes. It runs backwards, so the words it emits are the decode
+/// order reversed; each symbol emits at most one, written branch-free and kept or
+/// overwritten by advancing the count.
 fn encode_lanes<S: Copy + Into<u32>, const L: usize>(
     symbols: &[S],
     syms: &[EncSymbol],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let cap = symbols.len() / L + 1;
-    let mut words = vec![0u16; cap * L];
-    let mut count = [0usize; L];
+    let mut words = vec![0u16; symbols.len() + 1];
+    let mut count = 0usize;
     let mut states = [STATE_LOW; L];
     let mut bad = false;
     let mut put = |l: usize, sym: S, states: &mut [u32; L]| {
@@ -136,8 +142,8 @@ fn encode_lanes<S: Copy + Into<u32>, const L: usize>(
         let x_max = ((STATE_LOW >> PRECISION_BITS) << 16) * freq;
         let mut x = states[l];
         let emit = x >= x_max;
-        words[l * cap + count[l]] = x as u16;
-        count[l] += emit as usize;
+        words[count] = x as u16;
+        count += emit as usize;
         x = if emit { x >> 16 } else { x };
         let q = (((x as u64 * es.rcp_freq as u64) >> 32) as u32) >> (es.packed >> 26);
         let bias = (es.packed >> 13) & 0x1fff;
@@ -164,19 +170,13 @@ fn encode_lanes<S: Copy + Into<u32>, const L: usize>(
             .unwrap_or(0);
         return Err(CodecError::SymbolNotInModel { symbol });
     }
-    let total: usize = count.iter().sum();
-    out.reserve(overhead_bytes(symbols.len()) + total * 2);
+    out.reserve(1 + 4 * L + count * 2);
     out.push(L as u8);
     for x in states {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    for &c in &count[..L - 1] {
-        put_varint(out, c as u64);
-    }
-    for l in 0..L {
-        for w in words[l * cap..l * cap + count[l]].iter().rev() {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+    for w in words[..count].iter().rev() {
+        out.extend_from_slice(&w.to_le_bytes());
     }
     Ok(())
 }
@@ -192,96 +192,80 @@ pub fn decode<S: Copy + TryFrom<u64>>(
     d.finish()
 }
 
-/// A resumable decoder: symbols can be pulled in chunks (each a multiple of [`LANES`]
-/// long, except the last) so that a tile decodes through buffers that stay in L1.
+/// A resumable decoder: symbols can be pulled in chunks (each a multiple of the lane
+/// count long, except the last) so that a tile decodes through buffers that stay in L1.
 #[derive(Debug)]
 pub struct Decoder<'a> {
-    /// Lanes in use (1, 4 or 16); the rest of the arrays is idle.
+    /// Lanes in use (1, 4, 16 or 32); the rest of `x` is idle.
     lanes: usize,
-    x: [u32; LANES],
-    /// The whole stream; lane words start after the states and counts.
+    x: [u32; MAX_LANES],
+    /// The whole stream; words start after the states.
     words: &'a [u8],
-    /// Next word of each lane, in bytes from the start of the stream.
-    pos: [usize; LANES],
-    /// End of each lane's words.
-    end: [usize; LANES],
+    /// Next word, in bytes from the start of the stream.
+    pos: usize,
 }
 
 impl<'a> Decoder<'a> {
-    /// Reads the lane states and word counts at the front of `stream`.
+    /// Reads the lane states at the front of `stream`.
     pub fn new(stream: &'a [u8]) -> Result<Self, CodecError> {
         let corrupt = |reason| CodecError::Corrupt { reason };
         let lanes = *stream.first().ok_or(corrupt("empty rANS stream"))? as usize;
-        if ![1, 4, LANES].contains(&lanes) {
-            return Err(corrupt("rANS lane count is not 1, 4 or 16"));
+        if !LANE_COUNTS.contains(&lanes) {
+            return Err(corrupt("rANS lane count is not 1, 4, 16 or 32"));
         }
         if stream.len() < 1 + 4 * lanes {
             return Err(corrupt("rANS stream shorter than its states"));
         }
-        let mut x = [STATE_LOW; LANES];
+        let mut x = [STATE_LOW; MAX_LANES];
         for (l, chunk) in stream[1..1 + 4 * lanes].chunks_exact(4).enumerate() {
             x[l] = u32::from_le_bytes(chunk.try_into().expect("4-byte chunk"));
             if !(STATE_LOW..1 << 31).contains(&x[l]) {
                 return Err(corrupt("rANS state outside its interval"));
             }
         }
-        let mut p = 1 + 4 * lanes;
-        let mut counts = [0u64; LANES];
-        for c in counts.iter_mut().take(lanes - 1) {
-            *c = get_varint(stream, &mut p).ok_or(corrupt("rANS lane counts truncated"))?;
-        }
-        let words = &stream[p..];
-        if !words.len().is_multiple_of(2) || stream.len() > i32::MAX as usize {
+        let pos = 1 + 4 * lanes;
+        if !(stream.len() - pos).is_multiple_of(2) {
             return Err(corrupt("rANS words of odd length"));
-        }
-        let given: u64 = counts
-            .iter()
-            .try_fold(0u64, |a, &c| a.checked_add(c))
-            .unwrap_or(u64::MAX);
-        let all = (words.len() / 2) as u64;
-        if given > all {
-            return Err(corrupt("rANS lane counts exceed the stream"));
-        }
-        counts[lanes - 1] = all - given;
-        let (mut pos, mut end) = ([0usize; LANES], [0usize; LANES]);
-        let mut at = p;
-        for l in 0..lanes {
-            pos[l] = at;
-            at += 2 * counts[l] as usize;
-            end[l] = at;
         }
         Ok(Decoder {
             lanes,
             x,
             words: stream,
             pos,
-            end,
         })
     }
 
-    /// Decodes the next `out.len()` symbols (with the AVX2 kernel where the CPU has it).
+    /// Rounds that cannot run out of words: each takes at most one word per lane.
+    #[cfg(not(feature = "portable"))]
+    fn safe_rounds(&self) -> usize {
+        (self.words.len() - self.pos) / 2 / self.lanes
+    }
+
+    /// Decodes the next `out.len()` symbols with the kernel [`Kernel::chosen`] picked.
     pub fn decode<S: Copy + TryFrom<u64>>(
         &mut self,
         table: &DecodeTable,
         out: &mut [S],
     ) -> Result<(), CodecError> {
-        self.decode_with(table, out, simd_available())
+        self.decode_with(table, out, Kernel::chosen())
     }
 
-    /// The scalar reference decoder that the SIMD kernel is tested against.
+    /// The scalar reference decoder that the SIMD kernels are tested against.
     pub fn decode_reference<S: Copy + TryFrom<u64>>(
         &mut self,
         table: &DecodeTable,
         out: &mut [S],
     ) -> Result<(), CodecError> {
-        self.decode_with(table, out, false)
+        self.decode_with(table, out, Kernel::Scalar)
     }
 
-    fn decode_with<S: Copy + TryFrom<u64>>(
+    /// Decodes the next `out.len()` symbols with `kernel` (the scalar loop where the
+    /// kernel is not available).
+    pub fn decode_with<S: Copy + TryFrom<u64>>(
         &mut self,
         table: &DecodeTable,
         out: &mut [S],
-        simd: bool,
+        kernel: Kernel,
     ) -> Result<(), CodecError> {
         if S::try_from(table.alphabet.saturating_sub(1) as u64).is_err() {
             return Err(CodecError::BadModel {
@@ -298,79 +282,144 @@ impl<'a> Decoder<'a> {
                 symbols,
                 direct,
             } => {
-                #[cfg(not(feature = "portable"))]
-                let done = if simd && self.lanes == LANES {
-                    self.decode_simd(entries, symbols, *direct, out)
-                } else {
-                    0
-                };
-                #[cfg(feature = "portable")]
-                let done = {
-                    let _ = simd;
-                    0
-                };
-                self.run(&mut out[done..], |slot| {
-                    let e = entries[slot as usize & MASK as usize];
-                    let v = e >> 24;
-                    let sym = if *direct {
+                let map = |v: u8| {
+                    to_sym(if *direct {
                         v as u64
                     } else {
                         symbols[v as usize] as u64
-                    };
-                    (e & 0xfff, (e >> 12) & 0xfff, to_sym(sym))
+                    })
+                };
+                let mut values = [0u8; SIMD_BLOCK];
+                let mut done = 0;
+                let lanes = self.lanes;
+                while out.len() - done >= lanes {
+                    let want = (out.len() - done).min(SIMD_BLOCK) / lanes * lanes;
+                    let got = self.decode_rounds(entries, &mut values[..want], kernel);
+                    for (o, &v) in out[done..done + got].iter_mut().zip(&values[..got]) {
+                        *o = map(v);
+                    }
+                    done += got;
+                    if got < want {
+                        break;
+                    }
+                }
+                self.run(&mut out[done..], |slot| {
+                    let e = entries[slot as usize & MASK as usize];
+                    (e & 0xfff, (e >> 12) & 0xfff, map((e >> 24) as u8))
                 })
             }
-            TableKind::Wide(tab) => self.run(out, |slot| {
-                let e = tab[slot as usize & MASK as usize];
-                (
-                    ((e >> 16) & 0xffff) as u32,
-                    (e >> 32) as u32,
-                    to_sym(e & 0xffff),
-                )
-            }),
+            TableKind::Wide(tab) => {
+                let mut syms = [0u16; SIMD_BLOCK];
+                let mut done = 0;
+                let lanes = self.lanes;
+                while out.len() - done >= lanes {
+                    let want = (out.len() - done).min(SIMD_BLOCK) / lanes * lanes;
+                    let got = self.decode_rounds_wide(tab, &mut syms[..want], kernel);
+                    for (o, &v) in out[done..done + got].iter_mut().zip(&syms[..got]) {
+                        *o = to_sym(v as u64);
+                    }
+                    done += got;
+                    if got < want {
+                        break;
+                    }
+                }
+                self.run(&mut out[done..], |slot| {
+                    let e = tab[slot as usize & MASK as usize];
+                    (
+                        ((e >> 16) & 0xffff) as u32,
+                        (e >> 32) as u32,
+                        to_sym(e & 0xffff),
+                    )
+                })
+            }
         }
     }
 
-    /// Decodes as many whole rounds as the lanes' remaining words allow without checks,
-    /// through the AVX2 path; returns how many symbols it wrote.
-    #[cfg(not(feature = "portable"))]
-    fn decode_simd<S: Copy + TryFrom<u64>>(
+    /// [`Decoder::decode_rounds`] for a wide table, through the AVX-512 rounds where
+    /// `kernel` has them.
+    fn decode_rounds_wide(
+        &mut self,
+        table: &[u64; TOTAL as usize],
+        out: &mut [u16],
+        kernel: Kernel,
+    ) -> usize {
+        #[cfg(not(feature = "portable"))]
+        if kernel == Kernel::Avx512 && kernel.available() && self.lanes >= SIMD_MIN_LANES {
+            let mut done = 0;
+            loop {
+                let n = self.safe_rounds().min((out.len() - done) / self.lanes) * self.lanes;
+                if n < 4 * self.lanes {
+                    return done;
+                }
+                crate::simd::decode_rounds_wide(
+                    self.lanes,
+                    &mut self.x,
+                    &mut self.pos,
+                    self.words,
+                    table,
+                    &mut out[done..done + n],
+                );
+                done += n;
+            }
+        }
+        let _ = (table, out, kernel);
+        0
+    }
+
+    /// Decodes the next `out.len()` symbols of a compact table as its 8-bit values (the
+    /// symbol itself, or its index: [`DecodeTable::value_symbols`]), so that a later step
+    /// can map them many at a time. A wide table is refused.
+    pub fn decode_values(
+        &mut self,
+        table: &DecodeTable,
+        out: &mut [u8],
+        kernel: Kernel,
+    ) -> Result<(), CodecError> {
+        let TableKind::Compact { entries, .. } = &table.kind else {
+            return Err(CodecError::BadModel {
+                reason: "table has more than 256 symbols",
+            });
+        };
+        let done = self.decode_rounds(entries, out, kernel);
+        self.run(&mut out[done..], |slot| {
+            let e = entries[slot as usize & MASK as usize];
+            (e & 0xfff, (e >> 12) & 0xfff, (e >> 24) as u8)
+        })
+    }
+
+    /// Decodes as many whole rounds into `out` as fit and as the lanes' remaining words
+    /// allow without checks, through the SIMD rounds when `kernel` has them; returns how
+    /// many values it wrote (0 where the kernel is scalar).
+    fn decode_rounds(
         &mut self,
         entries: &[u32; TOTAL as usize],
-        symbols: &[u16; 256],
-        direct: bool,
-        out: &mut [S],
+        out: &mut [u8],
+        kernel: Kernel,
     ) -> usize {
-        let mut values = [0u8; SIMD_BLOCK];
-        let mut done = 0;
-        loop {
-            let safe = (0..LANES)
-                .map(|l| (self.end[l] - self.pos[l]) / 2)
-                .min()
-                .unwrap_or(0);
-            let rounds = safe.min((out.len() - done) / LANES).min(SIMD_BLOCK / LANES);
-            if rounds == 0 {
-                return done;
+        #[cfg(not(feature = "portable"))]
+        if kernel != Kernel::Scalar && kernel.available() && self.lanes >= SIMD_MIN_LANES {
+            // `safe_rounds` assumes every lane refills every round; they refill on a
+            // fraction of rounds, so after that many more are safe: go on while it pays.
+            let mut done = 0;
+            loop {
+                let n = self.safe_rounds().min((out.len() - done) / self.lanes) * self.lanes;
+                if n < 4 * self.lanes {
+                    return done;
+                }
+                crate::simd::decode_rounds(
+                    kernel == Kernel::Avx512,
+                    self.lanes,
+                    &mut self.x,
+                    &mut self.pos,
+                    self.words,
+                    entries,
+                    &mut out[done..done + n],
+                );
+                done += n;
             }
-            let n = rounds * LANES;
-            crate::simd::decode_rounds(
-                &mut self.x,
-                &mut self.pos,
-                &self.end,
-                self.words,
-                entries,
-                &mut values[..n],
-            );
-            for (o, &v) in out[done..done + n].iter_mut().zip(&values[..n]) {
-                let sym = if direct {
-                    v as u64
-                } else {
-                    symbols[v as usize] as u64
-                };
-                *o = S::try_from(sym).unwrap_or_else(|_| unreachable!("symbol fits the plane"));
-            }
-            done += n;
         }
+        let _ = (entries, out, kernel);
+        0
     }
 
     /// The decode loop, over a lookup `slot -> (freq, slot - cum, symbol)`.
@@ -380,36 +429,36 @@ impl<'a> Decoder<'a> {
         out: &mut [S],
         lookup: impl Fn(u32) -> (u32, u32, S),
     ) -> Result<(), CodecError> {
-        // Local copies keep states and pointers in registers; through `&mut self` every
-        // step would be a store and a reload on the dependency chain.
+        // Local copies keep states and the position in registers; through `&mut self`
+        // every step would be a store and a reload on the dependency chain.
         let mut x = self.x;
         let mut pos = self.pos;
-        let end = self.end;
         let words = self.words;
+        let end = words.len();
         let lanes = self.lanes;
         let mut rounds = out.chunks_exact_mut(lanes);
         loop {
             // Each round takes at most one word per lane: this many rounds need no check.
-            let safe = (0..lanes).map(|l| (end[l] - pos[l]) / 2).min().unwrap_or(0);
+            let safe = (end - pos) / 2 / lanes;
             let mut done = 0;
             for round in (&mut rounds).take(safe) {
                 for l in 0..lanes {
                     let (f, bias, sym) = lookup(x[l]);
                     round[l] = sym;
                     let y = f * (x[l] >> PRECISION_BITS) + bias;
-                    let word = u16::from_le_bytes([words[pos[l]], words[pos[l] + 1]]) as u32;
+                    let word = u16::from_le_bytes([words[pos], words[pos + 1]]) as u32;
                     let refill = y < STATE_LOW;
                     x[l] = if refill { (y << 16) | word } else { y };
-                    pos[l] += 2 * refill as usize;
+                    pos += 2 * refill as usize;
                 }
                 done += 1;
             }
             if done < safe || safe == 0 {
-                // Out of rounds, or some lane is near its end: one checked round.
+                // Out of rounds, or near the end of the words: one checked round.
                 match rounds.next() {
                     Some(round) => {
                         for l in 0..lanes {
-                            round[l] = step(&mut x[l], &lookup, words, &mut pos[l], end[l])?;
+                            round[l] = step(&mut x[l], &lookup, words, &mut pos)?;
                         }
                     }
                     None => break,
@@ -417,7 +466,7 @@ impl<'a> Decoder<'a> {
             }
         }
         for (l, slot) in rounds.into_remainder().iter_mut().enumerate() {
-            *slot = step(&mut x[l], &lookup, words, &mut pos[l], end[l])?;
+            *slot = step(&mut x[l], &lookup, words, &mut pos)?;
         }
         self.x = x;
         self.pos = pos;
@@ -426,7 +475,7 @@ impl<'a> Decoder<'a> {
 
     /// Checks that the stream ended exactly where the encoder started it.
     pub fn finish(self) -> Result<(), CodecError> {
-        if self.pos != self.end || self.x.iter().any(|&s| s != STATE_LOW) {
+        if self.pos != self.words.len() || self.x.iter().any(|&s| s != STATE_LOW) {
             return Err(CodecError::Corrupt {
                 reason: "rANS stream did not end where it should (corrupt data)",
             });
@@ -441,14 +490,13 @@ fn step<S>(
     lookup: &impl Fn(u32) -> (u32, u32, S),
     words: &[u8],
     pos: &mut usize,
-    end: usize,
 ) -> Result<S, CodecError> {
     let (f, bias, sym) = lookup(*x);
     let y = f * (*x >> PRECISION_BITS) + bias;
     *x = if y < STATE_LOW {
-        if *pos + 2 > end {
+        if *pos + 2 > words.len() {
             return Err(CodecError::Corrupt {
-                reason: "rANS lane ran out of words",
+                reason: "rANS stream ran out of words",
             });
         }
         let w = u16::from_le_bytes([words[*pos], words[*pos + 1]]);
@@ -460,17 +508,5 @@ fn step<S>(
     Ok(sym)
 }
 
-/// Whether [`Decoder::decode`] takes the AVX2 kernel on this CPU and build.
-pub fn simd_available() -> bool {
-    #[cfg(not(feature = "portable"))]
-    {
-        crate::simd::available()
-    }
-    #[cfg(feature = "portable")]
-    {
-        false
-    }
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -44,6 +44,17 @@ impl DecodeTable {
     pub fn alphabet(&self) -> usize {
         self.alphabet
     }
+
+    /// How [`super::Decoder::decode_values`] output maps to symbols: `None` for a wide
+    /// table (it has no 8-bit values), `Some(None)` when the values are the symbols,
+    /// `Some(Some(table))` when value `v` is symbol `table[v]`.
+    pub fn value_symbols(&self) -> Option<Option<&[u16; 256]>> {
+        match &self.kind {
+            TableKind::Compact { direct: true, .. } => Some(None),
+            TableKind::Compact { symbols, .. } => Some(Some(symbols)),
+            TableKind::Wide(_) => None,
+        }
+    }
 }
 
 /// An `f64` ordered by `total_cmp`, for the quantiser's heap.

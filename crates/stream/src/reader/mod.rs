@@ -9,7 +9,7 @@ pub use tile::RawTile;
 
 use crate::source::Source;
 use crate::{StreamError, END_MAGIC, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, TRAILER_BYTES};
-use sparsewire_codec::{TensorDecoder, TensorModels};
+use sparsewire_codec::{Kernel, TensorDecoder, TensorModels};
 use sparsewire_formats::tiling::TileGrid;
 use sparsewire_metadata::{view_2d, Header, TensorMeta, MAX_HEADER_BYTES};
 use std::borrow::Cow;
@@ -59,6 +59,8 @@ pub struct Reader<S> {
     header_len: u64,
     models: Vec<TensorModels>,
     decoders: Vec<OnceLock<TensorDecoder>>,
+    /// The decode kernel; `None`: the one [`Kernel::chosen`] picks.
+    kernel: Option<Kernel>,
     /// Per tensor, per tile: checksum already verified (for sources that cannot change).
     verified: Vec<Vec<AtomicBool>>,
     limits: DecodeLimits,
@@ -79,6 +81,24 @@ impl<S: Source> Reader<S> {
     /// Validates a stream with the default limits.
     pub fn new(src: S) -> Result<Self, StreamError> {
         Self::with_limits(src, DecodeLimits::default())
+    }
+
+    /// Decodes with `kernel` instead of the one [`Kernel::chosen`] picks (the scalar
+    /// reference where the CPU lacks it): every kernel gives the same bytes, so this is
+    /// for tests and benchmarks.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = Some(kernel);
+        self.decoders = self.decoders.iter().map(|_| OnceLock::new()).collect();
+        self
+    }
+
+    /// The kernel this reader decodes with.
+    pub fn kernel(&self) -> Kernel {
+        match self.kernel {
+            Some(k) if k.available() => k,
+            Some(_) => Kernel::Scalar,
+            None => Kernel::chosen(),
+        }
     }
 
     fn read(&self, offset: u64, len: usize, what: &str) -> Result<Cow<'_, [u8]>, StreamError> {
@@ -174,6 +194,7 @@ impl<S: Source> Reader<S> {
             header_len,
             models,
             decoders,
+            kernel: None,
             verified,
             limits,
         })
@@ -263,7 +284,10 @@ impl<S: Source> Reader<S> {
     }
 
     fn decoder(&self, t: usize) -> &TensorDecoder {
-        self.decoders[t].get_or_init(|| self.models[t].decoder())
+        self.decoders[t].get_or_init(|| match self.kernel {
+            Some(k) => self.models[t].decoder_with(k),
+            None => self.models[t].decoder(),
+        })
     }
 
     /// Refuses a buffer of `needed` bytes for tensor `t` over the memory budget

@@ -1,0 +1,388 @@
+//! AVX-512 (F, BW, VL, VBMI) steps after the rANS rounds, 32 values at a time.
+//!
+//! - Symbol indices (a compact decode table's 8-bit values) become 16-bit symbols with
+//!   four two-register word permutes (`vpermt2w`, 64 entries each) and two blends on the
+//!   index's top bits: the 256-entry symbol table lives in eight registers.
+//! - 5-bit tails are unpacked with one byte permute (`vpermb`, each 64-bit lane gets the
+//!   five bytes of its eight values) and one `vpmultishiftqb` (each byte picks its bits).
+//! - BF16 values are `symbol << 5 | tail`, written 64 bytes per store; F32 values are
+//!   `head << 21 | tail << 16 | byte1 << 8 | byte0`, 64 bytes per store.
+//!
+//! Each public function does whole steps only and returns how many values it wrote; the
+//! caller finishes the rest with the scalar code that is the reference.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether this CPU has every extension the functions here use.
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Values per step.
+const STEP: usize = 32;
+
+/// BF16 values from symbol indices (`symbols[v]`, or `v` itself when `symbols` is `None`)
+/// and their 5-bit tails packed 8 per 5 bytes (`packed` starts at value 0): writes
+/// `2 * k` bytes of `out` for the `k` values returned (a multiple of 32, stopping where a
+/// 32-byte read of `packed` would pass its end).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn merge_bf16(
+    values: &[u8],
+    symbols: Option<&[u16; 256]>,
+    packed: &[u8],
+    out: &mut [u8],
+) -> usize {
+    assert!(available());
+    let n = values.len().min(out.len() / 2);
+    // Step s reads packed[20 s .. 20 s + 32).
+    let by_tail = if packed.len() >= 32 {
+        ((packed.len() - 32) / 20 + 1) * STEP
+    } else {
+        0
+    };
+    let steps = n.min(by_tail) / STEP;
+    // SAFETY: step s reads values[32 s..32 s + 32), packed[20 s..20 s + 32) and writes
+    // out[64 s..64 s + 64); `steps` keeps all three inside their slices; the symbol table
+    // is 512 bytes read as eight 64-byte registers. The CPU features are asserted above.
+    unsafe { merge_bf16_avx512(values, symbols, packed, out, steps) };
+    steps * STEP
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn merge_bf16_avx512(
+    values: &[u8],
+    symbols: Option<&[u16; 256]>,
+    packed: &[u8],
+    out: &mut [u8],
+    steps: usize,
+) {
+    // SAFETY: see `merge_bf16`.
+    unsafe {
+        let table = symbols.map(|s| SymbolTable::load(s));
+        let tails = Tails5::new();
+        for s in 0..steps {
+            let idx = _mm256_loadu_si256(values.as_ptr().add(s * STEP) as *const __m256i);
+            let idx = _mm512_cvtepu8_epi16(idx);
+            let sym = match &table {
+                Some(t) => t.lookup(idx),
+                None => idx,
+            };
+            let tail = _mm512_cvtepu8_epi16(tails.unpack(packed.as_ptr().add(s * 20)));
+            let v = _mm512_or_si512(_mm512_slli_epi16::<5>(sym), tail);
+            _mm512_storeu_si512(out.as_mut_ptr().add(s * 64) as *mut __m512i, v);
+        }
+    }
+}
+
+/// Symbols from symbol indices: `out[i] = symbols[values[i]]` for the returned count of
+/// values (a multiple of 32).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn map_symbols(values: &[u8], symbols: &[u16; 256], out: &mut [u16]) -> usize {
+    assert!(available());
+    let steps = values.len().min(out.len()) / STEP;
+    // SAFETY: step s reads values[32 s..32 s + 32) and writes out[32 s..32 s + 32), inside
+    // both slices by `steps`; CPU features asserted above.
+    unsafe { map_symbols_avx512(values, symbols, out, steps) };
+    steps * STEP
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn map_symbols_avx512(values: &[u8], symbols: &[u16; 256], out: &mut [u16], steps: usize) {
+    // SAFETY: see `map_symbols`.
+    unsafe {
+        let table = SymbolTable::load(symbols);
+        for s in 0..steps {
+            let idx = _mm256_loadu_si256(values.as_ptr().add(s * STEP) as *const __m256i);
+            let sym = table.lookup(_mm512_cvtepu8_epi16(idx));
+            _mm512_storeu_si512(out.as_mut_ptr().add(s * STEP) as *mut __m512i, sym);
+        }
+    }
+}
+
+/// Unpacks 5-bit values packed 8 per 5 bytes: `out[i]` for the returned count of values
+/// (a multiple of 32, stopping where a 32-byte read of `packed` would pass its end).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn unpack5(packed: &[u8], out: &mut [u8]) -> usize {
+    assert!(available());
+    let by_tail = if packed.len() >= 32 {
+        ((packed.len() - 32) / 20 + 1) * STEP
+    } else {
+        0
+    };
+    let steps = out.len().min(by_tail) / STEP;
+    // SAFETY: step s reads packed[20 s..20 s + 32) and writes out[32 s..32 s + 32), both
+    // inside their slices by `steps`; CPU features asserted above.
+    unsafe { unpack5_avx512(packed, out, steps) };
+    steps * STEP
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn unpack5_avx512(packed: &[u8], out: &mut [u8], steps: usize) {
+    // SAFETY: see `unpack5`.
+    unsafe {
+        let tails = Tails5::new();
+        for s in 0..steps {
+            let t = tails.unpack(packed.as_ptr().add(s * 20));
+            _mm256_storeu_si256(out.as_mut_ptr().add(s * STEP) as *mut __m256i, t);
+        }
+    }
+}
+
+/// F32 values `head << 21 | tail << 16 | byte1 << 8 | byte0`, 4 bytes each into `out`,
+/// for the returned count of values (a multiple of 32).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn merge_f32(
+    head: &[u16],
+    tail: &[u8],
+    byte1: &[u8],
+    byte0: &[u8],
+    out: &mut [u8],
+) -> usize {
+    assert!(available());
+    let n = head
+        .len()
+        .min(tail.len())
+        .min(byte1.len())
+        .min(byte0.len())
+        .min(out.len() / 4);
+    let steps = n / STEP;
+    // SAFETY: step s reads 32 elements at 32 s of each input and writes out[128 s..128 s +
+    // 128), all inside their slices by `steps`; CPU features asserted above.
+    unsafe { merge_f32_avx512(head, tail, byte1, byte0, out, steps) };
+    steps * STEP
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn merge_f32_avx512(
+    head: &[u16],
+    tail: &[u8],
+    byte1: &[u8],
+    byte0: &[u8],
+    out: &mut [u8],
+    steps: usize,
+) {
+    // SAFETY: see `merge_f32`.
+    unsafe {
+        for i in (0..steps * STEP).step_by(16) {
+            let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(head.as_ptr().add(i) as *const _));
+            let t = _mm512_cvtepu8_epi32(_mm_loadu_si128(tail.as_ptr().add(i) as *const _));
+            let b1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(byte1.as_ptr().add(i) as *const _));
+            let b0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(byte0.as_ptr().add(i) as *const _));
+            let v = _mm512_or_si512(
+                _mm512_or_si512(_mm512_slli_epi32::<21>(h), _mm512_slli_epi32::<16>(t)),
+                _mm512_or_si512(_mm512_slli_epi32::<8>(b1), b0),
+            );
+            _mm512_storeu_si512(out.as_mut_ptr().add(4 * i) as *mut __m512i, v);
+        }
+    }
+}
+
+/// A 256-entry `u16` table in eight registers, looked up 32 indices at a time.
+#[cfg(target_arch = "x86_64")]
+struct SymbolTable {
+    t: [__m512i; 8],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl SymbolTable {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn load(symbols: &[u16; 256]) -> Self {
+        // SAFETY: eight 64-byte loads cover the 512 bytes of `symbols` exactly.
+        SymbolTable {
+            t: std::array::from_fn(|k| unsafe {
+                _mm512_loadu_si512(symbols.as_ptr().add(32 * k) as *const __m512i)
+            }),
+        }
+    }
+
+    /// `symbols[idx]` for 32 word indices below 256.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn lookup(&self, idx: __m512i) -> __m512i {
+        let t = &self.t;
+        // Each permute covers 64 entries (index bits 0..6); bits 6 and 7 pick the permute.
+        let a = _mm512_permutex2var_epi16(t[0], idx, t[1]);
+        let b = _mm512_permutex2var_epi16(t[2], idx, t[3]);
+        let c = _mm512_permutex2var_epi16(t[4], idx, t[5]);
+        let d = _mm512_permutex2var_epi16(t[6], idx, t[7]);
+        let k64 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+        let k128 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+        let ab = _mm512_mask_blend_epi16(k64, a, b);
+        let cd = _mm512_mask_blend_epi16(k64, c, d);
+        _mm512_mask_blend_epi16(k128, ab, cd)
+    }
+}
+
+/// The constants that unpack 32 five-bit values from 20 bytes.
+#[cfg(target_arch = "x86_64")]
+struct Tails5 {
+    /// Byte `b` of 64-bit lane `j` takes input byte `5 j + b`.
+    spread: __m256i,
+    /// Byte `b` of every lane takes the bits from `5 b`.
+    shifts: __m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tails5 {
+    #[target_feature(enable = "avx512f,avx512vl")]
+    #[inline]
+    fn new() -> Self {
+        let spread: [u8; 32] = std::array::from_fn(|i| (5 * (i / 8) + i % 8) as u8);
+        let shifts: [u8; 32] = std::array::from_fn(|i| (5 * (i % 8)) as u8);
+        // SAFETY: 32-byte loads from 32-byte arrays.
+        unsafe {
+            Tails5 {
+                spread: _mm256_loadu_si256(spread.as_ptr() as *const __m256i),
+                shifts: _mm256_loadu_si256(shifts.as_ptr() as *const __m256i),
+            }
+        }
+    }
+
+    /// The 32 tails whose 20 bytes start at `p`; reads 32 bytes from `p`.
+    ///
+    /// # Safety
+    /// `p..p + 32` must be readable.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn unpack(&self, p: *const u8) -> __m256i {
+        // SAFETY: the caller's contract.
+        let raw = unsafe { _mm256_loadu_si256(p as *const __m256i) };
+        let lanes = _mm256_permutexvar_epi8(self.spread, raw);
+        let bits = _mm256_multishift_epi64_epi8(self.shifts, lanes);
+        _mm256_and_si256(bits, _mm256_set1_epi8(31))
+    }
+}
+
+/// One register of eight lanes for one round, after the table lookup: updates the states
+/// from `freq` and `bias` and refills from the shared word stream with an expand.
+///
+/// # Safety
+/// `*p..*p + 16` readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[inline]
+unsafe fn advance8(xs: &mut __m256i, p: &mut *const u8, f: __m256i, bias: __m256i) {
+    let y = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32::<12>(*xs)), bias);
+    let need = _mm256_cmplt_epu32_mask(y, _mm256_set1_epi32(0x8000));
+    // SAFETY: the caller's contract.
+    let raw = unsafe { _mm256_cvtepu16_epi32(_mm_loadu_si128(*p as *const __m128i)) };
+    let w = _mm256_maskz_expand_epi32(need, raw);
+    *xs = _mm256_mask_mov_epi32(y, need, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w));
+    // SAFETY: at most eight words were taken, all inside the readable 16 bytes.
+    *p = unsafe { p.add(2 * need.count_ones() as usize) };
+}
+
+/// AVX-512 twin of `avx2::decode_rounds_avx2`: the same eight-lane registers (on Zen 4
+/// two 8-wide gathers beat one 16-wide gather), with mask compares and `vpexpandd` for the
+/// refill instead of a permute table.
+///
+/// # Safety
+/// As `avx2::decode_rounds_avx2`, with AVX-512 F and VL present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+pub(super) unsafe fn decode_rounds_avx512<const C: usize>(
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: &[u32; 4096],
+    out: &mut [u8],
+) {
+    // SAFETY: the caller's contract; `x` holds at least `8 C <= 32` states; slots are
+    // `state & 0xfff`, inside the 4096-entry table.
+    unsafe {
+        let mut xs: [__m256i; C] =
+            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
+        let mut p = stream.as_ptr().add(*pos);
+        let tab = table.as_ptr() as *const i32;
+        let mask12 = _mm256_set1_epi32(0xfff);
+        for chunk in out.chunks_exact_mut(8 * C) {
+            for (c, xc) in xs.iter_mut().enumerate() {
+                let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
+                let f = _mm256_and_si256(e, mask12);
+                let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
+                advance8(xc, &mut p, f, bias);
+                let v = _mm256_cvtepi32_epi8(_mm256_srli_epi32::<24>(e));
+                _mm_storel_epi64(chunk.as_mut_ptr().add(8 * c) as *mut __m128i, v);
+            }
+        }
+        for (c, xc) in xs.iter().enumerate() {
+            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
+        }
+        *pos = p.offset_from(stream.as_ptr()) as usize;
+    }
+}
+
+/// The rANS rounds for a wide table (more than 256 symbols: 64-bit entries
+/// `symbol | freq << 16 | bias << 32`), writing 16-bit symbols: eight 64-bit entries
+/// gathered per register and round.
+///
+/// # Safety
+/// As [`decode_rounds_avx512`], for `u16` output.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+pub(super) unsafe fn decode_rounds_wide_avx512<const C: usize>(
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: &[u64; 4096],
+    out: &mut [u16],
+) {
+    // SAFETY: as `decode_rounds_avx512`.
+    unsafe {
+        let mut xs: [__m256i; C] =
+            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
+        let mut p = stream.as_ptr().add(*pos);
+        let tab = table.as_ptr() as *const i64;
+        let mask12 = _mm256_set1_epi32(0xfff);
+        for chunk in out.chunks_exact_mut(8 * C) {
+            for (c, xc) in xs.iter_mut().enumerate() {
+                let e = _mm512_i32gather_epi64::<8>(_mm256_and_si256(*xc, mask12), tab);
+                // freq | bias << 16 (bias < 4096 fits).
+                let fb = _mm512_cvtepi64_epi32(_mm512_srli_epi64::<16>(e));
+                let f = _mm256_and_si256(fb, _mm256_set1_epi32(0xffff));
+                advance8(xc, &mut p, f, _mm256_srli_epi32::<16>(fb));
+                let v = _mm512_cvtepi64_epi16(e);
+                _mm_storeu_si128(chunk.as_mut_ptr().add(8 * c) as *mut __m128i, v);
+            }
+        }
+        for (c, xc) in xs.iter().enumerate() {
+            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
+        }
+        *pos = p.offset_from(stream.as_ptr()) as usize;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod off_x86 {
+    //! Never called: `available()` is false off x86_64.
+    pub(crate) fn merge_bf16(_: &[u8], _: Option<&[u16; 256]>, _: &[u8], _: &mut [u8]) -> usize {
+        0
+    }
+    pub(crate) fn map_symbols(_: &[u8], _: &[u16; 256], _: &mut [u16]) -> usize {
+        0
+    }
+    pub(crate) fn unpack5(_: &[u8], _: &mut [u8]) -> usize {
+        0
+    }
+    pub(crate) fn merge_f32(_: &[u16], _: &[u8], _: &[u8], _: &[u8], _: &mut [u8]) -> usize {
+        0
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) use off_x86::*;

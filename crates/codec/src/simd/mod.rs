@@ -1,0 +1,89 @@
+//! The SIMD kernels: the crate's only `unsafe` code, each block with a SAFETY note, each
+//! entry point a safe function that checks the bounds its intrinsics rely on.
+//!
+//! - [`avx2`]: the rANS rounds, eight lanes per register (table gather, refill by a
+//!   permute table).
+//! - [`avx512`]: the same rounds with mask compares and `vpexpandd`, rounds for tables of
+//!   more than 256 symbols (64-bit gathers), and what follows the rounds, 32 values per
+//!   step: symbol indices to symbols, 5-bit tails unpacked, planes merged into the output.
+//!
+//! Every function here has a scalar twin in `planes.rs` or `rans/mod.rs` that the tests
+//! compare it with, bit for bit.
+#![allow(unsafe_code)]
+
+mod avx2;
+mod avx512;
+
+pub(crate) use avx2::available as avx2_available;
+pub(crate) use avx512::{
+    available as avx512_available, map_symbols, merge_bf16, merge_f32, unpack5,
+};
+
+/// Checks what every rounds kernel relies on: 16 or 32 lanes, whole rounds, and words for
+/// every round even if every lane refilled in each (so each register's 16-byte word load
+/// stays inside `stream`: at the `c`-th register of the last round at least
+/// `lanes - 8 c >= 8` words are left).
+fn check_rounds(lanes: usize, pos: usize, stream: &[u8], n: usize) {
+    assert!(lanes == 16 || lanes == 32);
+    assert!(n.is_multiple_of(lanes));
+    assert!(pos <= stream.len() && 2 * n <= stream.len() - pos);
+}
+
+/// Decodes `out.len() / lanes` whole rounds with a compact table (entries
+/// `freq | bias << 12 | value << 24`), writing each symbol's 8-bit value; `avx512` picks
+/// the AVX-512 refill over the AVX2 one.
+///
+/// Panics unless the CPU has the kernel, `lanes` is 16 or 32, `out.len()` is a multiple
+/// of it, and `pos + 2 * out.len() <= stream.len()`.
+pub(crate) fn decode_rounds(
+    avx512: bool,
+    lanes: usize,
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: &[u32; 4096],
+    out: &mut [u8],
+) {
+    check_rounds(lanes, *pos, stream, out.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(avx2_available() && (!avx512 || avx512_available()));
+        // SAFETY: features and bounds asserted above.
+        unsafe {
+            match (avx512, lanes) {
+                (true, 16) => avx512::decode_rounds_avx512::<2>(x, pos, stream, table, out),
+                (true, _) => avx512::decode_rounds_avx512::<4>(x, pos, stream, table, out),
+                (false, 16) => avx2::decode_rounds_avx2::<2>(x, pos, stream, table, out),
+                (false, _) => avx2::decode_rounds_avx2::<4>(x, pos, stream, table, out),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no SIMD kernel off x86_64: {avx512} {x:?} {table:?} {out:?}")
+}
+
+/// [`decode_rounds`] for a wide table (`symbol | freq << 16 | bias << 32`), writing
+/// 16-bit symbols; AVX-512 only.
+pub(crate) fn decode_rounds_wide(
+    lanes: usize,
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: &[u64; 4096],
+    out: &mut [u16],
+) {
+    check_rounds(lanes, *pos, stream, out.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(avx2_available() && avx512_available());
+        // SAFETY: features and bounds asserted above.
+        unsafe {
+            match lanes {
+                16 => avx512::decode_rounds_wide_avx512::<2>(x, pos, stream, table, out),
+                _ => avx512::decode_rounds_wide_avx512::<4>(x, pos, stream, table, out),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no SIMD kernel off x86_64: {x:?} {table:?} {out:?}")
+}
