@@ -83,6 +83,26 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// The kernel the rANS encoder runs: AVX-512 where available, unless
+    /// `SPARSEWIRE_KERNEL` names another one. (Not timed: the calibration itself encodes
+    /// its probe tile, and every kernel writes the same bytes.)
+    pub fn for_encode() -> Kernel {
+        static CHOSEN: OnceLock<Kernel> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let wanted = std::env::var("SPARSEWIRE_KERNEL")
+                .ok()
+                .and_then(|n| Kernel::from_name(&n))
+                .unwrap_or(Kernel::Avx512);
+            if wanted.available() {
+                wanted
+            } else {
+                Kernel::Scalar
+            }
+        })
+    }
+}
+
 /// Times each available kernel on a synthetic BF16 tile (64 Ki values with a weight-like
 /// exponent spread), best of three, and returns the fastest.
 fn calibrate() -> Kernel {

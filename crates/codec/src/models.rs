@@ -21,21 +21,32 @@ impl PlaneHistograms {
         }
     }
 
-    /// Adds little-endian values (`values.len()` a multiple of the value size).
+    /// Adds little-endian values (`values.len()` a multiple of the value size), split a
+    /// few thousand at a time into buffers on the stack: nothing tensor-sized.
     pub fn add(&mut self, values: &[u8]) {
+        const STEP: usize = 4096;
         let l = self.layout;
-        let head: Vec<u16> = values
-            .chunks_exact(l.value_bytes)
-            .map(|v| l.head_of(v))
-            .collect();
-        for (a, b) in self.head.iter_mut().zip(histogram(&head, 1 << l.head_bits)) {
-            *a += b;
-        }
-        for (k, h) in self.bytes.iter_mut().enumerate() {
-            let plane: Vec<u8> = values.chunks_exact(l.value_bytes).map(|v| v[k]).collect();
-            for (a, b) in h.iter_mut().zip(histogram(&plane, 256)) {
-                *a += b;
+        let mut head = [0u16; STEP];
+        let mut bytes = [[0u8; STEP]; 2];
+        let mut head_counts = Counter::new(self.head.len());
+        let mut byte_counts: Vec<Counter> = (0..l.byte_planes).map(|_| Counter::new(256)).collect();
+        for chunk in values.chunks(STEP * l.value_bytes) {
+            let n = chunk.len() / l.value_bytes;
+            let [b0, b1] = &mut bytes;
+            let (b0, b1) = match l.byte_planes {
+                2 => (&mut b0[..n], &mut b1[..n]),
+                1 => (&mut b0[..n], &mut b1[..0]),
+                _ => (&mut b0[..0], &mut b1[..0]),
+            };
+            crate::planes::split_into(l, chunk, &mut head[..n], &mut [], b0, b1);
+            head_counts.add(&head[..n]);
+            for (c, b) in byte_counts.iter_mut().zip(&bytes) {
+                c.add(&b[..n]);
             }
+        }
+        head_counts.finish(&mut self.head);
+        for (c, h) in byte_counts.iter_mut().zip(&mut self.bytes) {
+            c.finish(h);
         }
     }
 
@@ -57,25 +68,67 @@ impl PlaneHistograms {
 /// plane) would otherwise serialise on a single counter through memory.
 pub(crate) fn histogram<S: Copy + Into<u32>>(symbols: &[S], alphabet: usize) -> Vec<u64> {
     let mut total = vec![0u64; alphabet];
-    let mut sub = vec![[0u32; 4]; alphabet];
-    // u32 counters: flush before any could overflow.
-    for block in symbols.chunks(1 << 30) {
-        let mut quads = block.chunks_exact(4);
-        for q in &mut quads {
-            sub[q[0].into() as usize][0] += 1;
-            sub[q[1].into() as usize][1] += 1;
-            sub[q[2].into() as usize][2] += 1;
-            sub[q[3].into() as usize][3] += 1;
+    let mut c = Counter::new(alphabet);
+    c.add(symbols);
+    c.finish(&mut total);
+    total
+}
+
+/// Four interleaved sub-histograms of `u32` counters, moved to `u64` totals before they
+/// could overflow.
+pub(crate) struct Counter {
+    sub: Vec<[u32; 4]>,
+    total: Vec<u64>,
+    /// Symbols counted in `sub` since it was last moved to `total`.
+    pending: usize,
+}
+
+impl Counter {
+    pub(crate) fn new(alphabet: usize) -> Self {
+        Counter {
+            sub: vec![[0; 4]; alphabet],
+            total: vec![0; alphabet],
+            pending: 0,
         }
-        for &s in quads.remainder() {
-            sub[s.into() as usize][0] += 1;
+    }
+
+    /// Counts `symbols` (each below the alphabet).
+    pub(crate) fn add<S: Copy + Into<u32>>(&mut self, symbols: &[S]) {
+        for block in symbols.chunks(1 << 30) {
+            if self.pending + block.len() > u32::MAX as usize {
+                self.flush();
+            }
+            let sub = &mut self.sub;
+            let mut quads = block.chunks_exact(4);
+            for q in &mut quads {
+                sub[q[0].into() as usize][0] += 1;
+                sub[q[1].into() as usize][1] += 1;
+                sub[q[2].into() as usize][2] += 1;
+                sub[q[3].into() as usize][3] += 1;
+            }
+            for &s in quads.remainder() {
+                sub[s.into() as usize][0] += 1;
+            }
+            self.pending += block.len();
         }
-        for (t, s) in total.iter_mut().zip(sub.iter_mut()) {
+    }
+
+    fn flush(&mut self) {
+        for (t, s) in self.total.iter_mut().zip(self.sub.iter_mut()) {
             *t += s.iter().map(|&c| c as u64).sum::<u64>();
             *s = [0; 4];
         }
+        self.pending = 0;
     }
-    total
+
+    /// Adds the counts to `total` and resets them.
+    pub(crate) fn finish(&mut self, total: &mut [u64]) {
+        self.flush();
+        for (t, c) in total.iter_mut().zip(self.total.iter_mut()) {
+            *t += *c;
+            *c = 0;
+        }
+    }
 }
 
 #[inline]

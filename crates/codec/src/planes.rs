@@ -1,7 +1,7 @@
 //! The float-plane codec of a tile: split values into head, tail and byte planes, code
 //! each plane as the smallest of raw, constant, shared or local rANS, and merge them back.
 
-use crate::models::{entropy_bits, histogram, load};
+use crate::models::{entropy_bits, histogram};
 use crate::rans::{self, DecodeTable, Model};
 use crate::{
     bits, simd, CodecError, Kernel, Plane, PlaneHistograms, PlaneLayout, StreamCodec, StreamEntry,
@@ -29,35 +29,97 @@ impl EncodedStream {
 
 /// A tile's values split into planes: head symbols, tail bits (empty without a tail), and
 /// the low byte planes (index `k` = byte `k`).
+#[derive(Default)]
 struct Split {
     head: Vec<u16>,
     tail: Vec<u8>,
     bytes: Vec<Vec<u8>>,
 }
 
-/// Splits little-endian values into planes (plain streaming loops; counting comes after).
+thread_local! {
+    /// The last tile's plane buffers, reused by the next tile on this thread: fresh
+    /// tile-sized buffers were page faults on every tile.
+    static SPLIT_POOL: std::cell::RefCell<Split> = std::cell::RefCell::default();
+}
+
+/// Splits little-endian values into planes (plain streaming loops; counting comes after),
+/// in buffers from this thread's pool ([`Split::recycle`] gives them back).
 fn split(layout: PlaneLayout, values: &[u8]) -> Split {
     let n = values.len() / layout.value_bytes;
+    let mut s = SPLIT_POOL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    s.head.clear();
+    s.head.resize(n, 0);
+    s.tail.clear();
+    s.tail.resize(if layout.tail_bits > 0 { n } else { 0 }, 0);
+    s.bytes.resize_with(layout.byte_planes, Vec::new);
+    for b in &mut s.bytes {
+        b.clear();
+        b.resize(n, 0);
+    }
+    let Split { head, tail, bytes } = &mut s;
+    let (b0, b1) = match bytes.as_mut_slice() {
+        [b0, b1] => (&mut b0[..], &mut b1[..]),
+        [b0] => (&mut b0[..], &mut [][..]),
+        _ => (&mut [][..], &mut [][..]),
+    };
+    split_into(layout, values, head, tail, b0, b1);
+    s
+}
+
+impl Split {
+    /// Hands the buffers back to this thread's pool.
+    fn recycle(self) {
+        SPLIT_POOL.with(|p| *p.borrow_mut() = self);
+    }
+}
+
+/// Splits `head.len()` values into the given planes (`tail`, `byte0`, `byte1` as long as
+/// `head` where the layout has them, else empty): one typed pass per value size.
+pub(crate) fn split_into(
+    layout: PlaneLayout,
+    values: &[u8],
+    head: &mut [u16],
+    tail: &mut [u8],
+    byte0: &mut [u8],
+    byte1: &mut [u8],
+) {
     let hs = layout.head_shift();
     let ts = layout.tail_shift();
     let tail_mask = (1u32 << layout.tail_bits) - 1;
-    let mut head = vec![0u16; n];
-    let mut tail = vec![0u8; if layout.tail_bits > 0 { n } else { 0 }];
-    let mut bytes: Vec<Vec<u8>> = vec![vec![0u8; n]; layout.byte_planes];
-    for (h, v) in head.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
-        *h = (load(v) >> hs) as u16;
-    }
-    if layout.tail_bits > 0 {
-        for (t, v) in tail.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
-            *t = ((load(v) >> ts) & tail_mask) as u8;
+    let n = head.len();
+    match layout.value_bytes {
+        2 => {
+            let v = values[..2 * n]
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32);
+            for (h, x) in head.iter_mut().zip(v.clone()) {
+                *h = (x >> hs) as u16;
+            }
+            for (t, x) in tail.iter_mut().zip(v.clone()) {
+                *t = ((x >> ts) & tail_mask) as u8;
+            }
+            for (b, x) in byte0.iter_mut().zip(v) {
+                *b = x as u8;
+            }
+        }
+        _ => {
+            let v = values[..4 * n]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            for (h, x) in head.iter_mut().zip(v.clone()) {
+                *h = (x >> hs) as u16;
+            }
+            for (t, x) in tail.iter_mut().zip(v.clone()) {
+                *t = ((x >> ts) & tail_mask) as u8;
+            }
+            for (b, x) in byte0.iter_mut().zip(v.clone()) {
+                *b = x as u8;
+            }
+            for (b, x) in byte1.iter_mut().zip(v) {
+                *b = (x >> 8) as u8;
+            }
         }
     }
-    for (k, b) in bytes.iter_mut().enumerate() {
-        for (o, v) in b.iter_mut().zip(values.chunks_exact(layout.value_bytes)) {
-            *o = v[k];
-        }
-    }
-    Split { head, tail, bytes }
 }
 
 /// Splits float values (little-endian, `layout.value_bytes` each) into planes and codes
@@ -68,18 +130,19 @@ pub fn encode_planes(
     models: &TensorModels,
 ) -> Result<Vec<EncodedStream>, CodecError> {
     let n = values.len() / layout.value_bytes;
-    let Split { head, tail, bytes } = split(layout, values);
-    let head_hist = histogram(&head, 1 << layout.head_bits);
+    let planes = split(layout, values);
+    let Split { head, tail, bytes } = &planes;
+    let head_hist = histogram(head, 1 << layout.head_bits);
 
     let mut streams = Vec::with_capacity(2 + layout.byte_planes);
     streams.push(code_symbols(
         Plane::Head,
-        &head,
+        head,
         &head_hist,
         models.get(PlaneLayout::HEAD_MODEL),
         PlaneLayout::HEAD_MODEL,
         |out| {
-            for h in &head {
+            for h in head {
                 out.extend_from_slice(&h.to_le_bytes());
             }
         },
@@ -95,7 +158,7 @@ pub fn encode_planes(
             )
         } else {
             let mut b = Vec::with_capacity(bits::packed_len(n, layout.tail_bits));
-            bits::pack(&tail, layout.tail_bits, &mut b);
+            bits::pack(tail, layout.tail_bits, &mut b);
             (StreamCodec::Raw, b)
         };
         streams.push(EncodedStream {
@@ -117,11 +180,12 @@ pub fn encode_planes(
             |out| out.extend_from_slice(plane),
         )?);
     }
+    planes.recycle();
     Ok(streams)
 }
 
 /// Codes one plane as the smallest of constant, raw, shared-model and own-model rANS.
-pub(crate) fn code_symbols<S: Copy + Into<u32>>(
+pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     plane: Plane,
     symbols: &[S],
     hist: &[u64],

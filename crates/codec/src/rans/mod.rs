@@ -104,65 +104,138 @@ impl EncSymbol {
     }
 }
 
+/// The symbol types the encoder takes: `u8` (byte planes, masks) and `u16` (heads).
+pub trait EncodeSymbol: Copy + Into<u32> {
+    /// The slice as the SIMD encoder reads it.
+    fn symbol_slice(s: &[Self]) -> SymbolSlice<'_>;
+}
+
+/// A slice of symbols of one of the widths the SIMD encoder reads.
+#[derive(Debug, Clone, Copy)]
+pub enum SymbolSlice<'a> {
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+}
+
+impl EncodeSymbol for u8 {
+    fn symbol_slice(s: &[u8]) -> SymbolSlice<'_> {
+        SymbolSlice::U8(s)
+    }
+}
+
+impl EncodeSymbol for u16 {
+    fn symbol_slice(s: &[u16]) -> SymbolSlice<'_> {
+        SymbolSlice::U16(s)
+    }
+}
+
 /// Encodes `symbols` (each must have a non-zero frequency in `model`) and appends the
-/// stream to `out`.
-pub fn encode<S: Copy + Into<u32>>(
+/// stream to `out`, with the SIMD rounds where [`Kernel::for_encode`] is AVX-512.
+pub fn encode<S: EncodeSymbol>(
     symbols: &[S],
     model: &Model,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
+    encode_with(symbols, model, out, Kernel::for_encode())
+}
+
+/// [`encode`] with a given kernel: the same bytes from every kernel (AVX-512 runs the
+/// SIMD rounds, the others the scalar loop).
+pub fn encode_with<S: EncodeSymbol>(
+    symbols: &[S],
+    model: &Model,
+    out: &mut Vec<u8>,
+    kernel: Kernel,
+) -> Result<(), CodecError> {
     let syms: Vec<EncSymbol> = (0..model.alphabet())
         .map(|s| EncSymbol::new(model.cum[s], model.freq(s)))
         .collect();
+    let simd = kernel == Kernel::Avx512 && kernel.available();
     match lanes_for(symbols.len()) {
-        1 => encode_lanes::<S, 1>(symbols, &syms, out),
-        4 => encode_lanes::<S, 4>(symbols, &syms, out),
-        16 => encode_lanes::<S, 16>(symbols, &syms, out),
-        _ => encode_lanes::<S, 32>(symbols, &syms, out),
+        1 => encode_lanes::<S, 1>(symbols, &syms, out, false),
+        4 => encode_lanes::<S, 4>(symbols, &syms, out, false),
+        16 => encode_lanes::<S, 16>(symbols, &syms, out, simd),
+        _ => encode_lanes::<S, 32>(symbols, &syms, out, simd),
     }
 }
 
+/// One encoder step of lane `l`: the word it may emit goes to `words[*count]`, kept by
+/// advancing `count` (branch-free). Returns false for a symbol the model cannot code.
+#[inline(always)]
+fn put<S: Into<u32>>(
+    x: &mut u32,
+    sym: S,
+    syms: &[EncSymbol],
+    words: &mut [u16],
+    count: &mut usize,
+) -> bool {
+    let es = syms.get(sym.into() as usize).copied().unwrap_or_default();
+    let freq = es.freq();
+    let x_max = ((STATE_LOW >> PRECISION_BITS) << 16) * freq;
+    let emit = *x >= x_max;
+    words[*count] = *x as u16;
+    *count += emit as usize;
+    let y = if emit { *x >> 16 } else { *x };
+    let q = (((y as u64 * es.rcp_freq as u64) >> 32) as u32) >> (es.packed >> 26);
+    let bias = (es.packed >> 13) & 0x1fff;
+    *x = y
+        .wrapping_add(bias)
+        .wrapping_add(q.wrapping_mul(TOTAL.wrapping_sub(freq)));
+    freq != 0
+}
+
 /// The encoder for `L` lanes. It runs backwards, so the words it emits are the decode
-/// order reversed; each symbol emits at most one, written branch-free and kept or
-/// overwritten by advancing the count.
-fn encode_lanes<S: Copy + Into<u32>, const L: usize>(
+/// order reversed; each symbol emits at most one. `simd`: the whole rounds through the
+/// AVX-512 rounds (the same words and states as the scalar loop).
+fn encode_lanes<S: EncodeSymbol, const L: usize>(
     symbols: &[S],
     syms: &[EncSymbol],
     out: &mut Vec<u8>,
+    simd: bool,
 ) -> Result<(), CodecError> {
-    let mut words = vec![0u16; symbols.len() + 1];
+    // One word per symbol at most, and slack for the SIMD rounds' 16-byte stores; the
+    // buffer is this thread's, reused from stream to stream.
+    let mut words = WORDS.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    words.clear();
+    words.resize(symbols.len() + 16, 0);
     let mut count = 0usize;
-    let mut states = [STATE_LOW; L];
-    let mut bad = false;
-    let mut put = |l: usize, sym: S, states: &mut [u32; L]| {
-        let s = sym.into() as usize;
-        let es = syms.get(s).copied().unwrap_or_default();
-        let freq = es.freq();
-        bad |= freq == 0;
-        let x_max = ((STATE_LOW >> PRECISION_BITS) << 16) * freq;
-        let mut x = states[l];
-        let emit = x >= x_max;
-        words[count] = x as u16;
-        count += emit as usize;
-        x = if emit { x >> 16 } else { x };
-        let q = (((x as u64 * es.rcp_freq as u64) >> 32) as u32) >> (es.packed >> 26);
-        let bias = (es.packed >> 13) & 0x1fff;
-        states[l] = x
-            .wrapping_add(bias)
-            .wrapping_add(q.wrapping_mul(TOTAL.wrapping_sub(freq)));
-    };
+    let mut states = [STATE_LOW; MAX_LANES];
+    let mut ok = true;
     // Backwards: the partial last round first, then whole rounds, so symbol i always
     // goes to lane i % L.
     let full = symbols.len() / L * L;
     for (l, &sym) in symbols[full..].iter().enumerate().rev() {
-        put(l, sym, &mut states);
+        ok &= put(&mut states[l], sym, syms, &mut words, &mut count);
     }
-    for round in symbols[..full].chunks_exact(L).rev() {
-        for l in (0..L).rev() {
-            put(l, round[l], &mut states);
+    #[cfg(not(feature = "portable"))]
+    let done = simd && L >= SIMD_MIN_LANES && full > 0 && {
+        let table: Vec<u64> = syms
+            .iter()
+            .map(|e| e.rcp_freq as u64 | (e.packed as u64) << 32)
+            .collect();
+        ok &= crate::simd::encode_rounds(
+            L,
+            &mut states,
+            S::symbol_slice(&symbols[..full]),
+            &table,
+            &mut words,
+            &mut count,
+        );
+        true
+    };
+    #[cfg(feature = "portable")]
+    let done = {
+        let _ = simd;
+        false
+    };
+    if !done {
+        for round in symbols[..full].chunks_exact(L).rev() {
+            for l in (0..L).rev() {
+                ok &= put(&mut states[l], round[l], syms, &mut words, &mut count);
+            }
         }
     }
-    if bad {
+    if !ok {
         let symbol = symbols
             .iter()
             .map(|&s| s.into())
@@ -172,13 +245,19 @@ fn encode_lanes<S: Copy + Into<u32>, const L: usize>(
     }
     out.reserve(1 + 4 * L + count * 2);
     out.push(L as u8);
-    for x in states {
+    for x in &states[..L] {
         out.extend_from_slice(&x.to_le_bytes());
     }
     for w in words[..count].iter().rev() {
         out.extend_from_slice(&w.to_le_bytes());
     }
+    WORDS.with(|w| *w.borrow_mut() = words);
     Ok(())
+}
+
+thread_local! {
+    /// The encoder's word buffer, kept between streams on a thread.
+    static WORDS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Decodes `out.len()` symbols from `stream` (exactly one encoded stream).

@@ -148,3 +148,66 @@ fn corrupt_streams_are_errors_not_panics() {
     let mut longer = vec![0u16; 1001];
     assert!(decode(&buf, &t, &mut longer).is_err());
 }
+
+#[test]
+fn every_kernel_encodes_the_same_bytes() {
+    let kernels = simd_kernels("every_kernel_encodes_the_same_bytes");
+    let mut seed = 5u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    for n in [
+        0usize, 15, 16, 17, 1000, 1024, 1500, 8191, 8192, 9000, 70_001,
+    ] {
+        for alphabet in [2usize, 7, 256, 2048] {
+            let syms: Vec<u16> = (0..n)
+                .map(|_| {
+                    let r = next();
+                    ((r.trailing_zeros() as usize * 37 + (r >> 28) as usize) % alphabet) as u16
+                })
+                .collect();
+            let mut h = hist(&syms, alphabet);
+            h[0] += 1;
+            h[alphabet - 1] += 1;
+            let m = Model::from_counts(&h).unwrap();
+            let mut reference = Vec::new();
+            encode_with(&syms, &m, &mut reference, Kernel::Scalar).unwrap();
+            let bytes: Vec<u8> = syms.iter().map(|&s| s as u8).collect();
+            let mut reference8 = Vec::new();
+            if alphabet <= 256 {
+                encode_with(&bytes, &m, &mut reference8, Kernel::Scalar).unwrap();
+                assert_eq!(reference8, reference, "u8 and u16 symbols code alike");
+            }
+            for &k in &kernels {
+                let mut got = Vec::new();
+                encode_with(&syms, &m, &mut got, k).unwrap();
+                assert!(got == reference, "n={n} alphabet={alphabet} {k:?}");
+                if alphabet <= 256 {
+                    let mut got8 = Vec::new();
+                    encode_with(&bytes, &m, &mut got8, k).unwrap();
+                    assert!(got8 == reference8, "u8 n={n} alphabet={alphabet} {k:?}");
+                }
+                // A symbol outside the model, or without a frequency, is refused.
+                if n > 0 {
+                    let mut bad = syms.clone();
+                    bad[n / 2] = alphabet as u16 + 3;
+                    let e = encode_with(&bad, &m, &mut Vec::new(), k).unwrap_err();
+                    assert_eq!(
+                        e,
+                        CodecError::SymbolNotInModel {
+                            symbol: alphabet as u32 + 3
+                        }
+                    );
+                }
+            }
+        }
+    }
+    let m = Model::from_counts(&[5, 0, 5]).unwrap();
+    for &k in &kernels {
+        let e = encode_with(&vec![1u8; 5000], &m, &mut Vec::new(), k).unwrap_err();
+        assert_eq!(e, CodecError::SymbolNotInModel { symbol: 1 });
+    }
+}

@@ -368,6 +368,101 @@ pub(super) unsafe fn decode_rounds_wide_avx512<const C: usize>(
     }
 }
 
+/// Loads the eight symbols of one register and round, as `u32`s, lanes reversed.
+///
+/// # Safety
+/// `p..p + 8` symbols readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[inline]
+unsafe fn load8_reversed(syms: super::SymbolPtr, at: usize, rev: __m256i) -> __m256i {
+    // SAFETY: the caller's contract.
+    let v = unsafe {
+        match syms {
+            super::SymbolPtr::U8(p) => {
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(at) as *const __m128i))
+            }
+            super::SymbolPtr::U16(p) => {
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(at) as *const __m128i))
+            }
+        }
+    };
+    _mm256_permutexvar_epi32(rev, v)
+}
+
+/// The rANS encoder's whole rounds, backwards, eight lanes per register: the same words,
+/// in the same order, and the same final states as the scalar loop. Registers hold their
+/// lanes reversed, so that a compress of the emitting lanes lists them in the scalar
+/// loop's order (lane `L - 1` first). Returns false if a symbol is outside the table or has
+/// no frequency (the stream is then discarded).
+///
+/// # Safety
+/// AVX-512 F and VL present; `rounds * 8 C` symbols readable at `syms`; `table` has at
+/// least one entry (`rcp | packed << 32`); `words` has room for `*count + 8 C * rounds +
+/// 8` words.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+pub(super) unsafe fn encode_rounds_avx512<const C: usize>(
+    x: &mut [u32; 32],
+    syms: super::SymbolPtr,
+    rounds: usize,
+    table: &[u64],
+    words: &mut [u16],
+    count: &mut usize,
+) -> bool {
+    // SAFETY: the caller's contract. Gather indices are clamped to the table's last entry.
+    unsafe {
+        let rev = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+        let mut xs: [__m256i; C] = std::array::from_fn(|c| {
+            _mm256_permutexvar_epi32(
+                rev,
+                _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i),
+            )
+        });
+        let last = _mm256_set1_epi32(table.len() as i32 - 1);
+        let tab = table.as_ptr() as *const i64;
+        let mask13 = _mm256_set1_epi32(0x1fff);
+        let total = _mm256_set1_epi32(4096);
+        let mut bad: u8 = 0;
+        let mut w = words.as_mut_ptr().add(*count);
+        for r in (0..rounds).rev() {
+            for c in (0..C).rev() {
+                let xc = &mut xs[c];
+                let idx = load8_reversed(syms, (r * C + c) * 8, rev);
+                bad |= _mm256_cmpgt_epu32_mask(idx, last);
+                let idx = _mm256_min_epu32(idx, last);
+                let e = _mm512_i32gather_epi64::<8>(idx, tab);
+                let rcp = _mm512_cvtepi64_epi32(e);
+                let packed = _mm512_cvtepi64_epi32(_mm512_srli_epi64::<32>(e));
+                let freq = _mm256_and_si256(packed, mask13);
+                bad |= _mm256_cmpeq_epi32_mask(freq, _mm256_setzero_si256());
+                let emit = _mm256_cmpge_epu32_mask(*xc, _mm256_slli_epi32::<19>(freq));
+                let out = _mm256_cvtepi32_epi16(_mm256_maskz_compress_epi32(emit, *xc));
+                _mm_storeu_si128(w as *mut __m128i, out);
+                w = w.add(emit.count_ones() as usize);
+                let y = _mm256_mask_srli_epi32(*xc, emit, *xc, 16);
+                // q = mulhi(y, rcp) >> shift, even and odd lanes apart.
+                let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(y, rcp));
+                let odd =
+                    _mm256_mul_epu32(_mm256_srli_epi64::<32>(y), _mm256_srli_epi64::<32>(rcp));
+                let q = _mm256_mask_blend_epi32(0xaa, even, odd);
+                let q = _mm256_srlv_epi32(q, _mm256_srli_epi32::<26>(packed));
+                let bias = _mm256_and_si256(_mm256_srli_epi32::<13>(packed), mask13);
+                let step = _mm256_mullo_epi32(q, _mm256_sub_epi32(total, freq));
+                *xc = _mm256_add_epi32(_mm256_add_epi32(y, bias), step);
+            }
+        }
+        for (c, xc) in xs.iter().enumerate() {
+            _mm256_storeu_si256(
+                x.as_mut_ptr().add(8 * c) as *mut __m256i,
+                _mm256_permutexvar_epi32(rev, *xc),
+            );
+        }
+        *count = w.offset_from(words.as_ptr()) as usize;
+        bad == 0
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 mod off_x86 {
     //! Never called: `available()` is false off x86_64.

@@ -87,3 +87,50 @@ pub(crate) fn decode_rounds_wide(
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("no SIMD kernel off x86_64: {x:?} {table:?} {out:?}")
 }
+
+/// Where the encoder's symbols are read from (checked lengths, see [`encode_rounds`]).
+#[derive(Debug, Clone, Copy)]
+enum SymbolPtr {
+    U8(*const u8),
+    U16(*const u16),
+}
+
+/// The rANS encoder's whole rounds of `lanes` (16 or 32) lanes, backwards, through
+/// AVX-512: appends to `words[*count..]` exactly the words the scalar loop would, and
+/// leaves the same states. `symbols` holds whole rounds; `table[s]` is symbol `s`'s
+/// `rcp | packed << 32`. Returns false where a symbol cannot be coded.
+///
+/// Panics unless the CPU has AVX-512 (F, VL), the symbols are whole rounds, the table is
+/// not empty, and `words` has room for every symbol's word plus 8.
+pub(crate) fn encode_rounds(
+    lanes: usize,
+    x: &mut [u32; 32],
+    symbols: crate::rans::SymbolSlice<'_>,
+    table: &[u64],
+    words: &mut [u16],
+    count: &mut usize,
+) -> bool {
+    use crate::rans::SymbolSlice;
+    let (n, ptr) = match symbols {
+        SymbolSlice::U8(s) => (s.len(), SymbolPtr::U8(s.as_ptr())),
+        SymbolSlice::U16(s) => (s.len(), SymbolPtr::U16(s.as_ptr())),
+    };
+    assert!(lanes == 16 || lanes == 32);
+    assert!(n.is_multiple_of(lanes) && !table.is_empty() && table.len() <= i32::MAX as usize);
+    assert!(*count <= words.len() && words.len() - *count >= n + 8);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(avx2_available() && avx512_available());
+        let rounds = n / lanes;
+        // SAFETY: features and bounds asserted above; the symbol pointers come from slices
+        // of `n` symbols that outlive the call.
+        unsafe {
+            match lanes {
+                16 => avx512::encode_rounds_avx512::<2>(x, ptr, rounds, table, words, count),
+                _ => avx512::encode_rounds_avx512::<4>(x, ptr, rounds, table, words, count),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no SIMD kernel off x86_64: {ptr:?}")
+}
