@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Measure the lossless peers on one tensor file, single thread, and print JSON.
 
-Peers: zstd -3 (python `zstandard`), ZipNN (`zipnn`), lmzip (the `lmz` CLI, timed as a
-process, so its figures include interpreter start-up). Install them with
+Peers: zstd -3 (python `zstandard`), ZipNN (`zipnn`), lmzip (its Python API, `lmz.api`,
+in this process, so its figures are its decoding and not interpreter start-up; it reads and
+writes files, as it has no in-memory API). Install them with
 `pip install zstandard zipnn lmzip`; a missing peer is reported as such, never guessed.
 Ratios are compressed bytes / original file bytes; decode GB/s are original bytes per
 second, median of RUNS.
 """
-import json, os, shutil, statistics, subprocess, sys, tempfile, time
+import json, os, statistics, sys, tempfile, time
 
 RUNS = int(os.environ.get("PEER_RUNS", "3"))
 
@@ -42,15 +43,21 @@ def main(path):
         out["peers"]["zipnn"] = {"ratio": len(c) / n, "decode_gbps": n / s / 1e9}
     except ImportError:
         out["peers"]["zipnn"] = None
-    lmz = shutil.which("lmz")
-    if lmz:
+    try:
+        from lmz import api as lmz
         with tempfile.TemporaryDirectory() as d:
             arc = os.path.join(d, "a.lmz")
-            subprocess.run([lmz, "compress", "-q", "-f", "-j", "1", path, arc], check=True)
+            lmz.compress(path, arc, workers=1)
             back = os.path.join(d, "back")
-            s = med(lambda: subprocess.run([lmz, "decompress", "-q", "-f", "-j", "1", arc, back], check=True))
+
+            def dec():
+                if os.path.exists(back):
+                    os.remove(back)
+                lmz.decompress(arc, back, workers=1)
+
+            s = med(dec)
             out["peers"]["lmzip"] = {"ratio": os.path.getsize(arc) / n, "decode_gbps": n / s / 1e9}
-    else:
+    except ImportError:
         out["peers"]["lmzip"] = None
     print(json.dumps(out))
 

@@ -34,6 +34,10 @@ pub struct BenchReport {
     pub runs: usize,
     /// The CPU model, from /proc/cpuinfo.
     pub cpu: String,
+    /// The decode kernel (`scalar`, `avx2`, `avx512`: `Kernel::chosen`, timed once per
+    /// process) and the encoder's (`Kernel::for_encode`).
+    pub kernel: String,
+    pub encode_kernel: String,
     /// Per plane kind over all tensors: stored bytes against the order-0 entropy bound.
     pub planes: Vec<PlaneTotal>,
     pub tensors: Vec<TensorReport>,
@@ -164,6 +168,8 @@ pub fn bench(
         decode_gbps_all_threads: gbps(decn),
         runs,
         cpu: cpu_model(),
+        kernel: reader.kernel().name().into(),
+        encode_kernel: sparsewire_stream::Kernel::for_encode().name().into(),
         planes: totals
             .into_iter()
             .map(|(plane, (bytes, bound))| PlaneTotal {

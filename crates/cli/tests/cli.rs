@@ -140,6 +140,13 @@ fn bench_json_has_speed_fields() {
     ] {
         assert!(v.get(key).is_some(), "bench --json lacks {key}");
     }
+    // The CPU and the kernels that ran, so figures from different machines can be told
+    // apart.
+    assert!(v["cpu"].as_str().is_some_and(|c| !c.is_empty()));
+    for key in ["kernel", "encode_kernel"] {
+        let k = v[key].as_str().unwrap_or_default();
+        assert!(["scalar", "avx2", "avx512"].contains(&k), "{key}: {k:?}");
+    }
 }
 
 #[test]

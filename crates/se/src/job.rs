@@ -186,12 +186,16 @@ impl Job<'_> {
                 value: raw[index],
             });
         }
-        let original: Vec<f32> = if nonfinite {
-            raw.iter()
+        // The ranked values; the raw ones are kept apart only when they differ (a tensor-sized
+        // copy otherwise).
+        let (original, raw): (Vec<f32>, Option<Vec<f32>>) = if nonfinite {
+            let cleaned = raw
+                .iter()
                 .map(|&v| if v.is_finite() { v } else { 0.0 })
-                .collect()
+                .collect();
+            (cleaned, Some(raw))
         } else {
-            raw.clone()
+            (raw, None)
         };
         let config = SparsifyConfig {
             sparsity,
@@ -224,10 +228,10 @@ impl Job<'_> {
             r => r?,
         };
         let mut s = s;
-        if nonfinite {
+        if let Some(raw) = &raw {
             fix_nonfinite(
                 &t.name,
-                &raw,
+                raw,
                 &original,
                 &mut s.mask,
                 cols,
@@ -235,7 +239,7 @@ impl Job<'_> {
                 self.nonfinite,
             )?;
             if s.updated && self.nonfinite == NonFinite::Keep {
-                for (v, &r) in s.values.iter_mut().zip(&raw) {
+                for (v, &r) in s.values.iter_mut().zip(raw) {
                     if !r.is_finite() {
                         *v = r;
                     }

@@ -69,8 +69,8 @@ fn print_bench(r: &BenchReport) {
         r.decode_gbps, r.decode_gbps_all_threads, r.threads
     );
     println!(
-        "median of {} runs on {}; GB = 1e9 bytes of original tensor data",
-        r.runs, r.cpu
+        "median of {} runs on {} (decode kernel {}, encode kernel {}); GB = 1e9 bytes of original tensor data",
+        r.runs, r.cpu, r.kernel, r.encode_kernel
     );
     println!(
         "{:<10} {:>12} {:>16} {:>10}",

@@ -391,6 +391,38 @@ impl<S: Source> Reader<S> {
         })
     }
 
+    /// [`Reader::decode_all`] into `file`, reusing the buffers of the tensors it already
+    /// holds (by position: a previous decode of this or a similar stream), so that decoding
+    /// again allocates nothing and takes no first-touch page faults where the sizes match.
+    /// On error `file` holds what was decoded so far and must not be used.
+    pub fn decode_all_into(&self, file: &mut TensorFile) -> Result<(), StreamError>
+    where
+        S: Sync,
+    {
+        let mut total = 0u64;
+        for t in &self.header.tensors {
+            total = total.saturating_add(t.byte_len()?);
+        }
+        self.check_limit(total)?;
+        let mut old = std::mem::take(&mut file.tensors).into_iter();
+        file.metadata = self.header.user_metadata.clone();
+        for t in 0..self.header.tensors.len() {
+            let m = self.meta(t)?;
+            let len = m.byte_len()?;
+            self.check_memory(t, len)?;
+            let mut data = old.next().map(|o| o.data).unwrap_or_default();
+            data.resize(len as usize, 0);
+            self.decode_tensor_into(t, &mut data)?;
+            file.tensors.push(Tensor {
+                name: m.name.clone(),
+                dtype: m.dtype,
+                shape: m.shape.clone(),
+                data,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the decoded bytes of whole tile `k` of tensor `t` (a raw or zstd tile, as
     /// every non-float tensor has) to `out`, in chunks: a tile of any size needs a few MiB.
     /// The checksum is verified in a first pass over the stored bytes, and again as they

@@ -67,6 +67,18 @@ fn round_trips_every_dtype_and_shape() {
         let bytes = encode(&f, &opts).unwrap();
         let r = Reader::new(&bytes[..]).unwrap();
         assert_eq!(r.decode_all().unwrap(), f);
+        // Into the buffers of a previous decode: the same file, the buffers kept; into
+        // buffers of other sizes (or fewer tensors): still the same file.
+        let mut again = r.decode_all().unwrap();
+        let ptrs: Vec<*const u8> = again.tensors.iter().map(|t| t.data.as_ptr()).collect();
+        r.decode_all_into(&mut again).unwrap();
+        assert_eq!(again, f);
+        let kept: Vec<*const u8> = again.tensors.iter().map(|t| t.data.as_ptr()).collect();
+        assert_eq!(kept, ptrs, "buffers reused");
+        let mut other = TensorFile::default();
+        other.tensors.push(f.tensors[f.tensors.len() - 1].clone());
+        r.decode_all_into(&mut other).unwrap();
+        assert_eq!(other, f);
         // Random access: any tile alone.
         let t = r.tensor_index("w").unwrap();
         let grid = r.grid(t);
