@@ -128,18 +128,8 @@ pub fn bench(
     // not the allocator's: a fresh `decode_all` per run lets glibc hand large buffers back
     // to the kernel and fault them in again, which varied by 1.7x between builds whose
     // decoders were identical (measured with the allocator's thresholds pinned).
-    let mut bufs: Vec<Vec<u8>> = reader
-        .decode_all()?
-        .tensors
-        .into_iter()
-        .map(|t| t.data)
-        .collect();
-    let mut decode_into = || -> Result<(), StreamError> {
-        for (t, b) in bufs.iter_mut().enumerate() {
-            reader.decode_tensor_into(t, b)?;
-        }
-        Ok(())
-    };
+    let mut file = reader.decode_all()?;
+    let mut decode_into = || reader.decode_all_into(&mut file);
     let dec1 = timed(&one, runs, &mut decode_into)?;
     let decn = timed(&all, runs, &mut decode_into)?;
     let report = inspect(&reader, true)?;

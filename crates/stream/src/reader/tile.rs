@@ -372,23 +372,15 @@ impl<S: Source> Reader<S> {
             .try_for_each(|(b, out)| self.decode_rows(t, b as u64, out))
     }
 
-    /// Decodes every tensor, with the stream's metadata.
+    /// Decodes every tensor, with the stream's metadata: tensors in parallel, and the tiles
+    /// of each (a model of many small tensors has few tiles per tensor).
     pub fn decode_all(&self) -> Result<TensorFile, StreamError>
     where
         S: Sync,
     {
-        let mut total = 0u64;
-        for t in &self.header.tensors {
-            total = total.saturating_add(t.byte_len()?);
-        }
-        self.check_limit(total)?;
-        let tensors = (0..self.header.tensors.len())
-            .map(|t| self.decode_tensor(t))
-            .collect::<Result<_, _>>()?;
-        Ok(TensorFile {
-            tensors,
-            metadata: self.header.user_metadata.clone(),
-        })
+        let mut file = TensorFile::default();
+        self.decode_all_into(&mut file)?;
+        Ok(file)
     }
 
     /// [`Reader::decode_all`] into `file`, reusing the buffers of the tensors it already
@@ -404,22 +396,32 @@ impl<S: Source> Reader<S> {
             total = total.saturating_add(t.byte_len()?);
         }
         self.check_limit(total)?;
-        let mut old = std::mem::take(&mut file.tensors).into_iter();
-        file.metadata = self.header.user_metadata.clone();
-        for t in 0..self.header.tensors.len() {
-            let m = self.meta(t)?;
-            let len = m.byte_len()?;
+        let n = self.header.tensors.len();
+        let mut bufs: Vec<Vec<u8>> = std::mem::take(&mut file.tensors)
+            .into_iter()
+            .map(|t| t.data)
+            .collect();
+        bufs.resize_with(n, Vec::new);
+        bufs.truncate(n);
+        for (t, data) in bufs.iter_mut().enumerate() {
+            let len = self.meta(t)?.byte_len()?;
             self.check_memory(t, len)?;
-            let mut data = old.next().map(|o| o.data).unwrap_or_default();
             data.resize(len as usize, 0);
-            self.decode_tensor_into(t, &mut data)?;
-            file.tensors.push(Tensor {
+        }
+        bufs.par_iter_mut()
+            .enumerate()
+            .try_for_each(|(t, data)| self.decode_tensor_into(t, data))?;
+        file.metadata = self.header.user_metadata.clone();
+        file.tensors = bufs
+            .into_iter()
+            .zip(&self.header.tensors)
+            .map(|(data, m)| Tensor {
                 name: m.name.clone(),
                 dtype: m.dtype,
                 shape: m.shape.clone(),
                 data,
-            });
-        }
+            })
+            .collect();
         Ok(())
     }
 
