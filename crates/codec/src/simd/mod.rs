@@ -4,7 +4,8 @@
 //! - [`avx2`]: the rANS rounds, eight lanes per register (table gather, refill by a
 //!   permute table).
 //! - [`avx512`]: the same rounds with mask compares and `vpexpandd`, rounds for tables of
-//!   more than 256 symbols (64-bit gathers), and what follows the rounds, 32 values per
+//!   more than 256 symbols (64-bit entries, gathered as two halves), the rANS encode
+//!   rounds, and what follows the decode rounds, 32 values per
 //!   step: symbol indices to symbols, 5-bit tails unpacked, planes merged into the output.
 //!
 //! Every function here has a scalar twin in `planes.rs` or `rans/mod.rs` that the tests
