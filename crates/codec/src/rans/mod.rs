@@ -368,40 +368,26 @@ impl<'a> Decoder<'a> {
                         symbols[v as usize] as u64
                     })
                 };
-                let mut values = [0u8; SIMD_BLOCK];
-                let mut done = 0;
                 let lanes = self.lanes;
-                while out.len() - done >= lanes {
-                    let want = (out.len() - done).min(SIMD_BLOCK) / lanes * lanes;
-                    let got = self.decode_rounds(entries, &mut values[..want], kernel);
-                    for (o, &v) in out[done..done + got].iter_mut().zip(&values[..got]) {
-                        *o = map(v);
-                    }
-                    done += got;
-                    if got < want {
-                        break;
-                    }
-                }
+                let done = through_blocks(
+                    out,
+                    lanes,
+                    |block| self.decode_rounds(entries, block, kernel),
+                    map,
+                );
                 self.run(&mut out[done..], |slot| {
                     let e = entries[slot as usize & MASK as usize];
                     (e & 0xfff, (e >> 12) & 0xfff, map((e >> 24) as u8))
                 })
             }
             TableKind::Wide(tab) => {
-                let mut syms = [0u16; SIMD_BLOCK];
-                let mut done = 0;
                 let lanes = self.lanes;
-                while out.len() - done >= lanes {
-                    let want = (out.len() - done).min(SIMD_BLOCK) / lanes * lanes;
-                    let got = self.decode_rounds_wide(tab, &mut syms[..want], kernel);
-                    for (o, &v) in out[done..done + got].iter_mut().zip(&syms[..got]) {
-                        *o = to_sym(v as u64);
-                    }
-                    done += got;
-                    if got < want {
-                        break;
-                    }
-                }
+                let done = through_blocks(
+                    out,
+                    lanes,
+                    |block| self.decode_rounds_wide(tab, block, kernel),
+                    |v: u16| to_sym(v as u64),
+                );
                 self.run(&mut out[done..], |slot| {
                     let e = tab[slot as usize & MASK as usize];
                     (
@@ -561,6 +547,31 @@ impl<'a> Decoder<'a> {
         }
         Ok(())
     }
+}
+
+/// Decodes whole rounds into `out` a stack block at a time: `rounds` decodes into the
+/// block and says how many values it wrote (fewer than asked: stop), `map` turns each into
+/// a symbol. Returns how many symbols were written.
+fn through_blocks<V: Copy + Default, S>(
+    out: &mut [S],
+    lanes: usize,
+    mut rounds: impl FnMut(&mut [V]) -> usize,
+    map: impl Fn(V) -> S,
+) -> usize {
+    let mut block = [V::default(); SIMD_BLOCK];
+    let mut done = 0;
+    while out.len() - done >= lanes {
+        let want = (out.len() - done).min(SIMD_BLOCK) / lanes * lanes;
+        let got = rounds(&mut block[..want]);
+        for (o, &v) in out[done..done + got].iter_mut().zip(&block[..got]) {
+            *o = map(v);
+        }
+        done += got;
+        if got < want {
+            break;
+        }
+    }
+    done
 }
 
 #[inline(always)]

@@ -95,21 +95,12 @@ pub(super) unsafe fn decode_rounds_avx2<const C: usize>(
     table: &[u32; 4096],
     out: &mut [u8],
 ) {
-    // SAFETY: the caller's contract; `x` holds at least `8 C <= 32` states.
+    let tab = table.as_ptr() as *const i32;
+    // SAFETY: the caller's contract, which is `run_rounds`'s; `round8` reads 16 bytes at
+    // the pointer.
     unsafe {
-        let mut xs: [__m256i; C] =
-            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
-        let mut p = stream.as_ptr().add(*pos);
-        let tab = table.as_ptr() as *const i32;
-        for chunk in out.chunks_exact_mut(8 * C) {
-            for (c, xc) in xs.iter_mut().enumerate() {
-                let v = round8(xc, &mut p, tab);
-                chunk[8 * c..8 * c + 8].copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        for (c, xc) in xs.iter().enumerate() {
-            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
-        }
-        *pos = p.offset_from(stream.as_ptr()) as usize;
+        super::run_rounds::<C, u8>(x, pos, stream, out, |xc, p, o| {
+            o.copy_from_slice(&round8(xc, p, tab).to_le_bytes());
+        })
     }
 }

@@ -303,28 +303,19 @@ pub(super) unsafe fn decode_rounds_avx512<const C: usize>(
     table: &[u32; 4096],
     out: &mut [u8],
 ) {
-    // SAFETY: the caller's contract; `x` holds at least `8 C <= 32` states; slots are
-    // `state & 0xfff`, inside the 4096-entry table.
+    let tab = table.as_ptr() as *const i32;
+    let mask12 = _mm256_set1_epi32(0xfff);
+    // SAFETY: the caller's contract, which is `run_rounds`'s; slots are `state & 0xfff`,
+    // inside the 4096-entry table; `advance8` reads 16 bytes at the pointer.
     unsafe {
-        let mut xs: [__m256i; C] =
-            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
-        let mut p = stream.as_ptr().add(*pos);
-        let tab = table.as_ptr() as *const i32;
-        let mask12 = _mm256_set1_epi32(0xfff);
-        for chunk in out.chunks_exact_mut(8 * C) {
-            for (c, xc) in xs.iter_mut().enumerate() {
-                let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
-                let f = _mm256_and_si256(e, mask12);
-                let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
-                advance8(xc, &mut p, f, bias);
-                let v = _mm256_cvtepi32_epi8(_mm256_srli_epi32::<24>(e));
-                _mm_storel_epi64(chunk.as_mut_ptr().add(8 * c) as *mut __m128i, v);
-            }
-        }
-        for (c, xc) in xs.iter().enumerate() {
-            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
-        }
-        *pos = p.offset_from(stream.as_ptr()) as usize;
+        super::run_rounds::<C, u8>(x, pos, stream, out, |xc, p, o| {
+            let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
+            let f = _mm256_and_si256(e, mask12);
+            let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
+            advance8(xc, p, f, bias);
+            let v = _mm256_cvtepi32_epi8(_mm256_srli_epi32::<24>(e));
+            _mm_storel_epi64(o.as_mut_ptr() as *mut __m128i, v);
+        })
     }
 }
 
@@ -343,30 +334,21 @@ pub(super) unsafe fn decode_rounds_wide_avx512<const C: usize>(
     table: &[u64; 4096],
     out: &mut [u16],
 ) {
-    // SAFETY: as `decode_rounds_avx512`.
+    let tab = table.as_ptr() as *const i32;
+    let mask12 = _mm256_set1_epi32(0xfff);
+    // SAFETY: as `decode_rounds_avx512`; entries are 8 bytes, so the two halves of slot
+    // `s` are at `tab + 2 s` and `tab + 2 s + 1`.
     unsafe {
-        let mut xs: [__m256i; C] =
-            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
-        let mut p = stream.as_ptr().add(*pos);
-        let tab = table.as_ptr() as *const i32;
-        let mask12 = _mm256_set1_epi32(0xfff);
-        for chunk in out.chunks_exact_mut(8 * C) {
-            for (c, xc) in xs.iter_mut().enumerate() {
-                // The entry's two halves by two 8-wide 32-bit gathers, `symbol | freq << 16`
-                // and `bias` (as fast as one 64-bit gather on Zen 4, and no 512-bit
-                // register).
-                let slot = _mm256_and_si256(*xc, mask12);
-                let lo = _mm256_i32gather_epi32::<8>(tab, slot);
-                let bias = _mm256_i32gather_epi32::<8>(tab.add(1), slot);
-                advance8(xc, &mut p, _mm256_srli_epi32::<16>(lo), bias);
-                let v = _mm256_cvtepi32_epi16(lo);
-                _mm_storeu_si128(chunk.as_mut_ptr().add(8 * c) as *mut __m128i, v);
-            }
-        }
-        for (c, xc) in xs.iter().enumerate() {
-            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
-        }
-        *pos = p.offset_from(stream.as_ptr()) as usize;
+        super::run_rounds::<C, u16>(x, pos, stream, out, |xc, p, o| {
+            // The entry's two halves by two 8-wide 32-bit gathers, `symbol | freq << 16`
+            // and `bias` (as fast as one 64-bit gather on Zen 4, and no 512-bit register).
+            let slot = _mm256_and_si256(*xc, mask12);
+            let lo = _mm256_i32gather_epi32::<8>(tab, slot);
+            let bias = _mm256_i32gather_epi32::<8>(tab.add(1), slot);
+            advance8(xc, p, _mm256_srli_epi32::<16>(lo), bias);
+            let v = _mm256_cvtepi32_epi16(lo);
+            _mm_storeu_si128(o.as_mut_ptr() as *mut __m128i, v);
+        })
     }
 }
 
