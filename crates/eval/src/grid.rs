@@ -341,6 +341,19 @@ fn sparsify_site(
         (_, Some(f)) => ActivationPolicy::KeepFraction(f),
         (_, None) => unreachable!("fraction policies have a fraction per site"),
     };
+    // The bytes sent: the block as a real one-tensor stream (mask and kept values through
+    // the codec, bf16, with its header), as `sparsewire_pipeline::encode_activations`
+    // writes it for the link.
+    let sent = sparsewire_pipeline::encode_activations(
+        v,
+        rows,
+        cols,
+        policy,
+        sparsewire_formats::Dtype::BF16,
+        &CompressOptions::default().encode,
+    )
+    .map_err(|e| GridError::Other(e.to_string()))?
+    .len();
     let s =
         sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
     let fill = match (a.reconstruct, a.policy.keep(site)) {
@@ -358,7 +371,7 @@ fn sparsify_site(
     }
     let mut b = bytes.lock().expect("no panics");
     b.0 += (v.len() * 2) as f64;
-    b.1 += (v.len().div_ceil(8) + s.mask().kept() * 2) as f64;
+    b.1 += sent as f64;
     Ok(())
 }
 

@@ -56,6 +56,18 @@ fn quick_grid_writes_every_cell_and_lossless_is_exact() {
     let (mag, wanda) = (&cells[1], &cells[2]);
     assert!(mag["bytes_fraction"].as_f64().unwrap() < 0.4);
     assert!(wanda["mean_cosine"].as_f64() > mag["mean_cosine"].as_f64());
+    // Activations at half kept: the bytes are a real encode of each block (mask and values
+    // through the codec, with the stream's header), not the 1/16 + 1/2 of the bf16 bytes a
+    // bitmask plus raw kept values would count.
+    let act: Vec<_> = cells
+        .iter()
+        .filter(|c| c["path"] == "activations")
+        .collect();
+    assert!(!act.is_empty());
+    for c in act {
+        let b = c["bytes_fraction"].as_f64().unwrap();
+        assert!(b > 0.2 && b < 0.5 && (b - 0.5625).abs() > 0.01, "{c}");
+    }
     // Conv filters per layer type: zero-fill is the reference (gain 1), learned never worse.
     let filters = r["filters"].as_array().unwrap();
     assert!(filters.len() >= 4 * 4);
