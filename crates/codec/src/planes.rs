@@ -386,6 +386,17 @@ impl<'a> Source<'a> {
         Ok(true)
     }
 
+    /// For rANS on the AVX-512 kernel: BF16 values from the next heads and their packed
+    /// tails straight into `out`, as many as the fused rounds take (see
+    /// [`rans::Decoder::decode_bf16`]); returns how many.
+    fn fill_bf16(&mut self, packed: &[u8], out: &mut [u8], kernel: Kernel) -> usize {
+        match self {
+            Source::Shared(d, t) => d.decode_bf16(t, packed, out, kernel),
+            Source::Local(d, t) => d.decode_bf16(t, packed, out, kernel),
+            _ => 0,
+        }
+    }
+
     /// How [`Source::fill_values`] output maps to symbols (`None`: they are the symbols).
     fn value_symbols(&self) -> Option<&[u16; 256]> {
         match self {
@@ -587,26 +598,41 @@ fn decode_into(
         let len = c * layout.value_bytes;
         // Heads through 8-bit table values where the table has them: the AVX-512 steps
         // map 32 at a time (and, for BF16, merge straight into the output).
-        let mut mapped = 0;
-        if wide && head.fill_values(&mut vbuf[..c], kernel)? {
-            let symbols = head.value_symbols();
-            if let (2, 0, 5, Some(Source::Raw(packed))) = (
-                layout.value_bytes,
-                layout.byte_planes,
-                layout.tail_bits,
-                &tail,
-            ) {
-                let o = sink.slot(first * layout.value_bytes, len);
-                let start = first * 5 / 8;
-                let k = simd::merge_bf16(&vbuf[..c], symbols, &packed[start..], o);
-                map_values(&vbuf[k..c], symbols, &mut hbuf[k..c]);
-                let rest = &packed[(first + k) * 5 / 8..][..bits::packed_len(c - k, 5)];
-                merge_bf16_packed(&hbuf[k..c], rest, &mut o[2 * k..]);
+        let bf16_tails = match (
+            layout.value_bytes,
+            layout.byte_planes,
+            layout.tail_bits,
+            &tail,
+        ) {
+            (2, 0, 5, Some(Source::Raw(packed))) => Some(*packed),
+            _ => None,
+        };
+        if let (true, Some(packed)) = (wide, bf16_tails) {
+            // BF16: heads and tails merged in the rANS rounds themselves where the stream
+            // has 32 lanes; the rest through table values and the merge steps.
+            let o = sink.slot(first * layout.value_bytes, len);
+            let k = head.fill_bf16(&packed[first * 5 / 8..], o, kernel);
+            if head.fill_values(&mut vbuf[k..c], kernel)? {
+                let symbols = head.value_symbols();
+                let at = first + k;
+                let k2 = k + simd::merge_bf16(
+                    &vbuf[k..c],
+                    symbols,
+                    &packed[at * 5 / 8..],
+                    &mut o[2 * k..],
+                );
+                map_values(&vbuf[k2..c], symbols, &mut hbuf[k2..c]);
+                let rest = &packed[(first + k2) * 5 / 8..][..bits::packed_len(c - k2, 5)];
+                merge_bf16_packed(&hbuf[k2..c], rest, &mut o[2 * k2..]);
                 sink.done(len)?;
                 first += c;
                 continue;
             }
-            mapped = match symbols {
+            debug_assert_eq!(k, 0, "only rANS heads take the fused rounds");
+        }
+        if wide && head.fill_values(&mut vbuf[..c], kernel)? {
+            let symbols = head.value_symbols();
+            let mapped = match symbols {
                 Some(table) => simd::map_symbols(&vbuf[..c], table, &mut hbuf[..c]),
                 None => 0,
             };
@@ -623,7 +649,6 @@ fn decode_into(
                 reason: "head symbol wider than the layout",
             });
         }
-        let _ = mapped;
         let o = sink.slot(first * layout.value_bytes, len);
         // BF16 with packed tails: unpack and merge in one pass.
         if let (2, 0, 5, Some(Source::Raw(packed))) = (

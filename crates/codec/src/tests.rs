@@ -259,7 +259,14 @@ fn every_kernel_decodes_every_layout_and_table_kind_alike() {
         let spread: Vec<f32> = (0..n)
             .map(|_| f32::from_bits((next() as u32) & 0xbfff_ffff))
             .collect();
-        for v in [&bell, &spread] {
+        // Positive values below 2^-63: every BF16 head below 256, a table whose values
+        // are the symbols themselves.
+        let tiny: Vec<f32> = (0..n)
+            .map(|_| {
+                f32::from_bits(((20 + next() % 40) as u32) << 23 | (next() as u32 & 0x7f_ffff))
+            })
+            .collect();
+        for v in [&bell, &spread, &tiny] {
             let f32s: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             roundtrip(Dtype::F32, &f32s);
             let bf16: Vec<u8> = v

@@ -452,6 +452,59 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// For a 32-lane stream with a compact table on the AVX-512 kernel: decodes whole
+    /// rounds of BF16 heads merged with their 5-bit tails (`packed`, starting at the next
+    /// value's tail) straight into `out` (2 bytes a value), as far as the words, the tails
+    /// and `out` allow; returns how many values it wrote (a multiple of 32, 0 where it
+    /// does not apply).
+    pub fn decode_bf16(
+        &mut self,
+        table: &DecodeTable,
+        packed: &[u8],
+        out: &mut [u8],
+        kernel: Kernel,
+    ) -> usize {
+        #[cfg(not(feature = "portable"))]
+        if let (
+            true,
+            32,
+            TableKind::Compact {
+                entries,
+                symbols,
+                direct,
+            },
+        ) = (
+            kernel == Kernel::Avx512 && kernel.available(),
+            self.lanes,
+            &table.kind,
+        ) {
+            let symbols = (!*direct).then_some(&**symbols);
+            let mut done = 0;
+            loop {
+                let by_tails = packed.len().saturating_sub(20 * done / 32 + 12) / 20;
+                let rounds = self
+                    .safe_rounds()
+                    .min((out.len() - 2 * done) / 64)
+                    .min(by_tails);
+                if rounds < 4 {
+                    return done;
+                }
+                crate::simd::decode_bf16_rounds(
+                    &mut self.x,
+                    &mut self.pos,
+                    self.words,
+                    entries,
+                    symbols,
+                    &packed[20 * done / 32..],
+                    &mut out[2 * done..2 * done + 64 * rounds],
+                );
+                done += 32 * rounds;
+            }
+        }
+        let _ = (table, packed, out, kernel);
+        0
+    }
+
     /// Decodes as many whole rounds into `out` as fit and as the lanes' remaining words
     /// allow without checks, through the SIMD rounds when `kernel` has them; returns how
     /// many values it wrote (0 where the kernel is scalar).

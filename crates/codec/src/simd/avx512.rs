@@ -319,6 +319,64 @@ pub(super) unsafe fn decode_rounds_avx512<const C: usize>(
     }
 }
 
+/// The rANS rounds of a 32-lane compact-table head fused with the BF16 merge: each round's
+/// 32 table values go straight through the symbol table and out with their tails, 64 bytes
+/// per round, so the merge runs in the shadow of the gathers instead of in a second pass.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VBMI present; `out.len()` a multiple of 64, and for its `rounds =
+/// out.len() / 64` rounds the words present (`*pos + 64 rounds <= stream.len()`) and
+/// `packed` readable for `20 rounds + 12` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+pub(super) unsafe fn decode_bf16_avx512(
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: &[u32; 4096],
+    symbols: Option<&[u16; 256]>,
+    packed: &[u8],
+    out: &mut [u8],
+) {
+    let rounds = out.len() / 64;
+    // SAFETY: the caller's contract; slots are `state & 0xfff`; `advance8` reads 16 bytes
+    // at the word pointer, inside the words of the `rounds` rounds.
+    unsafe {
+        let mut xs: [__m256i; 4] =
+            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
+        let mut p = stream.as_ptr().add(*pos);
+        let tab = table.as_ptr() as *const i32;
+        let mask12 = _mm256_set1_epi32(0xfff);
+        let lookup = symbols.map(|s| SymbolTable::load(s));
+        let tails = Tails5::new();
+        for r in 0..rounds {
+            let idx: [__m128i; 4] = std::array::from_fn(|c| {
+                let xc = &mut xs[c];
+                let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
+                let f = _mm256_and_si256(e, mask12);
+                let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
+                advance8(xc, &mut p, f, bias);
+                _mm256_cvtepi32_epi16(_mm256_srli_epi32::<24>(e))
+            });
+            let v = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set_m128i(idx[1], idx[0])),
+                _mm256_set_m128i(idx[3], idx[2]),
+            );
+            let sym = match &lookup {
+                Some(t) => t.lookup(v),
+                None => v,
+            };
+            let tail = _mm512_cvtepu8_epi16(tails.unpack(packed.as_ptr().add(20 * r)));
+            let o = _mm512_or_si512(_mm512_slli_epi16::<5>(sym), tail);
+            _mm512_storeu_si512(out.as_mut_ptr().add(64 * r) as *mut __m512i, o);
+        }
+        for (c, xc) in xs.iter().enumerate() {
+            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
+        }
+        *pos = p.offset_from(stream.as_ptr()) as usize;
+    }
+}
+
 /// The rANS rounds for a wide table (more than 256 symbols: 64-bit entries
 /// `symbol | freq << 16 | bias << 32`), writing 16-bit symbols: each register's eight
 /// entries gathered as two halves per round.

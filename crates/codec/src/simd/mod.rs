@@ -173,3 +173,34 @@ pub(crate) fn encode_rounds(
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("no SIMD kernel off x86_64: {ptr:?}")
 }
+
+/// [`decode_rounds`] fused with the BF16 merge, for a 32-lane compact-table head:
+/// `out.len() / 64` rounds, each writing 32 values (64 bytes) of `symbol << 5 | tail`, `symbols`
+/// mapping table values to symbols (`None`: they are the symbols), tails read from
+/// `packed` (value 0's tail first). AVX-512 only.
+///
+/// Panics unless the CPU has AVX-512 (F, BW, VL, VBMI), `out.len()` is a multiple of 64,
+/// the words suffice for its rounds even if every lane refilled in each, and `packed` holds
+/// `20` bytes a round plus 12.
+pub(crate) fn decode_bf16_rounds(
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: &[u32; 4096],
+    symbols: Option<&[u16; 256]>,
+    packed: &[u8],
+    out: &mut [u8],
+) {
+    assert!(out.len().is_multiple_of(64));
+    let rounds = out.len() / 64;
+    check_rounds(32, *pos, stream, 32 * rounds);
+    assert!(rounds == 0 || packed.len() >= 20 * rounds + 12);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(avx2_available() && avx512_available());
+        // SAFETY: features and bounds asserted above.
+        unsafe { avx512::decode_bf16_avx512(x, pos, stream, table, symbols, packed, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no SIMD kernel off x86_64: {symbols:?} {packed:?} {out:?} {table:?} {x:?}")
+}
