@@ -237,6 +237,44 @@ proptest! {
         let mut out = vec![0u8; vals.len()];
         let _ = decode_planes(layout, &entries, &data, &models.decoder(), &mut out);
     }
+
+    /// Large enough for 32-lane streams (the fused BF16 rounds, the wide-table rounds),
+    /// corrupted, on every kernel: an error or some output, never a panic or a read out of
+    /// bounds.
+    #[test]
+    fn corrupted_32_lane_streams_never_panic_on_any_kernel(
+        seed in any::<u64>(),
+        flips in 1usize..8,
+        bf16 in any::<bool>(),
+        wide in any::<bool>(),
+    ) {
+        let n = 20_000u32;
+        let f: Vec<f32> = (0..n)
+            .map(|i| if wide { f32::from_bits(i.wrapping_mul(2654435761) & 0xbfff_ffff) } else { (i as f32).sin() * 0.1 })
+            .collect();
+        let (dtype, vals): (Dtype, Vec<u8>) = if bf16 {
+            (Dtype::BF16, f.iter().flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()).collect())
+        } else {
+            (Dtype::F32, f.iter().flat_map(|x| x.to_le_bytes()).collect())
+        };
+        let layout = PlaneLayout::for_dtype(dtype).unwrap();
+        let mut h = PlaneHistograms::new(layout);
+        h.add(&vals);
+        let models = TensorModels::fit(&h);
+        let streams = encode_planes(layout, &vals, &models).unwrap();
+        let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
+        let mut data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
+        let mut s = seed;
+        for _ in 0..flips {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let i = (s >> 20) as usize % data.len();
+            data[i] ^= 1 << (s >> 60 & 7);
+        }
+        for kernel in Kernel::available_kernels() {
+            let mut out = vec![0u8; vals.len()];
+            let _ = decode_planes(layout, &entries, &data, &models.decoder_with(kernel), &mut out);
+        }
+    }
 }
 
 #[test]
