@@ -26,9 +26,10 @@ fn replay(target: &str, f: Target) -> usize {
 #[test]
 fn corpus_and_regressions_do_not_panic() {
     use sparsewire_stream::fuzzing as stream;
-    let targets: [(&str, Target); 7] = [
+    let targets: [(&str, Target); 8] = [
         ("open_stream", stream::open_stream),
         ("decode_corrupt_tile", stream::decode_corrupt_tile),
+        ("decode_large_tiles", stream::decode_large_tiles),
         ("round_trip", stream::round_trip),
         ("raw_tile", stream::raw_tile),
         ("layouts", sparsewire_sparse::fuzzing::layouts),

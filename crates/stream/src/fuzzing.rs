@@ -77,6 +77,77 @@ pub fn corrupt_and_reseal(stream: &[u8], noise: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// A stream of large tiles, BF16 or F32 (16 Ki values each: 32-lane rANS heads, so the SIMD
+/// rounds, the fused BF16 rounds and the wide-table rounds all run), one tensor bell-shaped
+/// (a compact head table) and one spread over every exponent (a wide table).
+fn large_stream(bf16: bool) -> Vec<u8> {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let n = 128 * 128;
+    let bell: Vec<f32> = (0..n)
+        .map(|_| (0..4).map(|_| (next() % 1000) as f32 - 500.0).sum::<f32>() * 1e-4)
+        .collect();
+    let spread: Vec<f32> = (0..n)
+        .map(|_| f32::from_bits(next() as u32 & 0xbfff_ffff))
+        .collect();
+    let tensor = |name: &str, v: &[f32]| {
+        let t = Tensor::from_f32(name, vec![128, 128], v);
+        if bf16 {
+            let data = t.data.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect();
+            Tensor::new(name, Dtype::BF16, vec![128, 128], data).expect("bf16 bytes")
+        } else {
+            t
+        }
+    };
+    let file = TensorFile {
+        tensors: vec![tensor("bell", &bell), tensor("spread", &spread)],
+        metadata: vec![],
+    };
+    crate::encode(&file, &EncodeOptions::default()).expect("encodes")
+}
+
+/// [`large_stream`] corrupted at a fuzzer-chosen offset (first byte: BF16 or F32; next four:
+/// the offset into the data section; the rest: XORed in there) with the checksums forged,
+/// decoded with every kernel the CPU has: none may panic, and where all succeed they must
+/// give the same bytes.
+pub fn decode_large_tiles(data: &[u8]) {
+    static STREAMS: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
+    let streams = STREAMS.get_or_init(|| [large_stream(true), large_stream(false)]);
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((offset, noise)) = rest.split_first_chunk::<4>() else {
+        return;
+    };
+    let stream = &streams[which as usize % 2];
+    let data_len = stream.len() - PREAMBLE_BYTES;
+    let mut shifted = vec![0u8; u32::from_le_bytes(*offset) as usize % data_len];
+    shifted.extend_from_slice(noise);
+    let Some(forged) = corrupt_and_reseal(stream, &shifted) else {
+        return;
+    };
+    let mut first: Option<Vec<Vec<u8>>> = None;
+    for kernel in crate::Kernel::available_kernels() {
+        let Ok(r) = Reader::with_limits(&forged[..], limits()) else {
+            return;
+        };
+        let r = r.with_kernel(kernel);
+        let out: Result<Vec<Vec<u8>>, _> = (0..r.header().tensors.len())
+            .map(|t| r.decode_tile(t, 0))
+            .collect();
+        match (out, &first) {
+            (Ok(o), None) => first = Some(o),
+            (Ok(o), Some(f)) => assert!(&o == f, "{kernel:?} decodes a corrupt tile differently"),
+            (Err(_), _) => return,
+        }
+    }
+}
+
 fn weights(seed: u8) -> Vec<f32> {
     (0..300)
         .map(|i| ((i as f32 + seed as f32) * 0.37).sin() * 0.05)
