@@ -37,6 +37,32 @@ fn roundtrip(dtype: Dtype, values: &[u8]) -> Vec<EncodedStream> {
     streams
 }
 
+/// `vals` coded as planes with the tensor's own models, then `flips` bits flipped at
+/// places drawn from `seed`: the layout, models, stream entries and corrupted bytes.
+fn encode_corrupted(
+    dtype: Dtype,
+    vals: &[u8],
+    seed: u64,
+    flips: usize,
+) -> (PlaneLayout, TensorModels, Vec<StreamEntry>, Vec<u8>) {
+    let layout = PlaneLayout::for_dtype(dtype).unwrap();
+    let mut h = PlaneHistograms::new(layout);
+    h.add(vals);
+    let models = TensorModels::fit(&h);
+    let streams = encode_planes(layout, vals, &models).unwrap();
+    let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
+    let mut data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
+    let mut s = seed;
+    for _ in 0..flips {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let i = (s >> 20) as usize % data.len();
+        data[i] ^= 1 << (s >> 60 & 7);
+    }
+    (layout, models, entries, data)
+}
+
 #[derive(Debug, PartialEq)]
 enum SinkOrCodec {
     Sink,
@@ -221,19 +247,7 @@ proptest! {
     #[test]
     fn corrupted_streams_never_panic(seed in any::<u64>(), flips in 1usize..8) {
         let vals: Vec<u8> = (0..2000u32).flat_map(|i| ((i as f32).sin() * 0.1).to_le_bytes()).collect();
-        let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
-        let mut h = PlaneHistograms::new(layout);
-        h.add(&vals);
-        let models = TensorModels::fit(&h);
-        let streams = encode_planes(layout, &vals, &models).unwrap();
-        let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
-        let mut data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
-        let mut s = seed;
-        for _ in 0..flips {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let i = (s >> 20) as usize % data.len();
-            data[i] ^= 1 << (s >> 60 & 7);
-        }
+        let (layout, models, entries, data) = encode_corrupted(Dtype::F32, &vals, seed, flips);
         let mut out = vec![0u8; vals.len()];
         let _ = decode_planes(layout, &entries, &data, &models.decoder(), &mut out);
     }
@@ -257,19 +271,7 @@ proptest! {
         } else {
             (Dtype::F32, f.iter().flat_map(|x| x.to_le_bytes()).collect())
         };
-        let layout = PlaneLayout::for_dtype(dtype).unwrap();
-        let mut h = PlaneHistograms::new(layout);
-        h.add(&vals);
-        let models = TensorModels::fit(&h);
-        let streams = encode_planes(layout, &vals, &models).unwrap();
-        let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
-        let mut data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
-        let mut s = seed;
-        for _ in 0..flips {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let i = (s >> 20) as usize % data.len();
-            data[i] ^= 1 << (s >> 60 & 7);
-        }
+        let (layout, models, entries, data) = encode_corrupted(dtype, &vals, seed, flips);
         for kernel in Kernel::available_kernels() {
             let mut out = vec![0u8; vals.len()];
             let _ = decode_planes(layout, &entries, &data, &models.decoder_with(kernel), &mut out);
