@@ -9,11 +9,11 @@
 //! millisecond, once) and keeps the fastest. `SPARSEWIRE_KERNEL=scalar|avx2|avx512`
 //! overrides the choice (a kernel the CPU lacks is refused with a warning on stderr).
 //!
-//! | kernel   | rANS lanes                          | symbols and plane merge           |
-//! |----------|-------------------------------------|-----------------------------------|
-//! | `scalar` | 16 lanes, plain loop (reference)    | scalar loops                      |
-//! | `avx2`   | two 8-lane gathers per round        | scalar loops                      |
-//! | `avx512` | as `avx2` (measured faster than one 16-wide gather on Zen 4) | 32 symbols per step: `vpermi2w` index->symbol, `vpmultishiftqb` tail unpack, merged straight into the output |
+//! | kernel   | rANS rounds (16- and 32-lane streams)              | symbols and plane merge |
+//! |----------|----------------------------------------------------|-------------------------|
+//! | `scalar` | one lane at a time (the reference; also 1 and 4 lanes) | scalar loops        |
+//! | `avx2`   | 8-lane registers: gather, refill by a permute table | scalar loops           |
+//! | `avx512` | 8-lane registers (two 8-wide gathers measured faster than one 16-wide on Zen 4), refill by `vpexpandd`; wide tables too; encoder rounds | 32 values per step: `vpermt2w` value->symbol, `vpermb` + `vpmultishiftqb` tail unpack, merged straight into the output; for 32-lane BF16 heads inside the rounds |
 
 use std::sync::OnceLock;
 
