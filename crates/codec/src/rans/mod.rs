@@ -320,6 +320,24 @@ impl<'a> Decoder<'a> {
         (self.words.len() - self.pos) / 2 / self.lanes
     }
 
+    /// Runs a SIMD rounds kernel while it pays: `call(self, done, rounds)` decodes `rounds`
+    /// whole rounds after the `done` values already written, for at most `room` rounds in
+    /// all. [`Decoder::safe_rounds`] assumes every lane refills every round; they refill
+    /// on a fraction of rounds, so after that many more are safe: it goes on until fewer
+    /// than four are. Returns the values written.
+    #[cfg(not(feature = "portable"))]
+    fn simd_rounds(&mut self, room: usize, mut call: impl FnMut(&mut Self, usize, usize)) -> usize {
+        let mut done = 0;
+        loop {
+            let rounds = self.safe_rounds().min(room - done / self.lanes);
+            if rounds < 4 {
+                return done;
+            }
+            call(self, done, rounds);
+            done += rounds * self.lanes;
+        }
+    }
+
     /// Decodes the next `out.len()` symbols with the kernel [`Kernel::chosen`] picked.
     pub fn decode<S: Copy + TryFrom<u64>>(
         &mut self,
@@ -410,22 +428,17 @@ impl<'a> Decoder<'a> {
     ) -> usize {
         #[cfg(not(feature = "portable"))]
         if kernel == Kernel::Avx512 && kernel.available() && self.lanes >= SIMD_MIN_LANES {
-            let mut done = 0;
-            loop {
-                let n = self.safe_rounds().min((out.len() - done) / self.lanes) * self.lanes;
-                if n < 4 * self.lanes {
-                    return done;
-                }
+            let room = out.len() / self.lanes;
+            return self.simd_rounds(room, |d, done, rounds| {
                 crate::simd::decode_rounds_wide(
-                    self.lanes,
-                    &mut self.x,
-                    &mut self.pos,
-                    self.words,
+                    d.lanes,
+                    &mut d.x,
+                    &mut d.pos,
+                    d.words,
                     table,
-                    &mut out[done..done + n],
-                );
-                done += n;
-            }
+                    &mut out[done..done + rounds * d.lanes],
+                )
+            });
         }
         let _ = (table, out, kernel);
         0
@@ -479,27 +492,19 @@ impl<'a> Decoder<'a> {
             &table.kind,
         ) {
             let symbols = (!*direct).then_some(&**symbols);
-            let mut done = 0;
-            loop {
-                let by_tails = packed.len().saturating_sub(20 * done / 32 + 12) / 20;
-                let rounds = self
-                    .safe_rounds()
-                    .min((out.len() - 2 * done) / 64)
-                    .min(by_tails);
-                if rounds < 4 {
-                    return done;
-                }
+            // Each round reads 20 bytes of tails through a 32-byte window.
+            let room = (out.len() / 64).min(packed.len().saturating_sub(12) / 20);
+            return self.simd_rounds(room, |d, done, rounds| {
                 crate::simd::decode_bf16_rounds(
-                    &mut self.x,
-                    &mut self.pos,
-                    self.words,
+                    &mut d.x,
+                    &mut d.pos,
+                    d.words,
                     entries,
                     symbols,
                     &packed[20 * done / 32..],
                     &mut out[2 * done..2 * done + 64 * rounds],
-                );
-                done += 32 * rounds;
-            }
+                )
+            });
         }
         let _ = (table, packed, out, kernel);
         0
@@ -516,25 +521,18 @@ impl<'a> Decoder<'a> {
     ) -> usize {
         #[cfg(not(feature = "portable"))]
         if kernel != Kernel::Scalar && kernel.available() && self.lanes >= SIMD_MIN_LANES {
-            // `safe_rounds` assumes every lane refills every round; they refill on a
-            // fraction of rounds, so after that many more are safe: go on while it pays.
-            let mut done = 0;
-            loop {
-                let n = self.safe_rounds().min((out.len() - done) / self.lanes) * self.lanes;
-                if n < 4 * self.lanes {
-                    return done;
-                }
+            let room = out.len() / self.lanes;
+            return self.simd_rounds(room, |d, done, rounds| {
                 crate::simd::decode_rounds(
                     kernel == Kernel::Avx512,
-                    self.lanes,
-                    &mut self.x,
-                    &mut self.pos,
-                    self.words,
+                    d.lanes,
+                    &mut d.x,
+                    &mut d.pos,
+                    d.words,
                     entries,
-                    &mut out[done..done + n],
-                );
-                done += n;
-            }
+                    &mut out[done..done + rounds * d.lanes],
+                )
+            });
         }
         let _ = (entries, out, kernel);
         0

@@ -99,8 +99,10 @@ pub(super) unsafe fn decode_rounds_avx2<const C: usize>(
     // SAFETY: the caller's contract, which is `run_rounds`'s; `round8` reads 16 bytes at
     // the pointer.
     unsafe {
-        super::run_rounds::<C, u8>(x, pos, stream, out, |xc, p, o| {
-            o.copy_from_slice(&round8(xc, p, tab).to_le_bytes());
+        super::run_rounds::<C, u8>(x, pos, stream, out, 8 * C, |xs, p, chunk| {
+            for (xc, o) in xs.iter_mut().zip(chunk.chunks_exact_mut(8)) {
+                o.copy_from_slice(&round8(xc, p, tab).to_le_bytes());
+            }
         })
     }
 }

@@ -288,6 +288,26 @@ unsafe fn advance8(xs: &mut __m256i, p: &mut *const u8, f: __m256i, bias: __m256
     *p = unsafe { p.add(2 * need.count_ones() as usize) };
 }
 
+/// One register's round with a compact table (`freq | bias << 12 | value << 24`): gathers
+/// the eight entries, advances the states and refills them; returns the entries.
+///
+/// # Safety
+/// `*p..*p + 16` readable; `tab` a 4096-entry table (slots are `state & 0xfff`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[inline]
+unsafe fn compact8(xc: &mut __m256i, p: &mut *const u8, tab: *const i32) -> __m256i {
+    let mask12 = _mm256_set1_epi32(0xfff);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
+        let f = _mm256_and_si256(e, mask12);
+        let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
+        advance8(xc, p, f, bias);
+        e
+    }
+}
+
 /// AVX-512 twin of `avx2::decode_rounds_avx2`: the same eight-lane registers (on Zen 4
 /// two 8-wide gathers beat one 16-wide gather), with mask compares and `vpexpandd` for the
 /// refill instead of a permute table.
@@ -304,17 +324,15 @@ pub(super) unsafe fn decode_rounds_avx512<const C: usize>(
     out: &mut [u8],
 ) {
     let tab = table.as_ptr() as *const i32;
-    let mask12 = _mm256_set1_epi32(0xfff);
-    // SAFETY: the caller's contract, which is `run_rounds`'s; slots are `state & 0xfff`,
-    // inside the 4096-entry table; `advance8` reads 16 bytes at the pointer.
+    // SAFETY: the caller's contract, which is `run_rounds`'s; `compact8` reads 16 bytes at
+    // the pointer.
     unsafe {
-        super::run_rounds::<C, u8>(x, pos, stream, out, |xc, p, o| {
-            let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
-            let f = _mm256_and_si256(e, mask12);
-            let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
-            advance8(xc, p, f, bias);
-            let v = _mm256_cvtepi32_epi8(_mm256_srli_epi32::<24>(e));
-            _mm_storel_epi64(o.as_mut_ptr() as *mut __m128i, v);
+        super::run_rounds::<C, u8>(x, pos, stream, out, 8 * C, |xs, p, chunk| {
+            for (xc, o) in xs.iter_mut().zip(chunk.chunks_exact_mut(8)) {
+                let e = compact8(xc, p, tab);
+                let v = _mm256_cvtepi32_epi8(_mm256_srli_epi32::<24>(e));
+                _mm_storel_epi64(o.as_mut_ptr() as *mut __m128i, v);
+            }
         })
     }
 }
@@ -338,24 +356,16 @@ pub(super) unsafe fn decode_bf16_avx512(
     packed: &[u8],
     out: &mut [u8],
 ) {
-    let rounds = out.len() / 64;
-    // SAFETY: the caller's contract; slots are `state & 0xfff`; `advance8` reads 16 bytes
-    // at the word pointer, inside the words of the `rounds` rounds.
+    let tab = table.as_ptr() as *const i32;
+    let lookup = symbols.map(|s| SymbolTable::load(s));
+    let tails = Tails5::new();
+    let mut tail_at = packed.as_ptr();
+    // SAFETY: the caller's contract, which is `run_rounds`'s; `compact8` reads 16 bytes at
+    // the word pointer; each round reads 32 bytes of tails at `tail_at` and moves it 20.
     unsafe {
-        let mut xs: [__m256i; 4] =
-            std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
-        let mut p = stream.as_ptr().add(*pos);
-        let tab = table.as_ptr() as *const i32;
-        let mask12 = _mm256_set1_epi32(0xfff);
-        let lookup = symbols.map(|s| SymbolTable::load(s));
-        let tails = Tails5::new();
-        for r in 0..rounds {
+        super::run_rounds::<4, u8>(x, pos, stream, out, 64, |xs, p, chunk| {
             let idx: [__m128i; 4] = std::array::from_fn(|c| {
-                let xc = &mut xs[c];
-                let e = _mm256_i32gather_epi32::<4>(tab, _mm256_and_si256(*xc, mask12));
-                let f = _mm256_and_si256(e, mask12);
-                let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), mask12);
-                advance8(xc, &mut p, f, bias);
+                let e = compact8(&mut xs[c], p, tab);
                 _mm256_cvtepi32_epi16(_mm256_srli_epi32::<24>(e))
             });
             let v = _mm512_inserti64x4::<1>(
@@ -366,14 +376,11 @@ pub(super) unsafe fn decode_bf16_avx512(
                 Some(t) => t.lookup(v),
                 None => v,
             };
-            let tail = _mm512_cvtepu8_epi16(tails.unpack(packed.as_ptr().add(20 * r)));
+            let tail = _mm512_cvtepu8_epi16(tails.unpack(tail_at));
+            tail_at = tail_at.add(20);
             let o = _mm512_or_si512(_mm512_slli_epi16::<5>(sym), tail);
-            _mm512_storeu_si512(out.as_mut_ptr().add(64 * r) as *mut __m512i, o);
-        }
-        for (c, xc) in xs.iter().enumerate() {
-            _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
-        }
-        *pos = p.offset_from(stream.as_ptr()) as usize;
+            _mm512_storeu_si512(chunk.as_mut_ptr() as *mut __m512i, o);
+        })
     }
 }
 
@@ -397,15 +404,18 @@ pub(super) unsafe fn decode_rounds_wide_avx512<const C: usize>(
     // SAFETY: as `decode_rounds_avx512`; entries are 8 bytes, so the two halves of slot
     // `s` are at `tab + 2 s` and `tab + 2 s + 1`.
     unsafe {
-        super::run_rounds::<C, u16>(x, pos, stream, out, |xc, p, o| {
-            // The entry's two halves by two 8-wide 32-bit gathers, `symbol | freq << 16`
-            // and `bias` (as fast as one 64-bit gather on Zen 4, and no 512-bit register).
-            let slot = _mm256_and_si256(*xc, mask12);
-            let lo = _mm256_i32gather_epi32::<8>(tab, slot);
-            let bias = _mm256_i32gather_epi32::<8>(tab.add(1), slot);
-            advance8(xc, p, _mm256_srli_epi32::<16>(lo), bias);
-            let v = _mm256_cvtepi32_epi16(lo);
-            _mm_storeu_si128(o.as_mut_ptr() as *mut __m128i, v);
+        super::run_rounds::<C, u16>(x, pos, stream, out, 8 * C, |xs, p, chunk| {
+            for (xc, o) in xs.iter_mut().zip(chunk.chunks_exact_mut(8)) {
+                // The entry's two halves by two 8-wide 32-bit gathers, `symbol | freq <<
+                // 16` and `bias` (as fast as one 64-bit gather on Zen 4, and no 512-bit
+                // register).
+                let slot = _mm256_and_si256(*xc, mask12);
+                let lo = _mm256_i32gather_epi32::<8>(tab, slot);
+                let bias = _mm256_i32gather_epi32::<8>(tab.add(1), slot);
+                advance8(xc, p, _mm256_srli_epi32::<16>(lo), bias);
+                let v = _mm256_cvtepi32_epi16(lo);
+                _mm_storeu_si128(o.as_mut_ptr() as *mut __m128i, v);
+            }
         })
     }
 }

@@ -19,14 +19,14 @@ mod avx512;
 use std::arch::x86_64::*;
 
 /// The loop every rANS rounds kernel shares: the states in `C` registers of eight lanes,
-/// one pointer into the shared word stream, and `step` for each register and round,
-/// writing that register's eight outputs; the states and the position are stored back at
-/// the end. Inlined into each kernel, so it runs with the kernel's target features.
+/// one pointer into the shared word stream, and `round` for each round with all `C`
+/// registers and that round's `per_round` outputs; the states and the position are stored
+/// back at the end. Inlined into each kernel, so it runs with the kernel's target features.
 ///
 /// # Safety
-/// AVX present; `C <= 4`; `out.len()` a multiple of `8 C`; `*pos <= stream.len()`; `step`
-/// reads at most the 16 bytes at the pointer it is given and advances it by 2 bytes per
-/// refilled lane, within the bounds the kernel's caller checked (`check_rounds`).
+/// AVX present; `C <= 4`; `out.len()` a multiple of `per_round`; `*pos <= stream.len()`;
+/// `round` reads at most 16 bytes at the pointer per register and advances it by 2 bytes
+/// per refilled lane, within the bounds the kernel's caller checked (`check_rounds`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn run_rounds<const C: usize, T>(
@@ -34,17 +34,16 @@ unsafe fn run_rounds<const C: usize, T>(
     pos: &mut usize,
     stream: &[u8],
     out: &mut [T],
-    mut step: impl FnMut(&mut __m256i, &mut *const u8, &mut [T]),
+    per_round: usize,
+    mut round: impl FnMut(&mut [__m256i; C], &mut *const u8, &mut [T]),
 ) {
     // SAFETY: the caller's contract; `x` holds `32 >= 8 C` states.
     unsafe {
         let mut xs: [__m256i; C] =
             std::array::from_fn(|c| _mm256_loadu_si256(x.as_ptr().add(8 * c) as *const __m256i));
         let mut p = stream.as_ptr().add(*pos);
-        for chunk in out.chunks_exact_mut(8 * C) {
-            for (xc, o) in xs.iter_mut().zip(chunk.chunks_exact_mut(8)) {
-                step(xc, &mut p, o);
-            }
+        for chunk in out.chunks_exact_mut(per_round) {
+            round(&mut xs, &mut p, chunk);
         }
         for (c, xc) in xs.iter().enumerate() {
             _mm256_storeu_si256(x.as_mut_ptr().add(8 * c) as *mut __m256i, *xc);
