@@ -341,21 +341,19 @@ fn sparsify_site(
         (_, Some(f)) => ActivationPolicy::KeepFraction(f),
         (_, None) => unreachable!("fraction policies have a fraction per site"),
     };
+    let s =
+        sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
     // The bytes sent: the block as a real one-tensor stream (mask and kept values through
-    // the codec, bf16, with its header), as `sparsewire_pipeline::encode_activations`
-    // writes it for the link.
-    let sent = sparsewire_pipeline::encode_activations(
+    // the codec, bf16, with its header), as `sparsewire_pipeline` writes it for the link.
+    let sent = sparsewire_pipeline::encode_activation_tile(
         v,
-        rows,
-        cols,
+        &s,
         policy,
         sparsewire_formats::Dtype::BF16,
         &CompressOptions::default().encode,
     )
     .map_err(|e| GridError::Other(e.to_string()))?
     .len();
-    let s =
-        sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
     let fill = match (a.reconstruct, a.policy.keep(site)) {
         (ActRebuild::Dictionary, Some(f)) => Some(setup.dictionary(site, f)?),
         _ => None,

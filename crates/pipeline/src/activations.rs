@@ -29,6 +29,23 @@ pub fn encode_activations(
         return Err(PipelineError::ActivationDtype { dtype });
     }
     let tile = sparsify_activations(a, rows, cols, policy)?;
+    encode_activation_tile(a, &tile, policy, dtype, opts)
+}
+
+/// [`encode_activations`] for a block `se` has already sparsified: `tile` is what
+/// `sparsify_activations(a, rows, cols, policy)` returned (f32 kept values), for a caller
+/// that also needs the tile itself.
+pub fn encode_activation_tile(
+    a: &[f32],
+    tile: &SparseTile,
+    policy: ActivationPolicy,
+    dtype: Dtype,
+    opts: &EncodeOptions,
+) -> Result<Vec<u8>, PipelineError> {
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        return Err(PipelineError::ActivationDtype { dtype });
+    }
+    let (rows, cols) = (tile.rows(), tile.cols());
     let kept = tile.mask().kept();
     let values: Vec<f32> = tile
         .values()

@@ -32,7 +32,7 @@ mod decompress;
 pub mod demo;
 mod error;
 
-pub use activations::{encode_activations, TENSOR as ACTIVATIONS_TENSOR};
+pub use activations::{encode_activation_tile, encode_activations, TENSOR as ACTIVATIONS_TENSOR};
 pub use compress::{
     compress, compress_file, compress_to, CompressOptions, CompressReport, CompressedTensor,
     Progress,
