@@ -93,7 +93,7 @@ fn embedding_quality(
             }
             w.data = data;
         }
-        let model = sparsewire_eval::model::MiniLm::load(&file)?;
+        let model = sparsewire_eval::model::Bert::minilm(&file)?;
         for j in 0..4 {
             let s = (4 * p.pass as usize + j) % tokens.len();
             let e = model.embed(&tokens[s], None)?;
@@ -129,9 +129,12 @@ pub fn run_link(
         host.held_bytes(),
         host.prepare_seconds
     );
-    let tokens =
-        sparsewire_eval::sentences::tokenize(&dir.join("minilm_l6_v2_tokenizer/tokenizer.json"))?;
-    let dense_model = sparsewire_eval::model::MiniLm::load(&model)?;
+    let tokens = sparsewire_eval::sentences::tokenize(
+        &dir.join("minilm_l6_v2_tokenizer/tokenizer.json"),
+        &sparsewire_eval::sentences::sentences(),
+        512,
+    )?;
+    let dense_model = sparsewire_eval::model::Bert::minilm(&model)?;
     let reference: Vec<Vec<f32>> = tokens
         .iter()
         .map(|t| dense_model.embed(t, None))

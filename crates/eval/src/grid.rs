@@ -1,4 +1,5 @@
-//! The settings swept and how one is measured.
+//! The settings swept and how one is measured. The model is any BERT-family encoder
+//! ([`crate::model::ModelDir`]); the figures below are all-MiniLM-L6-v2's, the default.
 //!
 //! **Weights** cells sparsify the encoder's linear layers (36 matrices, 10.6 M weights:
 //! what the pruning papers and the peers' figures prune) of the bf16 model with sparsewire's
@@ -11,14 +12,16 @@
 //! model's output `hidden.6`, which is pooled), per token, with the runtime API
 //! (`sparsewire_se::activations`), then rebuild: zero-fill, or the one-entry-per-channel
 //! dictionary (each channel's mean dropped value, estimated offline on the calibration
-//! activations of ../shared/data, never on the evaluated sentences). `bytes_fraction` is
-//! bitmask + kept bf16 values over the dense bf16 bytes.
+//! activations, never on the evaluated sentences: MiniLM's recorded ones in
+//! ../shared/data, or for another model ones [`record_calibration`] takes from training
+//! text). `bytes_fraction` is each block's real encoded tile (mask and kept bf16 values
+//! through the codec, with its header) over the dense bf16 bytes.
 //!
 //! Quality is always against the original bf16 model on the same sentences.
 
 use crate::metrics::{quality, Quality};
-use crate::model::{MiniLm, Site};
-use sparsewire_formats::{Tensor, TensorFile};
+use crate::model::{Bert, BertConfig, Site};
+use sparsewire_formats::{Dtype, Tensor, TensorFile};
 use sparsewire_metadata::{display, Criterion, Pattern};
 use sparsewire_pipeline::{compress, decompress, CompressOptions};
 use sparsewire_se::activations::{densify, sparsify_activations, ActivationPolicy};
@@ -209,8 +212,9 @@ impl From<sparsewire_pipeline::PipelineError> for GridError {
     }
 }
 
-/// The names of the encoder's linear weights.
+/// The names of the encoder's linear weights (with or without a `bert.` prefix).
 pub fn encoder_linear(name: &str) -> bool {
+    let name = name.strip_prefix("bert.").unwrap_or(name);
     name.starts_with("encoder.layer.")
         && name.ends_with(".weight")
         && (name.contains(".attention.self.") || name.contains(".dense."))
@@ -218,6 +222,7 @@ pub fn encoder_linear(name: &str) -> bool {
 
 /// What every cell shares: the model files, the sentences, the reference embeddings.
 pub struct Setup {
+    pub config: BertConfig,
     pub weights: TensorFile,
     pub calibration: TensorFile,
     pub sentences: Vec<Vec<u32>>,
@@ -227,16 +232,25 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Loads the bf16 model, calibration activations and tokenized sentences, and embeds
-    /// the sentences with the original model.
+    /// Loads the model, calibration activations and tokenized sentences, and embeds
+    /// the sentences with the original model. f32 weights are cast to bf16 first (what
+    /// crosses the link, and what bytes are counted against); bf16 and f16 stay as they are.
     pub fn new(
-        weights: TensorFile,
+        config: BertConfig,
+        mut weights: TensorFile,
         calibration: TensorFile,
         sentences: Vec<Vec<u32>>,
     ) -> Result<Self, GridError> {
-        let model = MiniLm::load(&weights)?;
+        for t in weights.tensors.iter_mut().filter(|t| t.dtype == Dtype::F32) {
+            let v = t.to_f32_vec().expect("f32 tensors read as f32");
+            let data = sparsewire_formats::from_f32(Dtype::BF16, &v).expect("bf16 is a float");
+            *t = Tensor::new(t.name.clone(), Dtype::BF16, t.shape.clone(), data)
+                .map_err(|e| GridError::Other(e.to_string()))?;
+        }
+        let model = Bert::load(&config, &weights)?;
         let reference = embed_all(&model, &sentences, None)?;
         Ok(Setup {
+            config,
             weights,
             calibration,
             sentences,
@@ -284,11 +298,50 @@ impl Setup {
     }
 }
 
+/// Records calibration activations of `model`: every site's rows (`hidden.i`, `ffn_in.i`,
+/// `ffn_act.i`, named as in the reference file) over whole `sentences` in order, until at
+/// least `max_tokens` tokens are in.
+pub fn record_calibration(
+    model: &Bert,
+    sentences: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<TensorFile, GridError> {
+    let c = model.config();
+    let mut rows: HashMap<Site, Vec<f32>> = HashMap::new();
+    let mut tokens = 0usize;
+    for s in sentences {
+        if tokens >= max_tokens {
+            break;
+        }
+        let mut hook =
+            |site: Site, v: &mut Vec<f32>| rows.entry(site).or_default().extend_from_slice(v);
+        model.forward(s, Some(&mut hook))?;
+        tokens += s.len();
+    }
+    if tokens == 0 {
+        return Err(GridError::Other(
+            "no calibration text: give sentences to record activations from".into(),
+        ));
+    }
+    let tensors = c
+        .sites()
+        .into_iter()
+        .map(|site| {
+            let v = rows.remove(&site).unwrap_or_default();
+            Tensor::from_f32(site.name(), vec![tokens as u64, c.width(site) as u64], &v)
+        })
+        .collect();
+    Ok(TensorFile {
+        tensors,
+        metadata: vec![],
+    })
+}
+
 /// Activation bytes (dense bf16, sent) and tokens seen, summed over a cell's sentences.
 type ByteCount = std::sync::Mutex<(f64, f64, usize)>;
 
 fn embed_all(
-    model: &MiniLm,
+    model: &Bert,
     sentences: &[Vec<u32>],
     act: Option<(&ActSetting, &Setup, &ByteCount)>,
 ) -> Result<Vec<Vec<f32>>, GridError> {
@@ -324,17 +377,16 @@ fn sparsify_site(
 ) -> Result<(), GridError> {
     if site == Site::Hidden(0) {
         // Every sentence passes here once: count its tokens.
-        bytes.lock().expect("no panics").2 += v.len() / crate::model::HIDDEN;
+        bytes.lock().expect("no panics").2 += v.len() / setup.config.hidden;
     }
     if !a.sites.has(site) {
         return Ok(());
     }
-    let cols = match site {
-        Site::FfnAct(_) => crate::model::FFN,
-        // The model's output is pooled on the host side, not sent on to another layer.
-        Site::Hidden(i) if i == crate::model::LAYERS => return Ok(()),
-        _ => crate::model::HIDDEN,
-    };
+    // The model's output is pooled on the host side, not sent on to another layer.
+    if site == Site::Hidden(setup.config.layers) {
+        return Ok(());
+    }
+    let cols = setup.config.width(site);
     let rows = v.len() / cols;
     let policy = match (a.policy, a.policy.keep(site)) {
         (ActPolicy::Threshold(t), _) => ActivationPolicy::Threshold(t),
@@ -389,7 +441,12 @@ fn compressed_weights(
             .collect(),
         metadata: vec![],
     };
-    let dense_bytes: u64 = subset.tensors.iter().map(|t| t.data.len() as u64).sum();
+    if subset.tensors.is_empty() {
+        return Err(GridError::Other(
+            "the model has no encoder linear weights (encoder.layer.N.*.weight)".into(),
+        ));
+    }
+    let dense_bytes: u64 = subset.tensors.iter().map(|t| 2 * t.numel()).sum();
     let weights: u64 = subset.tensors.iter().map(|t| t.numel()).sum();
     let budget = match (w.sparsity, w.target_ratio) {
         (_, Some(r)) => Some(Budget::TargetRatio(r)),
@@ -431,13 +488,13 @@ pub fn run(setup: &Setup, cell: &Cell) -> Result<CellResult, GridError> {
         Some(w) => {
             let (file, bytes, dense, count) = compressed_weights(setup, w)?;
             (
-                MiniLm::load(&file)?,
+                Bert::load(&setup.config, &file)?,
                 bytes as f64,
                 dense as f64,
                 count as f64,
             )
         }
-        None => (MiniLm::load(&setup.weights)?, 0.0, 0.0, 0.0),
+        None => (Bert::load(&setup.config, &setup.weights)?, 0.0, 0.0, 0.0),
     };
     let counts = std::sync::Mutex::new((0f64, 0f64, 0usize));
     let act = cell.activations.as_ref().map(|a| (a, setup, &counts));
@@ -487,5 +544,93 @@ pub fn run(setup: &Setup, cell: &Cell) -> Result<CellResult, GridError> {
         activation_bytes_saved_per_token: a.map(|_| (a_dense - a_sent) / tokens.max(1) as f64),
         quality: q,
         seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// What `sparsewire-eval score` measures: a weight file against the dense model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoreResult {
+    pub sentences: usize,
+    /// The model tensors the file replaced.
+    pub tensors_replaced: usize,
+    /// The weight file's size on disk.
+    pub file_bytes: u64,
+    /// The bf16 bytes of the tensors it replaced (2 bytes a value, whatever dtype the
+    /// model folder holds), as docs/EVAL.md counts them.
+    pub dense_bf16_bytes: u64,
+    /// Activations: the keep fraction per token at every transferred site, if any.
+    pub activation_keep: Option<f32>,
+    /// Activations: encoded tile bytes over their dense bf16 bytes.
+    pub activation_bytes_fraction: Option<f64>,
+    /// (file bytes + activation bytes sent) / (dense bf16 bytes of both).
+    pub bytes_fraction: f64,
+    #[serde(flatten)]
+    pub quality: Quality,
+}
+
+/// Scores `weights` (a decoded `.swire` or a safetensors file of `file_bytes` bytes; any
+/// subset of the model's tensors, same names and shapes) against the dense model on the
+/// setup's sentences, optionally with every transferred activation kept at
+/// `activation_keep` per token (zero-filled).
+pub fn score(
+    setup: &Setup,
+    weights: &TensorFile,
+    file_bytes: u64,
+    activation_keep: Option<f32>,
+) -> Result<ScoreResult, GridError> {
+    if let Some(k) = activation_keep {
+        if !(k > 0.0 && k <= 1.0) {
+            return Err(GridError::Other(format!(
+                "activation keep fraction {k} is outside (0, 1]"
+            )));
+        }
+    }
+    let mut full = setup.weights.clone();
+    let mut dense_bf16 = 0u64;
+    for t in &weights.tensors {
+        let slot = full
+            .tensors
+            .iter_mut()
+            .find(|x| x.name == t.name)
+            .ok_or_else(|| {
+                GridError::Other(format!(
+                    "the weights' tensor {:?} is not in the model",
+                    t.name
+                ))
+            })?;
+        if slot.shape != t.shape {
+            return Err(GridError::Other(format!(
+                "the weights' tensor {:?} has shape {:?}, the model's {:?}",
+                t.name, t.shape, slot.shape
+            )));
+        }
+        dense_bf16 += 2 * t.numel();
+        *slot = t.clone();
+    }
+    if weights.tensors.is_empty() {
+        return Err(GridError::Other("the weight file holds no tensors".into()));
+    }
+    let model = Bert::load(&setup.config, &full)?;
+    let act = activation_keep.map(|k| ActSetting {
+        policy: ActPolicy::KeepFraction(k),
+        reconstruct: ActRebuild::Zero,
+        sites: Sites::All,
+    });
+    let counts = std::sync::Mutex::new((0f64, 0f64, 0usize));
+    let emb = embed_all(
+        &model,
+        &setup.sentences,
+        act.as_ref().map(|a| (a, setup, &counts)),
+    )?;
+    let (a_dense, a_sent, _) = counts.into_inner().expect("no panics");
+    Ok(ScoreResult {
+        sentences: setup.sentences.len(),
+        tensors_replaced: weights.tensors.len(),
+        file_bytes,
+        dense_bf16_bytes: dense_bf16,
+        activation_keep,
+        activation_bytes_fraction: act.map(|_| a_sent / a_dense.max(1.0)),
+        bytes_fraction: (file_bytes as f64 + a_sent) / (dense_bf16 as f64 + a_dense).max(1.0),
+        quality: quality(&setup.reference, &emb),
     })
 }

@@ -1,30 +1,31 @@
-//! `sparsewire-eval`: MiniLM end to end on sparsified and reconstructed weights and
-//! activations; writes `results.json`, `results.md` and plots.
+//! `sparsewire-eval`: a BERT-family sentence encoder (all-MiniLM-L6-v2 by default) end to
+//! end on sparsified and reconstructed weights and activations; writes `results.json`,
+//! `results.md` and plots. `score` measures one weight file against the dense model.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sparsewire_eval::grid::{self, CellResult, Setup};
-use sparsewire_eval::report;
+use sparsewire_eval::model::{read_tensors, Bert, ModelDir};
+use sparsewire_eval::{report, sentences};
+use sparsewire_formats::TensorFile;
 use sparsewire_metadata::Criterion;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "sparsewire-eval",
     version,
-    about = "Run all-MiniLM-L6-v2 on sparsewire-compressed weights and activations and measure bytes against quality.",
-    after_help = "Example:\n  sparsewire-eval --model minilm --data ../shared/data --grid quick --out eval-quick"
+    about = "Run a BERT-family sentence encoder (all-MiniLM-L6-v2 by default) on sparsewire-compressed weights and activations and measure bytes against embedding quality.",
+    after_help = "Examples:\n  sparsewire-eval --data ../shared/data --grid quick --out eval-quick\n  sparsewire-eval --model my-bert/ --sentences mine.txt --grid quick --out eval-mine\n  sparsewire compress model.safetensors -o m.swire --sparsity 0.5 --criterion wanda ...\n  sparsewire-eval score --weights m.swire --sentences mine.txt --json",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
-    /// The model (only minilm: all-MiniLM-L6-v2).
-    #[arg(long, default_value = "minilm")]
-    model: String,
-    /// Folder with minilm_l6_v2.bf16.safetensors, minilm_l6_v2_activations.f32.safetensors
-    /// (calibration), minilm_l6_v2_tokenizer/tokenizer.json and ppocrv4_det.f32.safetensors
-    /// (conv filters).
-    #[arg(long, default_value = "../shared/data")]
-    data: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// quick (6 cells, under a minute), default (the sweep, under 10 minutes on 2 cores)
     /// or full (adds SparseGPT under a per-layer byte budget, a few minutes more).
     #[arg(long, default_value = "quick")]
@@ -34,46 +35,143 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     criteria: Option<Vec<Criterion>>,
     /// Output folder (created).
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// `minilm` (all-MiniLM-L6-v2 from --data), or a model folder in the Hugging Face /
+    /// sentence-transformers layout: config.json (a BERT: layers, widths, heads and
+    /// activation are read from it), tokenizer.json, the weights (model.safetensors or the
+    /// folder's one .safetensors or .swire; f32, f16 or bf16), optionally modules.json and
+    /// 1_Pooling/config.json (pooling; default mean) and activations.f32.safetensors
+    /// (calibration; default: recorded from --calibration-text).
+    #[arg(long, default_value = "minilm")]
+    model: String,
+    /// Folder with minilm_l6_v2.bf16.safetensors, minilm_l6_v2_activations.f32.safetensors
+    /// (calibration), minilm_l6_v2_tokenizer/ (config.json, tokenizer.json, pooling),
+    /// ppocrv4_det.f32.safetensors (conv filters) and text/ (calibration text for other
+    /// models).
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Evaluate on these sentences, one per line (UTF-8, blank lines skipped), instead of
+    /// the built-in 218 (109 paraphrase pairs written for the project).
+    #[arg(long, value_name = "FILE")]
+    sentences: Option<PathBuf>,
+    /// Take at most this many sentences from --sentences (1..=100000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    max_sentences: u32,
+    /// For a model folder without recorded activations: record the calibration (Wanda,
+    /// SparseGPT, activation dictionaries) from the first lines of this text, never from
+    /// the evaluated sentences [default: DATA/text/wordnet_examples.txt].
+    #[arg(long, value_name = "FILE")]
+    calibration_text: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Score one weight file (a .swire from `sparsewire compress`, or safetensors; any
+    /// subset of the model's tensors) against the dense model: mean cosine of the
+    /// embeddings, nearest-neighbour agreement, and bytes over the bf16 bytes.
+    Score(ScoreArgs),
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The weights to score.
+    #[arg(long, value_name = "FILE")]
+    weights: PathBuf,
+    /// Also sparsify every transferred activation (layer inputs, FFN inputs, FFN
+    /// activations) to this kept fraction per token, zero-filled, counting its encoded
+    /// tile bytes ((0, 1]).
+    #[arg(long, value_name = "K")]
+    activation_keep: Option<f32>,
+    /// Print the result as JSON on stdout (mean_cosine, top1_agreement, bytes_fraction, ...).
     #[arg(long)]
-    out: PathBuf,
+    json: bool,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn need(p: &Path, what: &str) -> Result<()> {
-    if p.exists() {
-        Ok(())
+/// The calibration sentences recorded for a model folder without recorded activations.
+const CALIBRATION_SENTENCES: usize = 64;
+const CALIBRATION_TOKENS: usize = 1024;
+
+/// The model, its sentences and what the grid needs; `calibrate` records calibration
+/// activations when the model has none.
+fn setup(m: &ModelArgs, calibrate: bool) -> Result<(ModelDir, Setup)> {
+    let dir = if m.model == "minilm" {
+        ModelDir::shared_minilm(&m.data)?
     } else {
-        Err(format!("{what} not found: {}", p.display()).into())
-    }
-}
-
-fn read(p: &Path) -> Result<sparsewire_formats::TensorFile> {
-    Ok(sparsewire_formats::input::InputFile::open(p)
-        .and_then(|f| f.read_all())
-        .map_err(|e| format!("{}: {e}", p.display()))?)
-}
-
-fn run(a: Args) -> Result<()> {
-    if a.model != "minilm" {
-        return Err(format!("unknown model {:?} (minilm)", a.model).into());
-    }
-    let cells = sparsewire_eval::cells::cells(&a.grid, a.criteria.as_deref())?;
-    let weights = a.data.join("minilm_l6_v2.bf16.safetensors");
-    let calib = a.data.join("minilm_l6_v2_activations.f32.safetensors");
-    let tok = a.data.join("minilm_l6_v2_tokenizer").join("tokenizer.json");
-    let convs = a.data.join("ppocrv4_det.f32.safetensors");
-    need(&weights, "model weights")?;
-    need(&convs, "conv filters")?;
-    need(&calib, "calibration activations")?;
-    need(&tok, "tokenizer")?;
-    let sentences = sparsewire_eval::sentences::tokenize(&tok)?;
+        ModelDir::open(std::path::Path::new(&m.model))?
+    };
+    let max_len = dir.config.max_positions;
+    let sents = match &m.sentences {
+        None => {
+            let s = sentences::sentences();
+            sentences::tokenize(&dir.tokenizer, &s, max_len)?
+        }
+        Some(p) => {
+            let limit = m.max_sentences as usize;
+            let mut s = sentences::read_lines(p, limit + 1)?;
+            if s.len() > limit {
+                s.truncate(limit);
+                eprintln!(
+                    "{}: taking the first {limit} sentences (--max-sentences)",
+                    p.display()
+                );
+            }
+            sentences::tokenize(&dir.tokenizer, &s, max_len)?
+        }
+    };
+    let weights = read_tensors(&dir.weights)?;
+    let calibration = match (&dir.calibration, calibrate) {
+        (_, false) => TensorFile {
+            tensors: vec![],
+            metadata: vec![],
+        },
+        (Some(p), true) => read_tensors(p)?,
+        (None, true) => {
+            let text = m
+                .calibration_text
+                .clone()
+                .unwrap_or_else(|| m.data.join("text").join("wordnet_examples.txt"));
+            let lines = sentences::read_lines(&text, CALIBRATION_SENTENCES)
+                .map_err(|e| format!("calibration text: {e}"))?;
+            let ids = sentences::tokenize(&dir.tokenizer, &lines, max_len)?;
+            eprintln!(
+                "recording calibration activations from {} sentences of {}...",
+                ids.len(),
+                text.display()
+            );
+            grid::record_calibration(
+                &Bert::load(&dir.config, &weights)?,
+                &ids,
+                CALIBRATION_TOKENS,
+            )?
+        }
+    };
     eprintln!(
-        "{} sentences; embedding them with the original model...",
-        sentences.len()
+        "{}: {} layers, width {}, {} heads, FFN {}; {} sentences; embedding them with the original model...",
+        dir.name,
+        dir.config.layers,
+        dir.config.hidden,
+        dir.config.heads,
+        dir.config.ffn,
+        sents.len()
     );
-    let setup = Setup::new(read(&weights)?, read(&calib)?, sentences)?;
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let setup = Setup::new(dir.config.clone(), weights, calibration, sents)?;
+    Ok((dir, setup))
+}
+
+fn run_grid(a: Args) -> Result<()> {
+    let out = a.out.expect("clap requires --out without a subcommand");
+    let cells = sparsewire_eval::cells::cells(&a.grid, a.criteria.as_deref())?;
+    let (dir, setup) = setup(&a.model, true)?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let pb = ProgressBar::new(cells.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cells ({elapsed}, eta {eta})")
@@ -87,17 +185,67 @@ fn run(a: Args) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    eprintln!("conv filters (PP-OCRv4 detection), per layer type...");
-    let filters = sparsewire_eval::filters::run(&read(&convs)?, a.grid == "quick")?;
-    let written = report::write(&a.out, &a.grid, setup.sentences.len(), &results, &filters)?;
+    let convs = a.model.data.join("ppocrv4_det.f32.safetensors");
+    let filters = if convs.is_file() {
+        eprintln!("conv filters (PP-OCRv4 detection), per layer type...");
+        sparsewire_eval::filters::run(&read_tensors(&convs)?, a.grid == "quick")?
+    } else {
+        eprintln!(
+            "conv filters skipped: {} not found (the --data folder)",
+            convs.display()
+        );
+        vec![]
+    };
+    let written = report::write(
+        &out,
+        &dir.name,
+        &a.grid,
+        setup.sentences.len(),
+        &results,
+        &filters,
+    )?;
     for p in written {
         eprintln!("wrote {}", p.display());
     }
     Ok(())
 }
 
+fn run_score(a: ScoreArgs) -> Result<()> {
+    if let Some(k) = a.activation_keep {
+        if !(k > 0.0 && k <= 1.0) {
+            return Err(format!("--activation-keep {k} is outside (0, 1]").into());
+        }
+    }
+    let (_, setup) = setup(&a.model, false)?;
+    let file_bytes = std::fs::metadata(&a.weights)
+        .map_err(|e| format!("{}: {e}", a.weights.display()))?
+        .len();
+    let weights = read_tensors(&a.weights)?;
+    let r = grid::score(&setup, &weights, file_bytes, a.activation_keep)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} sentences, {} tensors replaced: mean cosine {:.5} (min {:.5}), top-1 agreement {:.1}%, Spearman {:.4}, bytes {:.4} of bf16",
+            r.sentences,
+            r.tensors_replaced,
+            r.quality.mean_cosine,
+            r.quality.min_cosine,
+            100.0 * r.quality.top1_agreement,
+            r.quality.spearman,
+            r.bytes_fraction
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let a = Args::parse();
+    let r = match a.cmd {
+        Some(Cmd::Score(s)) => run_score(s),
+        None => run_grid(a),
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

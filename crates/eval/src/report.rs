@@ -82,6 +82,7 @@ const HEAD: &str = "| path | sparsity | criterion | pattern | reconstruct | acti
 /// Writes every output into `dir`; returns the paths written.
 pub fn write(
     dir: &Path,
+    model: &str,
     grid: &str,
     sentences: usize,
     cells: &[CellResult],
@@ -90,7 +91,7 @@ pub fn write(
     let mut written = Vec::new();
     let json = dir.join("results.json");
     let body = serde_json::json!({
-        "model": "all-MiniLM-L6-v2",
+        "model": model,
         "grid": grid,
         "sentences": sentences,
         "cells": cells,
@@ -104,7 +105,7 @@ pub fn write(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# MiniLM on compressed weights and activations (grid `{grid}`, {sentences} sentences)\n"
+        "# {model} on compressed weights and activations (grid `{grid}`, {sentences} sentences)\n"
     );
     let _ = writeln!(md, "Quality against the original bf16 model; bytes against the bf16 bytes of what was compressed.\n");
     let _ = write!(md, "## Pareto front (weights)\n\n{HEAD}");

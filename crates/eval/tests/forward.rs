@@ -1,7 +1,7 @@
 //! The Rust forward pass against the reference activations recorded from the original
 //! model (../shared/data): every `hidden.i`, `ffn_in.i`, `ffn_act.i` within 1e-4.
 
-use sparsewire_eval::model::{MiniLm, Site};
+use sparsewire_eval::model::{Bert, Site};
 fn read_tensors(
     p: &std::path::Path,
 ) -> Result<sparsewire_formats::TensorFile, sparsewire_formats::FormatError> {
@@ -18,8 +18,12 @@ mod common;
 )]
 fn forward_matches_the_reference_activations() {
     let d = common::data_dir();
+    // The config read from the model's own files is the built-in MiniLM geometry.
+    let cfg =
+        sparsewire_eval::model::BertConfig::from_dir(&d.join("minilm_l6_v2_tokenizer")).unwrap();
+    assert_eq!(cfg, sparsewire_eval::model::BertConfig::minilm_l6());
     let model =
-        MiniLm::load(&read_tensors(&d.join("minilm_l6_v2.f32.safetensors")).unwrap()).unwrap();
+        Bert::minilm(&read_tensors(&d.join("minilm_l6_v2.f32.safetensors")).unwrap()).unwrap();
     let toks = read_tensors(&d.join("minilm_l6_v2_activations_tokens.safetensors")).unwrap();
     let get = |n: &str| toks.tensors.iter().find(|t| t.name == n).unwrap();
     let ints = |n: &str| -> Vec<i32> {
@@ -45,7 +49,7 @@ fn forward_matches_the_reference_activations() {
         model.forward(&s, Some(&mut hook)).unwrap();
     }
     assert_eq!(at, ids.len());
-    for site in Site::all() {
+    for site in model.config().sites() {
         let want = reference
             .tensors
             .iter()

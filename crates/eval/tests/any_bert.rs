@@ -1,0 +1,310 @@
+//! Any BERT-family encoder runs with no code change: a tiny model of another geometry
+//! (2 layers, width 32, 4 heads, FFN 48, ReLU, CLS + max pooling, `bert.`-prefixed names,
+//! f16 weights, its own WordPiece tokenizer), written here, goes through the quick grid
+//! (calibration recorded from text) and through `score`. Needs no shared data.
+
+use sparsewire_formats::{Dtype, Tensor, TensorFile};
+use std::path::Path;
+use std::process::Command;
+
+const LAYERS: usize = 2;
+const HIDDEN: usize = 32;
+const FFN: usize = 48;
+const POSITIONS: usize = 64;
+
+fn eval() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sparsewire-eval"))
+}
+
+/// A WordPiece tokenizer whose vocabulary is the specials and every letter, so any
+/// lower-case word tokenizes.
+fn tokenizer_json() -> (String, usize) {
+    let mut vocab = vec![
+        "[PAD]".to_string(),
+        "[UNK]".into(),
+        "[CLS]".into(),
+        "[SEP]".into(),
+    ];
+    for c in 'a'..='z' {
+        vocab.push(c.to_string());
+        vocab.push(format!("##{c}"));
+    }
+    let entries: Vec<String> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t:?}: {i}"))
+        .collect();
+    let json = format!(
+        r###"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+  "normalizer": {{"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}},
+  "pre_tokenizer": {{"type": "BertPreTokenizer"}},
+  "post_processor": {{"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}},
+  "decoder": null,
+  "model": {{"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": {{{}}}}}}}"###,
+        entries.join(", ")
+    );
+    (json, vocab.len())
+}
+
+/// Seeded uniform values in [-scale, scale).
+fn values(n: usize, seed: &mut u64, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn model_dir(dir: &Path) {
+    let (tok, vocab) = tokenizer_json();
+    std::fs::write(dir.join("tokenizer.json"), tok).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        format!(
+            r#"{{"model_type": "bert", "num_hidden_layers": {LAYERS}, "hidden_size": {HIDDEN},
+  "num_attention_heads": 4, "intermediate_size": {FFN}, "vocab_size": {vocab},
+  "max_position_embeddings": {POSITIONS}, "type_vocab_size": 1, "hidden_act": "relu",
+  "layer_norm_eps": 1e-5}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 32, "pooling_mode_cls_token": true, "pooling_mode_max_tokens": true}"#,
+    )
+    .unwrap();
+    let mut seed = 7u64;
+    let mut tensors = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let n = shape.iter().product();
+        let v: Vec<f32> = values(n, &mut seed, scale)
+            .iter()
+            .map(|x| x + offset)
+            .collect();
+        let data = sparsewire_formats::from_f32(Dtype::F16, &v).unwrap();
+        let shape = shape.iter().map(|&d| d as u64).collect();
+        tensors.push(Tensor::new(format!("bert.{name}"), Dtype::F16, shape, data).unwrap());
+    };
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        vec![vocab, HIDDEN],
+        1.0,
+        0.0,
+    );
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        vec![POSITIONS, HIDDEN],
+        0.3,
+        0.0,
+    );
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![1, HIDDEN],
+        0.1,
+        0.0,
+    );
+    let norm = |p: &str, add: &mut dyn FnMut(String, Vec<usize>, f32, f32)| {
+        add(format!("{p}.weight"), vec![HIDDEN], 0.1, 1.0);
+        add(format!("{p}.bias"), vec![HIDDEN], 0.1, 0.0);
+    };
+    norm("embeddings.LayerNorm", &mut add);
+    for i in 0..LAYERS {
+        let p = format!("encoder.layer.{i}");
+        for (name, out, inp) in [
+            ("attention.self.query", HIDDEN, HIDDEN),
+            ("attention.self.key", HIDDEN, HIDDEN),
+            ("attention.self.value", HIDDEN, HIDDEN),
+            ("attention.output.dense", HIDDEN, HIDDEN),
+            ("intermediate.dense", FFN, HIDDEN),
+            ("output.dense", HIDDEN, FFN),
+        ] {
+            let s = 1.0 / (inp as f32).sqrt();
+            add(format!("{p}.{name}.weight"), vec![out, inp], s, 0.0);
+            add(format!("{p}.{name}.bias"), vec![out], 0.05, 0.0);
+        }
+        norm(&format!("{p}.attention.output.LayerNorm"), &mut add);
+        norm(&format!("{p}.output.LayerNorm"), &mut add);
+    }
+    let file = TensorFile {
+        tensors,
+        metadata: vec![],
+    };
+    std::fs::write(
+        dir.join("model.safetensors"),
+        sparsewire_formats::safetensors::write_safetensors(&file).unwrap(),
+    )
+    .unwrap();
+}
+
+const TEXT: &str = "the cat sat on the mat\na quick brown fox jumps over the lazy dog\n\
+rain fell all night on the quiet town\nshe sold her old car to a friend\n\
+the market closed early on friday\nbirds sing before the sun comes up\n\
+he painted the fence a bright blue\nthe river ran fast after the storm\n";
+
+#[test]
+fn a_tiny_bert_of_another_geometry_runs_the_quick_grid_and_score() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("tiny-bert");
+    std::fs::create_dir(&m).unwrap();
+    model_dir(&m);
+    let sentences = d.path().join("sentences.txt");
+    std::fs::write(&sentences, TEXT).unwrap();
+    let calib = d.path().join("calibration.txt");
+    std::fs::write(
+        &calib,
+        "a different text for the calibration\nof the activations only\n",
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let o = eval()
+        .arg("--model")
+        .arg(&m)
+        .arg("--sentences")
+        .arg(&sentences)
+        .arg("--calibration-text")
+        .arg(&calib)
+        .arg("--data")
+        .arg(d.path())
+        .args(["--grid", "quick", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("2 layers, width 32, 4 heads, FFN 48; 8 sentences"),
+        "{err}"
+    );
+    assert!(
+        err.contains("recording calibration activations from 2 sentences"),
+        "{err}"
+    );
+    assert!(err.contains("conv filters skipped"), "{err}");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["model"], "tiny-bert");
+    assert_eq!(r["sentences"], 8);
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    assert_eq!(cells[0]["reconstruct"], "lossless");
+    assert_eq!(cells[0]["mean_cosine"].as_f64(), Some(1.0));
+    for c in &cells[1..] {
+        let m = c["mean_cosine"].as_f64().unwrap();
+        let b = c["bytes_fraction"].as_f64().unwrap();
+        assert!(m < 1.0 && m > 0.0 && b > 0.0 && b < 1.2, "{c}");
+    }
+
+    // score: the model's own weights are exact; a half-sparse stream is smaller and not.
+    let score = |weights: &Path, extra: &[&str]| {
+        let o = eval()
+            .args(["score", "--json", "--model"])
+            .arg(&m)
+            .arg("--sentences")
+            .arg(&sentences)
+            .arg("--weights")
+            .arg(weights)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let same = score(&m.join("model.safetensors"), &[]);
+    assert_eq!(same["mean_cosine"].as_f64(), Some(1.0), "{same}");
+    assert_eq!(same["top1_agreement"].as_f64(), Some(1.0));
+    let file = sparsewire_formats::input::InputFile::open(&m.join("model.safetensors"))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let linear = TensorFile {
+        tensors: file
+            .tensors
+            .into_iter()
+            .filter(|t| t.name.contains("encoder.") && t.name.ends_with("dense.weight"))
+            .collect(),
+        metadata: vec![],
+    };
+    let opts = sparsewire_pipeline::CompressOptions {
+        sparsify: Some(sparsewire_se::SparsifyOptions::new(
+            sparsewire_se::Budget::Sparsity(0.5),
+        )),
+        ..Default::default()
+    };
+    let stream = sparsewire_pipeline::compress(&linear, &opts).unwrap().0;
+    let sw = d.path().join("half.swire");
+    std::fs::write(&sw, &stream).unwrap();
+    let half = score(&sw, &["--activation-keep", "0.5"]);
+    assert_eq!(half["tensors_replaced"], 6);
+    assert_eq!(half["file_bytes"].as_u64(), Some(stream.len() as u64));
+    let dense = 2 * LAYERS as u64 * (HIDDEN * HIDDEN + 2 * HIDDEN * FFN) as u64;
+    assert_eq!(half["dense_bf16_bytes"].as_u64(), Some(dense));
+    let (mc, bf) = (
+        half["mean_cosine"].as_f64().unwrap(),
+        half["bytes_fraction"].as_f64().unwrap(),
+    );
+    assert!(mc < 1.0 && mc > 0.0 && bf < 1.0, "{half}");
+    assert!(half["activation_bytes_fraction"].as_f64().unwrap() < 1.0);
+}
+
+#[test]
+fn a_model_folder_that_is_not_a_bert_is_refused_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path();
+    model_dir(m);
+    let run = |extra: &[&str]| {
+        let o = eval()
+            .args(["score", "--model"])
+            .arg(m)
+            .arg("--weights")
+            .arg(m.join("model.safetensors"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let cfg = std::fs::read_to_string(m.join("config.json")).unwrap();
+    std::fs::write(
+        m.join("config.json"),
+        cfg.replace("\"bert\"", "\"roberta\""),
+    )
+    .unwrap();
+    let e = run(&[]);
+    assert!(
+        e.contains("config.json") && e.contains("\"roberta\" is not a BERT"),
+        "{e}"
+    );
+    std::fs::write(
+        m.join("config.json"),
+        cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5"),
+    )
+    .unwrap();
+    let e = run(&[]);
+    assert!(e.contains("not a multiple of num_attention_heads 5"), "{e}");
+    std::fs::write(
+        m.join("config.json"),
+        cfg.replace("\"intermediate_size\": 48", "\"intermediate_size\": 40"),
+    )
+    .unwrap();
+    let e = run(&[]);
+    assert!(
+        e.contains("intermediate.dense.weight") && e.contains("expected [40, 32]"),
+        "{e}"
+    );
+    std::fs::write(m.join("config.json"), &cfg).unwrap();
+    let e = run(&["--activation-keep", "1.5"]);
+    assert!(e.contains("--activation-keep 1.5 is outside (0, 1]"), "{e}");
+    std::fs::remove_file(m.join("tokenizer.json")).unwrap();
+    let e = run(&[]);
+    assert!(e.contains("tokenizer not found"), "{e}");
+}
