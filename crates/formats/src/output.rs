@@ -65,21 +65,30 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
     }
 }
 
-/// Named temporary files not yet committed or removed (for [`remove_pending`]).
+/// Named temporary files not yet committed or removed (for [`remove_pending`]). A file is
+/// created and registered under this lock, so a handler never misses one in between.
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Removes every named temporary file this process has open; for a SIGINT/SIGTERM
-/// handler (unnamed temporary files need nothing: the kernel frees them).
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes every named temporary file this process has open; for a SIGINT/SIGTERM handler
+/// that runs on its own thread (as `ctrlc`'s does) and exits the process next (unnamed
+/// temporary files need nothing: the kernel frees them). It waits for a file being created
+/// to be registered, and afterwards no named temporary file can be created (creating one
+/// blocks), so none appears between this call and the exit.
 pub fn remove_pending() {
-    if let Ok(mut p) = PENDING.try_lock() {
-        for path in p.drain(..) {
-            if path.is_dir() {
-                let _ = std::fs::remove_dir_all(path);
-            } else {
-                let _ = std::fs::remove_file(path);
-            }
+    let mut p = pending();
+    for path in p.drain(..) {
+        if path.is_dir() {
+            let _ = std::fs::remove_dir_all(path);
+        } else {
+            let _ = std::fs::remove_file(path);
         }
     }
+    // Held until the process exits.
+    std::mem::forget(p);
 }
 
 /// Prefix of named temporary files.
@@ -104,13 +113,16 @@ pub fn sweep_stale(dir: &Path) -> usize {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        // Another run's (or this one's) file in use: not stale.
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
         let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
             std::fs::remove_dir_all(e.path())
         } else {
             std::fs::remove_file(e.path())
         };
-        if !alive && removed.is_ok() {
+        if removed.is_ok() {
             n += 1;
         }
     }
@@ -290,11 +302,10 @@ impl Output {
                 std::process::id(),
                 nanos
             ));
+            let mut p = pending();
             match opts.open(&tmp) {
                 Ok(f) => {
-                    if let Ok(mut p) = PENDING.lock() {
-                        p.push(tmp.clone());
-                    }
+                    p.push(tmp.clone());
                     return Ok((f, tmp));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -378,9 +389,7 @@ impl Output {
 }
 
 fn forget_pending(tmp: &Path) {
-    if let Ok(mut p) = PENDING.lock() {
-        p.retain(|x| x != tmp);
-    }
+    pending().retain(|x| x != tmp);
 }
 
 impl Drop for Output {
@@ -457,11 +466,10 @@ impl OutputDir {
         sweep_stale(&parent);
         for attempt in 0u32..64 {
             let tmp = parent.join(format!("{TMP_PREFIX}{}-d{attempt}.tmp", std::process::id()));
+            let mut p = pending();
             match std::fs::create_dir(&tmp) {
                 Ok(()) => {
-                    if let Ok(mut p) = PENDING.lock() {
-                        p.push(tmp.clone());
-                    }
+                    p.push(tmp.clone());
                     return Ok(OutputDir {
                         path: path.to_path_buf(),
                         tmp: Some(tmp),
@@ -495,18 +503,22 @@ impl OutputDir {
         let res = (|| {
             if self.force && path.is_dir() {
                 let old = tmp.with_extension("old.tmp");
-                std::fs::rename(&path, &old).map_err(io_err(&path))?;
-                if let Ok(mut p) = PENDING.lock() {
-                    p.push(old.clone());
-                }
-                let res = std::fs::rename(&tmp, &path).map_err(io_err(&path));
-                if res.is_err() {
-                    // Put the old folder back.
-                    let _ = std::fs::rename(&old, &path);
-                } else {
+                // Both renames under the lock: a signal handler waits for them, so it never
+                // sees the old folder moved aside and the new one not yet in place. A folder
+                // left as `old` (killed before its removal) is swept at the next run.
+                let res = {
+                    let _p = pending();
+                    std::fs::rename(&path, &old).map_err(io_err(&path))?;
+                    let res = std::fs::rename(&tmp, &path).map_err(io_err(&path));
+                    if res.is_err() {
+                        // Put the old folder back.
+                        let _ = std::fs::rename(&old, &path);
+                    }
+                    res
+                };
+                if res.is_ok() {
                     let _ = std::fs::remove_dir_all(&old);
                 }
-                forget_pending(&old);
                 res
             } else if kind_of(&path).is_some() {
                 Err(OutputError::Exists { path: path.clone() })
@@ -603,8 +615,11 @@ mod tests {
         // pid 0 never runs a user process.
         std::fs::write(d.path().join(".sparsewire-0-deadbeef0.tmp"), b"x").unwrap();
         std::fs::write(d.path().join("keep.tmp"), b"x").unwrap();
+        // A running process's file (here this one's) is in use, not stale.
+        let live = format!(".sparsewire-{}-0a0a0a0a0.tmp", std::process::id());
+        std::fs::write(d.path().join(&live), b"x").unwrap();
         assert_eq!(sweep_stale(d.path()), 1);
-        assert_eq!(listing(d.path()), ["keep.tmp"]);
+        assert_eq!(listing(d.path()), [live.as_str(), "keep.tmp"]);
     }
 
     #[test]
