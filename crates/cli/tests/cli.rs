@@ -607,3 +607,49 @@ fn serve_and_run_over_loopback() {
     host.kill().unwrap();
     host.wait().unwrap();
 }
+
+#[test]
+fn serve_a_swire_from_its_stored_tiles() {
+    use std::io::BufRead;
+    let d = tmp();
+    let input = demo_input(d.path());
+    let stream = d.path().join("m.swire");
+    let c = run(&["compress", s(&input), "-o", s(&stream)]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let mut host = bin()
+        .args(["serve", s(&stream), "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let v = ok_json(&[
+        "run",
+        "--connect",
+        &addr,
+        "--policy",
+        "lossless",
+        "--passes",
+        "1",
+        "--reference",
+        s(&input),
+        "--json",
+    ]);
+    assert!(v["mean_cosine"].as_f64().unwrap() > 0.999_999, "{v}");
+    let _ = host.kill();
+    let _ = host.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut host.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("serving the stored tiles"), "{err}");
+}

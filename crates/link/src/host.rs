@@ -9,6 +9,13 @@
 //! copy to the socket, never a re-analysis. Tensors that are not float matrices are one
 //! tile, lossless at every level. The manifest tells the client each payload's exact size
 //! and each level's relative error per tensor, which is what the controller trades.
+//!
+//! A `.swire` model ([`HostModel::from_stream`]) is served from its stored tiles: each row
+//! block of the stream, cut out as a stream of its own without re-coding
+//! (`Reader::row_block_stream`), is the tile's payload at level 0 (tiles are the stream's
+//! row blocks). A tensor stored lossless is decoded once to rank and code the sparser
+//! levels; one stored sparsified (or not a float matrix) is sent as stored at every level,
+//! its error counted against what is stored.
 
 use crate::LinkError;
 use rayon::prelude::*;
@@ -16,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use sparsewire_formats::{Dtype, Tensor, TensorFile};
 use sparsewire_metadata::{Criterion, Pattern, Reconstruction, Sparsification};
 use sparsewire_sparse::{SparseTensor, SparseTile};
-use sparsewire_stream::{EncodeOptions, Writer};
+use sparsewire_stream::{EncodeOptions, Reader, Source, Writer};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Elements a tile aims at (whole rows).
@@ -120,6 +128,14 @@ fn check_levels(levels: &[f32]) -> Result<(), LinkError> {
     }
 }
 
+/// A stream tensor's stored row blocks (the tiles' level-0 payloads).
+struct Stored {
+    rows_per_tile: u64,
+    payloads: Vec<Arc<[u8]>>,
+    /// Stored sparsified or rebuilt: sent as stored at every level.
+    lossy: bool,
+}
+
 /// One tile's payloads at each level, the squared norm each level drops, and the tile's
 /// squared norm.
 type CodedTile = (Vec<Arc<[u8]>>, Vec<f64>, f64);
@@ -168,6 +184,42 @@ fn code_tile(
 impl HostModel {
     /// Ranks and codes every tile of `file` at every level (in parallel over tiles).
     pub fn new(file: &TensorFile, opts: &HostOptions) -> Result<HostModel, LinkError> {
+        Self::build(
+            file.tensors.iter().map(|t| Ok((Cow::Borrowed(t), None))),
+            opts,
+        )
+    }
+
+    /// Serves a `.swire` stream from its stored tiles (see the module docs); the sparser
+    /// levels of tensors stored lossless are coded from their decoded values.
+    pub fn from_stream<S: Source + Sync>(
+        r: &Reader<S>,
+        opts: &HostOptions,
+    ) -> Result<HostModel, LinkError> {
+        let tensors = (0..r.header().tensors.len()).map(|t| {
+            let m = &r.header().tensors[t];
+            let g = r.grid(t);
+            let payloads = (0..g.row_blocks().max(1))
+                .map(|b| Ok(Arc::<[u8]>::from(r.row_block_stream(t, b)?)))
+                .collect::<Result<Vec<_>, LinkError>>()?;
+            let stored = Stored {
+                rows_per_tile: if g.is_empty() {
+                    g.rows.max(1)
+                } else {
+                    g.tile.rows
+                },
+                payloads,
+                lossy: m.sparsification.is_some() || m.reconstruction != Reconstruction::Zero,
+            };
+            Ok((Cow::Owned(r.decode_tensor(t)?), Some(stored)))
+        });
+        Self::build(tensors, opts)
+    }
+
+    fn build<'a>(
+        tensors: impl Iterator<Item = Result<(Cow<'a, Tensor>, Option<Stored>), LinkError>>,
+        opts: &HostOptions,
+    ) -> Result<HostModel, LinkError> {
         check_levels(&opts.levels)?;
         if !matches!(
             opts.criterion,
@@ -179,18 +231,21 @@ impl HostModel {
             )));
         }
         let t0 = std::time::Instant::now();
-        let mut infos = Vec::with_capacity(file.tensors.len());
-        let mut payloads = Vec::with_capacity(file.tensors.len());
-        for t in &file.tensors {
+        let mut infos = Vec::new();
+        let mut payloads = Vec::new();
+        for item in tensors {
+            let (t, stored) = item?;
+            let t = t.as_ref();
             let numel = t.numel();
             let (rows, cols) = sparsewire_metadata::view_2d(&t.shape, numel);
             let sparsifiable = matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
                 && t.shape.len() >= 2
-                && numel > 0;
-            let rows_per_tile = if sparsifiable {
-                (TILE_ELEMS / cols.max(1)).clamp(1, rows.max(1))
-            } else {
-                rows.max(1)
+                && numel > 0
+                && !stored.as_ref().is_some_and(|s| s.lossy);
+            let rows_per_tile = match &stored {
+                Some(s) => s.rows_per_tile,
+                None if sparsifiable => (TILE_ELEMS / cols.max(1)).clamp(1, rows.max(1)),
+                None => rows.max(1),
             };
             let tiles = if rows == 0 {
                 1
@@ -235,6 +290,12 @@ impl HostModel {
                     let mut out = Vec::with_capacity(levels.len());
                     let mut dropped = Vec::with_capacity(levels.len());
                     for &s in levels {
+                        if let (0.0, Some(st)) = (s, &stored) {
+                            // As stored: no second encode.
+                            out.push(st.payloads[k as usize].clone());
+                            dropped.push(0.0);
+                            continue;
+                        }
                         let (p, d) = code_tile(t, b, r, cols, s, &values, &scores, opts)?;
                         out.push(Arc::<[u8]>::from(p));
                         dropped.push(d);

@@ -432,9 +432,14 @@ pub fn run(
                 let reader = sparsewire_stream::Reader::new(&r.payload[..])
                     .map_err(|e| LinkError::Corrupt(format!("{} tile {k}: {e}", info.name)))?;
                 let rows = info.tile_rows(k);
+                // The tile's rows of the 2-D view (a stored row block keeps the tensor's
+                // rank, a coded tile is 2-D).
                 let ok = reader.header().tensors.len() == 1
                     && reader.header().tensors[0].name == info.name
-                    && reader.header().tensors[0].shape == [rows.end - rows.start, info.cols];
+                    && reader.header().tensors[0].numel().is_ok_and(|n| {
+                        sparsewire_metadata::view_2d(&reader.header().tensors[0].shape, n)
+                            == (rows.end - rows.start, info.cols)
+                    });
                 if !ok {
                     return Err(LinkError::Corrupt(format!(
                         "{} tile {k}: the host sent another tile's stream",

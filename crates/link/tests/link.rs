@@ -394,3 +394,86 @@ fn adaptive_follows_the_link() {
     assert!(lossless_slow.stall_fraction > 0.5);
     let _ = LinkError::Disconnected;
 }
+
+#[test]
+fn a_swire_is_served_from_its_stored_tiles() {
+    use sparsewire_metadata::{Criterion, Pattern, Reconstruction, Sparsification};
+    use sparsewire_sparse::{Mask, SparseTile};
+    // The model as a stream with odd tile rows, plus a tensor stored sparsified.
+    let file = model();
+    let enc = sparsewire_stream::EncodeOptions {
+        tile_shape: Some(sparsewire_metadata::TileShape {
+            rows: 37,
+            cols: 1024,
+        }),
+        ..Default::default()
+    };
+    let mut w = sparsewire_stream::Writer::new(Vec::new(), enc).unwrap();
+    for t in &file.tensors {
+        w.add(t.as_ref()).unwrap();
+    }
+    let sp = Tensor::from_f32("l3.weight", vec![50, 64], &values(50 * 64, 9));
+    let keep: Vec<bool> = (0..50 * 64).map(|i| i % 3 != 0).collect();
+    let tile =
+        SparseTile::from_dense(50, 64, Dtype::F32, &sp.data, Mask::from_bools(&keep)).unwrap();
+    let sparse = sparsewire_stream::SparseTensor {
+        tile,
+        info: Sparsification::new(Criterion::Magnitude, Pattern::Unstructured, 1.0 / 3.0),
+        reconstruction: Reconstruction::Zero,
+    };
+    w.add_sparse("l3.weight", &[50, 64], &sparse).unwrap();
+    let stream = w.finish(vec![]).unwrap().0;
+    let reader = sparsewire_stream::Reader::new(&stream[..]).unwrap();
+    let m = Arc::new(HostModel::from_stream(&reader, &HostOptions::default()).unwrap());
+    let info = &m.manifest.tensors[m.manifest.tensor_index("l0.weight").unwrap()];
+    assert_eq!((info.rows_per_tile, info.tiles), (37, 17));
+    // Level 0 is the stored row block, byte for byte; the sparser levels are coded.
+    for (t, name) in m.manifest.tensors.iter().map(|t| &t.name).enumerate() {
+        let st = reader.tensor_index(name).unwrap();
+        for k in 0..m.manifest.tensors[t].tiles {
+            let p = m.payload(t as u32, k, 0).unwrap();
+            assert_eq!(p[..], reader.row_block_stream(st, k as u64).unwrap()[..]);
+        }
+    }
+    let l3 = &m.manifest.tensors[m.manifest.tensor_index("l3.weight").unwrap()];
+    assert!(!l3.sparsifiable && l3.rel_error.iter().all(|&e| e == 0.0));
+    assert!(l3.bytes[0].iter().all(|&b| b == l3.bytes[0][0]));
+    assert!(info.bytes[0][2] < info.bytes[0][0]);
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        false,
+        m.clone(),
+        Pacer::new(None),
+    )
+    .unwrap()
+    .spawn();
+    let mut c = Client::connect(server.addr(), ClientOptions::default()).unwrap();
+    let o = RunOptions {
+        schedule: ["l0.weight", "l1.weight", "l2.weight", "l3.weight"]
+            .map(String::from)
+            .to_vec(),
+        ..opts(Policy::Lossless, 1)
+    };
+    let err = run(&mut c, &o, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("not a float matrix"), "{err}");
+    let r = run(&mut c, &opts(Policy::Lossless, 1), &mut |_| {}).unwrap();
+    assert_eq!(r.layers, ["l0.weight", "l1.weight", "l2.weight"]);
+    // Lossless from stored tiles: the same bits as the whole stream's multiply.
+    for (i, name) in r.layers.iter().enumerate() {
+        let t = reader.tensor_index(name).unwrap();
+        let o = exec::Options {
+            threads: 1,
+            ..exec::Options::default()
+        };
+        let y = exec::matmul(&reader, t, &r.inputs[i], &o).unwrap().0;
+        assert_eq!(r.outputs[i], y, "{name}");
+    }
+    let r = run(&mut c, &opts(Policy::Fixed(0.5), 1), &mut |_| {}).unwrap();
+    for (i, name) in r.layers.iter().enumerate() {
+        assert_eq!(
+            r.outputs[i],
+            in_process(&m, name, 2, &r.inputs[i]),
+            "{name}"
+        );
+    }
+}

@@ -92,6 +92,11 @@ pub enum StreamError {
         needed: u64,
         limit: u64,
     },
+    #[error("tensor {tensor:?}: {reason}")]
+    NotCuttable {
+        tensor: String,
+        reason: &'static str,
+    },
     #[error("output buffer is {got} bytes, the tile needs {expected}")]
     OutputSize { expected: u64, got: u64 },
     #[error(transparent)]

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: .safetensors or .npy (a .swire is decoded first and served the same way).
+    /// The model: .safetensors or .npy (every tile ranked and coded at every level), or a
+    /// .swire, served from its stored tiles: each row block of the stream as stored is the
+    /// tile's lossless level (no second encode), the sparser levels coded from the decoded
+    /// values; a tensor stored sparsified is sent as stored at every level.
     model: PathBuf,
     /// Address to listen on. A non-loopback address needs --allow-remote.
     #[arg(long, default_value = "127.0.0.1:7878")]
@@ -51,30 +54,35 @@ pub fn trace(gbps: Option<f64>, file: Option<&PathBuf>) -> Result<Option<Trace>>
 
 pub fn run(a: Args) -> Result<()> {
     let pacer = Pacer::new(trace(a.link_gbps, a.link_trace.as_ref())?);
-    let file = if a
-        .model
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("swire"))
-    {
-        let bytes = std::fs::read(&a.model).map_err(|e| format!("{}: {e}", a.model.display()))?;
-        sparsewire_pipeline::decompress(&bytes)
-            .map_err(|e| format!("{}: {e}", a.model.display()))?
-    } else {
-        sparsewire_formats::input::InputFile::open(&a.model)
-            .and_then(|f| f.read_all())
-            .map_err(|e| format!("{}: {e}", a.model.display()))?
-    };
     let opts = HostOptions {
         levels: a.levels,
         criterion: a.criterion,
         pattern: a.pattern,
         ..HostOptions::default()
     };
-    eprintln!(
-        "ranking and coding every tile at {} levels ...",
-        opts.levels.len()
-    );
-    let model = Arc::new(HostModel::new(&file, &opts)?);
+    let swire = a
+        .model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("swire"));
+    let model = if swire {
+        let bytes = std::fs::read(&a.model).map_err(|e| format!("{}: {e}", a.model.display()))?;
+        let reader = sparsewire_stream::Reader::new(&bytes[..])
+            .map_err(|e| format!("{}: {e}", a.model.display()))?;
+        eprintln!(
+            "serving the stored tiles; ranking and coding the {} sparser levels ...",
+            opts.levels.len().saturating_sub(1)
+        );
+        Arc::new(HostModel::from_stream(&reader, &opts)?)
+    } else {
+        let file = sparsewire_formats::input::InputFile::open(&a.model)
+            .and_then(|f| f.read_all())
+            .map_err(|e| format!("{}: {e}", a.model.display()))?;
+        eprintln!(
+            "ranking and coding every tile at {} levels ...",
+            opts.levels.len()
+        );
+        Arc::new(HostModel::new(&file, &opts)?)
+    };
     let tiles: u32 = model.manifest.tensors.iter().map(|t| t.tiles).sum();
     let server = Server::bind(a.listen, a.allow_remote, model.clone(), pacer)?;
     let link = match (a.link_gbps, &a.link_trace) {

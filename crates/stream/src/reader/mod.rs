@@ -3,6 +3,7 @@
 //! Opening reads the preamble, the trailer and the header, nothing else; validating the
 //! index needs no tile. Each tile is read and checksummed when it is asked for.
 
+mod extract;
 mod tile;
 
 pub use tile::RawTile;

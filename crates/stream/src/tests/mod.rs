@@ -405,3 +405,80 @@ fn no_tensor_is_stored_larger_than_raw() {
         assert_eq!(r.decode_all().unwrap().tensors, file.tensors);
     }
 }
+
+#[test]
+fn row_block_streams_decode_to_the_rows_with_the_stored_bytes() {
+    use sparsewire_metadata::{Criterion, Pattern, Reconstruction, Sparsification};
+    let mut file = sample();
+    let cube: Vec<f32> = (0..5 * 4 * 6).map(|i| (i as f32 * 0.21).cos()).collect();
+    file.tensors
+        .push(Tensor::from_f32("cube", vec![5, 4, 6], &cube));
+    let (rows, cols) = (20usize, 30usize);
+    let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let keep: Vec<bool> = (0..rows * cols).map(|i| (i * 7919) % 10 < 4).collect();
+    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let tile =
+        SparseTile::from_dense(rows, cols, Dtype::F32, &bytes, Mask::from_bools(&keep)).unwrap();
+    let sparse = SparseTensor {
+        tile,
+        info: Sparsification::new(Criterion::Magnitude, Pattern::Unstructured, 0.6),
+        reconstruction: Reconstruction::Zero,
+    };
+    for opts in [
+        small_tiles(),
+        EncodeOptions {
+            profile: Profile::Fast,
+            ..small_tiles()
+        },
+        EncodeOptions {
+            tile_shape: Some(TileShape { rows: 3, cols: 64 }),
+            ..EncodeOptions::default()
+        },
+    ] {
+        let mut wr = Writer::new(Vec::new(), opts).unwrap();
+        for t in &file.tensors {
+            wr.add(t.as_ref()).unwrap();
+        }
+        wr.add_sparse("sparse", &[rows as u64, cols as u64], &sparse)
+            .unwrap();
+        let b = wr.finish(vec![]).unwrap().0;
+        let r = Reader::new(&b[..]).unwrap();
+        for t in 0..r.header().tensors.len() {
+            let whole = r.decode_tensor(t).unwrap();
+            let g = r.grid(t);
+            let row_bytes = (g.cols * whole.dtype.bits() / 8) as usize;
+            let mut at = 0usize;
+            for block in 0..g.row_blocks().max(1) {
+                let s = r.row_block_stream(t, block).unwrap();
+                let rb = Reader::new(&s[..]).unwrap();
+                assert_eq!(rb.header().tensors.len(), 1);
+                let got = rb.decode_tensor(0).unwrap();
+                assert_eq!((&got.name, got.dtype), (&whole.name, whole.dtype));
+                let n = got.data.len();
+                assert_eq!(
+                    got.data,
+                    whole.data[at..at + n],
+                    "{} block {block}",
+                    got.name
+                );
+                if whole.shape.len() >= 2 {
+                    assert_eq!(n % row_bytes.max(1), 0);
+                    assert_eq!(got.shape[1..], whole.shape[1..]);
+                }
+                at += n;
+                // The tiles travel as stored: the block's stored bytes are the stream's data.
+                let stored: Vec<u8> = g
+                    .row_block(block)
+                    .flat_map(|k| r.tile_stored(t, k as usize).unwrap().into_owned())
+                    .collect();
+                assert_eq!(s[PREAMBLE_BYTES..PREAMBLE_BYTES + stored.len()], stored[..]);
+            }
+            assert_eq!(at, whole.data.len());
+            let past = g.row_blocks().max(1);
+            assert!(matches!(
+                r.row_block_stream(t, past),
+                Err(StreamError::NoSuchTile { .. })
+            ));
+        }
+    }
+}
