@@ -653,3 +653,50 @@ fn serve_a_swire_from_its_stored_tiles() {
     std::io::Read::read_to_string(&mut host.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("serving the stored tiles"), "{err}");
 }
+
+#[test]
+fn serve_and_run_over_a_unix_socket() {
+    use std::io::BufRead;
+    let d = tmp();
+    let input = demo_input(d.path());
+    // Never replaces a file that is not a socket.
+    let keep = d.path().join("not-a-socket");
+    std::fs::write(&keep, b"keep").unwrap();
+    let e = run(&[
+        "serve",
+        s(&input),
+        "--listen",
+        &format!("unix:{}", s(&keep)),
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read(&keep).unwrap(), b"keep");
+    let sock = format!("unix:{}", s(&d.path().join("host.sock")));
+    let mut host = bin()
+        .args(["serve", s(&input), "--listen", &sock])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(&format!(" on {sock};")), "{line}");
+    let v = ok_json(&[
+        "run",
+        "--connect",
+        &sock,
+        "--policy",
+        "lossless",
+        "--passes",
+        "2",
+        "--reference",
+        s(&input),
+        "--json",
+    ]);
+    assert_eq!(v["passes"], 2);
+    assert!(v["mean_cosine"].as_f64().unwrap() > 0.999_999, "{v}");
+    let _ = host.kill();
+    let _ = host.wait();
+}

@@ -12,10 +12,11 @@
 
 use crate::frame::{Frame, Kind, TileRequest, MAX_PAYLOAD, PROTOCOL_VERSION};
 use crate::host::Manifest;
+use crate::transport::{Endpoint, Stream};
 use crate::LinkError;
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 /// How a client talks to its host.
@@ -50,13 +51,13 @@ pub struct Received {
 }
 
 struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<Stream>,
+    writer: BufWriter<Stream>,
 }
 
 /// A connection to a host.
 pub struct Client {
-    addr: SocketAddr,
+    addr: Endpoint,
     opts: ClientOptions,
     manifest: Manifest,
     conn: Option<Conn>,
@@ -69,7 +70,7 @@ pub struct Client {
 /// Dials until a host answers `Hello` with a manifest that `accept` takes (bounded
 /// attempts, doubling backoff from 50 ms).
 fn dial(
-    addr: SocketAddr,
+    addr: &Endpoint,
     opts: &ClientOptions,
     accept: &dyn Fn(&Manifest) -> bool,
 ) -> Result<(Conn, Manifest), LinkError> {
@@ -80,7 +81,7 @@ fn dial(
             std::thread::sleep(wait);
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-        let e = match TcpStream::connect_timeout(&addr, opts.timeout) {
+        let e = match Stream::connect(addr, opts.timeout) {
             Ok(sock) => match hello(sock, opts) {
                 // A host that is going down or coming up may accept and then drop the
                 // connection, and a damaged manifest is no answer: dial again. A host
@@ -103,15 +104,13 @@ fn dial(
     })
 }
 
-fn hello(sock: TcpStream, opts: &ClientOptions) -> Result<(Conn, Manifest), LinkError> {
+fn hello(sock: Stream, opts: &ClientOptions) -> Result<(Conn, Manifest), LinkError> {
     let io = |what: &'static str| {
         move |source| LinkError::Io {
             what: what.into(),
             source,
         }
     };
-    sock.set_nodelay(true)
-        .map_err(io("configuring the socket"))?;
     sock.set_read_timeout(Some(opts.timeout))
         .map_err(io("configuring the socket"))?;
     let mut conn = Conn {
@@ -139,7 +138,7 @@ fn hello(sock: TcpStream, opts: &ClientOptions) -> Result<(Conn, Manifest), Link
 }
 
 impl Client {
-    /// Connects to the host at `addr` and reads its manifest.
+    /// Connects to the host at the TCP address `addr` and reads its manifest.
     pub fn connect(addr: impl ToSocketAddrs, opts: ClientOptions) -> Result<Client, LinkError> {
         let addr = addr
             .to_socket_addrs()
@@ -149,9 +148,14 @@ impl Client {
             })?
             .next()
             .ok_or_else(|| LinkError::Options("the address resolves to nothing".into()))?;
-        let (conn, manifest) = dial(addr, &opts, &|_| true)?;
+        Self::connect_to(Endpoint::Tcp(addr), opts)
+    }
+
+    /// Connects to the host at `ep` (TCP or a Unix socket) and reads its manifest.
+    pub fn connect_to(ep: Endpoint, opts: ClientOptions) -> Result<Client, LinkError> {
+        let (conn, manifest) = dial(&ep, &opts, &|_| true)?;
         Ok(Client {
-            addr,
+            addr: ep,
             opts,
             manifest,
             conn: Some(conn),
@@ -255,7 +259,7 @@ impl Client {
     pub fn reconnect(&mut self) -> Result<(), LinkError> {
         self.conn = None;
         let want = &self.manifest;
-        let (conn, _) = dial(self.addr, &self.opts, &|m| m == want)?;
+        let (conn, _) = dial(&self.addr, &self.opts, &|m| m == want)?;
         self.conn = Some(conn);
         self.reconnects += 1;
         let pending: Vec<TileRequest> = self.in_flight.drain(..).map(|(_, r, _)| r).collect();

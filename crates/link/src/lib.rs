@@ -2,7 +2,7 @@
 //!
 //! Host side ([`server`]): a [`host::HostModel`] holds every tile of a model at every
 //! level of a sparsity ladder (ranked once by an `se` criterion, coded once by `stream`),
-//! and a TCP [`server::Server`] answers tile requests, paced by [`pace::Pacer`] to emulate
+//! and a [`server::Server`] (TCP or a Unix socket: [`transport`]) answers tile requests, paced by [`pace::Pacer`] to emulate
 //! a slower or varying link ([`pace::Trace`]). Accelerator side ([`client`], [`run`]): a
 //! [`client::Client`] pipelines requests over one connection; [`run::run`] executes a
 //! schedule of multiplies pass after pass, asking for tiles ahead of use, choosing each
@@ -36,6 +36,7 @@ pub mod model;
 pub mod pace;
 pub mod run;
 pub mod server;
+pub mod transport;
 
 use std::time::Duration;
 

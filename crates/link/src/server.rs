@@ -1,5 +1,6 @@
-//! The host side: a TCP listener that answers `Hello` with the manifest and each
-//! `GetTile` with its payload, paced by the emulated link.
+//! The host side: a listener (TCP, or a Unix socket: [`crate::transport`]) that answers
+//! `Hello` with the manifest and each `GetTile` with its payload, paced by the emulated
+//! link.
 //!
 //! Plain threads, one per connection, not an async runtime: a host serves a handful of
 //! accelerator clients, each a pipelined stream of small requests answered in order, and
@@ -13,9 +14,10 @@ use crate::frame::{
 };
 use crate::host::HostModel;
 use crate::pace::Pacer;
+use crate::transport::{Endpoint, Listener, Stream};
 use crate::LinkError;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +33,7 @@ pub struct Stats {
 
 /// A bound host, not yet serving.
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     model: Arc<HostModel>,
     pacer: Arc<Pacer>,
     stats: Arc<Stats>,
@@ -41,15 +43,17 @@ pub struct Server {
 /// A host serving on its own thread; dropping it (or [`Handle::stop`]) stops it and
 /// closes its connections.
 pub struct Handle {
-    addr: SocketAddr,
+    endpoint: Endpoint,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Handle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where the host listens; dials like a TCP address (`Client::connect`,
+    /// `TcpStream::connect`) when it is one.
+    pub fn addr(&self) -> Endpoint {
+        self.endpoint.clone()
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -73,24 +77,25 @@ impl Drop for Handle {
 }
 
 impl Server {
-    /// Binds `addr`. A non-loopback address needs `allow_remote`.
+    /// Binds the TCP address `addr`. A non-loopback address needs `allow_remote`.
     pub fn bind(
         addr: SocketAddr,
         allow_remote: bool,
         model: Arc<HostModel>,
         pacer: Pacer,
     ) -> Result<Server, LinkError> {
-        if !addr.ip().is_loopback() && !allow_remote {
-            return Err(LinkError::Options(format!(
-                "{addr} is not a loopback address: pass --allow-remote to serve the model to other machines"
-            )));
-        }
-        let listener = TcpListener::bind(addr).map_err(|e| LinkError::Io {
-            what: format!("binding {addr}"),
-            source: e,
-        })?;
+        Self::bind_endpoint(&Endpoint::Tcp(addr), allow_remote, model, pacer)
+    }
+
+    /// Binds `ep`: a TCP address (a non-loopback one needs `allow_remote`) or a Unix socket.
+    pub fn bind_endpoint(
+        ep: &Endpoint,
+        allow_remote: bool,
+        model: Arc<HostModel>,
+        pacer: Pacer,
+    ) -> Result<Server, LinkError> {
         Ok(Server {
-            listener,
+            listener: Listener::bind(ep, allow_remote)?,
             model,
             pacer: Arc::new(pacer),
             stats: Arc::default(),
@@ -98,8 +103,9 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound socket")
+    /// Where it listens.
+    pub fn local_addr(&self) -> Endpoint {
+        self.listener.endpoint()
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -114,11 +120,11 @@ impl Server {
 
     /// Serves on a new thread.
     pub fn spawn(self) -> Handle {
-        let addr = self.local_addr();
+        let endpoint = self.local_addr();
         let (stop, stats) = (self.stop.clone(), self.stats.clone());
         let thread = std::thread::spawn(move || self.accept_loop());
         Handle {
-            addr,
+            endpoint,
             stop,
             stats,
             thread: Some(thread),
@@ -161,7 +167,7 @@ impl Server {
 
 /// Answers one client until it leaves, sends garbage, or the host stops.
 fn connection(
-    sock: TcpStream,
+    sock: Stream,
     model: &HostModel,
     pacer: &Pacer,
     stats: &Stats,
@@ -171,8 +177,6 @@ fn connection(
         let what = what.to_string();
         move |source| LinkError::Io { what, source }
     };
-    sock.set_nodelay(true)
-        .map_err(io("configuring the socket"))?;
     // A short timeout so that a stopped host notices; an idle client is not an error.
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(io("configuring the socket"))?;

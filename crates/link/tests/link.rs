@@ -202,13 +202,16 @@ fn garbage_closes_that_connection_only_and_bad_requests_are_answered() {
 
 /// A proxy between client and host that damages one tile frame of the first connection,
 /// in the way `damage` says.
-fn lying_proxy(upstream: std::net::SocketAddr, damage: fn(&mut Vec<u8>)) -> std::net::SocketAddr {
+fn lying_proxy(
+    upstream: sparsewire_link::transport::Endpoint,
+    damage: fn(&mut Vec<u8>),
+) -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for (n, conn) in l.incoming().enumerate() {
             let Ok(mut down) = conn else { return };
-            let mut up = TcpStream::connect(upstream).unwrap();
+            let mut up = TcpStream::connect(&upstream).unwrap();
             let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut d2, &mut u2);
@@ -295,7 +298,7 @@ fn a_restarted_host_is_reconnected_to() {
     .spawn();
     let addr = server.addr();
     let mut c = Client::connect(
-        addr,
+        &addr,
         ClientOptions {
             timeout: Duration::from_secs(2),
             ..Default::default()
@@ -306,7 +309,7 @@ fn a_restarted_host_is_reconnected_to() {
         std::thread::sleep(Duration::from_millis(150));
         server.stop();
         std::thread::sleep(Duration::from_millis(200));
-        Server::bind(addr, false, m, Pacer::new(None))
+        Server::bind_endpoint(&addr, false, m, Pacer::new(None))
             .unwrap()
             .spawn()
     });

@@ -46,13 +46,18 @@ impl Rng {
 }
 
 /// A proxy injecting a fault into about one frame in `every`, by kind; counts them.
-fn faulty_proxy(upstream: SocketAddr, seed: u64, every: u64, faults: Arc<AtomicU64>) -> SocketAddr {
+fn faulty_proxy(
+    upstream: sparsewire_link::transport::Endpoint,
+    seed: u64,
+    every: u64,
+    faults: Arc<AtomicU64>,
+) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for (n, conn) in l.incoming().enumerate() {
             let Ok(mut down) = conn else { return };
-            let Ok(mut up) = TcpStream::connect(upstream) else {
+            let Ok(mut up) = TcpStream::connect(&upstream) else {
                 continue;
             };
             let mut rng = Rng(seed ^ (n as u64).wrapping_mul(0x9E37));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The host (`sparsewire serve`) to fetch tiles from.
+    /// The host (`sparsewire serve`) to fetch tiles from: HOST:PORT, or unix:PATH.
     #[arg(long, default_value = "127.0.0.1:7878")]
     connect: String,
     /// The multiplies of one pass, in order: `all` (every float matrix the host serves, in
@@ -90,7 +90,7 @@ pub fn run(a: Args) -> Result<()> {
         timeout: Duration::from_millis(a.timeout_ms),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(a.connect.as_str(), copts)?;
+    let mut client = Client::connect_to(a.connect.parse()?, copts)?;
     let opts = RunOptions {
         policy: a.policy,
         period: a.period_ms.map(|p| Duration::from_secs_f64(p / 1e3)),

@@ -4,8 +4,8 @@ use crate::args::Result;
 use sparsewire_link::host::{HostModel, HostOptions};
 use sparsewire_link::pace::{Pacer, Trace};
 use sparsewire_link::server::Server;
+use sparsewire_link::transport::Endpoint;
 use sparsewire_metadata::{Criterion, Pattern};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,9 +16,11 @@ pub struct Args {
     /// tile's lossless level (no second encode), the sparser levels coded from the decoded
     /// values; a tensor stored sparsified is sent as stored at every level.
     model: PathBuf,
-    /// Address to listen on. A non-loopback address needs --allow-remote.
+    /// Where to listen: HOST:PORT (TCP; a non-loopback address needs --allow-remote), or
+    /// unix:PATH, a Unix socket for a client on the same machine (never replaces a file
+    /// that is not a socket; one left by a host that was killed is replaced).
     #[arg(long, default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
+    listen: String,
     /// Serve on a non-loopback address (the model is then readable by other machines).
     #[arg(long)]
     allow_remote: bool,
@@ -84,7 +86,8 @@ pub fn run(a: Args) -> Result<()> {
         Arc::new(HostModel::new(&file, &opts)?)
     };
     let tiles: u32 = model.manifest.tensors.iter().map(|t| t.tiles).sum();
-    let server = Server::bind(a.listen, a.allow_remote, model.clone(), pacer)?;
+    let listen: Endpoint = a.listen.parse()?;
+    let server = Server::bind_endpoint(&listen, a.allow_remote, model.clone(), pacer)?;
     let link = match (a.link_gbps, &a.link_trace) {
         (Some(g), _) => format!("{g} GB/s"),
         (_, Some(f)) => format!("trace {}", f.display()),
