@@ -340,7 +340,7 @@ pub fn record_calibration(
 /// Activation bytes (dense bf16, sent) and tokens seen, summed over a cell's sentences.
 type ByteCount = std::sync::Mutex<(f64, f64, usize)>;
 
-fn embed_all(
+pub(crate) fn embed_all(
     model: &Bert,
     sentences: &[Vec<u32>],
     act: Option<(&ActSetting, &Setup, &ByteCount)>,
@@ -431,6 +431,20 @@ fn compressed_weights(
     setup: &Setup,
     w: &WeightSetting,
 ) -> Result<(TensorFile, u64, u64, u64), GridError> {
+    let (stream, dense_bytes, weights) = linear_stream(setup, w)?;
+    let restored = decompress(&stream)?;
+    let mut full = setup.weights.clone();
+    for t in restored.tensors {
+        if let Some(slot) = full.tensors.iter_mut().find(|x| x.name == t.name) {
+            *slot = Tensor { ..t };
+        }
+    }
+    Ok((full, stream.len() as u64, dense_bytes, weights))
+}
+
+/// The encoder's linear weights compressed by `w` as one stream; with their bf16 bytes and
+/// their weight count.
+pub fn linear_stream(setup: &Setup, w: &WeightSetting) -> Result<(Vec<u8>, u64, u64), GridError> {
     let subset = TensorFile {
         tensors: setup
             .weights
@@ -471,14 +485,7 @@ fn compressed_weights(
         ..CompressOptions::default()
     };
     let stream = compress(&subset, &opts)?.0;
-    let restored = decompress(&stream)?;
-    let mut full = setup.weights.clone();
-    for t in restored.tensors {
-        if let Some(slot) = full.tensors.iter_mut().find(|x| x.name == t.name) {
-            *slot = Tensor { ..t };
-        }
-    }
-    Ok((full, stream.len() as u64, dense_bytes, weights))
+    Ok((stream, dense_bytes, weights))
 }
 
 /// Measures one cell.

@@ -13,5 +13,6 @@ pub mod filters;
 pub mod grid;
 pub mod metrics;
 pub mod model;
+pub mod recover;
 pub mod report;
 pub mod sentences;

@@ -8,7 +8,7 @@ use sparsewire_eval::grid::{self, CellResult, Setup};
 use sparsewire_eval::model::{read_tensors, Bert, ModelDir};
 use sparsewire_eval::{report, sentences};
 use sparsewire_formats::TensorFile;
-use sparsewire_metadata::Criterion;
+use sparsewire_metadata::{Criterion, Pattern};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,6 +75,64 @@ enum Cmd {
     /// subset of the model's tensors) against the dense model: mean cosine of the
     /// embeddings, nearest-neighbour agreement, and bytes over the bf16 bytes.
     Score(ScoreArgs),
+    /// Recovery training: sparsify the encoder's linear weights post hoc (--criterion,
+    /// --pattern, --sparsity), then distil the sparse student from the dense model with the
+    /// masks fixed (embedding cosine + per-layer hidden-state MSE, AdamW) on training text
+    /// (never the evaluation sentences); write OUT/model.swire (the linear weights as they
+    /// cross the link: masks + kept bf16 values), OUT/model.safetensors (the whole model,
+    /// bf16), OUT/results.json, OUT/results.md and OUT/loss.svg. Score OUT/model.swire
+    /// later with `sparsewire-eval score --weights OUT/model.swire`.
+    Recover(RecoverArgs),
+}
+
+#[derive(clap::Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// How the masks are chosen: magnitude, wanda or sparsegpt (the last two use the
+    /// model's calibration activations).
+    #[arg(long, default_value = "sparsegpt")]
+    criterion: Criterion,
+    /// unstructured, row, N:M (2:4), block:RxC.
+    #[arg(long, default_value = "unstructured")]
+    pattern: Pattern,
+    /// Fraction of each linear weight dropped, in [0, 1).
+    #[arg(long, default_value_t = 0.5)]
+    sparsity: f32,
+    /// Training steps.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Sentences a step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Peak learning rate (AdamW), reached after --warmup steps, then decayed linearly.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 30)]
+    warmup: usize,
+    /// Weight of the per-layer hidden-state MSE beside the embedding cosine loss.
+    #[arg(long, default_value_t = 1.0)]
+    hidden_weight: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Training text, one sentence per line [default: DATA/text/wordnet_examples.txt].
+    #[arg(long, value_name = "FILE")]
+    train_text: Option<PathBuf>,
+    /// Lines of the training text used (its first N; the held-out lines follow them).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    train_lines: u32,
+    /// Lines after the training lines kept out of training and scored.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    heldout: u32,
+    /// Steps between held-out evaluations shown in the progress bar (0: none).
+    #[arg(long, default_value_t = 50)]
+    eval_every: usize,
+    /// Output folder (written whole, or not at all).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -124,7 +182,14 @@ fn setup(m: &ModelArgs, calibrate: bool) -> Result<(ModelDir, Setup)> {
                     p.display()
                 );
             }
-            sentences::tokenize(&dir.tokenizer, &s, max_len)?
+            let (ids, cut) = sentences::tokenize_counted(&dir.tokenizer, &s, max_len)?;
+            if cut > 0 {
+                eprintln!(
+                    "{}: {cut} sentence(s) longer than the model's {max_len} positions, truncated",
+                    p.display()
+                );
+            }
+            ids
         }
     };
     let weights = read_tensors(&dir.weights)?;
@@ -239,10 +304,128 @@ fn run_score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_recover(a: RecoverArgs) -> Result<()> {
+    use sparsewire_eval::recover::{recover, RecoverOptions};
+    let o = RecoverOptions {
+        criterion: a.criterion,
+        pattern: a.pattern,
+        sparsity: a.sparsity,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        warmup: a.warmup,
+        hidden_weight: a.hidden_weight,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        ..RecoverOptions::default()
+    };
+    o.check()?;
+    // Refuse an existing output before hours of training, not after.
+    let out = sparsewire_formats::output::OutputDir::create(&a.out, a.force)?;
+    let (dir, setup) = setup(&a.model, true)?;
+    let text = a
+        .train_text
+        .clone()
+        .unwrap_or_else(|| a.model.data.join("text").join("wordnet_examples.txt"));
+    let (n_train, n_held) = (a.train_lines as usize, a.heldout as usize);
+    let lines = sentences::read_lines(&text, n_train + n_held)?;
+    if lines.len() < n_held + 1 {
+        return Err(format!(
+            "{}: {} lines; need more than the {n_held} held out",
+            text.display(),
+            lines.len()
+        )
+        .into());
+    }
+    let split = lines.len() - n_held;
+    let max_len = dir.config.max_positions.min(128);
+    let train = sentences::tokenize(&dir.tokenizer, &lines[..split], max_len)?;
+    let heldout = sentences::tokenize(&dir.tokenizer, &lines[split..], max_len)?;
+    eprintln!(
+        "recovering {} at {} sparsity ({}, {}): {} training sentences, {} held out ({}), {} steps of {}",
+        dir.name,
+        o.sparsity,
+        o.criterion,
+        o.pattern,
+        train.len(),
+        heldout.len(),
+        text.display(),
+        o.steps,
+        o.batch
+    );
+    let pb = ProgressBar::new(o.steps as u64);
+    pb.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} steps ({elapsed}, eta {eta}) {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut held = None;
+    let r = recover(&setup, &train, &heldout, &o, &mut |s| {
+        if s.heldout_cosine.is_some() {
+            held = s.heldout_cosine;
+        }
+        pb.set_message(format!(
+            "loss {:.4}{}",
+            s.loss,
+            held.map(|c| format!(", held-out cosine {c:.4}"))
+                .unwrap_or_default()
+        ));
+        pb.set_position(s.step as u64);
+    })?;
+    pb.finish_and_clear();
+    let stage = out.staging();
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        std::fs::write(stage.join(name), bytes).map_err(|e| format!("{name}: {e}"))?;
+        Ok(())
+    };
+    write("model.swire", &r.stream)?;
+    write(
+        "model.safetensors",
+        &sparsewire_formats::safetensors::write_safetensors(&r.model)?,
+    )?;
+    let rep = &r.report;
+    write(
+        "results.json",
+        serde_json::to_string_pretty(rep)?.as_bytes(),
+    )?;
+    let md = format!(
+        "# Recovery of {} at {} sparsity ({}, {})\n\n{} steps of {} sentences in {:.0} s; {} training sentences, {} held out, {} evaluation sentences.\n\n| | bytes | mean cos | min cos | top-1 | Spearman | held-out mean cos |\n|---|---|---|---|---|---|---|\n| post hoc | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n| recovered | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n",
+        dir.name,
+        o.sparsity,
+        o.criterion,
+        o.pattern,
+        o.steps,
+        o.batch,
+        rep.train_seconds,
+        rep.train_sentences,
+        rep.heldout_sentences,
+        rep.eval_sentences,
+        rep.bytes_fraction_post_hoc,
+        rep.post_hoc.mean_cosine,
+        rep.post_hoc.min_cosine,
+        100.0 * rep.post_hoc.top1_agreement,
+        rep.post_hoc.spearman,
+        rep.post_hoc_heldout.mean_cosine,
+        rep.bytes_fraction,
+        rep.recovered.mean_cosine,
+        rep.recovered.min_cosine,
+        100.0 * rep.recovered.top1_agreement,
+        rep.recovered.spearman,
+        rep.recovered_heldout.mean_cosine,
+    );
+    write("results.md", md.as_bytes())?;
+    sparsewire_eval::report::loss_plot(&stage.join("loss.svg"), &rep.curve)?;
+    out.commit()?;
+    eprint!("{md}");
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let a = Args::parse();
     let r = match a.cmd {
         Some(Cmd::Score(s)) => run_score(s),
+        Some(Cmd::Recover(r)) => run_recover(r),
         None => run_grid(a),
     };
     match r {

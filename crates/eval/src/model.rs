@@ -476,18 +476,21 @@ impl Site {
 /// A hook may read and replace a site's `[tokens, width]` values (row-major).
 pub type Hook<'a> = dyn FnMut(Site, &mut Vec<f32>) + 'a;
 
+#[derive(Clone)]
 struct Linear {
     /// Transposed weight `[in, out]`, so `x W^T = x.matmul(wt)`.
     wt: Tensor,
     b: Tensor,
 }
 
+#[derive(Clone)]
 struct Norm {
     w: Tensor,
     b: Tensor,
     eps: f64,
 }
 
+#[derive(Clone)]
 struct Layer {
     q: Linear,
     k: Linear,
@@ -500,8 +503,11 @@ struct Layer {
 }
 
 /// The loaded model.
+#[derive(Clone)]
 pub struct Bert {
     config: BertConfig,
+    /// `bert.` when the weights' names carry it.
+    prefix: &'static str,
     word: Tensor,
     pos: Tensor,
     typ: Tensor,
@@ -634,6 +640,7 @@ impl Bert {
             ln: norm(file, &format!("{e}.LayerNorm"), h, eps)?,
             layers,
             config: c.clone(),
+            prefix,
         })
     }
 
@@ -649,7 +656,97 @@ impl Bert {
 
     /// The last hidden states `[tokens, hidden]` of one sentence; `hook` sees (and may
     /// replace) every transferred tensor.
-    pub fn forward(&self, ids: &[u32], mut hook: Option<&mut Hook>) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, ids: &[u32], hook: Option<&mut Hook>) -> Result<Tensor, ModelError> {
+        Ok(self.run(ids, hook, false)?.0)
+    }
+
+    /// Every layer's input and the output (`hidden.0..=layers`, `[tokens, hidden]` each),
+    /// kept in the autograd graph: what recovery training pulls toward the teacher's.
+    pub fn hidden_states(&self, ids: &[u32]) -> Result<Vec<Tensor>, ModelError> {
+        Ok(self.run(ids, None, true)?.1)
+    }
+
+    /// Mean pooling of last hidden states, L2-normalised, as a tensor (in the autograd
+    /// graph); the models recovery trains pool by mean.
+    pub fn mean_embedding(h: &Tensor) -> Result<Tensor, ModelError> {
+        let m = h.mean(0)?;
+        let n = m.sqr()?.sum_all()?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(m.broadcast_div(&n)?)
+    }
+
+    /// The encoder's linear weights by name (`encoder.layer.I.….weight`, with the weights'
+    /// `bert.` prefix if they had one; `[out, in]`).
+    pub fn linear_weights(&self) -> Vec<(String, Tensor)> {
+        let mut v = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (n, lin) in [
+                ("attention.self.query", &l.q),
+                ("attention.self.key", &l.k),
+                ("attention.self.value", &l.v),
+                ("attention.output.dense", &l.o),
+                ("intermediate.dense", &l.up),
+                ("output.dense", &l.down),
+            ] {
+                v.push((
+                    format!("encoder.layer.{i}.{n}.weight"),
+                    lin.wt.t().expect("2-D"),
+                ));
+            }
+        }
+        v
+    }
+
+    /// This model with some encoder linear weights replaced (`[out, in]` tensors by the
+    /// names [`Self::linear_weights`] gives; for training, tensors of `Var`s, so the
+    /// gradient reaches them). Cheap: the other weights are shared.
+    pub fn with_linear_weights(
+        &self,
+        w: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<Bert, ModelError> {
+        let mut b = self.clone();
+        let mut applied = 0;
+        for (i, l) in b.layers.iter_mut().enumerate() {
+            for (n, lin) in [
+                ("attention.self.query", &mut l.q),
+                ("attention.self.key", &mut l.k),
+                ("attention.self.value", &mut l.v),
+                ("attention.output.dense", &mut l.o),
+                ("intermediate.dense", &mut l.up),
+                ("output.dense", &mut l.down),
+            ] {
+                let name = format!("{}encoder.layer.{i}.{n}.weight", self.prefix);
+                if let Some(t) = w.get(&name) {
+                    if t.dims() != [lin.wt.dims()[1], lin.wt.dims()[0]] {
+                        return Err(ModelError::Shape {
+                            name,
+                            expected: vec![lin.wt.dims()[1], lin.wt.dims()[0]],
+                            got: t.dims().iter().map(|&d| d as u64).collect(),
+                        });
+                    }
+                    lin.wt = t.t()?;
+                    applied += 1;
+                }
+            }
+        }
+        if applied != w.len() {
+            let known: Vec<String> = self.linear_weights().into_iter().map(|x| x.0).collect();
+            let name = w
+                .keys()
+                .find(|k| !known.contains(k))
+                .cloned()
+                .unwrap_or_default();
+            return Err(ModelError::Missing { name });
+        }
+        Ok(b)
+    }
+
+    fn run(
+        &self,
+        ids: &[u32],
+        mut hook: Option<&mut Hook>,
+        keep: bool,
+    ) -> Result<(Tensor, Vec<Tensor>), ModelError> {
+        let mut kept = Vec::new();
         let c = &self.config;
         let n = ids.len();
         if n > c.max_positions {
@@ -669,6 +766,9 @@ impl Bert {
             .add(&self.pos.narrow(0, 0, n)?)?
             .broadcast_add(&self.typ.narrow(0, 0, 1)?)?;
         let mut x = at(self.ln.forward(&x)?, Site::Hidden(0), &mut hook)?;
+        if keep {
+            kept.push(x.clone());
+        }
         let (heads, hd) = (c.heads, c.hidden / c.heads);
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
@@ -695,8 +795,11 @@ impl Bert {
             let h = at(up, Site::FfnAct(i), &mut hook)?;
             let out = l.ln2.forward(&l.down.forward(&h)?.add(&a)?)?;
             x = at(out, Site::Hidden(i + 1), &mut hook)?;
+            if keep {
+                kept.push(x.clone());
+            }
         }
-        Ok(x)
+        Ok((x, kept))
     }
 
     /// The sentence embedding: the configured pooling of the last hidden states,

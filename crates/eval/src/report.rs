@@ -137,8 +137,7 @@ pub fn write(
     sparsewire_formats::output::write_file(&mdp, md.as_bytes(), true).map_err(|e| e.to_string())?;
     written.push(mdp);
 
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| "the compiled-in font does not load".to_string())?;
+    fonts()?;
     let weights: Vec<&CellResult> = cells
         .iter()
         .filter(|c| {
@@ -232,6 +231,12 @@ pub fn write(
     Ok(written)
 }
 
+/// Registers the compiled-in font the charts draw with.
+fn fonts() -> Result<(), String> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "the compiled-in font does not load".to_string())
+}
+
 const COSINE: &str = "mean cosine to the original";
 const ERROR: &str = "relative error (Frobenius)";
 
@@ -292,5 +297,30 @@ where
         .draw()
         .map_err(e)?;
     area.present().map_err(e)?;
+    Ok(())
+}
+
+/// The recovery loss curve (and the held-out cosine where it was measured) as an SVG.
+pub fn loss_plot(path: &Path, curve: &[crate::recover::Step]) -> Result<(), String> {
+    fonts()?;
+    let mut data: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    data.insert(
+        "training loss".into(),
+        curve.iter().map(|s| (s.step as f64, s.loss)).collect(),
+    );
+    let held: Vec<(f64, f64)> = curve
+        .iter()
+        .filter_map(|s| Some((s.step as f64, 1.0 - s.heldout_cosine?)))
+        .collect();
+    if !held.is_empty() {
+        data.insert("held-out 1 - cosine".into(), held);
+    }
+    chart(
+        SVGBackend::new(path, (900, 600)).into_drawing_area(),
+        ("Recovery: loss per step", "step", "loss"),
+        &data,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::metadata(path).map_err(io(path))?;
     Ok(())
 }

@@ -49,6 +49,15 @@ pub fn tokenize<S: AsRef<str>>(
     sentences: &[S],
     max_len: usize,
 ) -> Result<Vec<Vec<u32>>, String> {
+    Ok(tokenize_counted(tokenizer_json, sentences, max_len)?.0)
+}
+
+/// [`tokenize`], and how many sentences were longer than `max_len` tokens and truncated.
+pub fn tokenize_counted<S: AsRef<str>>(
+    tokenizer_json: &Path,
+    sentences: &[S],
+    max_len: usize,
+) -> Result<(Vec<Vec<u32>>, usize), String> {
     let mut t = tokenizers::Tokenizer::from_file(tokenizer_json)
         .map_err(|e| format!("{}: {e}", tokenizer_json.display()))?;
     t.with_padding(None);
@@ -57,15 +66,21 @@ pub fn tokenize<S: AsRef<str>>(
         ..Default::default()
     }))
     .map_err(|e| e.to_string())?;
-    sentences
+    let mut truncated = 0;
+    let ids = sentences
         .iter()
         .map(|s| {
             let s = s.as_ref();
-            t.encode(s, true)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| format!("tokenizing {s:?}: {e}"))
+            let e = t
+                .encode(s, true)
+                .map_err(|e| format!("tokenizing {s:?}: {e}"))?;
+            if !e.get_overflowing().is_empty() {
+                truncated += 1;
+            }
+            Ok(e.get_ids().to_vec())
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok((ids, truncated))
 }
 
 #[cfg(test)]

@@ -304,7 +304,122 @@ fn a_model_folder_that_is_not_a_bert_is_refused_clearly() {
     std::fs::write(m.join("config.json"), &cfg).unwrap();
     let e = run(&["--activation-keep", "1.5"]);
     assert!(e.contains("--activation-keep 1.5 is outside (0, 1]"), "{e}");
+    // A sentence longer than the model's positions is truncated, and said so once.
+    let long = m.join("long.txt");
+    std::fs::write(&long, format!("short one\n{}\n", "abcdefgh ".repeat(20))).unwrap();
+    let o = eval()
+        .args(["score", "--model"])
+        .arg(m)
+        .arg("--weights")
+        .arg(m.join("model.safetensors"))
+        .arg("--sentences")
+        .arg(&long)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert_eq!(
+        e.matches("1 sentence(s) longer than the model's 64 positions, truncated")
+            .count(),
+        1,
+        "{e}"
+    );
     std::fs::remove_file(m.join("tokenizer.json")).unwrap();
     let e = run(&[]);
     assert!(e.contains("tokenizer not found"), "{e}");
+}
+
+#[test]
+fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
+    use sparsewire_eval::grid::{linear_stream, Setup, WeightSetting};
+    use sparsewire_eval::model::BertConfig;
+    use sparsewire_eval::recover::{recover, RecoverOptions};
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path();
+    model_dir(m);
+    // Mean pooling (recovery's): no sentence-transformers modules.
+    std::fs::remove_file(m.join("modules.json")).unwrap();
+    let config = BertConfig::from_dir(m).unwrap();
+    assert_eq!(config.layers, LAYERS);
+    let weights = sparsewire_formats::input::InputFile::open(&m.join("model.safetensors"))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let tok = m.join("tokenizer.json");
+    let lines: Vec<&str> = TEXT.lines().collect();
+    let eval = sparsewire_eval::sentences::tokenize(&tok, &lines, POSITIONS).unwrap();
+    let more: Vec<String> = (0..60)
+        .map(|i| format!("{} and {}", lines[i % 8], lines[(i * 3 + 1) % 8]))
+        .collect();
+    let train = sparsewire_eval::sentences::tokenize(&tok, &more[..50], POSITIONS).unwrap();
+    let heldout = sparsewire_eval::sentences::tokenize(&tok, &more[50..], POSITIONS).unwrap();
+    let empty = TensorFile {
+        tensors: vec![],
+        metadata: vec![],
+    };
+    let setup = Setup::new(config, weights, empty, eval).unwrap();
+    let o = RecoverOptions {
+        criterion: sparsewire_metadata::Criterion::Magnitude,
+        sparsity: 0.5,
+        steps: 20,
+        batch: 4,
+        lr: 3e-3,
+        warmup: 2,
+        eval_every: 10,
+        ..RecoverOptions::default()
+    };
+    let mut seen = 0;
+    let r = recover(&setup, &train, &heldout, &o, &mut |_| seen += 1).unwrap();
+    assert_eq!(seen, 20);
+    let c = &r.report.curve;
+    let first: f64 = c[..5].iter().map(|s| s.loss).sum();
+    let last: f64 = c[15..].iter().map(|s| s.loss).sum();
+    assert!(last < first, "the loss did not fall: {first} -> {last}");
+    assert!(c[9].heldout_cosine.is_some() && c[8].heldout_cosine.is_none());
+    assert!(
+        r.report.recovered_heldout.mean_cosine > r.report.post_hoc_heldout.mean_cosine,
+        "{:?}",
+        r.report
+    );
+    // The written stream decodes to the trained weights bit for bit.
+    let decoded = sparsewire_pipeline::decompress(&r.stream).unwrap();
+    assert_eq!(decoded.tensors, r.trained.tensors);
+    // The masks are the post-hoc ones: a weight dropped then is exactly zero now, and one
+    // kept then is stored now.
+    let setting = WeightSetting {
+        sparsity: Some(0.5),
+        target_ratio: None,
+        criterion: sparsewire_metadata::Criterion::Magnitude,
+        pattern: sparsewire_metadata::Pattern::Unstructured,
+        reconstruct: sparsewire_se::Rebuild::Zero,
+    };
+    let post = linear_stream(&setup, &setting).unwrap().0;
+    let (a, b) = (
+        sparsewire_stream::Reader::new(&post[..]).unwrap(),
+        sparsewire_stream::Reader::new(&r.stream[..]).unwrap(),
+    );
+    assert_eq!(a.header().tensors.len(), 6 * LAYERS);
+    for t in 0..a.header().tensors.len() {
+        let tb = b.tensor_index(&a.header().tensors[t].name).unwrap();
+        let (ma, mb) = (
+            a.tensor_sparse(t).unwrap().unwrap(),
+            b.tensor_sparse(tb).unwrap().unwrap(),
+        );
+        assert_eq!(ma.mask(), mb.mask(), "{}", a.header().tensors[t].name);
+        let v = b.decode_tensor(tb).unwrap().to_f32_vec().unwrap();
+        for (i, x) in v.iter().enumerate() {
+            if !mb.mask().is_kept(i) {
+                assert_eq!(x.to_bits(), 0);
+            }
+        }
+    }
+    // Bad options are refused before any work.
+    let bad = RecoverOptions {
+        warmup: 20,
+        ..o.clone()
+    };
+    let e = recover(&setup, &train, &heldout, &bad, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("warm-up"), "{e}");
 }

@@ -1,0 +1,454 @@
+//! Recovery training: distil a sparsified encoder back toward the dense one with its masks
+//! fixed, and write what crosses the link.
+//!
+//! 1. The encoder's linear weights are sparsified post hoc exactly as the eval grid does
+//!    (any criterion and pattern of `se`; SparseGPT's updated kept weights included) and
+//!    coded; the masks and the decoded weights are the student's start.
+//! 2. The student's linear weights are `Var`s multiplied by their fixed masks in the
+//!    forward pass, so dropped weights get no gradient and stay dropped. The teacher is
+//!    the dense model, frozen. Loss per sentence: `1 - cos(student, teacher)` of the pooled
+//!    embeddings plus `hidden_weight` times the mean squared error of every layer's output
+//!    (the tensors that cross the link pulled toward the teacher's), averaged over a batch.
+//!    AdamW, linear warm-up then linear decay, global gradient-norm clipping, a seed.
+//! 3. Training text is never the evaluation text: the sentences come from a training file
+//!    (WordNet examples by default), its last `heldout` lines kept out for a held-out score.
+//! 4. The trained weights are rounded to bf16 (the transfer dtype), written with the same
+//!    masks as one stream, decoded again, and scored from those decoded bytes: the figure
+//!    is what the accelerator would rebuild.
+
+use crate::grid::{self, GridError, Setup, WeightSetting};
+use crate::metrics::{quality, Quality};
+use crate::model::Bert;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use sparsewire_formats::{Dtype, TensorFile};
+use sparsewire_metadata::{Criterion, Pattern, Reconstruction, Sparsification};
+use sparsewire_sparse::{Mask, SparseTensor, SparseTile};
+use std::collections::HashMap;
+
+/// How recovery trains.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoverOptions {
+    #[serde(serialize_with = "sparsewire_metadata::display::serialize")]
+    pub criterion: Criterion,
+    #[serde(serialize_with = "sparsewire_metadata::display::serialize")]
+    pub pattern: Pattern,
+    /// Fraction of each linear weight dropped, in [0, 1).
+    pub sparsity: f32,
+    pub steps: usize,
+    /// Sentences a step.
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub weight_decay: f64,
+    /// Weight of the per-layer hidden-state MSE against the embedding cosine term.
+    pub hidden_weight: f64,
+    /// Global gradient-norm clip (0: off).
+    pub clip: f64,
+    pub seed: u64,
+    /// Steps between the running evaluations the progress callback gets (0: none).
+    pub eval_every: usize,
+}
+
+impl Default for RecoverOptions {
+    fn default() -> Self {
+        RecoverOptions {
+            criterion: Criterion::SparseGpt,
+            pattern: Pattern::Unstructured,
+            sparsity: 0.5,
+            steps: 300,
+            batch: 8,
+            lr: 2e-4,
+            warmup: 30,
+            weight_decay: 0.0,
+            hidden_weight: 1.0,
+            clip: 1.0,
+            seed: 1,
+            eval_every: 50,
+        }
+    }
+}
+
+impl RecoverOptions {
+    /// Checks every option's range.
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |m: String| Err(m);
+        if !(0.0..1.0).contains(&self.sparsity) {
+            return bad(format!("sparsity {} is outside [0, 1)", self.sparsity));
+        }
+        if !(1..=1_000_000).contains(&self.steps) || !(1..=4096).contains(&self.batch) {
+            return bad(format!(
+                "steps {} and batch {} must be in 1..=1000000 and 1..=4096",
+                self.steps, self.batch
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr < 1.0) {
+            return bad(format!("learning rate {} is outside (0, 1)", self.lr));
+        }
+        if self.warmup >= self.steps {
+            return bad(format!(
+                "warm-up {} must be shorter than the {} steps",
+                self.warmup, self.steps
+            ));
+        }
+        if !((0.0..1.0).contains(&self.weight_decay)
+            && self.hidden_weight >= 0.0
+            && self.hidden_weight.is_finite()
+            && self.clip >= 0.0
+            && self.clip.is_finite())
+        {
+            return bad(
+                "weight decay must be in [0, 1); hidden weight and clip finite and >= 0".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One step's progress.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Mean cosine on the held-out sentences, on the steps that evaluate.
+    pub heldout_cosine: Option<f64>,
+}
+
+/// What recovery measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoverReport {
+    pub options: RecoverOptions,
+    pub train_sentences: usize,
+    pub heldout_sentences: usize,
+    pub eval_sentences: usize,
+    /// Stream bytes over the linear weights' bf16 bytes, post hoc and recovered.
+    pub bytes_fraction_post_hoc: f64,
+    pub bytes_fraction: f64,
+    pub stream_bytes: u64,
+    pub dense_bf16_bytes: u64,
+    /// Share of the linear weights dropped (from the masks).
+    pub sparsity: f64,
+    /// On the evaluation sentences, against the dense model.
+    pub post_hoc: Quality,
+    pub recovered: Quality,
+    /// On the held-out training-text lines.
+    pub post_hoc_heldout: Quality,
+    pub recovered_heldout: Quality,
+    pub train_seconds: f64,
+    pub curve: Vec<Step>,
+}
+
+/// The recovered model.
+pub struct Recovered {
+    pub report: RecoverReport,
+    /// The linear weights as one stream (masks and kept bf16 values): what crosses the link.
+    pub stream: Vec<u8>,
+    /// The whole model with the recovered weights (bf16), as decoded from `stream`.
+    pub model: TensorFile,
+    /// The linear weights as trained (masked, rounded to bf16), before any coding.
+    pub trained: TensorFile,
+}
+
+struct Linear {
+    name: String,
+    var: Var,
+    mask: Tensor,
+    keep: Vec<bool>,
+    shape: (usize, usize),
+}
+
+/// splitmix64: a seeded shuffle that needs no dependency.
+fn shuffle(v: &mut [usize], seed: &mut u64) {
+    for i in (1..v.len()).rev() {
+        *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        v.swap(i, (z % (i as u64 + 1)) as usize);
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> GridError {
+    GridError::Other(e.to_string())
+}
+
+/// The stream of `linears` (values rounded to bf16, the fixed masks), zero-fill rebuild;
+/// and those bf16 weights as trained, dense.
+fn write_stream(
+    linears: &[Linear],
+    criterion: Criterion,
+    pattern: Pattern,
+) -> Result<(Vec<u8>, TensorFile), GridError> {
+    let mut trained = Vec::with_capacity(linears.len());
+    let mut w = sparsewire_stream::Writer::new(Vec::new(), Default::default()).map_err(err)?;
+    for l in linears {
+        let v: Vec<f32> = (l.var.as_tensor() * &l.mask)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(err)?;
+        let bytes = sparsewire_formats::from_f32(Dtype::BF16, &v).expect("bf16 is a float");
+        let (r, c) = l.shape;
+        trained.push(
+            sparsewire_formats::Tensor::new(
+                l.name.clone(),
+                Dtype::BF16,
+                vec![r as u64, c as u64],
+                bytes.clone(),
+            )
+            .map_err(err)?,
+        );
+        let tile = SparseTile::from_dense(r, c, Dtype::BF16, &bytes, Mask::from_bools(&l.keep))
+            .map_err(err)?;
+        let kept = l.keep.iter().filter(|&&k| k).count();
+        let sparse = SparseTensor {
+            tile,
+            info: Sparsification::new(criterion, pattern, 1.0 - kept as f32 / (r * c) as f32),
+            reconstruction: Reconstruction::Zero,
+        };
+        w.add_sparse(&l.name, &[r as u64, c as u64], &sparse)
+            .map_err(err)?;
+    }
+    let trained = TensorFile {
+        tensors: trained,
+        metadata: vec![],
+    };
+    Ok((w.finish(vec![]).map_err(err)?.0, trained))
+}
+
+/// The setup's model with the stream's tensors in place of its own.
+fn overlay(setup: &Setup, stream: &[u8]) -> Result<TensorFile, GridError> {
+    let restored = sparsewire_pipeline::decompress(stream)?;
+    let mut full = setup.weights.clone();
+    for t in restored.tensors {
+        let slot = full
+            .tensors
+            .iter_mut()
+            .find(|x| x.name == t.name)
+            .ok_or_else(|| err(format!("the stream's {:?} is not in the model", t.name)))?;
+        *slot = t;
+    }
+    Ok(full)
+}
+
+/// Distils a sparsified student from the setup's dense model on `train` (token ids), scoring
+/// on the setup's evaluation sentences and on `heldout`. `progress` sees every step.
+pub fn recover(
+    setup: &Setup,
+    train: &[Vec<u32>],
+    heldout: &[Vec<u32>],
+    o: &RecoverOptions,
+    progress: &mut dyn FnMut(&Step),
+) -> Result<Recovered, GridError> {
+    o.check().map_err(GridError::Other)?;
+    if train.is_empty() || heldout.len() < 2 {
+        return Err(err(
+            "recovery needs training sentences and at least 2 held-out ones",
+        ));
+    }
+    if setup.config.pooling != crate::model::Pooling::MEAN {
+        return Err(err("recovery trains models that pool by mean"));
+    }
+    let teacher = Bert::load(&setup.config, &setup.weights)?;
+    let teacher_heldout = grid::embed_all(&teacher, heldout, None)?;
+    // 1. Post hoc: the grid's sparsifier, coded; its masks and decoded weights.
+    let setting = WeightSetting {
+        sparsity: Some(o.sparsity),
+        target_ratio: None,
+        criterion: o.criterion,
+        pattern: o.pattern,
+        reconstruct: sparsewire_se::Rebuild::Zero,
+    };
+    let (post_stream, dense_bytes, _) = grid::linear_stream(setup, &setting)?;
+    let post_model = Bert::load(&setup.config, &overlay(setup, &post_stream)?)?;
+    let post_hoc = quality(
+        &setup.reference,
+        &grid::embed_all(&post_model, &setup.sentences, None)?,
+    );
+    let post_hoc_heldout = quality(
+        &teacher_heldout,
+        &grid::embed_all(&post_model, heldout, None)?,
+    );
+    drop(post_model);
+    let reader = sparsewire_stream::Reader::new(&post_stream[..]).map_err(err)?;
+    let mut linears = Vec::new();
+    for t in 0..reader.header().tensors.len() {
+        let dec = reader.decode_tensor(t).map_err(err)?;
+        let (r, c) = (dec.shape[0] as usize, dec.shape[1] as usize);
+        let keep: Vec<bool> = match reader.tensor_sparse(t).map_err(err)? {
+            Some(tile) => (0..r * c).map(|i| tile.mask().is_kept(i)).collect(),
+            None => vec![true; r * c],
+        };
+        let v = dec
+            .to_f32_vec()
+            .ok_or_else(|| err("a linear weight is not float"))?;
+        let m: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        linears.push(Linear {
+            name: dec.name.clone(),
+            var: Var::from_vec(v, (r, c), &Device::Cpu).map_err(err)?,
+            mask: Tensor::from_vec(m, (r, c), &Device::Cpu).map_err(err)?,
+            keep,
+            shape: (r, c),
+        });
+    }
+    let kept: usize = linears
+        .iter()
+        .map(|l| l.keep.iter().filter(|&&k| k).count())
+        .sum();
+    let total: usize = linears.iter().map(|l| l.shape.0 * l.shape.1).sum();
+    // 2. Training.
+    let mut opt = AdamW::new(
+        linears.iter().map(|l| l.var.clone()).collect(),
+        ParamsAdamW {
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            ..Default::default()
+        },
+    )
+    .map_err(err)?;
+    let t0 = std::time::Instant::now();
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut seed = o.seed;
+    shuffle(&mut order, &mut seed);
+    let mut at = 0usize;
+    let mut curve = Vec::with_capacity(o.steps);
+    for step in 0..o.steps {
+        let lr = if step < o.warmup {
+            o.lr * (step + 1) as f64 / o.warmup as f64
+        } else {
+            o.lr * (o.steps - step) as f64 / (o.steps - o.warmup) as f64
+        };
+        opt.set_learning_rate(lr);
+        let w: HashMap<String, Tensor> = linears
+            .iter()
+            .map(|l| Ok((l.name.clone(), (l.var.as_tensor() * &l.mask)?)))
+            .collect::<Result<_, candle_core::Error>>()
+            .map_err(err)?;
+        let student = teacher.with_linear_weights(&w)?;
+        let mut loss: Option<Tensor> = None;
+        for _ in 0..o.batch {
+            if at == order.len() {
+                shuffle(&mut order, &mut seed);
+                at = 0;
+            }
+            let ids = &train[order[at]];
+            at += 1;
+            let ht = teacher.hidden_states(ids)?;
+            let hs = student.hidden_states(ids)?;
+            let (es, et) = (
+                Bert::mean_embedding(hs.last().expect("layers"))?,
+                Bert::mean_embedding(ht.last().expect("layers"))?,
+            );
+            let cos = (es * et).map_err(err)?.sum_all().map_err(err)?;
+            let mut l = (cos.neg().map_err(err)? + 1.0).map_err(err)?;
+            if o.hidden_weight > 0.0 {
+                let mut mse: Option<Tensor> = None;
+                for (a, b) in hs.iter().zip(&ht).skip(1) {
+                    let d = (a - b)
+                        .map_err(err)?
+                        .sqr()
+                        .map_err(err)?
+                        .mean_all()
+                        .map_err(err)?;
+                    mse = Some(match mse {
+                        None => d,
+                        Some(m) => (m + d).map_err(err)?,
+                    });
+                }
+                let n = (hs.len() - 1).max(1) as f64;
+                let mse =
+                    (mse.expect("at least one layer") * (o.hidden_weight / n)).map_err(err)?;
+                l = (l + mse).map_err(err)?;
+            }
+            loss = Some(match loss {
+                None => l,
+                Some(s) => (s + l).map_err(err)?,
+            });
+        }
+        let loss = (loss.expect("a batch") / o.batch as f64).map_err(err)?;
+        let value = f64::from(
+            loss.to_dtype(DType::F32)
+                .and_then(|t| t.to_scalar::<f32>())
+                .map_err(err)?,
+        );
+        if !value.is_finite() {
+            return Err(err(format!(
+                "the loss is {value} at step {step}: lower --lr"
+            )));
+        }
+        let mut grads = loss.backward().map_err(err)?;
+        if o.clip > 0.0 {
+            let mut sq = 0f64;
+            for l in &linears {
+                if let Some(g) = grads.get(l.var.as_tensor()) {
+                    sq += f64::from(
+                        g.sqr()
+                            .and_then(|g| g.sum_all()?.to_scalar::<f32>())
+                            .map_err(err)?,
+                    );
+                }
+            }
+            let norm = sq.sqrt();
+            if norm > o.clip {
+                for l in &linears {
+                    if let Some(g) = grads.get(l.var.as_tensor()) {
+                        let g = (g * (o.clip / norm)).map_err(err)?;
+                        grads.insert(l.var.as_tensor(), g);
+                    }
+                }
+            }
+        }
+        opt.step(&grads).map_err(err)?;
+        let heldout_cosine = if o.eval_every > 0 && (step + 1) % o.eval_every == 0 {
+            let w: HashMap<String, Tensor> = linears
+                .iter()
+                .map(|l| Ok((l.name.clone(), (l.var.as_tensor() * &l.mask)?)))
+                .collect::<Result<_, candle_core::Error>>()
+                .map_err(err)?;
+            let m = teacher.with_linear_weights(&w)?;
+            Some(quality(&teacher_heldout, &grid::embed_all(&m, heldout, None)?).mean_cosine)
+        } else {
+            None
+        };
+        let s = Step {
+            step: step + 1,
+            loss: value,
+            lr,
+            heldout_cosine,
+        };
+        progress(&s);
+        curve.push(s);
+    }
+    let train_seconds = t0.elapsed().as_secs_f64();
+    // 4. What crosses the link, decoded and scored.
+    let (stream, trained) = write_stream(&linears, o.criterion, o.pattern)?;
+    let model = overlay(setup, &stream)?;
+    let rec = Bert::load(&setup.config, &model)?;
+    let recovered = quality(
+        &setup.reference,
+        &grid::embed_all(&rec, &setup.sentences, None)?,
+    );
+    let recovered_heldout = quality(&teacher_heldout, &grid::embed_all(&rec, heldout, None)?);
+    Ok(Recovered {
+        report: RecoverReport {
+            options: o.clone(),
+            train_sentences: train.len(),
+            heldout_sentences: heldout.len(),
+            eval_sentences: setup.sentences.len(),
+            bytes_fraction_post_hoc: post_stream.len() as f64 / dense_bytes.max(1) as f64,
+            bytes_fraction: stream.len() as f64 / dense_bytes.max(1) as f64,
+            stream_bytes: stream.len() as u64,
+            dense_bf16_bytes: dense_bytes,
+            sparsity: 1.0 - kept as f64 / total.max(1) as f64,
+            post_hoc,
+            recovered,
+            post_hoc_heldout,
+            recovered_heldout,
+            train_seconds,
+            curve,
+        },
+        stream,
+        model,
+        trained,
+    })
+}
