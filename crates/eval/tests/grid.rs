@@ -123,3 +123,77 @@ fn bad_input_is_a_clear_error() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown grid"));
 }
+
+/// A second layout built from MiniLM's own tensors: its first 3 layers, with a config that
+/// says 3, run through `score` with no code change; the same tensors under MiniLM's config
+/// are refused, naming the missing layer.
+#[test]
+#[cfg_attr(
+    not(shared_data),
+    ignore = "needs ../shared/data (or $SPARSEWIRE_DATA), absent when this crate was built"
+)]
+fn a_three_layer_slice_of_minilm_runs_from_its_config() {
+    let d = common::data_dir();
+    let src = d.join("minilm_l6_v2_tokenizer");
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("minilm-l3");
+    std::fs::create_dir(&m).unwrap();
+    for f in ["tokenizer.json", "modules.json", "pooling_config.json"] {
+        std::fs::copy(src.join(f), m.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
+    assert!(cfg.contains("\"num_hidden_layers\": 6"));
+    std::fs::write(
+        m.join("config.json"),
+        cfg.replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 3"),
+    )
+    .unwrap();
+    let full = sparsewire_formats::input::InputFile::open(&d.join("minilm_l6_v2.bf16.safetensors"))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let keep = |n: &str| {
+        !n.starts_with("encoder.layer.")
+            || ["0", "1", "2"].contains(&n.split('.').nth(2).unwrap_or(""))
+    };
+    let slice = sparsewire_formats::TensorFile {
+        tensors: full.tensors.into_iter().filter(|t| keep(&t.name)).collect(),
+        metadata: vec![],
+    };
+    std::fs::write(
+        m.join("model.safetensors"),
+        sparsewire_formats::write_safetensors(&slice).unwrap(),
+    )
+    .unwrap();
+    let o = eval()
+        .args(["score", "--json", "--model"])
+        .arg(&m)
+        .arg("--weights")
+        .arg(m.join("model.safetensors"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("minilm-l3: 3 layers, width 384, 12 heads, FFN 1536"),
+        "{e}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["mean_cosine"].as_f64(), Some(1.0));
+    assert!(v["sentences"].as_u64().unwrap() >= 200);
+    // Its weights under a config that says 6 layers: the missing tensor is named.
+    std::fs::write(m.join("config.json"), &cfg).unwrap();
+    let o = eval()
+        .args(["score", "--model"])
+        .arg(&m)
+        .arg("--weights")
+        .arg(m.join("model.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("encoder.layer.3.") && e.contains("missing"),
+        "{e}"
+    );
+}
