@@ -513,25 +513,15 @@ fn model_folders_compress_inspect_and_come_back() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("never unpickles"));
 }
 
-#[test]
-fn serve_and_run_over_loopback() {
+/// Starts `sparsewire serve ARGS` (stdout and stderr piped); returns the process and the
+/// address its first line says it serves on.
+fn serve(args: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let d = tmp();
-    let input = demo_input(d.path());
-    // A non-loopback address needs --allow-remote.
-    let e = run(&["serve", s(&input), "--listen", "0.0.0.0:0"]);
-    assert!(String::from_utf8_lossy(&e.stderr).contains("--allow-remote"));
     let mut host = bin()
-        .args([
-            "serve",
-            s(&input),
-            "--listen",
-            "127.0.0.1:0",
-            "--link-gbps",
-            "1",
-        ])
+        .arg("serve")
+        .args(args)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -541,11 +531,22 @@ fn serve_and_run_over_loopback() {
     let addr = line
         .split(" on ")
         .nth(1)
-        .unwrap()
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
         .split(';')
         .next()
         .unwrap()
         .to_string();
+    (host, addr)
+}
+
+#[test]
+fn serve_and_run_over_loopback() {
+    let d = tmp();
+    let input = demo_input(d.path());
+    // A non-loopback address needs --allow-remote.
+    let e = run(&["serve", s(&input), "--listen", "0.0.0.0:0"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--allow-remote"));
+    let (mut host, addr) = serve(&[s(&input), "--listen", "127.0.0.1:0", "--link-gbps", "1"]);
     let v = ok_json(&[
         "run",
         "--connect",
@@ -610,30 +611,12 @@ fn serve_and_run_over_loopback() {
 
 #[test]
 fn serve_a_swire_from_its_stored_tiles() {
-    use std::io::BufRead;
     let d = tmp();
     let input = demo_input(d.path());
     let stream = d.path().join("m.swire");
     let c = run(&["compress", s(&input), "-o", s(&stream)]);
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
-    let mut host = bin()
-        .args(["serve", s(&stream), "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(host.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut host, addr) = serve(&[s(&stream), "--listen", "127.0.0.1:0"]);
     let v = ok_json(&[
         "run",
         "--connect",
@@ -656,7 +639,6 @@ fn serve_a_swire_from_its_stored_tiles() {
 
 #[test]
 fn serve_and_run_over_a_unix_socket() {
-    use std::io::BufRead;
     let d = tmp();
     let input = demo_input(d.path());
     // Never replaces a file that is not a socket.
@@ -672,17 +654,8 @@ fn serve_and_run_over_a_unix_socket() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&keep).unwrap(), b"keep");
     let sock = format!("unix:{}", s(&d.path().join("host.sock")));
-    let mut host = bin()
-        .args(["serve", s(&input), "--listen", &sock])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(host.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(&format!(" on {sock};")), "{line}");
+    let (mut host, addr) = serve(&[s(&input), "--listen", &sock]);
+    assert_eq!(addr, sock);
     let v = ok_json(&[
         "run",
         "--connect",

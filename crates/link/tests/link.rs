@@ -44,15 +44,15 @@ fn model() -> TensorFile {
 
 fn host(trace: Option<Trace>) -> (Arc<HostModel>, sparsewire_link::server::Handle) {
     let m = Arc::new(HostModel::new(&model(), &HostOptions::default()).unwrap());
-    let s = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        false,
-        m.clone(),
-        Pacer::new(trace),
-    )
-    .unwrap()
-    .spawn();
+    let s = spawn(m.clone(), trace);
     (m, s)
+}
+
+/// Serves `m` on a loopback port of its own.
+fn spawn(m: Arc<HostModel>, trace: Option<Trace>) -> sparsewire_link::server::Handle {
+    Server::bind("127.0.0.1:0".parse().unwrap(), false, m, Pacer::new(trace))
+        .unwrap()
+        .spawn()
 }
 
 fn opts(policy: Policy, passes: u32) -> RunOptions {
@@ -288,14 +288,7 @@ fn a_lying_host_never_reaches_the_multiply() {
 #[test]
 fn a_restarted_host_is_reconnected_to() {
     let m = Arc::new(HostModel::new(&model(), &HostOptions::default()).unwrap());
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        false,
-        m.clone(),
-        Pacer::new(None),
-    )
-    .unwrap()
-    .spawn();
+    let server = spawn(m.clone(), None);
     let addr = server.addr();
     let mut c = Client::connect(
         &addr,
@@ -442,14 +435,7 @@ fn a_swire_is_served_from_its_stored_tiles() {
     assert!(!l3.sparsifiable && l3.rel_error.iter().all(|&e| e == 0.0));
     assert!(l3.bytes[0].iter().all(|&b| b == l3.bytes[0][0]));
     assert!(info.bytes[0][2] < info.bytes[0][0]);
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        false,
-        m.clone(),
-        Pacer::new(None),
-    )
-    .unwrap()
-    .spawn();
+    let server = spawn(m.clone(), None);
     let mut c = Client::connect(server.addr(), ClientOptions::default()).unwrap();
     let o = RunOptions {
         schedule: ["l0.weight", "l1.weight", "l2.weight", "l3.weight"]
