@@ -216,6 +216,16 @@ fn write_stream(
     Ok((w.finish(vec![]).map_err(err)?.0, trained))
 }
 
+/// `teacher` with the student's masked weights (`Var` times mask, in the autograd graph).
+fn masked(teacher: &Bert, linears: &[Linear]) -> Result<Bert, GridError> {
+    let w: HashMap<String, Tensor> = linears
+        .iter()
+        .map(|l| Ok((l.name.clone(), (l.var.as_tensor() * &l.mask)?)))
+        .collect::<Result<_, candle_core::Error>>()
+        .map_err(err)?;
+    Ok(teacher.with_linear_weights(&w)?)
+}
+
 /// The setup's model with the stream's tensors in place of its own.
 fn overlay(setup: &Setup, stream: &[u8]) -> Result<TensorFile, GridError> {
     let restored = sparsewire_pipeline::decompress(stream)?;
@@ -319,12 +329,7 @@ pub fn recover(
             o.lr * (o.steps - step) as f64 / (o.steps - o.warmup) as f64
         };
         opt.set_learning_rate(lr);
-        let w: HashMap<String, Tensor> = linears
-            .iter()
-            .map(|l| Ok((l.name.clone(), (l.var.as_tensor() * &l.mask)?)))
-            .collect::<Result<_, candle_core::Error>>()
-            .map_err(err)?;
-        let student = teacher.with_linear_weights(&w)?;
+        let student = masked(&teacher, &linears)?;
         let mut loss: Option<Tensor> = None;
         for _ in 0..o.batch {
             if at == order.len() {
@@ -400,12 +405,7 @@ pub fn recover(
         }
         opt.step(&grads).map_err(err)?;
         let heldout_cosine = if o.eval_every > 0 && (step + 1) % o.eval_every == 0 {
-            let w: HashMap<String, Tensor> = linears
-                .iter()
-                .map(|l| Ok((l.name.clone(), (l.var.as_tensor() * &l.mask)?)))
-                .collect::<Result<_, candle_core::Error>>()
-                .map_err(err)?;
-            let m = teacher.with_linear_weights(&w)?;
+            let m = masked(&teacher, &linears)?;
             Some(quality(&teacher_heldout, &grid::embed_all(&m, heldout, None)?).mean_cosine)
         } else {
             None
