@@ -114,8 +114,9 @@ pub struct WeightSetting {
 }
 
 /// Which transferred tensors an activations cell sparsifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Sites {
     /// Every one: layer inputs, FFN inputs, post-GELU.
     All,
@@ -124,7 +125,24 @@ pub enum Sites {
     FfnAct,
 }
 
+impl std::fmt::Display for Sites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sites::All => "all",
+            Sites::Hidden => "hidden",
+            Sites::FfnIn => "ffn_in",
+            Sites::FfnAct => "ffn_act",
+        })
+    }
+}
+
 impl Sites {
+    /// Whether `site` of a model with `layers` layers is sparsified: one of these sites,
+    /// and not the model output (pooled on the host side, not sent on to another layer).
+    pub fn sends(&self, site: Site, layers: usize) -> bool {
+        self.has(site) && site != Site::Hidden(layers)
+    }
+
     fn has(&self, site: Site) -> bool {
         matches!(
             (self, site),
@@ -379,11 +397,7 @@ fn sparsify_site(
         // Every sentence passes here once: count its tokens.
         bytes.lock().expect("no panics").2 += v.len() / setup.config.hidden;
     }
-    if !a.sites.has(site) {
-        return Ok(());
-    }
-    // The model's output is pooled on the host side, not sent on to another layer.
-    if site == Site::Hidden(setup.config.layers) {
+    if !a.sites.sends(site, setup.config.layers) {
         return Ok(());
     }
     let cols = setup.config.width(site);

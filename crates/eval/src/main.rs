@@ -83,6 +83,67 @@ enum Cmd {
     /// bf16), OUT/results.json, OUT/results.md and OUT/loss.svg. Score OUT/model.swire
     /// later with `sparsewire-eval score --weights OUT/model.swire`.
     Recover(RecoverArgs),
+    /// Charts of recovery runs: mean cosine against bits per weight (or per activation
+    /// value), post hoc and recovered, on the axes of the grid's charts, with the grid's
+    /// zero-fill curve for reference (--grid). Writes OUT/recovery_weights.svg (runs that
+    /// sparsify weights) and OUT/recovery_activations.svg (runs with activations in the
+    /// loop and weights intact).
+    PlotRecovery(PlotArgs),
+}
+
+#[derive(clap::Args)]
+struct PlotArgs {
+    /// `sparsewire-eval recover` output folders (or their results.json).
+    #[arg(required = true, value_name = "RUN")]
+    runs: Vec<PathBuf>,
+    /// A grid's results.json (`sparsewire-eval --out DIR` writes DIR/results.json), for
+    /// the post-hoc reference curves.
+    #[arg(long, value_name = "FILE")]
+    grid: Option<PathBuf>,
+    /// Folder the charts are written to (created if missing; charts replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn run_plot(a: PlotArgs) -> Result<()> {
+    let mut points = Vec::new();
+    for r in &a.runs {
+        let file = if r.is_dir() {
+            r.join("results.json")
+        } else {
+            r.clone()
+        };
+        match sparsewire_eval::report::recovery_point(&file)? {
+            Some(p) => points.push(p),
+            None => eprintln!(
+                "{}: sparsifies weights and activations together; not charted",
+                file.display()
+            ),
+        }
+    }
+    let grid = match &a.grid {
+        None => vec![],
+        Some(g) => {
+            let text = std::fs::read_to_string(g).map_err(|e| format!("{}: {e}", g.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", g.display()))?;
+            v.get("cells")
+                .and_then(|c| c.as_array())
+                .cloned()
+                .ok_or_else(|| {
+                    format!("{}: no \"cells\": not a grid's results.json", g.display())
+                })?
+        }
+    };
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let written = sparsewire_eval::report::recovery_plots(&a.out, &points, &grid)?;
+    if written.is_empty() {
+        return Err("no run could be charted".into());
+    }
+    for w in written {
+        eprintln!("wrote {}", w.display());
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -96,9 +157,19 @@ struct RecoverArgs {
     /// unstructured, row, N:M (2:4), block:RxC.
     #[arg(long, default_value = "unstructured")]
     pattern: Pattern,
-    /// Fraction of each linear weight dropped, in [0, 1).
+    /// Fraction of each linear weight dropped, in [0, 1) (0: weights intact, train for
+    /// activation sparsity alone).
     #[arg(long, default_value_t = 0.5)]
     sparsity: f32,
+    /// Activations in the loop: keep this fraction of each token's values, in (0, 1], at
+    /// every transferred tensor of --activation-sites, in the training forward pass
+    /// (straight-through gradient) and in the scores "with activations" (encoded tiles,
+    /// zero-filled). Off by default.
+    #[arg(long, value_name = "K")]
+    activation_keep: Option<f32>,
+    /// Which transferred activations --activation-keep sparsifies.
+    #[arg(long, value_enum, default_value = "all", requires = "activation_keep")]
+    activation_sites: sparsewire_eval::grid::Sites,
     /// Training steps.
     #[arg(long, default_value_t = 300)]
     steps: usize,
@@ -317,6 +388,8 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         hidden_weight: a.hidden_weight,
         seed: a.seed,
         eval_every: a.eval_every,
+        activation_keep: a.activation_keep,
+        activation_sites: a.activation_sites,
         ..RecoverOptions::default()
     };
     o.check()?;
@@ -342,11 +415,14 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
     let train = sentences::tokenize(&dir.tokenizer, &lines[..split], max_len)?;
     let heldout = sentences::tokenize(&dir.tokenizer, &lines[split..], max_len)?;
     eprintln!(
-        "recovering {} at {} sparsity ({}, {}): {} training sentences, {} held out ({}), {} steps of {}",
+        "recovering {} at {} sparsity ({}, {}){}: {} training sentences, {} held out ({}), {} steps of {}",
         dir.name,
         o.sparsity,
         o.criterion,
         o.pattern,
+        o.activation_keep
+            .map(|k| format!(", activations {k} kept at {}", o.activation_sites))
+            .unwrap_or_default(),
         train.len(),
         heldout.len(),
         text.display(),
@@ -388,7 +464,7 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         "results.json",
         serde_json::to_string_pretty(rep)?.as_bytes(),
     )?;
-    let md = format!(
+    let mut md = format!(
         "# Recovery of {} at {} sparsity ({}, {})\n\n{} steps of {} sentences in {:.0} s; {} training sentences, {} held out, {} evaluation sentences.\n\n| | bytes | mean cos | min cos | top-1 | Spearman | held-out mean cos |\n|---|---|---|---|---|---|---|\n| post hoc | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n| recovered | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n",
         dir.name,
         o.sparsity,
@@ -413,6 +489,25 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         rep.recovered.spearman,
         rep.recovered_heldout.mean_cosine,
     );
+    if let Some(w) = &rep.with_activations {
+        md += &format!(
+            "\nWith {} of each token's values kept at the transferred activations ({}; encoded tiles at {:.4} of their bf16 bytes, zero-filled):\n\n| | mean cos | min cos | top-1 | held-out mean cos |\n|---|---|---|---|---|\n| dense weights | {:.5} | {:.5} | {:.1}% | |\n| post hoc | {:.5} | {:.5} | {:.1}% | {:.5} |\n| recovered | {:.5} | {:.5} | {:.1}% | {:.5} |\n",
+            o.activation_keep.unwrap_or(1.0),
+            o.activation_sites,
+            w.activation_bytes_fraction,
+            w.dense_weights.mean_cosine,
+            w.dense_weights.min_cosine,
+            100.0 * w.dense_weights.top1_agreement,
+            w.post_hoc.mean_cosine,
+            w.post_hoc.min_cosine,
+            100.0 * w.post_hoc.top1_agreement,
+            w.post_hoc_heldout.mean_cosine,
+            w.recovered.mean_cosine,
+            w.recovered.min_cosine,
+            100.0 * w.recovered.top1_agreement,
+            w.recovered_heldout.mean_cosine,
+        );
+    }
     write("results.md", md.as_bytes())?;
     sparsewire_eval::report::loss_plot(&stage.join("loss.svg"), &rep.curve)?;
     out.commit()?;
@@ -426,6 +521,7 @@ fn main() -> ExitCode {
     let r = match a.cmd {
         Some(Cmd::Score(s)) => run_score(s),
         Some(Cmd::Recover(r)) => run_recover(r),
+        Some(Cmd::PlotRecovery(p)) => run_plot(p),
         None => run_grid(a),
     };
     match r {

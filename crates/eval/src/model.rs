@@ -476,6 +476,22 @@ impl Site {
 /// A hook may read and replace a site's `[tokens, width]` values (row-major).
 pub type Hook<'a> = dyn FnMut(Site, &mut Vec<f32>) + 'a;
 
+/// A training hook: replaces a site's `[tokens, width]` tensor with another in the autograd
+/// graph (recovery's activation sparsifier with its straight-through gradient).
+pub type GraphHook<'a> = dyn FnMut(Site, Tensor) -> Result<Tensor, ModelError> + 'a;
+
+/// Runs `graph` on `x` (when given).
+fn through(
+    x: Tensor,
+    site: Site,
+    graph: &mut Option<&mut GraphHook>,
+) -> Result<Tensor, ModelError> {
+    match graph {
+        Some(g) => g(site, x),
+        None => Ok(x),
+    }
+}
+
 #[derive(Clone)]
 struct Linear {
     /// Transposed weight `[in, out]`, so `x W^T = x.matmul(wt)`.
@@ -657,13 +673,24 @@ impl Bert {
     /// The last hidden states `[tokens, hidden]` of one sentence; `hook` sees (and may
     /// replace) every transferred tensor.
     pub fn forward(&self, ids: &[u32], hook: Option<&mut Hook>) -> Result<Tensor, ModelError> {
-        Ok(self.run(ids, hook, false)?.0)
+        Ok(self.run(ids, hook, None, false)?.0)
     }
 
     /// Every layer's input and the output (`hidden.0..=layers`, `[tokens, hidden]` each),
     /// kept in the autograd graph: what recovery training pulls toward the teacher's.
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Vec<Tensor>, ModelError> {
-        Ok(self.run(ids, None, true)?.1)
+        Ok(self.run(ids, None, None, true)?.1)
+    }
+
+    /// [`Self::hidden_states`] with `graph` replacing every transferred tensor in the
+    /// graph (the model output `hidden.{layers}` included: the hook decides). The states
+    /// returned are each layer's output as computed, before `graph` sees it.
+    pub fn hidden_states_with(
+        &self,
+        ids: &[u32],
+        graph: &mut GraphHook,
+    ) -> Result<Vec<Tensor>, ModelError> {
+        Ok(self.run(ids, None, Some(graph), true)?.1)
     }
 
     /// Mean pooling of last hidden states, L2-normalised, as a tensor (in the autograd
@@ -744,6 +771,7 @@ impl Bert {
         &self,
         ids: &[u32],
         mut hook: Option<&mut Hook>,
+        mut graph: Option<&mut GraphHook>,
         keep: bool,
     ) -> Result<(Tensor, Vec<Tensor>), ModelError> {
         let mut kept = Vec::new();
@@ -769,6 +797,7 @@ impl Bert {
         if keep {
             kept.push(x.clone());
         }
+        x = through(x, Site::Hidden(0), &mut graph)?;
         let (heads, hd) = (c.heads, c.hidden / c.heads);
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
@@ -785,19 +814,28 @@ impl Bert {
                 .contiguous()?
                 .reshape((n, c.hidden))?;
             let a = l.ln1.forward(&l.o.forward(&ctx)?.add(&x)?)?;
-            let a = at(a, Site::FfnIn(i), &mut hook)?;
+            let a = through(
+                at(a, Site::FfnIn(i), &mut hook)?,
+                Site::FfnIn(i),
+                &mut graph,
+            )?;
             let up = l.up.forward(&a)?;
             let up = match c.activation {
                 Activation::Gelu => up.gelu_erf()?,
                 Activation::GeluTanh => up.gelu()?,
                 Activation::Relu => up.relu()?,
             };
-            let h = at(up, Site::FfnAct(i), &mut hook)?;
+            let h = through(
+                at(up, Site::FfnAct(i), &mut hook)?,
+                Site::FfnAct(i),
+                &mut graph,
+            )?;
             let out = l.ln2.forward(&l.down.forward(&h)?.add(&a)?)?;
             x = at(out, Site::Hidden(i + 1), &mut hook)?;
             if keep {
                 kept.push(x.clone());
             }
+            x = through(x, Site::Hidden(i + 1), &mut graph)?;
         }
         Ok((x, kept))
     }

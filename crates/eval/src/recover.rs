@@ -10,15 +10,25 @@
 //!    embeddings plus `hidden_weight` times the mean squared error of every layer's output
 //!    (the tensors that cross the link pulled toward the teacher's), averaged over a batch.
 //!    AdamW, linear warm-up then linear decay, global gradient-norm clipping, a seed.
-//! 3. Training text is never the evaluation text: the sentences come from a training file
+//! 3. With `activation_keep`, the tensors that cross the link (`hidden.i`, `ffn_in.i`,
+//!    `ffn_act.i`, as the grid defines them; the model output excepted) go through the
+//!    runtime activation sparsifier per token in the student's forward pass, with a
+//!    straight-through gradient (`sparsewire_train::activation::ste`), so the student learns
+//!    to live with the activation sparsity inference applies. The hidden-state MSE compares
+//!    each layer's output before it is sparsified. The scores "with activations" then run
+//!    the inference path: every block sparsified, encoded as a real stream tile (its bytes
+//!    counted), zero-filled.
+//! 4. Training text is never the evaluation text: the sentences come from a training file
 //!    (WordNet examples by default), its last `heldout` lines kept out for a held-out score.
-//! 4. The trained weights are rounded to bf16 (the transfer dtype), written with the same
+//! 5. The trained weights are rounded to bf16 (the transfer dtype), written with the same
 //!    masks as one stream, decoded again, and scored from those decoded bytes: the figure
 //!    is what the accelerator would rebuild.
 
-use crate::grid::{self, GridError, Setup, WeightSetting};
+use crate::grid::{
+    self, ActPolicy, ActRebuild, ActSetting, GridError, Setup, Sites, WeightSetting,
+};
 use crate::metrics::{quality, Quality};
-use crate::model::Bert;
+use crate::model::{Bert, ModelError, Site};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use sparsewire_formats::{Dtype, TensorFile};
@@ -48,6 +58,10 @@ pub struct RecoverOptions {
     pub seed: u64,
     /// Steps between the running evaluations the progress callback gets (0: none).
     pub eval_every: usize,
+    /// Activations in the loop: the fraction of each token's values kept at every
+    /// transferred site in `activation_sites` (`None`: activations dense).
+    pub activation_keep: Option<f32>,
+    pub activation_sites: Sites,
 }
 
 impl Default for RecoverOptions {
@@ -65,6 +79,8 @@ impl Default for RecoverOptions {
             clip: 1.0,
             seed: 1,
             eval_every: 50,
+            activation_keep: None,
+            activation_sites: Sites::All,
         }
     }
 }
@@ -90,6 +106,11 @@ impl RecoverOptions {
                 "warm-up {} must be shorter than the {} steps",
                 self.warmup, self.steps
             ));
+        }
+        if let Some(k) = self.activation_keep {
+            if !(k > 0.0 && k <= 1.0) {
+                return bad(format!("activation keep fraction {k} is outside (0, 1]"));
+            }
         }
         if !((0.0..1.0).contains(&self.weight_decay)
             && self.hidden_weight >= 0.0
@@ -135,8 +156,25 @@ pub struct RecoverReport {
     /// On the held-out training-text lines.
     pub post_hoc_heldout: Quality,
     pub recovered_heldout: Quality,
+    /// With the activations sparsified as inference ships them (`activation_keep`).
+    pub with_activations: Option<WithActivations>,
     pub train_seconds: f64,
     pub curve: Vec<Step>,
+}
+
+/// Scores with every transferred activation sparsified, encoded and zero-filled.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WithActivations {
+    /// The post-hoc student, and the dense model (weights intact: what activation
+    /// sparsity alone costs), on the evaluation sentences.
+    pub post_hoc: Quality,
+    pub dense_weights: Quality,
+    pub recovered: Quality,
+    pub post_hoc_heldout: Quality,
+    pub recovered_heldout: Quality,
+    /// Encoded activation tile bytes over their dense bf16 bytes (recovered model,
+    /// evaluation sentences).
+    pub activation_bytes_fraction: f64,
 }
 
 /// The recovered model.
@@ -241,6 +279,29 @@ fn overlay(setup: &Setup, stream: &[u8]) -> Result<TensorFile, GridError> {
     Ok(full)
 }
 
+/// The inference path's activation setting for these options, if any.
+fn act_setting(o: &RecoverOptions) -> Option<ActSetting> {
+    o.activation_keep.map(|k| ActSetting {
+        policy: ActPolicy::KeepFraction(k),
+        reconstruct: ActRebuild::Zero,
+        sites: o.activation_sites,
+    })
+}
+
+/// Embeddings of `sentences` through the inference path (activations sparsified when
+/// `act` says so), and the activation bytes (dense bf16, sent).
+fn embed_act(
+    model: &Bert,
+    sentences: &[Vec<u32>],
+    act: &ActSetting,
+    setup: &Setup,
+) -> Result<(Vec<Vec<f32>>, f64, f64), GridError> {
+    let counts = std::sync::Mutex::new((0f64, 0f64, 0usize));
+    let e = grid::embed_all(model, sentences, Some((act, setup, &counts)))?;
+    let (dense, sent, _) = counts.into_inner().expect("no panics");
+    Ok((e, dense, sent))
+}
+
 /// Distils a sparsified student from the setup's dense model on `train` (token ids), scoring
 /// on the setup's evaluation sentences and on `heldout`. `progress` sees every step.
 pub fn recover(
@@ -279,6 +340,24 @@ pub fn recover(
         &teacher_heldout,
         &grid::embed_all(&post_model, heldout, None)?,
     );
+    let act = act_setting(o);
+    let post_act = match &act {
+        Some(a) => Some((
+            quality(
+                &setup.reference,
+                &embed_act(&post_model, &setup.sentences, a, setup)?.0,
+            ),
+            quality(
+                &setup.reference,
+                &embed_act(&teacher, &setup.sentences, a, setup)?.0,
+            ),
+            quality(
+                &teacher_heldout,
+                &embed_act(&post_model, heldout, a, setup)?.0,
+            ),
+        )),
+        None => None,
+    };
     drop(post_model);
     let reader = sparsewire_stream::Reader::new(&post_stream[..]).map_err(err)?;
     let mut linears = Vec::new();
@@ -339,7 +418,20 @@ pub fn recover(
             let ids = &train[order[at]];
             at += 1;
             let ht = teacher.hidden_states(ids)?;
-            let hs = student.hidden_states(ids)?;
+            let hs = match o.activation_keep {
+                None => student.hidden_states(ids)?,
+                Some(k) => {
+                    let (sites, layers) = (o.activation_sites, setup.config.layers);
+                    let policy = sparsewire_se::activations::ActivationPolicy::KeepFraction(k);
+                    student.hidden_states_with(ids, &mut |site: Site, x: Tensor| {
+                        if !sites.sends(site, layers) {
+                            return Ok(x);
+                        }
+                        sparsewire_train::activation::ste(&x, policy)
+                            .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))
+                    })?
+                }
+            };
             let (es, et) = (
                 Bert::mean_embedding(hs.last().expect("layers"))?,
                 Bert::mean_embedding(ht.last().expect("layers"))?,
@@ -406,7 +498,11 @@ pub fn recover(
         opt.step(&grads).map_err(err)?;
         let heldout_cosine = if o.eval_every > 0 && (step + 1) % o.eval_every == 0 {
             let m = masked(&teacher, &linears)?;
-            Some(quality(&teacher_heldout, &grid::embed_all(&m, heldout, None)?).mean_cosine)
+            let e = match &act {
+                Some(a) => embed_act(&m, heldout, a, setup)?.0,
+                None => grid::embed_all(&m, heldout, None)?,
+            };
+            Some(quality(&teacher_heldout, &e).mean_cosine)
         } else {
             None
         };
@@ -429,6 +525,23 @@ pub fn recover(
         &grid::embed_all(&rec, &setup.sentences, None)?,
     );
     let recovered_heldout = quality(&teacher_heldout, &grid::embed_all(&rec, heldout, None)?);
+    let with_activations = match (&act, post_act) {
+        (Some(a), Some((post_hoc, dense_weights, post_hoc_heldout))) => {
+            let (e, dense, sent) = embed_act(&rec, &setup.sentences, a, setup)?;
+            Some(WithActivations {
+                post_hoc,
+                dense_weights,
+                recovered: quality(&setup.reference, &e),
+                post_hoc_heldout,
+                recovered_heldout: quality(
+                    &teacher_heldout,
+                    &embed_act(&rec, heldout, a, setup)?.0,
+                ),
+                activation_bytes_fraction: sent / dense.max(1.0),
+            })
+        }
+        _ => None,
+    };
     Ok(Recovered {
         report: RecoverReport {
             options: o.clone(),
@@ -444,6 +557,7 @@ pub fn recover(
             recovered,
             post_hoc_heldout,
             recovered_heldout,
+            with_activations,
             train_seconds,
             curve,
         },

@@ -324,3 +324,161 @@ pub fn loss_plot(path: &Path, curve: &[crate::recover::Step]) -> Result<(), Stri
     std::fs::metadata(path).map_err(io(path))?;
     Ok(())
 }
+
+/// One recovery run's points, read from its `results.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryPoint {
+    /// `weights` (sparsity > 0, activations dense) or `activations` (weights intact).
+    pub chart: &'static str,
+    /// The series it belongs to (pattern, or the activation sites).
+    pub series: String,
+    /// Bits per weight (or per activation value), post hoc and recovered.
+    pub bits: (f64, f64),
+    /// Mean cosine to the dense model on the evaluation sentences, post hoc and recovered.
+    pub cosine: (f64, f64),
+}
+
+/// Reads a `sparsewire-eval recover` results.json into its chart point; runs that
+/// sparsify both weights and activations have no chart (their bytes mix two kinds).
+pub fn recovery_point(path: &Path) -> Result<Option<RecoveryPoint>, String> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let num = |p: &str| -> Result<f64, String> {
+        v.pointer(p).and_then(|x| x.as_f64()).ok_or_else(|| {
+            format!(
+                "{}: no number at {p}: not a `sparsewire-eval recover` results.json",
+                path.display()
+            )
+        })
+    };
+    let sparsity = num("/options/sparsity")?;
+    let pattern = v
+        .pointer("/options/pattern")
+        .and_then(|x| x.as_str())
+        .unwrap_or("?")
+        .to_string();
+    match v.get("with_activations").filter(|w| !w.is_null()) {
+        None => Ok(Some(RecoveryPoint {
+            chart: "weights",
+            series: pattern,
+            bits: (
+                16.0 * num("/bytes_fraction_post_hoc")?,
+                16.0 * num("/bytes_fraction")?,
+            ),
+            cosine: (
+                num("/post_hoc/mean_cosine")?,
+                num("/recovered/mean_cosine")?,
+            ),
+        })),
+        Some(_) if sparsity == 0.0 => {
+            let bits = 16.0 * num("/with_activations/activation_bytes_fraction")?;
+            let sites = v
+                .pointer("/options/activation_sites")
+                .and_then(|x| x.as_str())
+                .unwrap_or("all");
+            Ok(Some(RecoveryPoint {
+                chart: "activations",
+                series: format!("sites {sites}"),
+                bits: (bits, bits),
+                cosine: (
+                    num("/with_activations/dense_weights/mean_cosine")?,
+                    num("/with_activations/recovered/mean_cosine")?,
+                ),
+            }))
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+/// Cosine against bits for post-hoc and recovered models, on the axes of the grid's
+/// charts (`weights`, `activations`), with the grid's zero-fill curves from `grid` (the
+/// cells of its results.json) for reference. Writes `dir/recovery_{chart}.svg` and `.png`
+/// for each chart that has a point; returns the files written.
+pub fn recovery_plots(
+    dir: &Path,
+    points: &[RecoveryPoint],
+    grid: &[serde_json::Value],
+) -> Result<Vec<PathBuf>, String> {
+    fonts()?;
+    let mut written = Vec::new();
+    for (chart_name, title, xlabel) in [
+        (
+            "weights",
+            "Encoder weights: recovery training against post hoc",
+            "bits per weight",
+        ),
+        (
+            "activations",
+            "Activations in the loop: recovery training against post hoc",
+            "bits per value",
+        ),
+    ] {
+        let mine: Vec<&RecoveryPoint> = points.iter().filter(|p| p.chart == chart_name).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut data: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for p in &mine {
+            data.entry(format!("{} post hoc", p.series))
+                .or_default()
+                .push((p.bits.0, p.cosine.0));
+            data.entry(format!("{} recovered", p.series))
+                .or_default()
+                .push((p.bits.1, p.cosine.1));
+        }
+        for c in grid {
+            let field = |k: &str| c.get(k).and_then(|x| x.as_str()).unwrap_or("");
+            let key = match (chart_name, field("path")) {
+                ("weights", "weights")
+                    if c.get("sparsity").is_some_and(|x| !x.is_null())
+                        && field("pattern") == "unstructured"
+                        && field("criterion") == "sparsegpt"
+                        && field("reconstruct") == "zero" =>
+                {
+                    "grid: sparsegpt / zero"
+                }
+                ("activations", "activations")
+                    if c.get("keep_fraction").is_some_and(|x| !x.is_null())
+                        && field("activation_sites") == "all"
+                        && field("activation_reconstruct") == "zero" =>
+                {
+                    "grid: keep fraction / zero"
+                }
+                _ => continue,
+            };
+            let num = |k: &str| c.get(k).and_then(|x| x.as_f64());
+            if let (Some(x), Some(y)) = (num("bits_per_weight"), num("mean_cosine")) {
+                data.entry(key.into()).or_default().push((x, y));
+            }
+        }
+        for v in data.values_mut() {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let mut svg = String::new();
+        chart(
+            SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area(),
+            (title, xlabel, COSINE),
+            &data,
+        )?;
+        let p = dir.join(format!("recovery_{chart_name}.svg"));
+        sparsewire_formats::output::write_file(&p, svg.as_bytes(), true)
+            .map_err(|e| e.to_string())?;
+        written.push(p);
+        // The PNG is drawn to a temporary name beside it and renamed into place.
+        let png = dir.join(format!("recovery_{chart_name}.png"));
+        let tmp = dir.join(format!(".recovery_{chart_name}.{}.png", std::process::id()));
+        let drawn = chart(
+            BitMapBackend::new(&tmp, (900, 600)).into_drawing_area(),
+            (title, xlabel, COSINE),
+            &data,
+        )
+        .and_then(|()| std::fs::rename(&tmp, &png).map_err(io(&png)));
+        if let Err(e) = drawn {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        written.push(png);
+    }
+    Ok(written)
+}

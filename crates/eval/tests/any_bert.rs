@@ -329,17 +329,12 @@ fn a_model_folder_that_is_not_a_bert_is_refused_clearly() {
     assert!(e.contains("tokenizer not found"), "{e}");
 }
 
-#[test]
-fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
-    use sparsewire_eval::grid::{linear_stream, Setup, WeightSetting};
-    use sparsewire_eval::model::BertConfig;
-    use sparsewire_eval::recover::{recover, RecoverOptions};
-    let d = tempfile::tempdir().unwrap();
-    let m = d.path();
+/// The tiny model in `m`, mean-pooled (recovery's pooling: no sentence-transformers
+/// modules), its evaluation sentences, and training and held-out sentences made from them.
+fn recovery_setup(m: &Path) -> (sparsewire_eval::grid::Setup, Vec<Vec<u32>>, Vec<Vec<u32>>) {
     model_dir(m);
-    // Mean pooling (recovery's): no sentence-transformers modules.
     std::fs::remove_file(m.join("modules.json")).unwrap();
-    let config = BertConfig::from_dir(m).unwrap();
+    let config = sparsewire_eval::model::BertConfig::from_dir(m).unwrap();
     assert_eq!(config.layers, LAYERS);
     let weights = sparsewire_formats::input::InputFile::open(&m.join("model.safetensors"))
         .unwrap()
@@ -357,7 +352,16 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
         tensors: vec![],
         metadata: vec![],
     };
-    let setup = Setup::new(config, weights, empty, eval).unwrap();
+    let setup = sparsewire_eval::grid::Setup::new(config, weights, empty, eval).unwrap();
+    (setup, train, heldout)
+}
+
+#[test]
+fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
+    use sparsewire_eval::grid::{linear_stream, WeightSetting};
+    use sparsewire_eval::recover::{recover, RecoverOptions};
+    let d = tempfile::tempdir().unwrap();
+    let (setup, train, heldout) = recovery_setup(d.path());
     let o = RecoverOptions {
         criterion: sparsewire_metadata::Criterion::Magnitude,
         sparsity: 0.5,
@@ -422,4 +426,241 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("warm-up"), "{e}");
+}
+
+#[test]
+fn activations_in_the_loop_train_through_what_inference_ships() {
+    use sparsewire_eval::grid::{score, Sites};
+    use sparsewire_eval::model::{Bert, Site};
+    use sparsewire_eval::recover::{recover, RecoverOptions};
+    use sparsewire_se::activations::ActivationPolicy;
+    let d = tempfile::tempdir().unwrap();
+    let (setup, train, heldout) = recovery_setup(d.path());
+    let model = Bert::load(&setup.config, &setup.weights).unwrap();
+    // The graph hook sees every transferred tensor once, in forward order; an identity
+    // hook changes nothing.
+    let mut seen = Vec::new();
+    let plain = model.hidden_states(&train[0]).unwrap();
+    let hooked = model
+        .hidden_states_with(&train[0], &mut |site: Site, x| {
+            seen.push(site);
+            Ok(x)
+        })
+        .unwrap();
+    assert_eq!(seen, setup.config.sites());
+    for (a, b) in plain.iter().zip(&hooked) {
+        assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    }
+    // The training forward (straight-through sparsifier in the graph) computes what the
+    // inference path (sparsified, encoded, decoded, zero-filled tiles) does: the same mean
+    // cosine to the dense embeddings.
+    let keep = 0.5;
+    let layers = setup.config.layers;
+    let mut cos = 0f64;
+    for (ids, r) in setup.sentences.iter().zip(&setup.reference) {
+        let hs = model
+            .hidden_states_with(ids, &mut |site: Site, x| {
+                if !Sites::All.sends(site, layers) {
+                    return Ok(x);
+                }
+                Ok(
+                    sparsewire_train::activation::ste(&x, ActivationPolicy::KeepFraction(keep))
+                        .unwrap(),
+                )
+            })
+            .unwrap();
+        let e = Bert::mean_embedding(hs.last().unwrap())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let dot: f64 = e
+            .iter()
+            .zip(r)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        let n: f64 = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        cos += dot / n;
+    }
+    cos /= setup.sentences.len() as f64;
+    let some = TensorFile {
+        tensors: vec![setup.weights.tensors[0].clone()],
+        metadata: vec![],
+    };
+    let inference = score(&setup, &some, 1, Some(keep))
+        .unwrap()
+        .quality
+        .mean_cosine;
+    assert!(
+        cos < 0.999,
+        "half the activations dropped cost nothing: {cos}"
+    );
+    assert!(
+        (cos - inference).abs() < 1e-4,
+        "training forward {cos} against inference path {inference}"
+    );
+    // Training with the activations in the loop (weights intact) raises the score with
+    // the activations sparsified, measured through the inference path.
+    let o = RecoverOptions {
+        criterion: sparsewire_metadata::Criterion::Magnitude,
+        sparsity: 0.0,
+        steps: 20,
+        batch: 4,
+        lr: 3e-3,
+        warmup: 2,
+        eval_every: 10,
+        activation_keep: Some(keep),
+        ..RecoverOptions::default()
+    };
+    let r = recover(&setup, &train, &heldout, &o, &mut |_| {}).unwrap();
+    let w = r
+        .report
+        .with_activations
+        .as_ref()
+        .expect("activations scored");
+    assert!(
+        w.recovered_heldout.mean_cosine > w.post_hoc_heldout.mean_cosine
+            && w.recovered.mean_cosine > w.post_hoc.mean_cosine,
+        "{w:?}"
+    );
+    assert!(
+        w.activation_bytes_fraction > 0.2 && w.activation_bytes_fraction < 0.8,
+        "{w:?}"
+    );
+    assert!(
+        r.report.sparsity < 1e-6,
+        "no weight dropped: {}",
+        r.report.sparsity
+    );
+    // Out-of-range keep fractions are refused before any work.
+    for k in [0.0, 1.5, f32::NAN] {
+        let bad = RecoverOptions {
+            activation_keep: Some(k),
+            ..o.clone()
+        };
+        let e = recover(&setup, &train, &heldout, &bad, &mut |_| {})
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("activation keep"), "{e}");
+    }
+}
+
+#[test]
+fn recover_and_plot_recovery_run_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("tiny-bert");
+    std::fs::create_dir(&m).unwrap();
+    model_dir(&m);
+    std::fs::remove_file(m.join("modules.json")).unwrap();
+    let text = d.path().join("text.txt");
+    let lines: Vec<&str> = TEXT.lines().collect();
+    let more: Vec<String> = (0..40)
+        .map(|i| format!("{} and {}", lines[i % 8], lines[(i * 3 + 1) % 8]))
+        .collect();
+    std::fs::write(&text, more.join("\n")).unwrap();
+    let sentences = d.path().join("sentences.txt");
+    std::fs::write(&sentences, TEXT).unwrap();
+    let recover = |extra: &[&str], out: &Path| {
+        eval()
+            .arg("recover")
+            .arg("--model")
+            .arg(&m)
+            .arg("--sentences")
+            .arg(&sentences)
+            .arg("--calibration-text")
+            .arg(&text)
+            .arg("--train-text")
+            .arg(&text)
+            .args([
+                "--data",
+                "/nonexistent",
+                "--criterion",
+                "magnitude",
+                "--train-lines",
+                "30",
+                "--heldout",
+                "10",
+                "--steps",
+                "6",
+                "--warmup",
+                "1",
+                "--batch",
+                "2",
+                "--lr",
+                "3e-3",
+                "--eval-every",
+                "3",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let (w, a) = (d.path().join("weights"), d.path().join("acts"));
+    for (extra, out) in [
+        (&["--sparsity", "0.5"][..], &w),
+        (&["--sparsity", "0", "--activation-keep", "0.5"][..], &a),
+    ] {
+        let o = recover(extra, out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        for f in [
+            "model.swire",
+            "model.safetensors",
+            "results.json",
+            "results.md",
+            "loss.svg",
+        ] {
+            assert!(out.join(f).is_file(), "{f} missing: {err}");
+        }
+    }
+    let md = std::fs::read_to_string(a.join("results.md")).unwrap();
+    assert!(md.contains("With 0.5 of each token's values kept"), "{md}");
+    assert!(md.contains("| dense weights |"), "{md}");
+    // An existing output is refused before training, and left as it was.
+    let before = std::fs::read(w.join("results.json")).unwrap();
+    let o = recover(&["--sparsity", "0.3"], &w);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(w.join("results.json")).unwrap(), before);
+    // Out-of-range options are refused with the option named.
+    let o = recover(&["--activation-keep", "1.5"], &d.path().join("x"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("activation keep"),
+        "{err}"
+    );
+    assert!(!d.path().join("x").exists());
+    // Both runs charted, each on its own axes.
+    let plots = d.path().join("plots");
+    let o = eval()
+        .arg("plot-recovery")
+        .arg(&w)
+        .arg(a.join("results.json"))
+        .arg("--out")
+        .arg(&plots)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for chart in ["weights", "activations"] {
+        let svg = std::fs::read_to_string(plots.join(format!("recovery_{chart}.svg"))).unwrap();
+        assert!(
+            svg.contains("recovered") && svg.contains("post hoc"),
+            "{chart}"
+        );
+        assert!(plots.join(format!("recovery_{chart}.png")).is_file());
+    }
+    // A file that is not a recovery result is named.
+    let o = eval()
+        .arg("plot-recovery")
+        .arg(&sentences)
+        .arg("--out")
+        .arg(&plots)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("sentences.txt"),
+        "{err}"
+    );
 }

@@ -9,22 +9,37 @@
 use crate::Result;
 use candle_core::Tensor;
 use sparsewire_se::activations::{sparsify_activations, to_bytes, ActivationPolicy};
+use sparsewire_sparse::SparseTile;
 
 /// `x` (`[batch, ...]`) with each example's smallest activations dropped, and the bytes
 /// the sparse activations take on the link (`se::activations::to_bytes`, f32 values).
 pub fn sparsify_ste(x: &Tensor, keep: f32) -> Result<(Tensor, usize)> {
+    let (y, tile) = ste_tile(x, ActivationPolicy::KeepFraction(keep))?;
+    Ok((y, to_bytes(&tile).len()))
+}
+
+/// `x` (`[rows, ...]`, one row per example or token) through the runtime activation
+/// sparsifier under `policy`, row by row, with the straight-through gradient: what a
+/// training forward pass uses where the inference path ships a sparse tile.
+pub fn ste(x: &Tensor, policy: ActivationPolicy) -> Result<Tensor> {
+    Ok(ste_tile(x, policy)?.0)
+}
+
+fn ste_tile(x: &Tensor, policy: ActivationPolicy) -> Result<(Tensor, SparseTile)> {
     let dims = x.dims().to_vec();
     let rows = dims.first().copied().unwrap_or(1);
-    let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let flat: Vec<f32> = x
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?;
     let cols = flat.len() / rows.max(1);
-    let tile = sparsify_activations(&flat, rows, cols, ActivationPolicy::KeepFraction(keep))?;
-    let bytes = to_bytes(&tile).len();
+    let tile = sparsify_activations(&flat, rows, cols, policy)?;
     let m: Vec<f32> = (0..flat.len())
         .map(|i| if tile.mask().is_kept(i) { 1.0 } else { 0.0 })
         .collect();
-    let m = Tensor::from_vec(m, dims.as_slice(), x.device())?;
+    let m = Tensor::from_vec(m, dims.as_slice(), x.device())?.to_dtype(x.dtype())?;
     let dropped = (x.mul(&m)? - x)?.detach();
-    Ok(((x + dropped)?, bytes))
+    Ok(((x + dropped)?, tile))
 }
 
 #[cfg(test)]
