@@ -175,6 +175,7 @@ pub fn calibrate<B: AsRef<[u8]> + Send + Sync>(
             gbps: mem / 1e9,
             latency_us: 0.0,
             overhead_us: 0.0,
+            trace: None,
         },
         lmd: LmdSpec {
             // Main memory holds everything: a buffer for every tile, staging for 64.

@@ -673,3 +673,50 @@ fn serve_and_run_over_a_unix_socket() {
     let _ = host.kill();
     let _ = host.wait();
 }
+
+#[test]
+fn simulate_runs_its_bus_on_a_link_trace() {
+    let d = tmp();
+    let input = demo_input(d.path());
+    let swire = d.path().join("s.swire");
+    assert!(
+        run(&["compress", s(&input), "-o", s(&swire), "--sparsity", "0.5"])
+            .status
+            .success()
+    );
+    let base = ok_json(&["simulate", s(&swire), "--hw", "pcie-gpu", "--json"]);
+    // A trace at a thousandth of the preset's bus: every transfer, the dense baseline's
+    // too, takes longer.
+    let slow = d.path().join("slow.trace");
+    std::fs::write(&slow, "# seconds gbps\n0 0.055\n").unwrap();
+    let r = ok_json(&[
+        "simulate",
+        s(&swire),
+        "--hw",
+        "pcie-gpu",
+        "--link-trace",
+        s(&slow),
+        "--json",
+    ]);
+    let t = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!(
+        t(&r, "total_seconds") > 10.0 * t(&base, "total_seconds"),
+        "{r} {base}"
+    );
+    assert!(t(&r, "dense_total_seconds") > 10.0 * t(&base, "dense_total_seconds"));
+    assert_eq!(r["bus_bytes"], base["bus_bytes"]);
+    // A bad trace is named with its line; a trace cannot be swept with bus.gbps.
+    let bad = d.path().join("bad.trace");
+    std::fs::write(&bad, "0 1\n0.5 fast\n").unwrap();
+    let e = fails(&["simulate", s(&swire), "--link-trace", s(&bad)]);
+    assert!(e.contains("bad.trace") && e.contains("line 2"), "{e}");
+    let e = fails(&[
+        "simulate",
+        s(&swire),
+        "--link-trace",
+        s(&slow),
+        "--sweep",
+        "bus.gbps=1,2",
+    ]);
+    assert!(e.contains("bus.gbps"), "{e}");
+}

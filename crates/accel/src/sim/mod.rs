@@ -20,6 +20,9 @@ use crate::buffer::BufferStats;
 use crate::schedule::Plan;
 use serde::{Deserialize, Serialize};
 
+mod trace;
+pub use trace::Trace;
+
 /// Reconstruction methods the engine's rates are given for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +58,22 @@ pub struct BusSpec {
     /// Bus time each transfer costs besides its bytes (descriptor, headers), microseconds.
     #[serde(default)]
     pub overhead_us: f64,
+    /// The bus's rate over time, when it varies (`[[seconds, gbps], ...]`; the clock
+    /// starts with the workload): replaces `gbps` for every transfer. The same trace the
+    /// link's pacer emulates (`sparsewire serve --link-trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+}
+
+impl BusSpec {
+    /// Seconds the bus takes to carry `bytes` starting at second `t` (the trace's rate
+    /// then, or `gbps`), overhead excluded.
+    pub fn carry_seconds(&self, t: f64, bytes: u64) -> f64 {
+        match &self.trace {
+            Some(tr) => tr.finish(t, bytes) - t,
+            None => bytes as f64 / (self.gbps * 1e9),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +128,8 @@ pub enum SimError {
     StagingTooSmall { staging: u64, tile: u64 },
     #[error("the workload has {tiles} tiles but the plan reads tile {tile}")]
     UnknownTile { tiles: usize, tile: u32 },
+    #[error("{0}")]
+    Trace(String),
     #[error("unknown hardware preset {0:?} (edge-npu, pcie-gpu, this-cpu, or a JSON file)")]
     UnknownPreset(String),
     #[error("the workload names tensor {tensor}, the stream has {tensors}")]
@@ -183,6 +204,7 @@ impl HardwareSpec {
                     gbps: 4.0,
                     latency_us: 1.0,
                     overhead_us: 0.2,
+                    trace: None,
                 },
                 lmd: LmdSpec {
                     capacity_bytes: 4 << 20,
@@ -206,6 +228,7 @@ impl HardwareSpec {
                     gbps: 55.0,
                     latency_us: 5.0,
                     overhead_us: 1.0,
+                    trace: None,
                 },
                 lmd: LmdSpec {
                     capacity_bytes: 50 << 20,
@@ -323,7 +346,6 @@ pub fn simulate(
         });
     }
     let staging = (hw.lmd.staging_bytes / largest_stored.max(1)).max(1) as usize;
-    let bw = hw.bus.gbps * 1e9;
     let lat = hw.bus.latency_us * 1e-6;
     let over = hw.bus.overhead_us * 1e-6;
     let mmu_rate = hw.mmu_rate(batch);
@@ -350,7 +372,7 @@ pub fn simulate(
                 0.0
             };
             let t0 = bus_free.max(gate).max(room);
-            let dt = c.stored_bytes as f64 / bw + over;
+            let dt = hw.bus.carry_seconds(t0, c.stored_bytes) + over;
             tl.transfers.push(Span {
                 start: t0,
                 end: t0 + dt,
@@ -393,7 +415,7 @@ pub fn simulate(
             0.0
         };
         let t0 = bus_d.max(room);
-        bus_d = t0 + c.dense_bytes as f64 / bw + over;
+        bus_d = t0 + hw.bus.carry_seconds(t0, c.dense_bytes) + over;
         dense_bytes += c.dense_bytes;
         let m0 = mmu_d.max(bus_d + lat);
         mmu_d = m0 + (c.elements * batch as u64) as f64 / mmu_rate + mmu_tile;

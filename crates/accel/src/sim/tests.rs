@@ -11,6 +11,7 @@ fn unit() -> HardwareSpec {
         gbps: 1.0,
         latency_us: 0.0,
         overhead_us: 0.0,
+        trace: None,
     };
     hw.lmd = LmdSpec {
         capacity_bytes: 1 << 40,
@@ -165,4 +166,41 @@ proptest! {
         prop_assert!(r2.total_seconds <= r.total_seconds + 1e-12);
         prop_assert!(r2.dense_total_seconds <= r.dense_total_seconds + 1e-12);
     }
+}
+
+#[test]
+fn a_bus_trace_drives_the_transfers() {
+    let t = tile(1_000_000, 1_000_000);
+    let base = unit();
+    // A constant trace is the constant bus.
+    let mut same = unit();
+    same.bus.trace = Some(Trace::constant(1.0).unwrap());
+    let (a, ta) = run(8, t, &base, 2);
+    let (b, tb) = run(8, t, &same, 2);
+    assert_eq!(ta.transfers, tb.transfers);
+    assert_eq!(a.total_seconds, b.total_seconds);
+    // The rate halves after 3 ms: transfers started later take twice as long, and the
+    // whole run lies between the 1 GB/s and the 0.5 GB/s bus.
+    let mut varying = unit();
+    varying.bus.trace = Some(Trace::new(vec![(0.0, 1.0), (0.003, 0.5)]).unwrap());
+    let (v, tv) = run(8, t, &varying, 2);
+    let mut slow = unit();
+    slow.bus.gbps = 0.5;
+    let (s, _) = run(8, t, &slow, 2);
+    assert!(a.total_seconds < v.total_seconds && v.total_seconds < s.total_seconds);
+    for x in &tv.transfers {
+        let d = x.end - x.start;
+        if x.end <= 0.003 {
+            assert!((d - 1e-3).abs() < 1e-12, "{x:?}");
+        } else if x.start >= 0.003 {
+            assert!((d - 2e-3).abs() < 1e-12, "{x:?}");
+        }
+    }
+    // The dense baseline crosses the same varying bus.
+    assert!(v.dense_total_seconds > a.dense_total_seconds);
+    // A preset file carries the trace as [seconds, gbps] pairs.
+    let j = serde_json::to_value(&varying.bus).unwrap();
+    assert_eq!(j["trace"], serde_json::json!([[0.0, 1.0], [0.003, 0.5]]));
+    let back: BusSpec = serde_json::from_value(j).unwrap();
+    assert_eq!(back, varying.bus);
 }

@@ -34,6 +34,11 @@ pub struct Args {
     /// times the value), mmu.scale or batch, e.g. --sweep bus.gbps=1,2,4,8.
     #[arg(long)]
     sweep: Option<Sweep>,
+    /// The bus's rate over time instead of the preset's constant bus.gbps: a trace file
+    /// of `seconds gbps` lines (the format `sparsewire serve --link-trace` emulates on a
+    /// socket), its clock starting with the workload.
+    #[arg(long, value_name = "FILE", conflicts_with = "calibrate")]
+    link_trace: Option<PathBuf>,
     /// Measure this machine's rates with the real code, write the this-cpu preset (to
     /// --preset-out), and compare predicted with measured pipelined multiplies.
     #[arg(long, conflicts_with_all = ["sweep", "plot", "hw"])]
@@ -110,7 +115,22 @@ pub fn run(a: Args) -> Result<()> {
         println!("max relative error {:.1}%", c.max_relative_error * 100.0);
         return Ok(());
     }
-    let hw = load_hw(&a.hw, &a.preset_out)?;
+    let mut hw = load_hw(&a.hw, &a.preset_out)?;
+    if let Some(f) = &a.link_trace {
+        if a.sweep
+            .as_ref()
+            .is_some_and(|s| s.param.to_string() == "bus.gbps")
+        {
+            return Err(
+                "--link-trace sets the bus's rate; it cannot be swept with bus.gbps".into(),
+            );
+        }
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let t = sparsewire_accel::sim::Trace::parse(&text)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+        hw.bus.trace = Some(t);
+        hw.name = format!("{} with the bus of {}", hw.name, f.display());
+    }
     let mut reports: Vec<(Option<f64>, SimReport)> = Vec::new();
     match &a.sweep {
         None => {
