@@ -167,6 +167,17 @@ struct RecoverArgs {
     /// zero-filled). Off by default.
     #[arg(long, value_name = "K")]
     activation_keep: Option<f32>,
+    /// Gradual pruning: start from the dense weights and raise the sparsity to --sparsity
+    /// on the cubic schedule over the first N steps (masks updated every
+    /// --gradual-every steps by --gradual-criterion), then train on with the masks fixed.
+    /// Without it the masks are the post-hoc sparsifier's (--criterion), fixed.
+    #[arg(long, value_name = "N")]
+    gradual_end: Option<usize>,
+    #[arg(long, default_value_t = 10, requires = "gradual_end")]
+    gradual_every: usize,
+    /// magnitude, taylor (moving average of |g w|) or movement (-sum g w).
+    #[arg(long, default_value = "magnitude", value_parser = train_criterion, requires = "gradual_end")]
+    gradual_criterion: sparsewire_train::TrainCriterion,
     /// Which transferred activations --activation-keep sparsifies.
     #[arg(long, value_enum, default_value = "all", requires = "activation_keep")]
     activation_sites: sparsewire_eval::grid::Sites,
@@ -375,6 +386,16 @@ fn run_score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+fn train_criterion(s: &str) -> std::result::Result<sparsewire_train::TrainCriterion, String> {
+    use sparsewire_train::TrainCriterion as C;
+    match s {
+        "magnitude" => Ok(C::Magnitude),
+        "taylor" => Ok(C::Taylor),
+        "movement" => Ok(C::Movement),
+        _ => Err(format!("{s:?}: expected magnitude, taylor or movement")),
+    }
+}
+
 fn run_recover(a: RecoverArgs) -> Result<()> {
     use sparsewire_eval::recover::{recover, RecoverOptions};
     let o = RecoverOptions {
@@ -390,6 +411,11 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         eval_every: a.eval_every,
         activation_keep: a.activation_keep,
         activation_sites: a.activation_sites,
+        gradual: a.gradual_end.map(|end| sparsewire_eval::recover::Gradual {
+            end,
+            every: a.gradual_every,
+            criterion: a.gradual_criterion,
+        }),
         ..RecoverOptions::default()
     };
     o.check()?;
@@ -465,11 +491,17 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         serde_json::to_string_pretty(rep)?.as_bytes(),
     )?;
     let mut md = format!(
-        "# Recovery of {} at {} sparsity ({}, {})\n\n{} steps of {} sentences in {:.0} s; {} training sentences, {} held out, {} evaluation sentences.\n\n| | bytes | mean cos | min cos | top-1 | Spearman | held-out mean cos |\n|---|---|---|---|---|---|---|\n| post hoc | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n| recovered | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n",
+        "# Recovery of {} at {} sparsity ({}, {}){}\n\n{} steps of {} sentences in {:.0} s; {} training sentences, {} held out, {} evaluation sentences.\n\n| | bytes | mean cos | min cos | top-1 | Spearman | held-out mean cos |\n|---|---|---|---|---|---|---|\n| post hoc | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n| recovered | {:.4} | {:.5} | {:.5} | {:.1}% | {:.4} | {:.5} |\n",
         dir.name,
         o.sparsity,
         o.criterion,
         o.pattern,
+        o.gradual
+            .map(|g| format!(
+                "\n\nGradual pruning by {:?} over the first {} steps (masks every {}); the post-hoc row is the one-shot {} at the same sparsity.",
+                g.criterion, g.end, g.every, o.criterion
+            ))
+            .unwrap_or_default(),
         o.steps,
         o.batch,
         rep.train_seconds,

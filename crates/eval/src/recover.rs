@@ -5,7 +5,9 @@
 //!    (any criterion and pattern of `se`; SparseGPT's updated kept weights included) and
 //!    coded; the masks and the decoded weights are the student's start.
 //! 2. The student's linear weights are `Var`s multiplied by their fixed masks in the
-//!    forward pass, so dropped weights get no gradient and stay dropped. The teacher is
+//!    forward pass, so dropped weights get no gradient and stay dropped. Or, with
+//!    [`Gradual`], the student starts dense and `sparsewire_train::Sparsifier` prunes it
+//!    during training on the cubic schedule (magnitude, Taylor or movement scores). The teacher is
 //!    the dense model, frozen. Loss per sentence: `1 - cos(student, teacher)` of the pooled
 //!    embeddings plus `hidden_weight` times the mean squared error of every layer's output
 //!    (the tensors that cross the link pulled toward the teacher's), averaged over a batch.
@@ -62,6 +64,20 @@ pub struct RecoverOptions {
     /// transferred site in `activation_sites` (`None`: activations dense).
     pub activation_keep: Option<f32>,
     pub activation_sites: Sites,
+    /// Gradual pruning during recovery instead of the post-hoc sparsifier's fixed masks.
+    pub gradual: Option<Gradual>,
+}
+
+/// Gradual pruning during recovery (`sparsewire_train::Sparsifier`): the student starts
+/// from the dense weights and its masks follow the cubic schedule from 0 to the target
+/// sparsity over steps `0..=end`, updated every `every` steps by `criterion` (a weight
+/// dropped stays dropped); then training goes on with the masks fixed. The post-hoc row of
+/// the report stays the one-shot `criterion` of [`RecoverOptions`], for comparison.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Gradual {
+    pub end: usize,
+    pub every: usize,
+    pub criterion: sparsewire_train::TrainCriterion,
 }
 
 impl Default for RecoverOptions {
@@ -81,6 +97,7 @@ impl Default for RecoverOptions {
             eval_every: 50,
             activation_keep: None,
             activation_sites: Sites::All,
+            gradual: None,
         }
     }
 }
@@ -106,6 +123,14 @@ impl RecoverOptions {
                 "warm-up {} must be shorter than the {} steps",
                 self.warmup, self.steps
             ));
+        }
+        if let Some(g) = self.gradual {
+            if g.end == 0 || g.end >= self.steps || g.every == 0 || g.every > g.end {
+                return bad(format!(
+                    "gradual pruning must end within the {} steps (end {} in 1..steps) and update at least once (every {} in 1..=end)",
+                    self.steps, g.end, g.every
+                ));
+            }
         }
         if let Some(k) = self.activation_keep {
             if !(k > 0.0 && k <= 1.0) {
@@ -368,9 +393,20 @@ pub fn recover(
             Some(tile) => (0..r * c).map(|i| tile.mask().is_kept(i)).collect(),
             None => vec![true; r * c],
         };
-        let v = dec
-            .to_f32_vec()
-            .ok_or_else(|| err("a linear weight is not float"))?;
+        let (v, keep) = match o.gradual {
+            None => (dec.to_f32_vec(), keep),
+            // Gradual pruning starts from the dense weights, every one kept.
+            Some(_) => (
+                setup
+                    .weights
+                    .tensors
+                    .iter()
+                    .find(|w| w.name == dec.name)
+                    .and_then(|w| w.to_f32_vec()),
+                vec![true; r * c],
+            ),
+        };
+        let v = v.ok_or_else(|| err(format!("linear weight {:?} is not float", dec.name)))?;
         let m: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
         linears.push(Linear {
             name: dec.name.clone(),
@@ -380,12 +416,32 @@ pub fn recover(
             shape: (r, c),
         });
     }
-    let kept: usize = linears
-        .iter()
-        .map(|l| l.keep.iter().filter(|&&k| k).count())
-        .sum();
-    let total: usize = linears.iter().map(|l| l.shape.0 * l.shape.1).sum();
     // 2. Training.
+    let mut sparsifier = match o.gradual {
+        None => None,
+        Some(g) => {
+            let params: Vec<(String, Var)> = linears
+                .iter()
+                .map(|l| (l.name.clone(), l.var.clone()))
+                .collect();
+            let mut s = sparsewire_train::Sparsifier::new(vec![sparsewire_train::Group {
+                params: params.iter().map(|p| p.0.clone()).collect(),
+                criterion: g.criterion,
+                pattern: o.pattern,
+                target: o.sparsity,
+                schedule: sparsewire_train::Schedule::Gradual {
+                    start: 0,
+                    end: g.end as u64,
+                    every: g.every as u64,
+                    initial: 0.0,
+                },
+                rebuild: sparsewire_train::TrainRebuild::Zero,
+            }])
+            .map_err(err)?;
+            s.prepare(&params).map_err(err)?;
+            Some(s)
+        }
+    };
     let mut opt = AdamW::new(
         linears.iter().map(|l| l.var.clone()).collect(),
         ParamsAdamW {
@@ -495,7 +551,25 @@ pub fn recover(
                 }
             }
         }
+        if let Some(sp) = &mut sparsifier {
+            sp.observe(&grads).map_err(err)?;
+        }
         opt.step(&grads).map_err(err)?;
+        if let Some(sp) = &mut sparsifier {
+            // Masks move on the schedule's steps; `step` zeroes the dropped weights after
+            // every update (the optimiser's momentum would move them).
+            let changed = sp.step(step as u64).map_err(err)?;
+            for (name, _) in changed {
+                let l = linears
+                    .iter_mut()
+                    .find(|l| l.name == name)
+                    .expect("the sparsifier holds the linears");
+                let m = sp.mask(&name).expect("a masked parameter");
+                l.keep = (0..m.len()).map(|i| m.is_kept(i)).collect();
+                let f: Vec<f32> = l.keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+                l.mask = Tensor::from_vec(f, l.shape, &Device::Cpu).map_err(err)?;
+            }
+        }
         let heldout_cosine = if o.eval_every > 0 && (step + 1) % o.eval_every == 0 {
             let m = masked(&teacher, &linears)?;
             let e = match &act {
@@ -516,8 +590,17 @@ pub fn recover(
         curve.push(s);
     }
     let train_seconds = t0.elapsed().as_secs_f64();
+    let kept: usize = linears
+        .iter()
+        .map(|l| l.keep.iter().filter(|&&k| k).count())
+        .sum();
+    let total: usize = linears.iter().map(|l| l.shape.0 * l.shape.1).sum();
     // 4. What crosses the link, decoded and scored.
-    let (stream, trained) = write_stream(&linears, o.criterion, o.pattern)?;
+    let recorded = match o.gradual {
+        Some(g) => g.criterion.recorded(),
+        None => o.criterion,
+    };
+    let (stream, trained) = write_stream(&linears, recorded, o.pattern)?;
     let model = overlay(setup, &stream)?;
     let rec = Bert::load(&setup.config, &model)?;
     let recovered = quality(

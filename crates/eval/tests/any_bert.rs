@@ -664,3 +664,65 @@ fn recover_and_plot_recovery_run_from_the_command_line() {
         "{err}"
     );
 }
+
+#[test]
+fn gradual_pruning_during_recovery_reaches_the_target_and_writes_its_masks() {
+    use sparsewire_eval::recover::{recover, Gradual, RecoverOptions};
+    let d = tempfile::tempdir().unwrap();
+    let (setup, train, heldout) = recovery_setup(d.path());
+    let o = RecoverOptions {
+        criterion: sparsewire_metadata::Criterion::Magnitude,
+        sparsity: 0.5,
+        steps: 16,
+        batch: 2,
+        lr: 3e-3,
+        warmup: 2,
+        eval_every: 0,
+        gradual: Some(Gradual {
+            end: 8,
+            every: 2,
+            criterion: sparsewire_train::TrainCriterion::Taylor,
+        }),
+        ..RecoverOptions::default()
+    };
+    let r = recover(&setup, &train, &heldout, &o, &mut |_| {}).unwrap();
+    assert!(
+        (r.report.sparsity - 0.5).abs() < 0.01,
+        "{}",
+        r.report.sparsity
+    );
+    // The stream records the training criterion and carries the final masks: every
+    // dropped weight is zero, and half of each tensor is dropped.
+    let rd = sparsewire_stream::Reader::new(&r.stream[..]).unwrap();
+    assert_eq!(rd.header().tensors.len(), 6 * LAYERS);
+    for t in 0..rd.header().tensors.len() {
+        let m = rd.tensor_sparse(t).unwrap().unwrap();
+        let kept = m.mask().kept() as f64 / m.mask().len() as f64;
+        assert!((kept - 0.5).abs() < 0.01, "{kept}");
+        let info = rd.header().tensors[t].sparsification.as_ref().unwrap();
+        assert_eq!(info.criterion, sparsewire_metadata::Criterion::Taylor);
+        let v = rd.decode_tensor(t).unwrap().to_f32_vec().unwrap();
+        for (i, x) in v.iter().enumerate() {
+            if !m.mask().is_kept(i) {
+                assert_eq!(x.to_bits(), 0);
+            }
+        }
+    }
+    let decoded = sparsewire_pipeline::decompress(&r.stream).unwrap();
+    assert_eq!(decoded.tensors, r.trained.tensors);
+    // The schedule must end inside the run and update at least once.
+    for (end, every) in [(16, 2), (0, 1), (8, 0), (4, 5)] {
+        let bad = RecoverOptions {
+            gradual: Some(Gradual {
+                end,
+                every,
+                criterion: sparsewire_train::TrainCriterion::Magnitude,
+            }),
+            ..o.clone()
+        };
+        let e = recover(&setup, &train, &heldout, &bad, &mut |_| {})
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("gradual"), "{e}");
+    }
+}

@@ -15,7 +15,7 @@ use sparsewire_sparse::{Mask, SparseTensor, SparseTile};
 use std::collections::BTreeMap;
 
 /// How a group's weights are scored when its masks are updated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TrainCriterion {
     /// `|w|`.
@@ -28,7 +28,8 @@ pub enum TrainCriterion {
 }
 
 impl TrainCriterion {
-    fn recorded(self) -> Criterion {
+    /// The criterion a stream records for masks chosen this way.
+    pub fn recorded(self) -> Criterion {
         match self {
             TrainCriterion::Magnitude => Criterion::Magnitude,
             TrainCriterion::Taylor => Criterion::Taylor,
