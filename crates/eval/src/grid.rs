@@ -14,8 +14,9 @@
 //! dictionary (each channel's mean dropped value, estimated offline on the calibration
 //! activations, never on the evaluated sentences: MiniLM's recorded ones in
 //! ../shared/data, or for another model ones [`record_calibration`] takes from training
-//! text). `bytes_fraction` is each block's real encoded tile (mask and kept bf16 values
-//! through the codec, with its header) over the dense bf16 bytes.
+//! text). Each block is encoded as a real tile (mask and kept bf16 values through the
+//! codec, with its header) and decoded again: the next layer gets the decoded bf16 values,
+//! and `bytes_fraction` is the encoded tiles' size over the dense bf16 bytes.
 //!
 //! Quality is always against the original bf16 model on the same sentences.
 
@@ -24,7 +25,7 @@ use crate::model::{Bert, BertConfig, Site};
 use sparsewire_formats::{Dtype, Tensor, TensorFile};
 use sparsewire_metadata::{display, Criterion, Pattern};
 use sparsewire_pipeline::{compress, decompress, CompressOptions};
-use sparsewire_se::activations::{densify, sparsify_activations, ActivationPolicy};
+use sparsewire_se::activations::{sparsify_activations, ActivationPolicy};
 use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
 use std::collections::HashMap;
 
@@ -409,23 +410,29 @@ fn sparsify_site(
     };
     let s =
         sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
-    // The bytes sent: the block as a real one-tensor stream (mask and kept values through
-    // the codec, bf16, with its header), as `sparsewire_pipeline` writes it for the link.
-    let sent = sparsewire_pipeline::encode_activation_tile(
+    // What is sent: the block as a real one-tensor stream (mask and kept values through
+    // the codec, bf16, with its header), as `sparsewire_pipeline` writes it for the link;
+    // its length is the byte count and its decoded values are what the next layer gets.
+    let stream = sparsewire_pipeline::encode_activation_tile(
         v,
         &s,
         policy,
         sparsewire_formats::Dtype::BF16,
         &CompressOptions::default().encode,
     )
-    .map_err(|e| GridError::Other(e.to_string()))?
-    .len();
+    .map_err(|e| GridError::Other(e.to_string()))?;
+    let sent = stream.len();
+    let received = sparsewire_pipeline::decompress(&stream)?
+        .tensors
+        .first()
+        .and_then(|t| t.to_f32_vec())
+        .filter(|r| r.len() == v.len())
+        .ok_or_else(|| GridError::Other("an activation tile decoded to another size".into()))?;
     let fill = match (a.reconstruct, a.policy.keep(site)) {
         (ActRebuild::Dictionary, Some(f)) => Some(setup.dictionary(site, f)?),
         _ => None,
     };
-    let dense = densify(&s);
-    for (i, (x, d)) in v.iter_mut().zip(dense).enumerate() {
+    for (i, (x, d)) in v.iter_mut().zip(received).enumerate() {
         let kept = s.mask().is_kept(i);
         *x = match (&fill, kept) {
             (_, true) => d,

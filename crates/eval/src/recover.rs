@@ -14,12 +14,13 @@
 //!    AdamW, linear warm-up then linear decay, global gradient-norm clipping, a seed.
 //! 3. With `activation_keep`, the tensors that cross the link (`hidden.i`, `ffn_in.i`,
 //!    `ffn_act.i`, as the grid defines them; the model output excepted) go through the
-//!    runtime activation sparsifier per token in the student's forward pass, with a
-//!    straight-through gradient (`sparsewire_train::activation::ste`), so the student learns
+//!    runtime activation sparsifier per token in the student's forward pass, the kept values
+//!    rounded to bf16 as they are sent ([`activation_hook`]), with a straight-through
+//!    gradient (`sparsewire_train::activation::ste`), so the student learns
 //!    to live with the activation sparsity inference applies. The hidden-state MSE compares
 //!    each layer's output before it is sparsified. The scores "with activations" then run
 //!    the inference path: every block sparsified, encoded as a real stream tile (its bytes
-//!    counted), zero-filled.
+//!    counted), decoded, zero-filled.
 //! 4. Training text is never the evaluation text: the sentences come from a training file
 //!    (WordNet examples by default), its last `heldout` lines kept out for a held-out score.
 //! 5. The trained weights are rounded to bf16 (the transfer dtype), written with the same
@@ -304,6 +305,27 @@ fn overlay(setup: &Setup, stream: &[u8]) -> Result<TensorFile, GridError> {
     Ok(full)
 }
 
+/// The training forward's activation sparsifier, for [`Bert::hidden_states_with`]: at
+/// every site of `sites` that a model of `layers` layers sends, each token keeps `keep` of
+/// its values (the runtime sparsifier), rounded to bf16 as they are sent, with the
+/// straight-through gradient.
+pub fn activation_hook(
+    sites: Sites,
+    layers: usize,
+    keep: f32,
+) -> impl FnMut(Site, Tensor) -> Result<Tensor, ModelError> {
+    let policy = sparsewire_se::activations::ActivationPolicy::KeepFraction(keep);
+    move |site, x| {
+        if !sites.sends(site, layers) {
+            return Ok(x);
+        }
+        let y = sparsewire_train::activation::ste(&x, policy)
+            .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))?;
+        let r = y.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
+        Ok((&y + (r - &y)?.detach())?)
+    }
+}
+
 /// The inference path's activation setting for these options, if any.
 fn act_setting(o: &RecoverOptions) -> Option<ActSetting> {
     o.activation_keep.map(|k| ActSetting {
@@ -476,17 +498,10 @@ pub fn recover(
             let ht = teacher.hidden_states(ids)?;
             let hs = match o.activation_keep {
                 None => student.hidden_states(ids)?,
-                Some(k) => {
-                    let (sites, layers) = (o.activation_sites, setup.config.layers);
-                    let policy = sparsewire_se::activations::ActivationPolicy::KeepFraction(k);
-                    student.hidden_states_with(ids, &mut |site: Site, x: Tensor| {
-                        if !sites.sends(site, layers) {
-                            return Ok(x);
-                        }
-                        sparsewire_train::activation::ste(&x, policy)
-                            .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))
-                    })?
-                }
+                Some(k) => student.hidden_states_with(
+                    ids,
+                    &mut activation_hook(o.activation_sites, setup.config.layers, k),
+                )?,
             };
             let (es, et) = (
                 Bert::mean_embedding(hs.last().expect("layers"))?,

@@ -432,8 +432,7 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
 fn activations_in_the_loop_train_through_what_inference_ships() {
     use sparsewire_eval::grid::{score, Sites};
     use sparsewire_eval::model::{Bert, Site};
-    use sparsewire_eval::recover::{recover, RecoverOptions};
-    use sparsewire_se::activations::ActivationPolicy;
+    use sparsewire_eval::recover::{activation_hook, recover, RecoverOptions};
     let d = tempfile::tempdir().unwrap();
     let (setup, train, heldout) = recovery_setup(d.path());
     let model = Bert::load(&setup.config, &setup.weights).unwrap();
@@ -459,15 +458,7 @@ fn activations_in_the_loop_train_through_what_inference_ships() {
     let mut cos = 0f64;
     for (ids, r) in setup.sentences.iter().zip(&setup.reference) {
         let hs = model
-            .hidden_states_with(ids, &mut |site: Site, x| {
-                if !Sites::All.sends(site, layers) {
-                    return Ok(x);
-                }
-                Ok(
-                    sparsewire_train::activation::ste(&x, ActivationPolicy::KeepFraction(keep))
-                        .unwrap(),
-                )
-            })
+            .hidden_states_with(ids, &mut activation_hook(Sites::All, layers, keep))
             .unwrap();
         let e = Bert::mean_embedding(hs.last().unwrap())
             .unwrap()
