@@ -295,6 +295,18 @@ fn lossy_compress_reports_and_inspect_shows_it() {
 }
 
 /// Runs a command that must fail; its stderr.
+/// The demo tensors in `dir`, and them compressed at 50% sparsity as `dir/s.swire`.
+fn demo_sparse(dir: &Path) -> (PathBuf, PathBuf) {
+    let input = demo_input(dir);
+    let swire = dir.join("s.swire");
+    assert!(
+        run(&["compress", s(&input), "-o", s(&swire), "--sparsity", "0.5"])
+            .status
+            .success()
+    );
+    (input, swire)
+}
+
 fn fails(args: &[&str]) -> String {
     let out = run(args);
     assert!(!out.status.success(), "{args:?} succeeded");
@@ -388,13 +400,7 @@ fn options_that_would_be_ignored_or_out_of_range_are_refused() {
 #[test]
 fn sparse_layouts_are_written_as_named_arrays() {
     let d = tmp();
-    let input = demo_input(d.path());
-    let swire = d.path().join("s.swire");
-    assert!(
-        run(&["compress", s(&input), "-o", s(&swire), "--sparsity", "0.5"])
-            .status
-            .success()
-    );
+    let (_, swire) = demo_sparse(d.path());
     let dense = d.path().join("dense.safetensors");
     assert!(run(&["decompress", s(&swire), "-o", s(&dense)])
         .status
@@ -677,13 +683,7 @@ fn serve_and_run_over_a_unix_socket() {
 #[test]
 fn simulate_runs_its_bus_on_a_link_trace() {
     let d = tmp();
-    let input = demo_input(d.path());
-    let swire = d.path().join("s.swire");
-    assert!(
-        run(&["compress", s(&input), "-o", s(&swire), "--sparsity", "0.5"])
-            .status
-            .success()
-    );
+    let (_, swire) = demo_sparse(d.path());
     let base = ok_json(&["simulate", s(&swire), "--hw", "pcie-gpu", "--json"]);
     // A trace at a thousandth of the preset's bus: every transfer, the dense baseline's
     // too, takes longer.

@@ -356,6 +356,20 @@ fn recovery_setup(m: &Path) -> (sparsewire_eval::grid::Setup, Vec<Vec<u32>>, Vec
     (setup, train, heldout)
 }
 
+/// Recovery refuses `bad` before any work, with an error that says `want`.
+fn refused(
+    setup: &sparsewire_eval::grid::Setup,
+    train: &[Vec<u32>],
+    heldout: &[Vec<u32>],
+    bad: &sparsewire_eval::recover::RecoverOptions,
+    want: &str,
+) {
+    let e = sparsewire_eval::recover::recover(setup, train, heldout, bad, &mut |_| {})
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains(want), "{e}");
+}
+
 #[test]
 fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
     use sparsewire_eval::grid::{linear_stream, WeightSetting};
@@ -422,10 +436,7 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
         warmup: 20,
         ..o.clone()
     };
-    let e = recover(&setup, &train, &heldout, &bad, &mut |_| {})
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("warm-up"), "{e}");
+    refused(&setup, &train, &heldout, &bad, "warm-up");
 }
 
 #[test]
@@ -528,10 +539,7 @@ fn activations_in_the_loop_train_through_what_inference_ships() {
             activation_keep: Some(k),
             ..o.clone()
         };
-        let e = recover(&setup, &train, &heldout, &bad, &mut |_| {})
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("activation keep"), "{e}");
+        refused(&setup, &train, &heldout, &bad, "activation keep");
     }
 }
 
@@ -711,9 +719,6 @@ fn gradual_pruning_during_recovery_reaches_the_target_and_writes_its_masks() {
             }),
             ..o.clone()
         };
-        let e = recover(&setup, &train, &heldout, &bad, &mut |_| {})
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("gradual"), "{e}");
+        refused(&setup, &train, &heldout, &bad, "gradual");
     }
 }
