@@ -9,6 +9,7 @@
 //! - [`report`]: results.json, results.md and the plots.
 
 pub mod cells;
+pub mod checkpoint;
 pub mod filters;
 pub mod grid;
 pub mod metrics;

@@ -215,6 +215,15 @@ struct RecoverArgs {
     /// Replace an existing output folder.
     #[arg(long)]
     force: bool,
+    /// Steps between checkpoints, written to OUT.checkpoint/ (0: none). The folder is
+    /// removed when the run completes; after an interruption (or a NaN loss) it holds the
+    /// last good state.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Go on from OUT.checkpoint/ where an interrupted run stopped (same options; the
+    /// result is the one the uninterrupted run would have given).
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args)]
@@ -398,7 +407,7 @@ fn train_criterion(s: &str) -> std::result::Result<sparsewire_train::TrainCriter
 
 fn run_recover(a: RecoverArgs) -> Result<()> {
     use sparsewire_eval::recover::{recover, RecoverOptions};
-    let o = RecoverOptions {
+    let mut o = RecoverOptions {
         criterion: a.criterion,
         pattern: a.pattern,
         sparsity: a.sparsity,
@@ -416,8 +425,36 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
             every: a.gradual_every,
             criterion: a.gradual_criterion,
         }),
+        checkpoint: None,
         ..RecoverOptions::default()
     };
+    let ckpt_dir = {
+        let mut name = a.out.file_name().unwrap_or_default().to_os_string();
+        name.push(".checkpoint");
+        a.out.with_file_name(name)
+    };
+    let has_ckpt = sparsewire_eval::checkpoint::Checkpoint::exists(&ckpt_dir);
+    if a.resume && !has_ckpt {
+        return Err(format!("--resume: no checkpoint in {}", ckpt_dir.display()).into());
+    }
+    if !a.resume && has_ckpt {
+        return Err(format!(
+            "{} holds a checkpoint of an earlier run: --resume to go on from it, or delete it",
+            ckpt_dir.display()
+        )
+        .into());
+    }
+    if a.checkpoint_every > 0 || a.resume {
+        o.checkpoint = Some(sparsewire_eval::checkpoint::Checkpointing {
+            dir: ckpt_dir.clone(),
+            every: a.checkpoint_every.max(1),
+            resume: a.resume,
+        });
+    }
+    if o.gradual.is_some() && a.checkpoint_every > 0 && !a.resume {
+        // Gradual runs are not checkpointed (the sparsifier's scores are not saved).
+        o.checkpoint = None;
+    }
     o.check()?;
     // Refuse an existing output before hours of training, not after.
     let out = sparsewire_formats::output::OutputDir::create(&a.out, a.force)?;
@@ -543,6 +580,14 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
     write("results.md", md.as_bytes())?;
     sparsewire_eval::report::loss_plot(&stage.join("loss.svg"), &rep.curve)?;
     out.commit()?;
+    if ckpt_dir.exists() {
+        std::fs::remove_dir_all(&ckpt_dir).map_err(|e| {
+            format!(
+                "{}: {e} (the run is complete; delete it)",
+                ckpt_dir.display()
+            )
+        })?;
+    }
     eprint!("{md}");
     eprintln!("wrote {}", a.out.display());
     Ok(())

@@ -11,7 +11,10 @@
 //!    the dense model, frozen. Loss per sentence: `1 - cos(student, teacher)` of the pooled
 //!    embeddings plus `hidden_weight` times the mean squared error of every layer's output
 //!    (the tensors that cross the link pulled toward the teacher's), averaged over a batch.
-//!    AdamW, linear warm-up then linear decay, global gradient-norm clipping, a seed.
+//!    AdamW, linear warm-up then linear decay, global gradient-norm clipping, a seed. With
+//!    [`Checkpointing`], the whole state (weights, masks, moments, data order, curve) is
+//!    saved every few steps, and a resumed run ends bit for bit where the uninterrupted one
+//!    would have ([`crate::checkpoint`]).
 //! 3. With `activation_keep`, the tensors that cross the link (`hidden.i`, `ffn_in.i`,
 //!    `ffn_act.i`, as the grid defines them; the model output excepted) go through the
 //!    runtime activation sparsifier per token in the student's forward pass, the kept values
@@ -27,13 +30,13 @@
 //!    masks as one stream, decoded again, and scored from those decoded bytes: the figure
 //!    is what the accelerator would rebuild.
 
+use crate::checkpoint::{self, Adam, Checkpoint, Checkpointing, Saved, State};
 use crate::grid::{
     self, ActPolicy, ActRebuild, ActSetting, GridError, Setup, Sites, WeightSetting,
 };
 use crate::metrics::{quality, Quality};
 use crate::model::{Bert, ModelError, Site};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use sparsewire_formats::{Dtype, TensorFile};
 use sparsewire_metadata::{Criterion, Pattern, Reconstruction, Sparsification};
 use sparsewire_sparse::{Mask, SparseTensor, SparseTile};
@@ -67,6 +70,10 @@ pub struct RecoverOptions {
     pub activation_sites: Sites,
     /// Gradual pruning during recovery instead of the post-hoc sparsifier's fixed masks.
     pub gradual: Option<Gradual>,
+    /// Checkpoints to write, and whether to go on from one (not part of the options a
+    /// resume must match).
+    #[serde(skip)]
+    pub checkpoint: Option<Checkpointing>,
 }
 
 /// Gradual pruning during recovery (`sparsewire_train::Sparsifier`): the student starts
@@ -99,6 +106,7 @@ impl Default for RecoverOptions {
             activation_keep: None,
             activation_sites: Sites::All,
             gradual: None,
+            checkpoint: None,
         }
     }
 }
@@ -133,6 +141,16 @@ impl RecoverOptions {
                 ));
             }
         }
+        if let Some(c) = &self.checkpoint {
+            if c.every == 0 {
+                return bad("checkpoints must be at least 1 step apart".into());
+            }
+            if self.gradual.is_some() {
+                return bad(
+                    "checkpoints are not written with gradual pruning (the sparsifier's scores are not saved)".into(),
+                );
+            }
+        }
         if let Some(k) = self.activation_keep {
             if !(k > 0.0 && k <= 1.0) {
                 return bad(format!("activation keep fraction {k} is outside (0, 1]"));
@@ -153,7 +171,7 @@ impl RecoverOptions {
 }
 
 /// One step's progress.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub step: usize,
     pub loss: f64,
@@ -464,13 +482,9 @@ pub fn recover(
             Some(s)
         }
     };
-    let mut opt = AdamW::new(
+    let mut opt = Adam::new(
         linears.iter().map(|l| l.var.clone()).collect(),
-        ParamsAdamW {
-            lr: o.lr,
-            weight_decay: o.weight_decay,
-            ..Default::default()
-        },
+        o.weight_decay,
     )
     .map_err(err)?;
     let t0 = std::time::Instant::now();
@@ -479,13 +493,57 @@ pub fn recover(
     shuffle(&mut order, &mut seed);
     let mut at = 0usize;
     let mut curve = Vec::with_capacity(o.steps);
-    for step in 0..o.steps {
+    let (mut start, mut seconds_before) = (0usize, 0f64);
+    let options_json = serde_json::to_value(o).map_err(err)?;
+    if let Some(c) = o.checkpoint.as_ref().filter(|c| c.resume) {
+        let names: Vec<(String, usize)> = linears
+            .iter()
+            .map(|l| (l.name.clone(), l.shape.0 * l.shape.1))
+            .collect();
+        let ck = Checkpoint::load(&c.dir, &names).map_err(GridError::Other)?;
+        if ck.state.options != options_json {
+            return Err(err(format!(
+                "checkpoint {}: started with other options ({}); resume with the same ones",
+                c.dir.display(),
+                ck.state.options
+            )));
+        }
+        if ck.state.step >= o.steps || ck.state.order.len() != train.len() {
+            return Err(err(format!(
+                "checkpoint {}: step {} of {} sentences does not fit a run of {} steps on {}",
+                c.dir.display(),
+                ck.state.step,
+                ck.state.order.len(),
+                o.steps,
+                train.len()
+            )));
+        }
+        for (i, (l, saved)) in linears.iter_mut().zip(ck.linears).enumerate() {
+            l.var
+                .set(&checkpoint::tensor(saved.weights, l.shape).map_err(err)?)
+                .map_err(err)?;
+            let f: Vec<f32> = saved
+                .keep
+                .iter()
+                .map(|&k| if k { 1.0 } else { 0.0 })
+                .collect();
+            l.mask = checkpoint::tensor(f, l.shape).map_err(err)?;
+            l.keep = saved.keep;
+            opt.m[i] = checkpoint::tensor(saved.m, l.shape).map_err(err)?;
+            opt.v[i] = checkpoint::tensor(saved.v, l.shape).map_err(err)?;
+        }
+        start = ck.state.step;
+        seconds_before = ck.state.seconds;
+        (seed, order, at) = (ck.state.seed, ck.state.order, ck.state.at);
+        opt.t = ck.state.adam_t;
+        curve = serde_json::from_value(ck.state.curve).map_err(err)?;
+    }
+    for step in start..o.steps {
         let lr = if step < o.warmup {
             o.lr * (step + 1) as f64 / o.warmup as f64
         } else {
             o.lr * (o.steps - step) as f64 / (o.steps - o.warmup) as f64
         };
-        opt.set_learning_rate(lr);
         let student = masked(&teacher, &linears)?;
         let mut loss: Option<Tensor> = None;
         for _ in 0..o.batch {
@@ -569,7 +627,7 @@ pub fn recover(
         if let Some(sp) = &mut sparsifier {
             sp.observe(&grads).map_err(err)?;
         }
-        opt.step(&grads).map_err(err)?;
+        opt.step(&grads, lr).map_err(err)?;
         if let Some(sp) = &mut sparsifier {
             // Masks move on the schedule's steps; `step` zeroes the dropped weights after
             // every update (the optimiser's momentum would move them).
@@ -603,8 +661,37 @@ pub fn recover(
         };
         progress(&s);
         curve.push(s);
+        if let Some(c) = &o.checkpoint {
+            if (step + 1) % c.every == 0 && step + 1 < o.steps {
+                let mut saved = Vec::with_capacity(linears.len());
+                for (i, l) in linears.iter().enumerate() {
+                    saved.push(Saved {
+                        name: l.name.clone(),
+                        weights: checkpoint::values(l.var.as_tensor()).map_err(err)?,
+                        keep: l.keep.clone(),
+                        m: checkpoint::values(&opt.m[i]).map_err(err)?,
+                        v: checkpoint::values(&opt.v[i]).map_err(err)?,
+                    });
+                }
+                Checkpoint {
+                    state: State {
+                        step: step + 1,
+                        options: options_json.clone(),
+                        seed,
+                        order: order.clone(),
+                        at,
+                        adam_t: opt.t,
+                        seconds: seconds_before + t0.elapsed().as_secs_f64(),
+                        curve: serde_json::to_value(&curve).map_err(err)?,
+                    },
+                    linears: saved,
+                }
+                .save(&c.dir)
+                .map_err(GridError::Other)?;
+            }
+        }
     }
-    let train_seconds = t0.elapsed().as_secs_f64();
+    let train_seconds = seconds_before + t0.elapsed().as_secs_f64();
     let kept: usize = linears
         .iter()
         .map(|l| l.keep.iter().filter(|&&k| k).count())

@@ -597,7 +597,7 @@ fn recover_and_plot_recovery_run_from_the_command_line() {
     };
     let (w, a) = (d.path().join("weights"), d.path().join("acts"));
     for (extra, out) in [
-        (&["--sparsity", "0.5"][..], &w),
+        (&["--sparsity", "0.5", "--checkpoint-every", "2"][..], &w),
         (&["--sparsity", "0", "--activation-keep", "0.5"][..], &a),
     ] {
         let o = recover(extra, out);
@@ -613,6 +613,20 @@ fn recover_and_plot_recovery_run_from_the_command_line() {
             assert!(out.join(f).is_file(), "{f} missing: {err}");
         }
     }
+    // Checkpoints were written every 2 steps and removed when the run completed.
+    assert!(!d.path().join("weights.checkpoint").exists());
+    let e = recover(&["--resume"], &d.path().join("y"));
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && err.contains("no checkpoint"),
+        "{err}"
+    );
+    // A checkpoint left by an earlier run is neither overwritten nor ignored.
+    std::fs::create_dir(d.path().join("y.checkpoint")).unwrap();
+    std::fs::write(d.path().join("y.checkpoint/checkpoint.json"), "{}").unwrap();
+    let e = recover(&[], &d.path().join("y"));
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("--resume"), "{err}");
     let md = std::fs::read_to_string(a.join("results.md")).unwrap();
     assert!(md.contains("With 0.5 of each token's values kept"), "{md}");
     assert!(md.contains("| dense weights |"), "{md}");
@@ -721,4 +735,88 @@ fn gradual_pruning_during_recovery_reaches_the_target_and_writes_its_masks() {
         };
         refused(&setup, &train, &heldout, &bad, "gradual");
     }
+}
+
+#[test]
+fn an_interrupted_recovery_resumes_to_the_same_result() {
+    use sparsewire_eval::checkpoint::Checkpointing;
+    use sparsewire_eval::recover::{recover, RecoverOptions};
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let (setup, train, heldout) = recovery_setup(&m);
+    let base = RecoverOptions {
+        criterion: sparsewire_metadata::Criterion::Magnitude,
+        sparsity: 0.5,
+        steps: 12,
+        batch: 2,
+        lr: 3e-3,
+        warmup: 2,
+        eval_every: 4,
+        activation_keep: Some(0.7),
+        ..RecoverOptions::default()
+    };
+    let plain = recover(&setup, &train, &heldout, &base, &mut |_| {}).unwrap();
+    // The same run writing checkpoints every 4 steps; the one of step 8 is copied aside
+    // as an interruption would have left it.
+    let (ck, kept) = (d.path().join("ck"), d.path().join("at8"));
+    let with = RecoverOptions {
+        checkpoint: Some(Checkpointing {
+            dir: ck.clone(),
+            every: 4,
+            resume: false,
+        }),
+        ..base.clone()
+    };
+    let full = recover(&setup, &train, &heldout, &with, &mut |s| {
+        if s.step == 9 {
+            std::fs::create_dir(&kept).unwrap();
+            for f in std::fs::read_dir(&ck).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, kept.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(full.stream, plain.stream, "checkpoints change nothing");
+    let mut steps = Vec::new();
+    let resumed = RecoverOptions {
+        checkpoint: Some(Checkpointing {
+            dir: kept.clone(),
+            every: 4,
+            resume: true,
+        }),
+        ..base.clone()
+    };
+    let r = recover(&setup, &train, &heldout, &resumed, &mut |s| {
+        steps.push(s.step)
+    })
+    .unwrap();
+    assert_eq!(
+        steps,
+        (9..=12).collect::<Vec<_>>(),
+        "only the steps left run"
+    );
+    assert_eq!(
+        r.stream, full.stream,
+        "the resumed run ends where the whole one did"
+    );
+    let losses =
+        |c: &[sparsewire_eval::recover::Step]| c.iter().map(|s| s.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&r.report.curve), losses(&full.report.curve));
+    // Other options than the checkpoint's are refused, naming them.
+    let other = RecoverOptions {
+        lr: 1e-3,
+        ..resumed.clone()
+    };
+    refused(&setup, &train, &heldout, &other, "other options");
+    let none = RecoverOptions {
+        checkpoint: Some(Checkpointing {
+            dir: d.path().join("nothing"),
+            every: 4,
+            resume: true,
+        }),
+        ..base.clone()
+    };
+    refused(&setup, &train, &heldout, &none, "checkpoint");
 }
