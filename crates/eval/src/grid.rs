@@ -87,7 +87,85 @@ pub enum ActPolicy {
     },
 }
 
+impl std::fmt::Display for ActPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActPolicy::KeepFraction(k) => write!(f, "{k} of each token's values kept"),
+            ActPolicy::Threshold(t) => write!(f, "values with |a| > {t} kept"),
+            ActPolicy::PerFamily {
+                hidden,
+                ffn_in,
+                ffn_act,
+            } => write!(
+                f,
+                "{hidden} / {ffn_in} / {ffn_act} of each token's values kept in hidden / ffn_in / ffn_act"
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for ActPolicy {
+    type Err = String;
+    /// `K` (a keep fraction everywhere), `H,F,A` (per family: hidden, ffn_in, ffn_act)
+    /// or `>T` (a threshold on |a|); every value range-checked.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let num = |x: &str| {
+            x.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("{x:?} is not a number"))
+        };
+        let p = if let Some(t) = s.strip_prefix('>') {
+            ActPolicy::Threshold(num(t)?)
+        } else {
+            let v: Vec<f32> = s.split(',').map(num).collect::<Result<_, _>>()?;
+            match v[..] {
+                [k] => ActPolicy::KeepFraction(k),
+                [hidden, ffn_in, ffn_act] => ActPolicy::PerFamily {
+                    hidden,
+                    ffn_in,
+                    ffn_act,
+                },
+                _ => return Err(format!("{s:?}: expected K, H,F,A or >T")),
+            }
+        };
+        p.check()?;
+        Ok(p)
+    }
+}
+
 impl ActPolicy {
+    /// Keep fractions in (0, 1], a threshold finite and >= 0.
+    pub fn check(&self) -> Result<(), String> {
+        let frac = |k: f32| {
+            if k > 0.0 && k <= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("activation keep fraction {k} is outside (0, 1]"))
+            }
+        };
+        match *self {
+            ActPolicy::KeepFraction(k) => frac(k),
+            ActPolicy::PerFamily {
+                hidden,
+                ffn_in,
+                ffn_act,
+            } => frac(hidden).and(frac(ffn_in)).and(frac(ffn_act)),
+            ActPolicy::Threshold(t) if t.is_finite() && t >= 0.0 => Ok(()),
+            ActPolicy::Threshold(t) => {
+                Err(format!("activation threshold {t} must be finite and >= 0"))
+            }
+        }
+    }
+
+    /// The runtime sparsifier's policy at `site`.
+    pub fn at(&self, site: Site) -> ActivationPolicy {
+        match (*self, self.keep(site)) {
+            (ActPolicy::Threshold(t), _) => ActivationPolicy::Threshold(t),
+            (_, Some(f)) => ActivationPolicy::KeepFraction(f),
+            (_, None) => unreachable!("fraction policies have a fraction per site"),
+        }
+    }
+
     /// The keep fraction at `site`, for fraction policies.
     fn keep(&self, site: Site) -> Option<f32> {
         match (*self, site) {
@@ -403,11 +481,7 @@ fn sparsify_site(
     }
     let cols = setup.config.width(site);
     let rows = v.len() / cols;
-    let policy = match (a.policy, a.policy.keep(site)) {
-        (ActPolicy::Threshold(t), _) => ActivationPolicy::Threshold(t),
-        (_, Some(f)) => ActivationPolicy::KeepFraction(f),
-        (_, None) => unreachable!("fraction policies have a fraction per site"),
-    };
+    let policy = a.policy.at(site);
     let s =
         sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
     // What is sent: the block as a real one-tensor stream (mask and kept values through

@@ -161,12 +161,13 @@ struct RecoverArgs {
     /// activation sparsity alone).
     #[arg(long, default_value_t = 0.5)]
     sparsity: f32,
-    /// Activations in the loop: keep this fraction of each token's values, in (0, 1], at
-    /// every transferred tensor of --activation-sites, in the training forward pass
-    /// (straight-through gradient) and in the scores "with activations" (encoded tiles,
-    /// zero-filled). Off by default.
-    #[arg(long, value_name = "K")]
-    activation_keep: Option<f32>,
+    /// Activations in the loop: K keeps that fraction of each token's values, in (0, 1],
+    /// at every transferred tensor of --activation-sites; H,F,A one fraction per family
+    /// (hidden, ffn_in, ffn_act); >T the values with |a| > T. Applied in the training
+    /// forward pass (straight-through gradient) and in the scores "with activations"
+    /// (encoded tiles, decoded, zero-filled). Off by default.
+    #[arg(long, value_name = "K|H,F,A|>T")]
+    activation_keep: Option<sparsewire_eval::grid::ActPolicy>,
     /// Gradual pruning: start from the dense weights and raise the sparsity to --sparsity
     /// on the cubic schedule over the first N steps (masks updated every
     /// --gradual-every steps by --gradual-criterion), then train on with the masks fixed.
@@ -418,7 +419,7 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         hidden_weight: a.hidden_weight,
         seed: a.seed,
         eval_every: a.eval_every,
-        activation_keep: a.activation_keep,
+        activations: a.activation_keep,
         activation_sites: a.activation_sites,
         gradual: a.gradual_end.map(|end| sparsewire_eval::recover::Gradual {
             end,
@@ -483,8 +484,8 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         o.sparsity,
         o.criterion,
         o.pattern,
-        o.activation_keep
-            .map(|k| format!(", activations {k} kept at {}", o.activation_sites))
+        o.activations
+            .map(|p| format!(", activations: {p} at {}", o.activation_sites))
             .unwrap_or_default(),
         train.len(),
         heldout.len(),
@@ -560,8 +561,10 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
     );
     if let Some(w) = &rep.with_activations {
         md += &format!(
-            "\nWith {} of each token's values kept at the transferred activations ({}; encoded tiles at {:.4} of their bf16 bytes, zero-filled):\n\n| | mean cos | min cos | top-1 | held-out mean cos |\n|---|---|---|---|---|\n| dense weights | {:.5} | {:.5} | {:.1}% | |\n| post hoc | {:.5} | {:.5} | {:.1}% | {:.5} |\n| recovered | {:.5} | {:.5} | {:.1}% | {:.5} |\n",
-            o.activation_keep.unwrap_or(1.0),
+            "\nWith {} at the transferred activations ({}; encoded tiles at {:.4} of their bf16 bytes, zero-filled):\n\n| | mean cos | min cos | top-1 | held-out mean cos |\n|---|---|---|---|---|\n| dense weights | {:.5} | {:.5} | {:.1}% | |\n| post hoc | {:.5} | {:.5} | {:.1}% | {:.5} |\n| recovered | {:.5} | {:.5} | {:.1}% | {:.5} |\n",
+            o.activations
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             o.activation_sites,
             w.activation_bytes_fraction,
             w.dense_weights.mean_cosine,

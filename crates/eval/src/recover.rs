@@ -15,7 +15,7 @@
 //!    [`Checkpointing`], the whole state (weights, masks, moments, data order, curve) is
 //!    saved every few steps, and a resumed run ends bit for bit where the uninterrupted one
 //!    would have ([`crate::checkpoint`]).
-//! 3. With `activation_keep`, the tensors that cross the link (`hidden.i`, `ffn_in.i`,
+//! 3. With `activations` (a keep fraction, one per family, or a threshold), the tensors that cross the link (`hidden.i`, `ffn_in.i`,
 //!    `ffn_act.i`, as the grid defines them; the model output excepted) go through the
 //!    runtime activation sparsifier per token in the student's forward pass, the kept values
 //!    rounded to bf16 as they are sent ([`activation_hook`]), with a straight-through
@@ -64,9 +64,9 @@ pub struct RecoverOptions {
     pub seed: u64,
     /// Steps between the running evaluations the progress callback gets (0: none).
     pub eval_every: usize,
-    /// Activations in the loop: the fraction of each token's values kept at every
-    /// transferred site in `activation_sites` (`None`: activations dense).
-    pub activation_keep: Option<f32>,
+    /// Activations in the loop: what each token keeps at every transferred site in
+    /// `activation_sites` (`None`: activations dense).
+    pub activations: Option<ActPolicy>,
     pub activation_sites: Sites,
     /// Gradual pruning during recovery instead of the post-hoc sparsifier's fixed masks.
     pub gradual: Option<Gradual>,
@@ -103,7 +103,7 @@ impl Default for RecoverOptions {
             clip: 1.0,
             seed: 1,
             eval_every: 50,
-            activation_keep: None,
+            activations: None,
             activation_sites: Sites::All,
             gradual: None,
             checkpoint: None,
@@ -151,10 +151,8 @@ impl RecoverOptions {
                 );
             }
         }
-        if let Some(k) = self.activation_keep {
-            if !(k > 0.0 && k <= 1.0) {
-                return bad(format!("activation keep fraction {k} is outside (0, 1]"));
-            }
+        if let Some(p) = self.activations {
+            p.check()?;
         }
         if !((0.0..1.0).contains(&self.weight_decay)
             && self.hidden_weight >= 0.0
@@ -200,7 +198,7 @@ pub struct RecoverReport {
     /// On the held-out training-text lines.
     pub post_hoc_heldout: Quality,
     pub recovered_heldout: Quality,
-    /// With the activations sparsified as inference ships them (`activation_keep`).
+    /// With the activations sparsified as inference ships them (`activations`).
     pub with_activations: Option<WithActivations>,
     pub train_seconds: f64,
     pub curve: Vec<Step>,
@@ -324,20 +322,19 @@ fn overlay(setup: &Setup, stream: &[u8]) -> Result<TensorFile, GridError> {
 }
 
 /// The training forward's activation sparsifier, for [`Bert::hidden_states_with`]: at
-/// every site of `sites` that a model of `layers` layers sends, each token keeps `keep` of
-/// its values (the runtime sparsifier), rounded to bf16 as they are sent, with the
-/// straight-through gradient.
+/// every site of `sites` that a model of `layers` layers sends, each token keeps what
+/// `policy` says there (the runtime sparsifier), rounded to bf16 as they are sent, with
+/// the straight-through gradient.
 pub fn activation_hook(
     sites: Sites,
     layers: usize,
-    keep: f32,
+    policy: ActPolicy,
 ) -> impl FnMut(Site, Tensor) -> Result<Tensor, ModelError> {
-    let policy = sparsewire_se::activations::ActivationPolicy::KeepFraction(keep);
     move |site, x| {
         if !sites.sends(site, layers) {
             return Ok(x);
         }
-        let y = sparsewire_train::activation::ste(&x, policy)
+        let y = sparsewire_train::activation::ste(&x, policy.at(site))
             .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))?;
         let r = y.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
         Ok((&y + (r - &y)?.detach())?)
@@ -346,8 +343,8 @@ pub fn activation_hook(
 
 /// The inference path's activation setting for these options, if any.
 fn act_setting(o: &RecoverOptions) -> Option<ActSetting> {
-    o.activation_keep.map(|k| ActSetting {
-        policy: ActPolicy::KeepFraction(k),
+    o.activations.map(|policy| ActSetting {
+        policy,
         reconstruct: ActRebuild::Zero,
         sites: o.activation_sites,
     })
@@ -554,7 +551,7 @@ pub fn recover(
             let ids = &train[order[at]];
             at += 1;
             let ht = teacher.hidden_states(ids)?;
-            let hs = match o.activation_keep {
+            let hs = match o.activations {
                 None => student.hidden_states(ids)?,
                 Some(k) => student.hidden_states_with(
                     ids,

@@ -441,7 +441,7 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
 
 #[test]
 fn activations_in_the_loop_train_through_what_inference_ships() {
-    use sparsewire_eval::grid::{score, Sites};
+    use sparsewire_eval::grid::{score, ActPolicy, Sites};
     use sparsewire_eval::model::{Bert, Site};
     use sparsewire_eval::recover::{activation_hook, recover, RecoverOptions};
     let d = tempfile::tempdir().unwrap();
@@ -469,7 +469,10 @@ fn activations_in_the_loop_train_through_what_inference_ships() {
     let mut cos = 0f64;
     for (ids, r) in setup.sentences.iter().zip(&setup.reference) {
         let hs = model
-            .hidden_states_with(ids, &mut activation_hook(Sites::All, layers, keep))
+            .hidden_states_with(
+                ids,
+                &mut activation_hook(Sites::All, layers, ActPolicy::KeepFraction(keep)),
+            )
             .unwrap();
         let e = Bert::mean_embedding(hs.last().unwrap())
             .unwrap()
@@ -510,7 +513,7 @@ fn activations_in_the_loop_train_through_what_inference_ships() {
         lr: 3e-3,
         warmup: 2,
         eval_every: 10,
-        activation_keep: Some(keep),
+        activations: Some(ActPolicy::KeepFraction(keep)),
         ..RecoverOptions::default()
     };
     let r = recover(&setup, &train, &heldout, &o, &mut |_| {}).unwrap();
@@ -533,13 +536,37 @@ fn activations_in_the_loop_train_through_what_inference_ships() {
         "no weight dropped: {}",
         r.report.sparsity
     );
-    // Out-of-range keep fractions are refused before any work.
-    for k in [0.0, 1.5, f32::NAN] {
+    // Out-of-range keep fractions and thresholds are refused before any work.
+    for p in [
+        ActPolicy::KeepFraction(0.0),
+        ActPolicy::KeepFraction(1.5),
+        ActPolicy::KeepFraction(f32::NAN),
+        ActPolicy::PerFamily {
+            hidden: 0.9,
+            ffn_in: 0.0,
+            ffn_act: 0.5,
+        },
+        ActPolicy::Threshold(-1.0),
+    ] {
         let bad = RecoverOptions {
-            activation_keep: Some(k),
+            activations: Some(p),
             ..o.clone()
         };
-        refused(&setup, &train, &heldout, &bad, "activation keep");
+        refused(&setup, &train, &heldout, &bad, "activation");
+    }
+    // The command line's forms: a fraction, one per family, a threshold.
+    assert_eq!("0.7".parse::<ActPolicy>(), Ok(ActPolicy::KeepFraction(0.7)));
+    assert_eq!(
+        "0.9,0.8,0.5".parse::<ActPolicy>(),
+        Ok(ActPolicy::PerFamily {
+            hidden: 0.9,
+            ffn_in: 0.8,
+            ffn_act: 0.5
+        })
+    );
+    assert_eq!(">0.1".parse::<ActPolicy>(), Ok(ActPolicy::Threshold(0.1)));
+    for bad in ["0.5,0.5", "x", "1.5", ">-1", "0.9,0.9,0"] {
+        assert!(bad.parse::<ActPolicy>().is_err(), "{bad}");
     }
 }
 
@@ -753,7 +780,11 @@ fn an_interrupted_recovery_resumes_to_the_same_result() {
         lr: 3e-3,
         warmup: 2,
         eval_every: 4,
-        activation_keep: Some(0.7),
+        activations: Some(sparsewire_eval::grid::ActPolicy::PerFamily {
+            hidden: 0.9,
+            ffn_in: 0.8,
+            ffn_act: 0.6,
+        }),
         ..RecoverOptions::default()
     };
     let plain = recover(&setup, &train, &heldout, &base, &mut |_| {}).unwrap();
