@@ -168,20 +168,21 @@ struct RecoverArgs {
     /// (encoded tiles, decoded, zero-filled). Off by default.
     #[arg(long, value_name = "K|H,F,A|>T")]
     activation_keep: Option<sparsewire_eval::grid::ActPolicy>,
+    /// Which transferred activations --activation-keep sparsifies.
+    #[arg(long, value_enum, default_value = "all", requires = "activation_keep")]
+    activation_sites: sparsewire_eval::grid::Sites,
     /// Gradual pruning: start from the dense weights and raise the sparsity to --sparsity
     /// on the cubic schedule over the first N steps (masks updated every
     /// --gradual-every steps by --gradual-criterion), then train on with the masks fixed.
     /// Without it the masks are the post-hoc sparsifier's (--criterion), fixed.
     #[arg(long, value_name = "N")]
     gradual_end: Option<usize>,
+    /// Steps between mask updates during the ramp.
     #[arg(long, default_value_t = 10, requires = "gradual_end")]
     gradual_every: usize,
     /// magnitude, taylor (moving average of |g w|) or movement (-sum g w).
     #[arg(long, default_value = "magnitude", value_parser = train_criterion, requires = "gradual_end")]
     gradual_criterion: sparsewire_train::TrainCriterion,
-    /// Which transferred activations --activation-keep sparsifies.
-    #[arg(long, value_enum, default_value = "all", requires = "activation_keep")]
-    activation_sites: sparsewire_eval::grid::Sites,
     /// Training steps.
     #[arg(long, default_value_t = 300)]
     steps: usize,
@@ -191,6 +192,7 @@ struct RecoverArgs {
     /// Peak learning rate (AdamW), reached after --warmup steps, then decayed linearly.
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
+    /// Steps of linear warm-up to the peak rate (fewer than --steps).
     #[arg(long, default_value_t = 30)]
     warmup: usize,
     /// Weight of the per-layer hidden-state MSE beside the embedding cosine loss.
