@@ -4,7 +4,7 @@ use crate::args::{self, Result};
 use crate::output::print_json;
 use crate::plot;
 use sparsewire_accel::calibrate::calibrate;
-use sparsewire_accel::sim::{HardwareSpec, SimReport, Sweep};
+use sparsewire_accel::sim::{HardwareSpec, SimReport, Sweep, SweepParam};
 use sparsewire_accel::workload::{matrices, simulate_stream, simulate_timeline};
 use sparsewire_formats::output::write_file;
 use sparsewire_stream::Reader;
@@ -119,16 +119,14 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(f) = &a.link_trace {
         if a.sweep
             .as_ref()
-            .is_some_and(|s| s.param.to_string() == "bus.gbps")
+            .is_some_and(|s| matches!(s.param, SweepParam::BusGbps))
         {
             return Err(
                 "--link-trace sets the bus's rate; it cannot be swept with bus.gbps".into(),
             );
         }
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let t = sparsewire_accel::sim::Trace::parse(&text)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
-        hw.bus.trace = Some(t);
+        // The same reading (and errors) as `serve --link-trace`.
+        hw.bus.trace = super::serve::trace(None, Some(f))?;
         hw.name = format!("{} with the bus of {}", hw.name, f.display());
     }
     let mut reports: Vec<(Option<f64>, SimReport)> = Vec::new();
