@@ -447,16 +447,14 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         )
         .into());
     }
-    if a.checkpoint_every > 0 || a.resume {
+    // Gradual runs are not checkpointed (the sparsifier's scores are not saved); a
+    // --resume of one is refused by the options' check.
+    if (a.checkpoint_every > 0 && o.gradual.is_none()) || a.resume {
         o.checkpoint = Some(sparsewire_eval::checkpoint::Checkpointing {
             dir: ckpt_dir.clone(),
             every: a.checkpoint_every.max(1),
             resume: a.resume,
         });
-    }
-    if o.gradual.is_some() && a.checkpoint_every > 0 && !a.resume {
-        // Gradual runs are not checkpointed (the sparsifier's scores are not saved).
-        o.checkpoint = None;
     }
     o.check()?;
     // Refuse an existing output before hours of training, not after.

@@ -238,6 +238,37 @@ struct Linear {
     shape: (usize, usize),
 }
 
+/// The 0/1 mask tensor the forward pass multiplies a weight of `shape` by.
+fn mask_of(keep: &[bool], shape: (usize, usize)) -> Result<Tensor, GridError> {
+    let f: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+    Tensor::from_vec(f, shape, &Device::Cpu).map_err(err)
+}
+
+impl Linear {
+    /// A linear weight of `shape` with `values` and the kept flags `keep`.
+    fn new(
+        name: String,
+        values: Vec<f32>,
+        keep: Vec<bool>,
+        shape: (usize, usize),
+    ) -> Result<Linear, GridError> {
+        Ok(Linear {
+            name,
+            var: Var::from_vec(values, shape, &Device::Cpu).map_err(err)?,
+            mask: mask_of(&keep, shape)?,
+            keep,
+            shape,
+        })
+    }
+
+    /// Sets the kept flags and the mask tensor with them.
+    fn set_keep(&mut self, keep: Vec<bool>) -> Result<(), GridError> {
+        self.mask = mask_of(&keep, self.shape)?;
+        self.keep = keep;
+        Ok(())
+    }
+}
+
 /// splitmix64: a seeded shuffle that needs no dependency.
 fn shuffle(v: &mut [usize], seed: &mut u64) {
     for i in (1..v.len()).rev() {
@@ -444,14 +475,7 @@ pub fn recover(
             ),
         };
         let v = v.ok_or_else(|| err(format!("linear weight {:?} is not float", dec.name)))?;
-        let m: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-        linears.push(Linear {
-            name: dec.name.clone(),
-            var: Var::from_vec(v, (r, c), &Device::Cpu).map_err(err)?,
-            mask: Tensor::from_vec(m, (r, c), &Device::Cpu).map_err(err)?,
-            keep,
-            shape: (r, c),
-        });
+        linears.push(Linear::new(dec.name.clone(), v, keep, (r, c))?);
     }
     // 2. Training.
     let mut sparsifier = match o.gradual {
@@ -519,13 +543,7 @@ pub fn recover(
             l.var
                 .set(&checkpoint::tensor(saved.weights, l.shape).map_err(err)?)
                 .map_err(err)?;
-            let f: Vec<f32> = saved
-                .keep
-                .iter()
-                .map(|&k| if k { 1.0 } else { 0.0 })
-                .collect();
-            l.mask = checkpoint::tensor(f, l.shape).map_err(err)?;
-            l.keep = saved.keep;
+            l.set_keep(saved.keep)?;
             opt.m[i] = checkpoint::tensor(saved.m, l.shape).map_err(err)?;
             opt.v[i] = checkpoint::tensor(saved.v, l.shape).map_err(err)?;
         }
@@ -635,9 +653,7 @@ pub fn recover(
                     .find(|l| l.name == name)
                     .expect("the sparsifier holds the linears");
                 let m = sp.mask(&name).expect("a masked parameter");
-                l.keep = (0..m.len()).map(|i| m.is_kept(i)).collect();
-                let f: Vec<f32> = l.keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-                l.mask = Tensor::from_vec(f, l.shape, &Device::Cpu).map_err(err)?;
+                l.set_keep((0..m.len()).map(|i| m.is_kept(i)).collect())?;
             }
         }
         let heldout_cosine = if o.eval_every > 0 && (step + 1) % o.eval_every == 0 {
