@@ -34,6 +34,7 @@
 //!   default the temporary folder).
 
 mod link;
+mod scorer;
 mod sim;
 mod train;
 
@@ -74,13 +75,18 @@ fn main() -> ExitCode {
         },
         Some("soak") => soak(flag(&args[1..], "--seconds").unwrap_or("600")),
         Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
+        Some("scorer") => scorer::run(
+            &root(),
+            flag(&args[1..], "--data"),
+            flag(&args[1..], "--steps"),
+        ),
         Some("train") if args.iter().any(|a| a == "--render") => train::render(&root()),
         Some("train") => train::run(
             &root(),
             flag(&args[1..], "--data"),
             flag(&args[1..], "--only"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,7 +83,7 @@ pub fn run(root: &Path, data: Option<&str>, only: Option<&str>) -> Result<(), St
 }
 
 /// The targets, checked against the numbers above.
-fn targets(md: &mut String, cells: &[Cell], seconds: f64) {
+fn targets(md: &mut String, cells: &[Cell], seconds: f64, root: &Path) {
     let _ = writeln!(md, "## Targets\n");
     let dense = cells.iter().find_map(|c| c.report.dense_test_accuracy);
     let cell = |name: &str| cells.iter().find(|c| c.config == name);
@@ -181,7 +181,29 @@ fn targets(md: &mut String, cells: &[Cell], seconds: f64) {
             let _ = writeln!(md, "- The reconstruction loss: no cell trains a rebuild.");
         }
     }
-    let _ = writeln!(md, "- The trainable scorer: not built yet.");
+    // The scorer's own benchmark writes docs/scorer.json (`cargo xtask scorer`).
+    let scorer = std::fs::read_to_string(root.join("docs/scorer.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            let b = v.get("scorer_below_wanda")?;
+            Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?))
+        });
+    match scorer {
+        Some((better, n)) => {
+            let _ = writeln!(
+                md,
+                "- The trainable scorer: lower held-out layer output error than Wanda at equal kept fraction on {better} of {n} layers (MiniLM linear layers and digits CNN layers; at least 2/3 wanted): **{}**. Per layer in [SCORER.md](SCORER.md) (`cargo xtask scorer`).",
+                verdict(3 * better >= 2 * n)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "- The trainable scorer: no docs/scorer.json; run `cargo xtask scorer`."
+            );
+        }
+    }
 }
 
 /// `sklearn_digits.safetensors` in `--data DIR`, else in ../shared/data.
@@ -247,7 +269,7 @@ pub fn render(root: &Path) -> Result<(), String> {
         md,
         "\n![accuracy against bytes per image](train_pareto.svg)\n\nLoss curves (mean training loss per epoch) are in docs/train.json.\n"
     );
-    targets(&mut md, &cells, seconds);
+    targets(&mut md, &cells, seconds, root);
     for ext in ["svg", "png"] {
         pareto(&root.join(format!("docs/train_pareto.{ext}")), &cells)?;
     }

@@ -135,6 +135,16 @@ pub struct Cnn {
     pub params: Vec<(String, Var)>,
 }
 
+/// The inputs one weight layer multiplies, `[tokens, cols]`.
+#[derive(Debug, Clone)]
+pub struct LayerInputs {
+    /// The weight's name (`conv2.weight`).
+    pub weight: String,
+    pub x: Vec<f32>,
+    pub tokens: usize,
+    pub cols: usize,
+}
+
 /// What one forward pass sent over the link.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LinkBytes {
@@ -270,6 +280,46 @@ impl Cnn {
         Ok((logits, link))
     }
 
+    /// The inputs of every weight layer on `x` (`[n, 1, 8, 8]`), as the scorer and the
+    /// calibrated criteria read them: a conv layer's inputs as 3x3 patches (zero padded; column `c * 9 + ky * 3 + kx`,
+    /// the order of its flattened `[out, in, 3, 3]` weight), the classifier's as the
+    /// flattened features. Every weight as given (no masks, no activation sparsity).
+    pub fn layer_inputs(&self, x: &Tensor) -> Result<Vec<LayerInputs>> {
+        let conv = |x: &Tensor, layer: &str| -> Result<Tensor> {
+            let w = self.var(&format!("{layer}.weight")).as_tensor();
+            let b = self
+                .var(&format!("{layer}.bias"))
+                .as_tensor()
+                .reshape((1, (), 1, 1))?;
+            Ok(x.conv2d(w, 1, 1, 1, 1)?.broadcast_add(&b)?.relu()?)
+        };
+        let mut out = Vec::with_capacity(4);
+        let mut patches = |name: &str, t: &Tensor| -> Result<()> {
+            let (tokens, cols, v) = im2col3x3(t)?;
+            out.push(LayerInputs {
+                weight: format!("{name}.weight"),
+                x: v,
+                tokens,
+                cols,
+            });
+            Ok(())
+        };
+        patches("conv1", x)?;
+        let h = conv(x, "conv1")?;
+        patches("conv2", &h)?;
+        let h = conv(&h, "conv2")?.max_pool2d(2)?;
+        patches("conv3", &h)?;
+        let h = conv(&h, "conv3")?.max_pool2d(2)?.flatten_from(1)?;
+        let (n, f) = h.dims2()?;
+        out.push(LayerInputs {
+            weight: "fc.weight".into(),
+            x: h.flatten_all()?.to_vec1()?,
+            tokens: n,
+            cols: f,
+        });
+        Ok(out)
+    }
+
     /// Test accuracy in [0, 1], evaluated in batches.
     pub fn accuracy(
         &self,
@@ -291,5 +341,87 @@ impl Cnn {
             right += eq.sum_all()?.to_scalar::<f32>()? as usize;
         }
         Ok((right as f64 / n as f64, link))
+    }
+}
+
+/// 3x3 patches of `[n, c, h, w]` with zero padding 1: `(n * h * w, c * 9, values)`.
+fn im2col3x3(t: &Tensor) -> Result<(usize, usize, Vec<f32>)> {
+    let (n, c, h, w) = t.dims4()?;
+    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    let cols = c * 9;
+    let mut out = vec![0f32; n * h * w * cols];
+    for b in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                let row = &mut out[((b * h + y) * w + x) * cols..][..cols];
+                for ch in 0..c {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (sy, sx) = (y + ky, x + kx);
+                            if sy >= 1 && sy <= h && sx >= 1 && sx <= w {
+                                row[ch * 9 + ky * 3 + kx] =
+                                    v[((b * c + ch) * h + sy - 1) * w + sx - 1];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((n * h * w, cols, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_inputs_are_the_patches_each_conv_multiplies() {
+        let cnn = Cnn::new(3).unwrap();
+        let mut rng = Rng::new(9);
+        let px: Vec<u8> = (0..3 * 64).map(|_| (rng.uniform() * 17.0) as u8).collect();
+        let x = images(&px).unwrap();
+        let inputs = cnn.layer_inputs(&x).unwrap();
+        let names: Vec<&str> = inputs.iter().map(|i| i.weight.as_str()).collect();
+        assert_eq!(
+            names,
+            ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
+        );
+        // conv1 through the patches: X Wᵀ + b, relu, is candle's conv.
+        let (p, tokens, cols) = (&inputs[0].x, &inputs[0].tokens, &inputs[0].cols);
+        assert_eq!((*tokens, *cols), (3 * 64, 9));
+        let w: Vec<f32> = cnn
+            .var("conv1.weight")
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = cnn.var("conv1.bias").as_tensor().to_vec1().unwrap();
+        let conv = x
+            .conv2d(cnn.var("conv1.weight").as_tensor(), 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(
+                &cnn.var("conv1.bias")
+                    .as_tensor()
+                    .reshape((1, (), 1, 1))
+                    .unwrap(),
+            )
+            .unwrap();
+        let want: Vec<f32> = conv.flatten_all().unwrap().to_vec1().unwrap();
+        for t in 0..*tokens {
+            let (img, pos) = (t / 64, t % 64);
+            for o in 0..16 {
+                let got: f32 = (0..9).map(|j| p[t * 9 + j] * w[o * 9 + j]).sum::<f32>() + b[o];
+                let exp = want[(img * 16 + o) * 64 + pos];
+                assert!(
+                    (got - exp).abs() < 1e-4,
+                    "token {t} out {o}: {got} vs {exp}"
+                );
+            }
+        }
+        assert_eq!((inputs[1].tokens, inputs[1].cols), (3 * 64, 144));
+        assert_eq!((inputs[2].tokens, inputs[2].cols), (3 * 16, 288));
+        assert_eq!((inputs[3].tokens, inputs[3].cols), (3, 128));
     }
 }

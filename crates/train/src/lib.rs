@@ -19,6 +19,10 @@
 //!    tensor by what its bytes cost on the link.
 //! 4. [`digits`]: a small CNN on the sklearn digits (3x3 conv filters, a classifier head)
 //!    and [`run`]: the training loop behind `sparsewire train --config FILE.toml`.
+//! 5. [`scorer`]: the trainable scorer, a small MLP over per-element features (magnitude,
+//!    input norm, correlation terms, row and column scale) fitted through a relaxed top-k to
+//!    the layer output error on calibration inputs; `cargo xtask scorer` compares it with
+//!    magnitude, Wanda and SparseGPT on held-out inputs.
 //!
 //! Autodiff is candle's (`candle-core` + `candle-nn`, already a dependency of the eval
 //! crate); see docs/ARCHITECTURE.md for the choice.
@@ -29,6 +33,7 @@ pub mod importance;
 pub mod regularize;
 pub mod run;
 pub mod schedule;
+pub mod scorer;
 pub mod sparsifier;
 
 pub use run::{train, train_cached, DenseBaseline, TrainConfig, TrainReport};

@@ -189,7 +189,8 @@ impl TrainConfig {
         })
     }
 
-    fn data_path(&self) -> PathBuf {
+    /// The digits file this config reads.
+    pub fn data_path(&self) -> PathBuf {
         if let Some(p) = &self.data {
             return p.clone();
         }
