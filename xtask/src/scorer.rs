@@ -135,7 +135,12 @@ fn cnn(data: &Path) -> Result<Vec<Split>, String> {
     Ok(out)
 }
 
-pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), String> {
+pub fn run(
+    root: &Path,
+    data: Option<&str>,
+    steps: Option<&str>,
+    shrink: Option<&str>,
+) -> Result<(), String> {
     let data = data
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("../shared/data"));
@@ -144,6 +149,12 @@ pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), S
             .ok()
             .filter(|&n| (1..=100_000).contains(&n))
             .ok_or(format!("--steps {s:?}: expected 1..=100000"))
+    })?;
+    let shrink = shrink.map_or(Ok(0.0), |s| {
+        s.parse::<f32>()
+            .ok()
+            .filter(|a| (0.0..=1.0).contains(a))
+            .ok_or(format!("--shrink {s:?}: expected a number in [0, 1]"))
     })?;
     let t0 = Instant::now();
     let keep = 0.5f32;
@@ -155,14 +166,18 @@ pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), S
     let mut rows = Vec::new();
     let mut fits = Vec::new();
     for (model, splits) in [("MiniLM-L6", minilm(&data)?), ("digits CNN", cnn(&data)?)] {
-        let cal: Vec<Layer> = splits.iter().map(|s| s.cal.clone()).collect();
+        let cal: Vec<Layer> = splits
+            .iter()
+            .map(|s| s.cal.shrunk(shrink))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
         eprint!("{model}: fitting one scorer to {} layers ... ", cal.len());
         let (sc, fit) = scorer::fit(&cal, &cfg).map_err(|e| e.to_string())?;
         eprintln!(
             "calibration error {:.4} -> {:.4} (Wanda -> scorer, step {}), {:.1} s",
             fit.wanda_loss, fit.loss, fit.best_step, fit.seconds
         );
-        for s in &splits {
+        for (s, shrunk) in splits.iter().zip(&cal) {
             let (l, h) = (&s.cal, &s.held);
             let masked = |scores: &[f32]| -> Vec<f32> {
                 let m = scorer::top_k_rows(scores, l.rows, l.cols, keep);
@@ -190,7 +205,7 @@ pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), S
                 cols: l.cols,
                 magnitude: h.rel_output(&masked(&mag)),
                 wanda: h.rel_output(&masked(&wanda)),
-                scorer: h.rel_output(&sc.prune(l, keep)),
+                scorer: h.rel_output(&sc.prune(shrunk, keep)),
                 sparsegpt: h.rel_output(&sgpt),
             });
         }
@@ -199,19 +214,25 @@ pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), S
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = sparsewire_benches::cpu_model();
 
+    let command = if shrink > 0.0 {
+        format!("cargo xtask scorer --shrink {shrink}")
+    } else {
+        "cargo xtask scorer".to_string()
+    };
     let mut md = String::new();
     let _ = writeln!(
         md,
         "# The trainable scorer against magnitude, Wanda and SparseGPT\n\n\
-         Written by `cargo xtask scorer` ({seconds:.0} s on {cpu}). Relative output error \
+         Written by `{command}` ({seconds:.0} s on {cpu}). Relative output error \
          `‖X(W − W')ᵀ‖ / ‖XWᵀ‖` on **held-out** inputs, {:.0}% of each row kept by every \
          criterion. MiniLM-L6 (f32): the 30 linear layers with captured inputs, calibrated on the \
          even sentences of the activation file, scored on the odd ones. Digits CNN: the dense \
          model trained with the grid's defaults (seed 0), calibrated on the 1,437 training \
          digits, scored on the 360 test digits (conv inputs as 3x3 patches). One scorer per \
          model ({} features, {} hidden units; `crates/train/src/scorer.rs`), fitted to the \
-         calibration inputs of all its layers at once, starting from Wanda, {steps} steps. \
-         SparseGPT also updates the weights it keeps; the others only choose a mask.\n",
+         calibration inputs of all its layers at once, starting from Wanda, {steps} steps, \
+         the calibration Gram matrices shrunk toward their diagonal by {shrink} \
+         (`Layer::shrunk`; 0 = as measured). SparseGPT also updates the weights it keeps; the others only choose a mask.\n",
         keep * 100.0,
         scorer::FEATURES,
         cfg.hidden
@@ -250,13 +271,14 @@ pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), S
     if !worse.is_empty() {
         let _ = writeln!(
             md,
-            "Above Wanda: {}. Feature 5 (the cost of a drop given the rest of Wanda's choice) \
-             reads the off-diagonal of the calibration Gram matrix; where a layer has more \
-             inputs than calibration tokens (MiniLM's FFN output layers: 1,536 inputs, about 356 \
-             calibration tokens) that matrix is rank-deficient and what it says does not carry \
-             to new inputs — SparseGPT, which relies on it entirely, is above Wanda on \
-             several MiniLM attention layers here for the same reason (half the 713 tokens \
-             calibrate).\n",
+            "Above Wanda: {}. MiniLM's FFN output layers have 1,536 inputs and about 356 \
+             calibration tokens, so their calibration Gram matrix (read by feature 5 and the \
+             training loss) is rank-deficient; shrinking it toward its diagonal was tried to \
+             see whether that noise is the cause: `cargo xtask scorer --shrink 0.25` \
+             (2026-12-02, same machine) gave the same 27 of 34 layers and moved every MiniLM \
+             ratio by at most 0.005, so it is not. One scorer is fitted to all of a model's \
+             layers, and these six (post-GELU inputs, the smallest output errors) weigh \
+             little in its loss; a scorer per layer family is the next thing to try.\n",
             worse.join(", ")
         );
     }
@@ -269,7 +291,8 @@ pub fn run(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), S
         );
     }
     let json = serde_json::json!({
-        "command": "cargo xtask scorer",
+        "command": command,
+        "gram_shrinkage": shrink,
         "cpu": cpu,
         "seconds": seconds,
         "keep": keep,

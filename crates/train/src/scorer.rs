@@ -111,6 +111,31 @@ impl Layer {
         })
     }
 
+    /// The same layer with its Gram matrix shrunk toward its diagonal,
+    /// `G' = (1 − alpha) G + alpha diag(G)`: the input norms (Wanda's score) are unchanged,
+    /// the correlations between inputs, which features 2 and 5 and the training loss read,
+    /// are trusted only by `1 − alpha`. Fewer calibration tokens than inputs make the
+    /// off-diagonal noise (the Gram is rank-deficient); shrinkage is the usual remedy
+    /// (Ledoit–Wolf). `alpha` in `[0, 1]`; 0 is the layer as it is, 1 drops every correlation.
+    pub fn shrunk(&self, alpha: f32) -> Result<Layer> {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(TrainError::Config(format!(
+                "{}: Gram shrinkage {alpha} is outside [0, 1]",
+                self.name
+            )));
+        }
+        let mut out = self.clone();
+        let c = self.cols;
+        for a in 0..c {
+            for b in 0..c {
+                if a != b {
+                    out.gram[a * c + b] *= 1.0 - alpha;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `Σ_i d_iᵀ G d_i` for `d = w − changed`, over `Σ_i w_iᵀ G w_i`, square-rooted: the
     /// relative output error `‖X(W − W')ᵀ‖ / ‖XWᵀ‖` on the inputs this Gram came from.
     pub fn rel_output(&self, changed: &[f32]) -> f64 {
@@ -674,6 +699,37 @@ mod tests {
                 let got = f[(i * 10 + j) * FEATURES + 5] as f64;
                 assert!((got - want).abs() < 1e-3, "({i}, {j}): {got} vs {want}");
             }
+        }
+    }
+
+    #[test]
+    fn shrinkage_keeps_the_diagonal_and_scales_the_correlations() {
+        let l = random_layer(4, 6, 12, 4);
+        let c = l.cols;
+        assert_eq!(l.shrunk(0.0).unwrap().gram, l.gram);
+        let h = l.shrunk(0.25).unwrap();
+        let full = l.shrunk(1.0).unwrap();
+        for a in 0..c {
+            for b in 0..c {
+                let (g, s, f) = (l.gram[a * c + b], h.gram[a * c + b], full.gram[a * c + b]);
+                if a == b {
+                    assert_eq!((s, f), (g, g));
+                } else {
+                    assert!((s - 0.75 * g).abs() <= 1e-6 * g.abs().max(1.0));
+                    assert_eq!(f, 0.0);
+                }
+            }
+        }
+        // With no correlations, the conditional feature is 0 and feature 2 is asinh(1).
+        let f = features(&full, 0.5);
+        for e in 0..l.rows * c {
+            if l.w[e] != 0.0 {
+                assert!((f[e * FEATURES + 2] - 1f32.asinh()).abs() < 1e-5);
+                assert_eq!(f[e * FEATURES + 5], 0.0);
+            }
+        }
+        for bad in [-0.1, 1.1, f32::NAN] {
+            assert!(l.shrunk(bad).is_err());
         }
     }
 
