@@ -80,6 +80,7 @@ fn main() -> ExitCode {
             flag(&args[1..], "--data"),
             flag(&args[1..], "--steps"),
             flag(&args[1..], "--shrink"),
+            args.iter().any(|a| a == "--per-family"),
         ),
         Some("train") if args.iter().any(|a| a == "--render") => train::render(&root()),
         Some("train") => train::run(
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
             flag(&args[1..], "--data"),
             flag(&args[1..], "--only"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

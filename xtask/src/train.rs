@@ -187,13 +187,14 @@ fn targets(md: &mut String, cells: &[Cell], seconds: f64, root: &Path) {
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| {
             let b = v.get("scorer_below_wanda")?;
-            Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?))
+            let command = v.get("command")?.as_str()?.to_string();
+            Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?, command))
         });
     match scorer {
-        Some((better, n)) => {
+        Some((better, n, command)) => {
             let _ = writeln!(
                 md,
-                "- The trainable scorer: lower held-out layer output error than Wanda at equal kept fraction on {better} of {n} layers (MiniLM linear layers and digits CNN layers; at least 2/3 wanted): **{}**. Per layer in [SCORER.md](SCORER.md) (`cargo xtask scorer`).",
+                "- The trainable scorer: lower held-out layer output error than Wanda at equal kept fraction on {better} of {n} layers (MiniLM linear layers and digits CNN layers; at least 2/3 wanted): **{}**. Per layer in [SCORER.md](SCORER.md) (`{command}`).",
                 verdict(3 * better >= 2 * n)
             );
         }
