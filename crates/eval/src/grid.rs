@@ -574,6 +574,7 @@ pub fn linear_stream(setup: &Setup, w: &WeightSetting) -> Result<(Vec<u8>, u64, 
         calibration_map: vec![],
         gradients: None,
         nonfinite: Default::default(),
+        scorers: None,
     });
     let opts = CompressOptions {
         sparsify,

@@ -257,6 +257,9 @@ pub enum Criterion {
     /// Movement pruning (Sanh et al., 2020): scores accumulated during training
     /// (`sparsewire-train`); appended last so earlier streams decode unchanged.
     Movement,
+    /// A trained scorer (`sparsewire-train`'s small MLP over per-element features, read
+    /// from a file at compress time); appended last so earlier streams decode unchanged.
+    Scorer,
 }
 
 /// Which elements may be dropped together.

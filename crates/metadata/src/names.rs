@@ -18,6 +18,7 @@ impl fmt::Display for Criterion {
             Criterion::Correlation => "correlation",
             Criterion::Predictable => "predictable",
             Criterion::Movement => "movement",
+            Criterion::Scorer => "scorer",
         })
     }
 }
@@ -33,9 +34,10 @@ impl FromStr for Criterion {
             "correlation" => Criterion::Correlation,
             "predictable" => Criterion::Predictable,
             "movement" => Criterion::Movement,
+            "scorer" => Criterion::Scorer,
             _ => {
                 return Err(format!(
-                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation, predictable, movement)"
+                "unknown criterion {s:?} (magnitude, taylor, wanda, sparsegpt, correlation, predictable, movement, scorer)"
             ))
             }
         })
@@ -236,6 +238,7 @@ mod tests {
             Criterion::Correlation,
             Criterion::Predictable,
             Criterion::Movement,
+            Criterion::Scorer,
         ] {
             assert_eq!(c.to_string().parse::<Criterion>(), Ok(c));
         }

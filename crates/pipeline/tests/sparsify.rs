@@ -350,6 +350,60 @@ fn sparsegpt_falls_back_to_wanda_on_a_bad_hessian() {
 }
 
 #[test]
+fn a_trained_scorer_chooses_the_mask_and_is_recorded() {
+    let w = weights(8, 12, 11);
+    let f = TensorFile {
+        tensors: vec![Tensor::from_f32("l.weight", vec![8, 12], &w)],
+        metadata: vec![],
+    };
+    let x: Vec<f32> = weights(30, 12, 12)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * (1 + i % 5) as f32)
+        .collect();
+    let cal = TensorFile {
+        tensors: vec![Tensor::from_f32("l.input", vec![30, 12], &x)],
+        metadata: vec![],
+    };
+    // A scorer with no residual ranks like Wanda: the same stream, the criterion recorded.
+    let zero = serde_json::json!({
+        "hidden": 2, "w1": vec![0.1; 12], "b1": [0.0, 0.0], "w2": [0.0, 0.0], "u": vec![0.0; 6]
+    });
+    let mut o = opts(
+        Criterion::Scorer,
+        Pattern::UnstructuredPerRow,
+        Budget::Sparsity(0.5),
+    );
+    o.calibration = Some(cal.clone());
+    // No scorer: a clear error before any work.
+    let e = run(&f, &o).unwrap_err().to_string();
+    assert!(e.contains("scorer"), "{e}");
+    o.scorers = Some(sparsewire_se::scorer::Scorers::from_json(&zero.to_string()).unwrap());
+    let (a, r) = run(&f, &o).unwrap();
+    assert_eq!(r.tensors()[0].s.criterion, Criterion::Scorer);
+    let mut wanda = opts(
+        Criterion::Wanda,
+        Pattern::UnstructuredPerRow,
+        Budget::Sparsity(0.5),
+    );
+    wanda.calibration = Some(cal);
+    let (b, rw) = run(&f, &wanda).unwrap();
+    assert_eq!(r.tensors()[0].s.rel_output, rw.tensors()[0].s.rel_output);
+    assert_eq!(decompress(&a).unwrap(), decompress(&b).unwrap());
+    // A residual that changes the ranking changes the mask.
+    let mut loud = zero.clone();
+    loud["u"] = serde_json::json!([-5.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    o.scorers = Some(sparsewire_se::scorer::Scorers::from_json(&loud.to_string()).unwrap());
+    let (c, _) = run(&f, &o).unwrap();
+    assert_ne!(decompress(&c).unwrap(), decompress(&b).unwrap());
+    // Without calibration inputs: magnitude, and the note says why.
+    o.calibration = None;
+    let (_, r) = run(&f, &o).unwrap();
+    assert_eq!(r.tensors()[0].s.criterion, Criterion::Magnitude);
+    assert!(r.tensors()[0].s.note.is_some());
+}
+
+#[test]
 #[cfg_attr(
     not(shared_data),
     ignore = "needs ../shared/data (or $SPARSEWIRE_DATA), absent when this crate was built"

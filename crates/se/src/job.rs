@@ -7,6 +7,7 @@
 //! [`plan`] decides, once per tensor, what will run: the calibration inputs
 //! ([`crate::calibration`]), the criterion after fallbacks (Wanda or SparseGPT with no
 //! matched inputs: magnitude; SparseGPT with a block or channel pattern: Wanda; the
+//! trained scorer with no inputs: magnitude, with no scorer for the tensor: Wanda; the
 //! report's `note` says why), the gradients for Taylor. [`Job::run`] then sparsifies at one
 //! sparsity: it loads the tensor (a job holds no tensor data, so a file is processed in the
 //! memory of one tensor), prunes (SparseGPT falls back to Wanda, with a warning, on a
@@ -32,6 +33,8 @@ pub struct Job<'a> {
     pub cols: usize,
     inputs: Option<Inputs>,
     gradients: Option<Vec<f32>>,
+    /// The trained scorer for this tensor (`Criterion::Scorer`).
+    scorer: Option<crate::scorer::Scorer>,
     /// The criterion and pattern that will run (sparsity is given per run).
     pub config: SparsifyConfig,
     pub rebuild: Rebuild,
@@ -67,6 +70,12 @@ pub fn plan<'a>(
     tensors: &[TensorRef<'a>],
     opts: &SparsifyOptions,
 ) -> Result<Vec<Job<'a>>, SparsifyError> {
+    if opts.criterion == Criterion::Scorer && opts.scorers.is_none() {
+        return Err(SparsifyError::Needs {
+            criterion: Criterion::Scorer,
+            what: "a trained scorer (--scorer FILE)",
+        });
+    }
     let mut out = Vec::new();
     for (index, &t) in tensors.iter().enumerate() {
         if !t.dtype.is_compressible_float() || t.shape.len() < 2 || t.numel() == 0 {
@@ -84,7 +93,11 @@ pub fn plan<'a>(
             Some(cal) => find_inputs(cal, &opts.calibration_map, t.name, cols)?,
             None => None,
         };
-        if matches!(opts.criterion, Criterion::Wanda | Criterion::SparseGpt) && inputs.is_none() {
+        if matches!(
+            opts.criterion,
+            Criterion::Wanda | Criterion::SparseGpt | Criterion::Scorer
+        ) && inputs.is_none()
+        {
             note = Some(format!(
                 "no calibration input matched (in = {cols}); scored by magnitude"
             ));
@@ -96,6 +109,20 @@ pub fn plan<'a>(
             note = Some("SparseGPT takes unstructured and N:M patterns; scored by Wanda".into());
             config.criterion = Criterion::Wanda;
         }
+        let scorer = match (config.criterion, &opts.scorers) {
+            (Criterion::Scorer, Some(set)) => match set.for_tensor(t.name) {
+                Some((_, s)) => Some(s.clone()),
+                None => {
+                    note = Some(
+                        "no scorer in the file applies to this tensor (no matching key, no *); scored by Wanda"
+                            .into(),
+                    );
+                    config.criterion = Criterion::Wanda;
+                    None
+                }
+            },
+            _ => None,
+        };
         let gradients = match (&opts.gradients, opts.criterion) {
             (Some(g), Criterion::Taylor) => {
                 let gt = g.tensors.iter().find(|x| x.name == t.name).ok_or_else(|| {
@@ -135,6 +162,7 @@ pub fn plan<'a>(
             cols,
             inputs,
             gradients,
+            scorer,
             config,
             rebuild,
             note,
@@ -207,14 +235,20 @@ impl Job<'_> {
         });
         let mut criterion = config.criterion;
         let (rows, cols) = (self.rows, self.cols);
-        let s = match crate::sparsify(
-            &original,
-            rows,
-            cols,
-            &config,
-            inputs,
-            self.gradients.as_deref(),
-        ) {
+        let result = match (&self.scorer, inputs) {
+            (Some(scorer), Some(inputs)) if config.criterion == Criterion::Scorer => {
+                crate::sparsify_with_scorer(&original, rows, cols, &config, inputs, scorer)
+            }
+            _ => crate::sparsify(
+                &original,
+                rows,
+                cols,
+                &config,
+                inputs,
+                self.gradients.as_deref(),
+            ),
+        };
+        let s = match result {
             // A Hessian that damping cannot make positive definite: Wanda on the same inputs.
             Err(SparsifyError::SparseGpt(e)) => {
                 tracing::warn!(tensor = %t.name, error = %e, "SparseGPT failed; using Wanda");

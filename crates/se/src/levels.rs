@@ -48,6 +48,8 @@ pub struct SparsifyOptions {
     pub gradients: Option<TensorFile>,
     /// NaN and infinite weights: an error (default), kept, or dropped.
     pub nonfinite: crate::NonFinite,
+    /// Trained scorers (`Criterion::Scorer`), keyed by tensor-name suffix.
+    pub scorers: Option<crate::scorer::Scorers>,
 }
 
 impl SparsifyOptions {
@@ -62,6 +64,7 @@ impl SparsifyOptions {
             calibration_map: vec![],
             gradients: None,
             nonfinite: crate::NonFinite::Error,
+            scorers: None,
         }
     }
 

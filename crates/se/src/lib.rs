@@ -23,6 +23,7 @@
 //! | `Wanda` | \|w_ij\| · ‖x_j‖₂ | calibration inputs `X [tokens, in]` |
 //! | `SparseGpt` | OBS: w² / [H⁻¹]_jj, with compensation | calibration inputs |
 //! | `Correlation` | rows: 1 − best \|cos\| with another row | — (channel pattern) |
+//! | `Scorer` | a trained MLP's score ([`scorer`]): Wanda's log score plus a learned residual | a scorer file and calibration inputs |
 #![forbid(unsafe_code)]
 
 pub mod activations;
@@ -34,6 +35,7 @@ pub mod levels;
 pub mod metrics;
 pub mod pattern;
 pub mod report;
+pub mod scorer;
 pub mod sparsegpt;
 
 pub use job::{plan, Job, Outcome};
@@ -101,6 +103,8 @@ pub enum SparsifyError {
     },
     #[error("reading tensor {tensor:?}: {reason}")]
     Read { tensor: String, reason: String },
+    #[error("scorer: {0}")]
+    Scorer(String),
     #[error("a budget of {budget} bytes cannot be met; the closest reachable is {closest} bytes")]
     Budget { budget: u64, closest: u64 },
 }
@@ -271,9 +275,54 @@ pub fn sparsify(
                 what: "scores accumulated during training (sparsewire train); after training, prune by magnitude or taylor",
             })
         }
+        Criterion::Scorer => {
+            return Err(SparsifyError::Needs {
+                criterion: Criterion::Scorer,
+                what: "a trained scorer (--scorer FILE; the library's sparsify_with_scorer)",
+            })
+        }
         Criterion::SparseGpt => unreachable!("handled above"),
     };
-    let mask = pattern::select(&scores, rows, cols, config.pattern, s)?;
+    select(&scores, rows, cols, w, config)
+}
+
+/// Sparsifies a `[rows, cols]` matrix by a trained scorer's scores ([`scorer`]), computed
+/// from the weights and the Gram matrix of `inputs` at the kept fraction the config
+/// implies, then kept in the config's pattern like any other criterion's scores.
+pub fn sparsify_with_scorer(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    config: &SparsifyConfig,
+    inputs: LayerInputs<'_>,
+    scorer: &scorer::Scorer,
+) -> Result<Sparsified, SparsifyError> {
+    config.check()?;
+    scorer.check()?;
+    check_inputs(&inputs, cols)?;
+    if w.len() != rows * cols {
+        return Err(SparsifyError::ShapeMismatch {
+            what: "the weight",
+            expected: rows * cols,
+            got: w.len(),
+        });
+    }
+    let keep = (1.0 - config.effective_sparsity()) as f32;
+    let g = scorer::gram(inputs.x, inputs.tokens, cols);
+    let scores = scorer.scores(w, rows, cols, &g, keep);
+    select(&scores, rows, cols, w, config)
+}
+
+/// Keeps the highest `scores` in the config's pattern (the criteria's common tail).
+fn select(
+    scores: &[f32],
+    rows: usize,
+    cols: usize,
+    w: &[f32],
+    config: &SparsifyConfig,
+) -> Result<Sparsified, SparsifyError> {
+    let s = config.effective_sparsity();
+    let mask = pattern::select(scores, rows, cols, config.pattern, s)?;
     let values = Vec::new();
     let reconstruction = if config.criterion == Criterion::Correlation
         && config.pattern == Pattern::Channel

@@ -43,29 +43,52 @@
 //! fraction of the cost.
 //!
 //! [`Scorer::scores`] is the scalar reference: plain Rust, no candle, what a host runs to
-//! choose a mask; the training forward is tested against it.
+//! choose a mask; the training forward is tested against it. It lives in
+//! `sparsewire_se::scorer` (with the features and the Gram matrix), so that
+//! `sparsewire compress --criterion scorer` uses a fitted scorer without the training
+//! crate; this module re-exports it and adds the fitting.
 
 use crate::digits::Rng;
 use crate::{Result, TrainError};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
+pub use sparsewire_se::scorer::{
+    gram, kept_per_row, standardise, top_k_rows, Scorer, FEATURES, FEATURE_NAMES,
+};
 
-/// Features per element.
-pub const FEATURES: usize = 6;
+/// The raw features of every element of `layer` at kept fraction `keep`,
+/// `[rows * cols, FEATURES]` ([`sparsewire_se::scorer::features`]).
+pub fn features(layer: &Layer, keep: f32) -> Vec<f32> {
+    sparsewire_se::scorer::features(&layer.w, layer.rows, layer.cols, &layer.gram, keep)
+}
 
-/// What each feature is, in order.
-pub const FEATURE_NAMES: [&str; FEATURES] = [
-    "ln|w_ij|",
-    "ln||x_j||",
-    "asinh(w_ij (G w_i)_j / (G_jj w_ij^2))",
-    "ln rms(row i)",
-    "ln rms(column j)",
-    "asinh(2 w_ij (G d_i)_j / (G_jj w_ij^2)), d_i the row's Wanda-dropped weights without j",
-];
+/// The initial scorer: Wanda (`u = 0`, `w2 = 0`) with `W1` drawn from `seed`.
+pub fn initial(hidden: usize, seed: u64) -> Scorer {
+    let mut rng = Rng::new(seed ^ 0x5c0e);
+    let b = (1.0 / FEATURES as f32).sqrt();
+    Scorer {
+        hidden,
+        w1: (0..FEATURES * hidden)
+            .map(|_| (rng.uniform() * 2.0 - 1.0) * b)
+            .collect(),
+        b1: vec![0.0; hidden],
+        w2: vec![0.0; hidden],
+        u: vec![0.0; FEATURES],
+    }
+}
 
-/// Floor of the logarithms (an exact zero weight scores lowest, not minus infinity).
-const LN_FLOOR: f32 = -40.0;
+/// Scores of every element of `layer` at kept fraction `keep` (higher: keep), through
+/// the scalar reference.
+pub fn scores(scorer: &Scorer, layer: &Layer, keep: f32) -> Vec<f32> {
+    scorer.scores(&layer.w, layer.rows, layer.cols, &layer.gram, keep)
+}
+
+/// The layer's weights with the scorer's per-row top-k kept (`keep` of each row).
+pub fn prune(scorer: &Scorer, layer: &Layer, keep: f32) -> Vec<f32> {
+    let m = top_k_rows(&scores(scorer, layer, keep), layer.rows, layer.cols, keep);
+    layer.w.iter().zip(&m).map(|(w, k)| w * k).collect()
+}
 
 /// One layer as the scorer sees it: the weight and the Gram matrix of its inputs.
 #[derive(Debug, Clone)]
@@ -150,25 +173,6 @@ impl Layer {
     }
 }
 
-/// `XᵀX / tokens` in f64, stored f32.
-pub fn gram(x: &[f32], tokens: usize, cols: usize) -> Vec<f32> {
-    let mut g = vec![0f64; cols * cols];
-    for t in 0..tokens {
-        let r = &x[t * cols..(t + 1) * cols];
-        for (a, &xa) in r.iter().enumerate() {
-            if xa == 0.0 {
-                continue;
-            }
-            let xa = xa as f64;
-            let row = &mut g[a * cols..(a + 1) * cols];
-            for (gv, &xb) in row.iter_mut().zip(r) {
-                *gv += xa * xb as f64;
-            }
-        }
-    }
-    g.into_iter().map(|v| (v / tokens as f64) as f32).collect()
-}
-
 /// `Σ_i w_iᵀ G w_i` in f64.
 fn quad(w: &[f32], g: &[f32], rows: usize, cols: usize) -> f64 {
     let mut total = 0f64;
@@ -184,179 +188,6 @@ fn quad(w: &[f32], g: &[f32], rows: usize, cols: usize) -> f64 {
         }
     }
     total
-}
-
-fn ln(v: f32) -> f32 {
-    if v > 0.0 {
-        v.ln().max(LN_FLOOR)
-    } else {
-        LN_FLOOR
-    }
-}
-
-/// The raw features of every element at kept fraction `keep`, `[rows * cols, FEATURES]`,
-/// row-major.
-pub fn features(layer: &Layer, keep: f32) -> Vec<f32> {
-    let (rows, cols, w, g) = (layer.rows, layer.cols, &layer.w, &layer.gram);
-    let mut col_sq = vec![0f64; cols];
-    for i in 0..rows {
-        for (s, &v) in col_sq.iter_mut().zip(&w[i * cols..(i + 1) * cols]) {
-            *s += (v as f64).powi(2);
-        }
-    }
-    let col_rms: Vec<f32> = col_sq
-        .iter()
-        .map(|s| ln((s / rows as f64).sqrt() as f32))
-        .collect();
-    let xnorm: Vec<f32> = (0..cols).map(|j| 0.5 * ln(g[j * cols + j])).collect();
-    let norms: Vec<f32> = (0..cols).map(|j| g[j * cols + j].max(0.0).sqrt()).collect();
-    let wanda = top_k_rows(
-        &sparsewire_se::criteria::wanda(w, cols, &norms),
-        rows,
-        cols,
-        keep,
-    );
-    let mut out = vec![0f32; rows * cols * FEATURES];
-    let mut d = vec![0f32; cols];
-    for i in 0..rows {
-        let wi = &w[i * cols..(i + 1) * cols];
-        for ((dv, &wv), &m) in d.iter_mut().zip(wi).zip(&wanda[i * cols..(i + 1) * cols]) {
-            *dv = wv * (1.0 - m);
-        }
-        let row_rms =
-            ln((wi.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / cols as f64).sqrt() as f32);
-        for j in 0..cols {
-            let gj = &g[j * cols..(j + 1) * cols];
-            let (mut gw, mut gd) = (0f64, 0f64);
-            for ((&a, &b), &c) in gj.iter().zip(wi).zip(&d) {
-                gw += a as f64 * b as f64;
-                gd += a as f64 * c as f64;
-            }
-            let gjj = g[j * cols + j] as f64;
-            gd -= gjj * d[j] as f64;
-            let own = gjj * (wi[j] as f64).powi(2);
-            let (rel, cond) = if own > 0.0 {
-                (
-                    (wi[j] as f64 * gw / own).asinh() as f32,
-                    (2.0 * wi[j] as f64 * gd / own).asinh() as f32,
-                )
-            } else {
-                (0.0, 0.0)
-            };
-            let f = &mut out[(i * cols + j) * FEATURES..(i * cols + j + 1) * FEATURES];
-            f.copy_from_slice(&[ln(wi[j].abs()), xnorm[j], rel, row_rms, col_rms[j], cond]);
-        }
-    }
-    out
-}
-
-/// Features standardised per column (mean 0, deviation 1; a constant feature becomes 0).
-pub fn standardise(raw: &[f32]) -> Vec<f32> {
-    let n = raw.len() / FEATURES;
-    let mut out = raw.to_vec();
-    for k in 0..FEATURES {
-        let mean = (0..n).map(|e| raw[e * FEATURES + k] as f64).sum::<f64>() / n.max(1) as f64;
-        let var = (0..n)
-            .map(|e| (raw[e * FEATURES + k] as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n.max(1) as f64;
-        let sd = var.sqrt();
-        for e in 0..n {
-            out[e * FEATURES + k] = if sd > 1e-12 {
-                ((raw[e * FEATURES + k] as f64 - mean) / sd) as f32
-            } else {
-                0.0
-            };
-        }
-    }
-    out
-}
-
-/// The scorer's parameters (small enough for a stream's metadata).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scorer {
-    pub hidden: usize,
-    /// `[FEATURES, hidden]`, row-major.
-    pub w1: Vec<f32>,
-    pub b1: Vec<f32>,
-    /// `[hidden]`.
-    pub w2: Vec<f32>,
-    /// `[FEATURES]`, the linear term.
-    pub u: Vec<f32>,
-}
-
-impl Scorer {
-    /// The initial scorer: Wanda (`u = 0`, `w2 = 0`) with `W1` drawn from `seed`.
-    pub fn wanda(hidden: usize, seed: u64) -> Scorer {
-        let mut rng = Rng::new(seed ^ 0x5c0e);
-        let b = (1.0 / FEATURES as f32).sqrt();
-        Scorer {
-            hidden,
-            w1: (0..FEATURES * hidden)
-                .map(|_| (rng.uniform() * 2.0 - 1.0) * b)
-                .collect(),
-            b1: vec![0.0; hidden],
-            w2: vec![0.0; hidden],
-            u: vec![0.0; FEATURES],
-        }
-    }
-
-    /// Scores of every element of `layer` at kept fraction `keep` (higher: keep), the
-    /// scalar reference.
-    pub fn scores(&self, layer: &Layer, keep: f32) -> Vec<f32> {
-        let raw = features(layer, keep);
-        let z = standardise(&raw);
-        self.scores_from(&raw, &z)
-    }
-
-    fn scores_from(&self, raw: &[f32], z: &[f32]) -> Vec<f32> {
-        let h = self.hidden;
-        raw.chunks(FEATURES)
-            .zip(z.chunks(FEATURES))
-            .map(|(f, z)| {
-                let mut s = f[0] + f[1];
-                s += z.iter().zip(&self.u).map(|(a, b)| a * b).sum::<f32>();
-                for k in 0..h {
-                    let mut a = self.b1[k];
-                    for (q, zq) in z.iter().enumerate() {
-                        a += zq * self.w1[q * h + k];
-                    }
-                    s += self.w2[k] * a.tanh();
-                }
-                s
-            })
-            .collect()
-    }
-
-    /// The layer's weights with the scorer's per-row top-k kept (`keep` of each row).
-    pub fn prune(&self, layer: &Layer, keep: f32) -> Vec<f32> {
-        let m = top_k_rows(&self.scores(layer, keep), layer.rows, layer.cols, keep);
-        layer.w.iter().zip(&m).map(|(w, k)| w * k).collect()
-    }
-}
-
-/// Elements kept per row at `keep` (at least one).
-pub fn kept_per_row(cols: usize, keep: f32) -> usize {
-    ((cols as f32 * keep).round() as usize).clamp(1, cols)
-}
-
-/// 1 for the `kept_per_row` highest scores of each row, 0 elsewhere (ties by position).
-pub fn top_k_rows(scores: &[f32], rows: usize, cols: usize, keep: f32) -> Vec<f32> {
-    let k = kept_per_row(cols, keep);
-    let mut mask = vec![0f32; rows * cols];
-    let mut idx: Vec<usize> = Vec::with_capacity(cols);
-    for i in 0..rows {
-        let s = &scores[i * cols..(i + 1) * cols];
-        idx.clear();
-        idx.extend(0..cols);
-        if k < cols {
-            idx.select_nth_unstable_by(k - 1, |&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
-        }
-        for &j in &idx[..k] {
-            mask[i * cols + j] = 1.0;
-        }
-    }
-    mask
 }
 
 /// How the scorer is trained.
@@ -471,7 +302,7 @@ pub fn fit(layers: &[Layer], cfg: &ScorerConfig) -> Result<(Scorer, FitReport)> 
             zs,
         });
     }
-    let mut scorer = Scorer::wanda(cfg.hidden, cfg.seed);
+    let mut scorer = initial(cfg.hidden, cfg.seed);
     let h = cfg.hidden;
     let w1 = Var::from_vec(scorer.w1.clone(), (FEATURES, h), &dev)?;
     let b1 = Var::from_vec(scorer.b1.clone(), (1, h), &dev)?;
@@ -646,7 +477,7 @@ mod tests {
     #[test]
     fn the_initial_scorer_ranks_like_wanda() {
         let l = random_layer(8, 16, 40, 1);
-        let s = Scorer::wanda(8, 0).scores(&l, 0.5);
+        let s = scores(&initial(8, 0), &l, 0.5);
         let norms: Vec<f32> = (0..l.cols).map(|j| l.gram[j * l.cols + j].sqrt()).collect();
         let wanda = sparsewire_se::criteria::wanda(&l.w, l.cols, &norms);
         let a = top_k_rows(&s, l.rows, l.cols, 0.5);
@@ -783,7 +614,7 @@ mod tests {
         // The kept parameters score through the scalar reference to the reported loss.
         let again: f64 = layers
             .iter()
-            .map(|l| l.rel_output(&s.prune(l, cfg.keep)).powi(2))
+            .map(|l| l.rel_output(&prune(&s, l, cfg.keep)).powi(2))
             .sum::<f64>()
             / 2.0;
         assert!((again - r.loss).abs() < 1e-5, "{again} {}", r.loss);

@@ -7,6 +7,7 @@ use sparsewire_metadata::{Criterion, Pattern};
 use sparsewire_pipeline::checkpoint::compress_dir;
 use sparsewire_pipeline::{compress_file, CompressOptions, CompressReport, Progress};
 use sparsewire_re::Rebuild;
+use sparsewire_se::scorer::Scorers;
 use sparsewire_se::{Budget, SparsifyOptions};
 use std::path::{Path, PathBuf};
 
@@ -42,10 +43,17 @@ struct SparsifyArgs {
     #[arg(long, value_parser = args::sparsity)]
     sparsity: Option<f32>,
     /// Importance criterion: magnitude (default), taylor, wanda, sparsegpt, correlation,
-    /// or predictable (drop what row interpolation rebuilds best; implies --reconstruct
-    /// linear unless another method is given).
+    /// predictable (drop what row interpolation rebuilds best; implies --reconstruct
+    /// linear unless another method is given), or scorer (a trained MLP's score, Wanda's
+    /// plus a learned residual; needs --calibration, reads --scorer).
     #[arg(long)]
     criterion: Option<Criterion>,
+    /// Trained scorer for --criterion scorer: one scorer's parameters as JSON, or the
+    /// output of `cargo xtask scorer` (one scorer per layer family, matched by the end of
+    /// the tensor name). Default: the built-in scorers, fitted per MiniLM layer family at
+    /// 50% kept (docs/scorer.json, docs/SCORER.md).
+    #[arg(long, value_name = "FILE")]
+    scorer: Option<PathBuf>,
     /// Pattern: unstructured (default), row (unstructured per row), N:M (e.g. 2:4),
     /// block:RxC, channel.
     #[arg(long)]
@@ -105,12 +113,16 @@ impl SparsifyArgs {
         if self.gradients.is_some() && criterion != Criterion::Taylor {
             return Err("--gradients is only read by --criterion taylor".into());
         }
+        if self.scorer.is_some() && criterion != Criterion::Scorer {
+            return Err("--scorer is only read by --criterion scorer".into());
+        }
         let Some(budget) = budget else {
             let given: Vec<&str> = [
                 ("--criterion", self.criterion.is_some()),
                 ("--pattern", self.pattern.is_some()),
                 ("--calibration", self.calibration.is_some()),
                 ("--gradients", self.gradients.is_some()),
+                ("--scorer", self.scorer.is_some()),
                 ("--reconstruct", self.reconstruct.is_some()),
                 ("--nonfinite", self.nonfinite.is_some()),
             ]
@@ -156,9 +168,31 @@ impl SparsifyArgs {
             calibration_map,
             gradients: load(&self.gradients)?,
             nonfinite: self.nonfinite.unwrap_or_default(),
+            scorers: if criterion == Criterion::Scorer {
+                Some(self.scorers()?)
+            } else {
+                None
+            },
         }))
     }
+
+    /// The scorers of --scorer, or the built-in ones.
+    fn scorers(&self) -> Result<Scorers> {
+        match &self.scorer {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Ok(Scorers::from_json(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            None => Ok(Scorers::from_json(BUILTIN_SCORERS)
+                .map_err(|e| format!("the built-in scorers: {e}"))?),
+        }
+    }
 }
+
+/// `cargo xtask scorer --per-family`'s output: one scorer per MiniLM layer family and one
+/// fitted to the digits CNN (the fallback for every other tensor).
+const BUILTIN_SCORERS: &str = include_str!("../../../../docs/scorer.json");
 
 fn default_output(input: &Path) -> PathBuf {
     let mut s = input.as_os_str().to_owned();
