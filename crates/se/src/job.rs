@@ -236,7 +236,8 @@ impl Job<'_> {
         let mut criterion = config.criterion;
         let (rows, cols) = (self.rows, self.cols);
         let result = match (&self.scorer, inputs) {
-            (Some(scorer), Some(inputs)) if config.criterion == Criterion::Scorer => {
+            // `plan` keeps a scorer only for a tensor the scorer criterion applies to.
+            (Some(scorer), Some(inputs)) => {
                 crate::sparsify_with_scorer(&original, rows, cols, &config, inputs, scorer)
             }
             _ => crate::sparsify(

@@ -333,11 +333,9 @@ impl Scorers {
 mod tests {
     use super::*;
 
+    /// Deterministic test values in [-1, 1).
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        2.0 * crate::sparsegpt::tests::lcg(seed)
     }
 
     fn wanda_scorer(hidden: usize) -> Scorer {

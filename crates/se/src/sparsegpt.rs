@@ -211,10 +211,11 @@ pub fn prune(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(s: &mut u64) -> f32 {
+    /// Deterministic test values in [-0.5, 0.5).
+    pub(crate) fn lcg(s: &mut u64) -> f32 {
         *s = s
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
