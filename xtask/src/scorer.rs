@@ -240,7 +240,7 @@ pub fn run(
                 cols: l.cols,
                 magnitude: h.rel_output(&masked(&mag)),
                 wanda: h.rel_output(&masked(&wanda)),
-                scorer: h.rel_output(&scorer::prune(&sc, shrunk, keep)),
+                scorer: h.rel_output(&scorer::prune(sc, shrunk, keep)),
                 sparsegpt: h.rel_output(&sgpt),
             });
         }
