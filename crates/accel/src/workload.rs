@@ -15,13 +15,14 @@ fn grid_of(meta: &TensorMeta) -> TileGrid {
 }
 
 /// The engine method that rebuilds tensor `meta`'s tiles (other rebuilds, such as
-/// spatial or channels, are priced as the dictionary's).
+/// spatial or channels, are priced as the dictionary's; the MLP predictor as the learned
+/// one, the row method nearest to it, which under-prices it: its rate is not calibrated).
 pub fn method_of(meta: &TensorMeta) -> Method {
     match (&meta.reconstruction, meta.sparsification.is_some()) {
         (_, false) => Method::Dense,
         (Reconstruction::Zero, _) => Method::Zero,
         (Reconstruction::Linear, _) => Method::Linear,
-        (Reconstruction::Learned { .. }, _) => Method::Learned,
+        (Reconstruction::Learned { .. } | Reconstruction::Mlp { .. }, _) => Method::Learned,
         _ => Method::Dictionary,
     }
 }

@@ -188,10 +188,11 @@ pub enum ReconstructionMethod {
     Dictionary,
     Channels,
     Spatial,
+    Mlp,
 }
 
 impl ReconstructionMethod {
-    /// `zero`, `linear`, `learned`, `dictionary`, `channels` or `spatial`.
+    /// `zero`, `linear`, `learned`, `dictionary`, `channels`, `spatial` or `mlp`.
     pub fn name(self) -> &'static str {
         match self {
             ReconstructionMethod::Zero => "zero",
@@ -200,6 +201,7 @@ impl ReconstructionMethod {
             ReconstructionMethod::Dictionary => "dictionary",
             ReconstructionMethod::Channels => "channels",
             ReconstructionMethod::Spatial => "spatial",
+            ReconstructionMethod::Mlp => "mlp",
         }
     }
 }
@@ -220,6 +222,7 @@ impl Reconstruction {
             Reconstruction::Dictionary { .. } => ReconstructionMethod::Dictionary,
             Reconstruction::Channels { .. } => ReconstructionMethod::Channels,
             Reconstruction::Spatial { .. } => ReconstructionMethod::Spatial,
+            Reconstruction::Mlp { .. } => ReconstructionMethod::Mlp,
         }
     }
 }

@@ -143,7 +143,7 @@ fn inspect_bounds_a_sparse_tensor_by_its_mask_and_kept_values() {
 }
 
 #[test]
-fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
+fn row_reconstructions_rebuild_smooth_rows_on_decompress() {
     // Smooth rows: interpolation recovers dropped values that zero-fill would lose.
     let (rows, cols) = (16usize, 64usize);
     let w: Vec<f32> = (0..rows * cols)
@@ -157,7 +157,7 @@ fn linear_reconstruction_rebuilds_smooth_rows_on_decompress() {
         )],
         metadata: vec![],
     };
-    for rebuild in [Rebuild::Linear, Rebuild::Auto] {
+    for rebuild in [Rebuild::Linear, Rebuild::Mlp, Rebuild::Auto] {
         let mut o = opts(
             Criterion::Magnitude,
             Pattern::UnstructuredPerRow,

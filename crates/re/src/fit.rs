@@ -2,6 +2,7 @@
 //! values' true values are known.
 
 use crate::methods::features;
+use crate::mlp::{mlp_inputs, mlp_params, row_scale, MlpRef, MLP_INPUTS, MLP_MAX_HIDDEN};
 use crate::Reconstruction;
 use sparsewire_sparse::MaskRef;
 
@@ -66,38 +67,145 @@ pub fn fit_learned(original: &[f32], mask: MaskRef<'_>, cols: usize) -> Reconstr
     }
 }
 
+/// The most elements [`fit_mlp`] fits on: beyond it, every k-th candidate.
+pub const MLP_FIT_SAMPLES: usize = 1 << 17;
+
+/// Fits an `Mlp` of `hidden` units (clamped to `1..=256`): the first layer is random
+/// (seeded, uniform in [-1, 1)), the output layer (`w2`, `b2`) is the ridge regression of
+/// the dropped elements' true values on the hidden activations times the row scale, i.e.
+/// least squares on the rebuilt values themselves. The set of solutions includes the
+/// all-zero output layer, so on the fitted elements it is never worse than zero-fill. A
+/// tensor that drops nothing is fitted on its elements as if each were dropped. At most
+/// [`MLP_FIT_SAMPLES`] elements are used (evenly spaced), so the cost is bounded.
+pub fn fit_mlp(
+    original: &[f32],
+    mask: MaskRef<'_>,
+    cols: usize,
+    hidden: usize,
+    seed: u64,
+) -> Reconstruction {
+    let h = hidden.clamp(1, MLP_MAX_HIDDEN as usize);
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut params: Vec<f32> = (0..mlp_params(h))
+        .map(|i| {
+            if i < h * (MLP_INPUTS + 1) {
+                (splitmix(&mut state) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let keep: Vec<bool> = (0..mask.len()).map(|i| mask.is_kept(i)).collect();
+    let any_dropped = keep.iter().any(|&k| !k);
+    let candidates = keep.iter().filter(|&&k| k != any_dropped).count();
+    let stride = candidates.div_ceil(MLP_FIT_SAMPLES).max(1);
+    let n = h + 1;
+    let (mut g, mut r) = (vec![0f64; n * n], vec![0f64; n]);
+    let mut z = vec![0f64; n];
+    let mut seen = 0usize;
+    {
+        let net = MlpRef::new(h as u32, &params).expect("shape by construction");
+        let c = cols.max(1);
+        for (row, krow) in original.chunks(c).zip(keep.chunks(c)) {
+            let s = row_scale(row, krow);
+            for j in 0..row.len() {
+                if krow[j] == any_dropped {
+                    continue;
+                }
+                seen += 1;
+                if !(seen - 1).is_multiple_of(stride) {
+                    continue;
+                }
+                let (x, s) = if any_dropped {
+                    (s > 0.0).then(|| (mlp_inputs(row, krow, j, s), s))
+                } else {
+                    let k = exclude(krow, j);
+                    let s = row_scale(row, &k);
+                    (s > 0.0).then(|| (mlp_inputs(row, &k, j, s), s))
+                }
+                .unwrap_or(([0.0; MLP_INPUTS], 0.0));
+                net.hidden_of(&x, &mut z[..h]);
+                z[h] = 1.0;
+                for zk in z.iter_mut() {
+                    *zk *= s;
+                }
+                let v = row[j] as f64;
+                for a in 0..n {
+                    r[a] += z[a] * v;
+                    for b in 0..n {
+                        g[a * n + b] += z[a] * z[b];
+                    }
+                }
+            }
+        }
+    }
+    let scale = (0..n).map(|a| g[a * n + a]).sum::<f64>() / n as f64;
+    for a in 0..n {
+        g[a * n + a] += 1e-9 * scale.max(1e-30);
+    }
+    let w = solve(&mut g, &mut r, n);
+    for (p, &x) in params[h * (MLP_INPUTS + 1)..].iter_mut().zip(&w) {
+        *p = if x.is_finite() { x as f32 } else { 0.0 };
+    }
+    Reconstruction::Mlp {
+        hidden: h as u32,
+        params,
+    }
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn exclude(keep: &[bool], j: usize) -> Vec<bool> {
     let mut k = keep.to_vec();
     k[j] = false;
     k
 }
 
-fn solve4(mut g: [[f64; 4]; 4], mut r: [f64; 4]) -> [f64; 4] {
-    for c in 0..4 {
-        let p = (c..4)
-            .max_by(|&a, &b| g[a][c].abs().total_cmp(&g[b][c].abs()))
+fn solve4(g: [[f64; 4]; 4], r: [f64; 4]) -> [f64; 4] {
+    let mut flat: Vec<f64> = g.iter().flatten().copied().collect();
+    let mut r = r.to_vec();
+    let x = solve(&mut flat, &mut r, 4);
+    [x[0], x[1], x[2], x[3]]
+}
+
+/// Gaussian elimination with partial pivoting on the `n x n` row-major `g`; a zero pivot
+/// leaves its unknown at 0.
+fn solve(g: &mut [f64], r: &mut [f64], n: usize) -> Vec<f64> {
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&a, &b| g[a * n + c].abs().total_cmp(&g[b * n + c].abs()))
             .unwrap_or(c);
-        g.swap(c, p);
-        r.swap(c, p);
-        if g[c][c].abs() < 1e-300 {
+        if p != c {
+            for k in 0..n {
+                g.swap(c * n + k, p * n + k);
+            }
+            r.swap(c, p);
+        }
+        if g[c * n + c].abs() < 1e-300 {
             continue;
         }
-        let pivot = g[c];
-        for i in c + 1..4 {
-            let f = g[i][c] / pivot[c];
-            for (gij, gcj) in g[i][c..].iter_mut().zip(&pivot[c..]) {
+        let pivot: Vec<f64> = g[c * n..(c + 1) * n].to_vec();
+        for i in c + 1..n {
+            let f = g[i * n + c] / pivot[c];
+            for (gij, gcj) in g[i * n + c..(i + 1) * n].iter_mut().zip(&pivot[c..]) {
                 *gij -= f * gcj;
             }
             r[i] -= f * r[c];
         }
     }
-    let mut x = [0f64; 4];
-    for c in (0..4).rev() {
-        let s: f64 = (c + 1..4).map(|j| g[c][j] * x[j]).sum();
-        x[c] = if g[c][c].abs() < 1e-300 {
+    let mut x = vec![0f64; n];
+    for c in (0..n).rev() {
+        let s: f64 = (c + 1..n).map(|j| g[c * n + j] * x[j]).sum();
+        x[c] = if g[c * n + c].abs() < 1e-300 {
             0.0
         } else {
-            (r[c] - s) / g[c][c]
+            (r[c] - s) / g[c * n + c]
         };
     }
     x

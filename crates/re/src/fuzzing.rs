@@ -25,7 +25,7 @@ pub fn rebuild(data: &[u8]) {
     };
     let (rows, cols) = (1 + (*r & 7) as usize, 1 + (*c & 31) as usize);
     let n = rows * cols;
-    let method = match kind % 6 {
+    let method = match kind % 7 {
         0 => Reconstruction::Zero,
         1 => Reconstruction::Linear,
         2 => Reconstruction::Learned {
@@ -38,6 +38,10 @@ pub fn rebuild(data: &[u8]) {
         4 => Reconstruction::Spatial {
             kh: *a as u32 % 5,
             kw: *b as u32 % 5,
+        },
+        5 => Reconstruction::Mlp {
+            hidden: *a as u32 % 4,
+            params: f32s(&rest[..rest.len().min(4 * (*b as usize % 40))]),
         },
         _ => Reconstruction::Channels {
             combinations: rest

@@ -12,18 +12,22 @@
 //! | `Zero` | nothing | any tile |
 //! | `Dictionary` | its column's entry | any tile (entries indexed by the tile's first column) |
 //! | `Spatial` | kept 4-neighbours inside its conv kernel | tiles whose columns are whole kernels |
-//! | `Linear`, `Learned` | the nearest kept values of its row | whole rows |
+//! | `Linear`, `Learned`, `Mlp` | the nearest kept values of its row | whole rows |
 //! | `Channels` | stored combinations of kept rows | the whole tensor |
 //!
 //! **Row context** (SPEC §6.2). For a dropped element, `l1`, `l2` are the nearest and
 //! second-nearest kept values to its left, `r1`, `r2` to its right, at distances `dl`, `dr`.
 //! `Linear` interpolates `(dr·l1 + dl·r1) / (dl + dr)` when both sides exist and extrapolates
 //! from the two nearest on one side otherwise (exact on a linear ramp); one kept value is
-//! copied, none gives zero. `Learned` predicts `p · [interp, l1, r1, 1]`.
+//! copied, none gives zero. `Learned` predicts `p · [interp, l1, r1, 1]`. `Mlp` (the seed's
+//! "small NN", [`mlp`]) runs a one-hidden-layer ReLU network on that context scaled by the
+//! row's kept RMS.
 //!
 //! The host side fits the parameters ([`fit`]): `Learned` by ridge regression on the
 //! dropped values' true values (least squares over a set containing `p = 0`, so never worse
-//! than zero-fill on its tensor), `Dictionary` as each column's mean dropped value. Which
+//! than zero-fill on its tensor), `Dictionary` as each column's mean dropped value, `Mlp`
+//! as random ReLU features with a ridge output layer (so never worse than zero-fill on the
+//! elements it is fitted on either; `sparsewire-train` can then train every parameter). Which
 //! method a tensor gets is the user's [`Rebuild`] choice (`auto`: the lowest error).
 #![forbid(unsafe_code)]
 
@@ -31,8 +35,9 @@ pub mod fit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod methods;
+pub mod mlp;
 
-pub use fit::{fit_dictionary, fit_learned};
+pub use fit::{fit_dictionary, fit_learned, fit_mlp};
 pub use methods::{
     rebuild_expanded, rebuild_rows, rebuild_stored, rebuild_tensor, rebuild_tile, TilePlace,
 };
@@ -86,6 +91,8 @@ pub enum Rebuild {
     Dictionary,
     /// Conv filters (`[out, in, kh, kw]`): kept neighbours inside each kernel.
     Spatial,
+    /// A small MLP on the row context (16 hidden units), fitted per tensor.
+    Mlp,
     /// Per tensor, whichever of these has the lowest error (zero-fill included).
     Auto,
 }
@@ -99,10 +106,11 @@ impl std::str::FromStr for Rebuild {
             "learned" => Rebuild::Learned,
             "dictionary" => Rebuild::Dictionary,
             "spatial" => Rebuild::Spatial,
+            "mlp" => Rebuild::Mlp,
             "auto" => Rebuild::Auto,
             _ => {
                 return Err(format!(
-                "unknown reconstruction {s:?} (zero, linear, learned, dictionary, spatial, auto)"
+                "unknown reconstruction {s:?} (zero, linear, learned, dictionary, spatial, mlp, auto)"
             ))
             }
         })
@@ -117,6 +125,7 @@ impl std::fmt::Display for Rebuild {
             Rebuild::Learned => "learned",
             Rebuild::Dictionary => "dictionary",
             Rebuild::Spatial => "spatial",
+            Rebuild::Mlp => "mlp",
             Rebuild::Auto => "auto",
         })
     }

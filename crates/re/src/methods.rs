@@ -179,6 +179,12 @@ fn apply(
             }
             return Ok(());
         }
+        Reconstruction::Mlp { hidden, params: ps } => {
+            whole_rows("mlp")?;
+            let net = crate::mlp::MlpRef::new(*hidden, ps).map_err(params)?;
+            crate::mlp::rebuild_rows(values, |i| mask.is_kept(i), cols, net);
+            return Ok(());
+        }
         Reconstruction::Linear => {
             whole_rows("linear")?;
             [1.0, 0.0, 0.0, 0.0]

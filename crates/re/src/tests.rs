@@ -193,3 +193,214 @@ fn channels_rebuild_the_tensor_and_bad_indices_are_errors() {
         Err(RebuildError::NeedsWholeTensor { .. })
     ));
 }
+
+/// SPEC §6.2's `Mlp`, written out from the text with plain loops: the reference the
+/// engine's rebuild is held to, bit for bit.
+fn mlp_reference(row: &[f32], keep: &[bool], hidden: usize, p: &[f32]) -> Vec<f32> {
+    let kept: Vec<usize> = (0..row.len()).filter(|&k| keep[k]).collect();
+    let mut out = row.to_vec();
+    if kept.is_empty() {
+        return vec![0.0; row.len()];
+    }
+    let mut ss = 0f64;
+    for &k in &kept {
+        ss += row[k] as f64 * row[k] as f64;
+    }
+    let s = (ss / kept.len() as f64).sqrt();
+    for j in (0..row.len()).filter(|&j| !keep[j]) {
+        if s == 0.0 {
+            out[j] = 0.0;
+            continue;
+        }
+        let left: Vec<usize> = kept.iter().rev().copied().filter(|&k| k < j).collect();
+        let right: Vec<usize> = kept.iter().copied().filter(|&k| k > j).collect();
+        let val = |k: usize| row[k] as f64;
+        let interp = if !left.is_empty() && !right.is_empty() {
+            let (dl, dr) = ((j - left[0]) as f64, (right[0] - j) as f64);
+            (dr * val(left[0]) + dl * val(right[0])) / (dl + dr)
+        } else if !left.is_empty() || !right.is_empty() {
+            let (side, d): (&Vec<usize>, Box<dyn Fn(usize) -> f64>) = if left.is_empty() {
+                (&right, Box::new(|k: usize| (k - j) as f64))
+            } else {
+                (&left, Box::new(|k: usize| (j - k) as f64))
+            };
+            if side.len() >= 2 {
+                let (v1, v2) = (val(side[0]), val(side[1]));
+                v1 + (v1 - v2) * d(side[0]) / (d(side[1]) - d(side[0]))
+            } else {
+                val(side[0])
+            }
+        } else {
+            0.0
+        };
+        let at = |side: &Vec<usize>, i: usize| side.get(i).map_or(0.0, |&k| val(k)) / s;
+        let x = [
+            interp / s,
+            at(&left, 0),
+            at(&right, 0),
+            at(&left, 1),
+            at(&right, 1),
+            left.first().map_or(0.0, |&k| 1.0 / (j - k) as f64),
+            right.first().map_or(0.0, |&k| 1.0 / (k - j) as f64),
+        ];
+        let mut y = p[hidden * 9] as f64;
+        for u in 0..hidden {
+            let mut z = p[hidden * 7 + u] as f64;
+            for (f, &xf) in x.iter().enumerate() {
+                z += p[u * 7 + f] as f64 * xf;
+            }
+            y += p[hidden * 8 + u] as f64 * z.max(0.0);
+        }
+        out[j] = (s * y) as f32;
+    }
+    out
+}
+
+fn wave(rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| {
+            let (r, c) = (i / cols, i % cols);
+            (1.0 + r as f32) * ((c as f32) * 0.3 + r as f32).sin()
+        })
+        .collect()
+}
+
+#[test]
+fn mlp_rebuild_matches_the_scalar_reference_bit_for_bit() {
+    let (rows, cols, hidden) = (9, 23, 5);
+    let v = wave(rows, cols);
+    let mut state = 7u64;
+    let p: Vec<f32> = (0..mlp::mlp_params(hidden))
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    // Rows with every pattern: none kept, one kept, one side only, the rest random.
+    let mask = Mask::from_fn(rows * cols, |i| {
+        let (r, c) = (i / cols, i % cols);
+        match r {
+            0 => false,
+            1 => c == 11,
+            2 => c < 4,
+            3 => c > 18,
+            _ => (i * 2654435761) % 5 < 2,
+        }
+    });
+    let method = Reconstruction::Mlp {
+        hidden: hidden as u32,
+        params: p.clone(),
+    };
+    let mut got = zeroed(&v, &mask);
+    rebuild_rows(&mut got, mask.as_ref(), cols, &method).unwrap();
+    for r in 0..rows {
+        let keep: Vec<bool> = (0..cols).map(|c| mask.is_kept(r * cols + c)).collect();
+        let src = zeroed(&v[r * cols..(r + 1) * cols], &Mask::from_bools(&keep));
+        let want = mlp_reference(&src, &keep, hidden, &p);
+        for c in 0..cols {
+            assert_eq!(
+                got[r * cols + c].to_bits(),
+                want[c].to_bits(),
+                "row {r} col {c}: {} vs {}",
+                got[r * cols + c],
+                want[c]
+            );
+        }
+    }
+    // Kept values untouched; a row with nothing kept stays zero; a dropped value moved.
+    assert!((0..rows * cols)
+        .filter(|&i| mask.is_kept(i))
+        .all(|i| got[i].to_bits() == v[i].to_bits()));
+    assert!(got[..cols].iter().all(|&x| x == 0.0));
+    assert!((0..rows * cols).any(|i| !mask.is_kept(i) && got[i] != 0.0));
+}
+
+#[test]
+fn fitted_mlp_beats_zero_fill_and_is_deterministic() {
+    let (rows, cols) = (64, 96);
+    let v = wave(rows, cols);
+    let mask = Mask::from_fn(rows * cols, |i| (i * 2654435761) % 7 < 4);
+    let err = |m: &Reconstruction| {
+        let mut x = zeroed(&v, &mask);
+        rebuild_rows(&mut x, mask.as_ref(), cols, m).unwrap();
+        x.iter()
+            .zip(&v)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>()
+    };
+    let fit = fit_mlp(&v, mask.as_ref(), cols, 16, 3);
+    assert_eq!(fit, fit_mlp(&v, mask.as_ref(), cols, 16, 3));
+    assert_ne!(fit, fit_mlp(&v, mask.as_ref(), cols, 16, 4));
+    let (zero, mlp) = (err(&Reconstruction::Zero), err(&fit));
+    // A smooth signal: the row context predicts it well.
+    assert!(mlp < 0.2 * zero, "mlp {mlp} vs zero {zero}");
+    // On noise there is nothing to predict, and the fit still does no harm.
+    let mut state = 1u64;
+    let noise: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let fit = fit_mlp(&noise, mask.as_ref(), cols, 16, 3);
+    let mut x = zeroed(&noise, &mask);
+    rebuild_rows(&mut x, mask.as_ref(), cols, &fit).unwrap();
+    let (z, m) = (
+        zeroed(&noise, &mask)
+            .iter()
+            .zip(&noise)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>(),
+        x.iter()
+            .zip(&noise)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>(),
+    );
+    assert!(m <= z * (1.0 + 1e-6), "mlp {m} vs zero {z} on noise");
+}
+
+#[test]
+fn malformed_mlp_parameters_are_refused() {
+    let cols = 8;
+    let v = wave(2, cols);
+    let mask = Mask::from_fn(2 * cols, |i| i % 2 == 0);
+    let good = mlp::mlp_params(3);
+    for (hidden, params) in [
+        (3, vec![0.1; good - 1]),
+        (3, vec![0.1; good + 1]),
+        (0, vec![0.1; 1]),
+        (257, vec![0.1; mlp::mlp_params(257)]),
+        (3, {
+            let mut p = vec![0.1; good];
+            p[5] = f32::NAN;
+            p
+        }),
+    ] {
+        let mut x = zeroed(&v, &mask);
+        let before = x.clone();
+        let r = rebuild_rows(
+            &mut x,
+            mask.as_ref(),
+            cols,
+            &Reconstruction::Mlp { hidden, params },
+        );
+        assert!(
+            matches!(r, Err(RebuildError::Params { method: "mlp", .. })),
+            "{r:?}"
+        );
+        assert_eq!(x, before, "nothing written on error");
+    }
+    // Whole rows only, as for the other row methods.
+    let t = SparseTile::from_dense(2, cols, Dtype::F32, &f32_bytes(&v), mask.clone()).unwrap();
+    let part = TilePlace {
+        col0: 0,
+        full_cols: 2 * cols,
+    };
+    let m = fit_mlp(&v, mask.as_ref(), cols, 4, 0);
+    assert!(matches!(
+        rebuild_tile(Values::Sparse(t.as_ref()), &m, part, &mut Vec::new()),
+        Err(RebuildError::NeedsWholeRows { method: "mlp", .. })
+    ));
+}

@@ -23,6 +23,9 @@ use sparsewire_metadata::{view_2d, Criterion, Pattern, Reconstruction, Sparsific
 use sparsewire_re::Rebuild;
 use sparsewire_sparse::{Mask, SparseTensor, SparseTile};
 
+/// Hidden units of the MLP predictor fitted for `--reconstruct mlp`.
+const MLP_HIDDEN: usize = 16;
+
 /// One tensor to sparsify, as decided by [`plan`].
 #[derive(Debug)]
 pub struct Job<'a> {
@@ -384,12 +387,14 @@ impl Job<'_> {
             .collect();
         let learned = || sparsewire_re::fit_learned(&truth, mask, cols);
         let dictionary = || sparsewire_re::fit_dictionary(&truth, mask, cols);
+        let mlp = || sparsewire_re::fit_mlp(&truth, mask, cols, MLP_HIDDEN, 0);
         let spatial = conv_kernel(self.tensor.shape).map(|(kh, kw)| R::Spatial { kh, kw });
         let candidates = match self.rebuild {
             Rebuild::Zero => vec![],
             Rebuild::Linear => vec![R::Linear],
             Rebuild::Learned => vec![learned()],
             Rebuild::Dictionary => vec![dictionary()],
+            Rebuild::Mlp => vec![mlp()],
             Rebuild::Spatial => spatial.clone().into_iter().collect(),
             Rebuild::Auto => [
                 Some(R::Linear),

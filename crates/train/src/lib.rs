@@ -23,6 +23,9 @@
 //!    input norm, correlation terms, row and column scale) fitted through a relaxed top-k to
 //!    the layer output error on calibration inputs; `cargo xtask scorer` compares it with
 //!    magnitude, Wanda and SparseGPT on held-out inputs.
+//! 6. [`rebuild`]: the MLP rebuild predictor of `re` trained end to end on the
+//!    reconstruction loss, from the post-hoc fit (`cargo run --release -p sparsewire-train
+//!    --example mlp_rebuild` compares the two on real tensors).
 //!
 //! Autodiff is candle's (`candle-core` + `candle-nn`, already a dependency of the eval
 //! crate); see docs/ARCHITECTURE.md for the choice.
@@ -30,6 +33,7 @@
 pub mod activation;
 pub mod digits;
 pub mod importance;
+pub mod rebuild;
 pub mod regularize;
 pub mod run;
 pub mod schedule;

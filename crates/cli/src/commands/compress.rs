@@ -71,7 +71,9 @@ struct SparsifyArgs {
     /// How dropped weights are rebuilt on decompress: zero (default), linear (row
     /// interpolation), learned (ridge predictor fitted per tensor on the dropped values),
     /// dictionary (per column mean of the dropped values), spatial (conv kernels: kept
-    /// neighbours) or auto (the lowest error per tensor, zero-fill included).
+    /// neighbours), mlp (a 16-unit MLP on the row context, fitted per tensor, run by the
+    /// receiver; slower to fit and rebuild, so auto leaves it out) or auto (the lowest
+    /// error per tensor among the others, zero-fill included).
     #[arg(long)]
     reconstruct: Option<Rebuild>,
     /// Whole stream at most this fraction (0, 1] of the input's tensor bytes (adaptive per

@@ -43,7 +43,7 @@ def save(
     and ``sparsegpt`` need calibration data: use the CLI) in ``pattern`` (``unstructured``,
     ``row``, ``N:M`` such as ``2:4``, ``block:RxC``, ``channel``); ``reconstruct`` says how
     the decoder rebuilds what was dropped (``zero``, ``linear``, ``learned``,
-    ``dictionary``, ``spatial``, ``auto``). ``profile``: ``small`` (default) or ``fast``.
+    ``dictionary``, ``spatial``, ``mlp``, ``auto``). ``profile``: ``small`` (default) or ``fast``.
     ``calibration``: layer inputs (``[tokens, in]`` f32 arrays, named as the CLI's
     ``--calibration`` file names them) for ``wanda`` and ``sparsegpt``; without them those
     criteria fall back to magnitude, and ``inspect`` shows the criterion used.
