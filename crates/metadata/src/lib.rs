@@ -348,8 +348,8 @@ pub enum Reconstruction {
     /// value is the mean of the kept ones beside it (up, down, left, right) in its kernel,
     /// else of all kept ones in its kernel, else zero.
     Spatial { kh: u32, kw: u32 },
-    /// A small MLP on the row context (SPEC §6.2): `hidden` ReLU units on the seven
-    /// features of a dropped element, scaled by its row's kept RMS; `9 * hidden + 1`
+    /// A small MLP on the row context (SPEC §6.2): `hidden` ReLU units on the eight
+    /// features of a dropped element, scaled by its row's kept RMS; `10 * hidden + 1`
     /// parameters (first layer row-major, its biases, the output weights, the output bias).
     Mlp {
         hidden: u32,

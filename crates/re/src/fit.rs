@@ -71,7 +71,7 @@ pub fn fit_learned(original: &[f32], mask: MaskRef<'_>, cols: usize) -> Reconstr
 pub const MLP_FIT_SAMPLES: usize = 1 << 17;
 
 /// Fits an `Mlp` of `hidden` units (clamped to `1..=256`): the first layer is random
-/// (seeded, uniform in [-1, 1)), the output layer (`w2`, `b2`) is the ridge regression of
+/// (seeded, uniform in [-1, 1), units in pairs of opposite sign), the output layer (`w2`, `b2`) is the ridge regression of
 /// the dropped elements' true values on the hidden activations times the row scale, i.e.
 /// least squares on the rebuilt values themselves. The set of solutions includes the
 /// all-zero output layer, so on the fitted elements it is never worse than zero-fill. A
@@ -95,6 +95,16 @@ pub fn fit_mlp(
             }
         })
         .collect();
+    // Units in pairs of opposite sign: relu(z) - relu(-z) = z, so with at least 8 pairs
+    // the output layer spans every linear function of the inputs (what `Learned` can
+    // do), and relu(z) + relu(-z) = |z| adds the non-linear part.
+    for k in (1..h).step_by(2) {
+        let (lo, hi) = (k - 1, k);
+        for f in 0..MLP_INPUTS {
+            params[hi * MLP_INPUTS + f] = -params[lo * MLP_INPUTS + f];
+        }
+        params[h * MLP_INPUTS + hi] = -params[h * MLP_INPUTS + lo];
+    }
     let keep: Vec<bool> = (0..mask.len()).map(|i| mask.is_kept(i)).collect();
     let any_dropped = keep.iter().any(|&k| !k);
     let candidates = keep.iter().filter(|&&k| k != any_dropped).count();

@@ -5,17 +5,19 @@
 //! divided by the row's scale `s` (the root mean square of the row's kept values), so one
 //! network serves rows of any magnitude:
 //!
-//! `x = [interp, l1, r1, l2, r2] / s ++ [1/dl1, 1/dr1]` (a missing neighbour gives 0),
+//! `x = [interp, l1, r1, l2, r2] / s ++ [1/dl1, 1/dr1, 1/s]` (a missing neighbour gives
+//! 0; `1/s` lets the output hold an offset that does not scale with the row, such as the
+//! negative bias of dropped post-GELU activations),
 //!
 //! then `h = relu(W1 x + b1)` with `hidden` units and the prediction is
 //! `s * (w2 · h + b2)`; a row with no kept value (or `s = 0`) predicts 0. Parameters, in
-//! order: `W1` row-major (`hidden x 7`), `b1`, `w2`, `b2`: `9 * hidden + 1` values.
+//! order: `W1` row-major (`hidden x 8`), `b1`, `w2`, `b2`: `10 * hidden + 1` values.
 //! Arithmetic is f64 in that order, so every reader rebuilds the same bits.
 
 use crate::methods::features;
 
 /// Inputs per dropped element.
-pub const MLP_INPUTS: usize = 7;
+pub const MLP_INPUTS: usize = 8;
 /// The largest hidden width a stream may carry (a header value: checked before use).
 pub const MLP_MAX_HIDDEN: u32 = 256;
 
@@ -115,6 +117,7 @@ pub fn mlp_inputs(vals: &[f32], keep: &[bool], j: usize, scale: f64) -> [f64; ML
         v(r2),
         inv(l1.map(|k| j - k)),
         inv(r1.map(|k| k - j)),
+        1.0 / scale,
     ]
 }
 

@@ -242,14 +242,15 @@ fn mlp_reference(row: &[f32], keep: &[bool], hidden: usize, p: &[f32]) -> Vec<f3
             at(&right, 1),
             left.first().map_or(0.0, |&k| 1.0 / (j - k) as f64),
             right.first().map_or(0.0, |&k| 1.0 / (k - j) as f64),
+            1.0 / s,
         ];
-        let mut y = p[hidden * 9] as f64;
+        let mut y = p[hidden * 10] as f64;
         for u in 0..hidden {
-            let mut z = p[hidden * 7 + u] as f64;
+            let mut z = p[hidden * 8 + u] as f64;
             for (f, &xf) in x.iter().enumerate() {
-                z += p[u * 7 + f] as f64 * xf;
+                z += p[u * 8 + f] as f64 * xf;
             }
-            y += p[hidden * 8 + u] as f64 * z.max(0.0);
+            y += p[hidden * 9 + u] as f64 * z.max(0.0);
         }
         out[j] = (s * y) as f32;
     }
