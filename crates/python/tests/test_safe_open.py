@@ -22,8 +22,14 @@ def tensors():
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"sparsity": 0.5}, {"sparsity": 0.6, "reconstruct": "linear"}, {"sparsity": 0.5, "profile": "fast"}],
-    ids=["lossless", "zero", "linear", "fast"],
+    [
+        {},
+        {"sparsity": 0.5},
+        {"sparsity": 0.6, "reconstruct": "linear"},
+        {"sparsity": 0.5, "reconstruct": "mlp"},
+        {"sparsity": 0.5, "profile": "fast"},
+    ],
+    ids=["lossless", "zero", "linear", "mlp", "fast"],
 )
 def test_slices_equal_the_rows_of_the_full_decode(tmp_path, tensors, options):
     path = tmp_path / "m.swire"
