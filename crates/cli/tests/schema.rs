@@ -144,9 +144,10 @@ fn every_compress_report_matches_the_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
     let input = dir.path().join("demo.safetensors");
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &[],
         &["--sparsity", "0.5", "--reconstruct", "auto"],
+        &["--sparsity", "0.5", "--reconstruct", "mlp"],
         &["--pattern", "2:4"],
         &["--target-ratio", "0.4"],
     ];
