@@ -36,18 +36,14 @@ pub fn fit_learned(original: &[f32], mask: MaskRef<'_>, cols: usize) -> Reconstr
     let mut g = [[0f64; 4]; 4];
     let mut r = [0f64; 4];
     let mut n = 0usize;
-    let keep: Vec<bool> = (0..mask.len()).map(|i| mask.is_kept(i)).collect();
-    let any_dropped = keep.iter().any(|&k| !k);
-    for (row, krow) in original.chunks(cols.max(1)).zip(keep.chunks(cols.max(1))) {
-        for j in 0..row.len() {
-            if krow[j] == any_dropped {
-                continue;
-            }
-            let f = if any_dropped {
-                features(row, krow, j)
-            } else {
-                features(row, &exclude(krow, j), j)
-            };
+    for_each_fit_sample(
+        original,
+        mask,
+        cols,
+        usize::MAX,
+        |_, _| (),
+        |_, row, keep, j| {
+            let f = features(row, keep, j);
             for a in 0..4 {
                 r[a] += f[a] * row[j] as f64;
                 for b in 0..4 {
@@ -55,8 +51,8 @@ pub fn fit_learned(original: &[f32], mask: MaskRef<'_>, cols: usize) -> Reconstr
                 }
             }
             n += 1;
-        }
-    }
+        },
+    );
     let scale = (0..4).map(|a| g[a][a]).sum::<f64>() / 4.0;
     for (a, ga) in g.iter_mut().enumerate() {
         ga[a] += 1e-9 * scale.max(1e-30);
@@ -105,50 +101,35 @@ pub fn fit_mlp(
         }
         params[h * MLP_INPUTS + hi] = -params[h * MLP_INPUTS + lo];
     }
-    let keep: Vec<bool> = (0..mask.len()).map(|i| mask.is_kept(i)).collect();
-    let any_dropped = keep.iter().any(|&k| !k);
-    let candidates = keep.iter().filter(|&&k| k != any_dropped).count();
-    let stride = candidates.div_ceil(MLP_FIT_SAMPLES).max(1);
     let n = h + 1;
     let (mut g, mut r) = (vec![0f64; n * n], vec![0f64; n]);
     let mut z = vec![0f64; n];
-    let mut seen = 0usize;
-    {
-        let net = MlpRef::new(h as u32, &params).expect("shape by construction");
-        let c = cols.max(1);
-        for (row, krow) in original.chunks(c).zip(keep.chunks(c)) {
-            let s = row_scale(row, krow);
-            for j in 0..row.len() {
-                if krow[j] == any_dropped {
-                    continue;
-                }
-                seen += 1;
-                if !(seen - 1).is_multiple_of(stride) {
-                    continue;
-                }
-                let (x, s) = if any_dropped {
-                    (s > 0.0).then(|| (mlp_inputs(row, krow, j, s), s))
-                } else {
-                    let k = exclude(krow, j);
-                    let s = row_scale(row, &k);
-                    (s > 0.0).then(|| (mlp_inputs(row, &k, j, s), s))
-                }
-                .unwrap_or(([0.0; MLP_INPUTS], 0.0));
-                net.hidden_of(&x, &mut z[..h]);
-                z[h] = 1.0;
-                for zk in z.iter_mut() {
-                    *zk *= s;
-                }
-                let v = row[j] as f64;
-                for a in 0..n {
-                    r[a] += z[a] * v;
-                    for b in 0..n {
-                        g[a * n + b] += z[a] * z[b];
-                    }
+    let net = MlpRef::new(h as u32, &params).expect("shape by construction");
+    for_each_fit_sample(
+        original,
+        mask,
+        cols,
+        MLP_FIT_SAMPLES,
+        row_scale,
+        |&s, row, keep, j| {
+            // A row with no kept value (s = 0) rebuilds 0 whatever the parameters.
+            if s == 0.0 {
+                return;
+            }
+            net.hidden_of(&mlp_inputs(row, keep, j, s), &mut z[..h]);
+            z[h] = 1.0;
+            for zk in z.iter_mut() {
+                *zk *= s;
+            }
+            let v = row[j] as f64;
+            for a in 0..n {
+                r[a] += z[a] * v;
+                for b in 0..n {
+                    g[a * n + b] += z[a] * z[b];
                 }
             }
-        }
-    }
+        },
+    );
     let scale = (0..n).map(|a| g[a * n + a]).sum::<f64>() / n as f64;
     for a in 0..n {
         g[a * n + a] += 1e-9 * scale.max(1e-30);
@@ -171,10 +152,46 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn exclude(keep: &[bool], j: usize) -> Vec<bool> {
-    let mut k = keep.to_vec();
-    k[j] = false;
-    k
+/// The elements the fits learn from, with what the receiver would see of each: every
+/// dropped element of `original` (row-major, `cols` wide) with its row's mask, or, when the
+/// tensor drops nothing, every element with its row's mask less that element. At most
+/// `limit` of them, evenly spaced (every k-th, in order). `prep(row, keep)` runs once per
+/// mask a sample is seen with (per row, or per sample when nothing is dropped) and its
+/// result is handed to `f(&prep, row, keep, j)`.
+pub fn for_each_fit_sample<P>(
+    original: &[f32],
+    mask: MaskRef<'_>,
+    cols: usize,
+    limit: usize,
+    prep: impl Fn(&[f32], &[bool]) -> P,
+    mut f: impl FnMut(&P, &[f32], &[bool], usize),
+) {
+    let keep: Vec<bool> = (0..mask.len()).map(|i| mask.is_kept(i)).collect();
+    let any_dropped = keep.iter().any(|&k| !k);
+    let candidates = keep.iter().filter(|&&k| k != any_dropped).count();
+    let stride = candidates.div_ceil(limit.max(1)).max(1);
+    let mut seen = 0usize;
+    let c = cols.max(1);
+    for (row, krow) in original.chunks(c).zip(keep.chunks(c)) {
+        let mut row_prep = None;
+        for j in 0..row.len() {
+            if krow[j] == any_dropped {
+                continue;
+            }
+            seen += 1;
+            if !(seen - 1).is_multiple_of(stride) {
+                continue;
+            }
+            if any_dropped {
+                let p = row_prep.get_or_insert_with(|| prep(row, krow));
+                f(p, row, krow, j);
+            } else {
+                let mut k = krow.to_vec();
+                k[j] = false;
+                f(&prep(row, &k), row, &k, j);
+            }
+        }
+    }
 }
 
 fn solve4(g: [[f64; 4]; 4], r: [f64; 4]) -> [f64; 4] {

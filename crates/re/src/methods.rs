@@ -198,19 +198,39 @@ fn apply(
         }
     };
     let predict = |f: &[f64; 4]| -> f64 { p.iter().zip(f).map(|(a, b)| a * b).sum() };
+    rows_with_drops(
+        values,
+        |i| mask.is_kept(i),
+        cols,
+        |row, src, krow| {
+            for j in 0..row.len() {
+                if !krow[j] {
+                    row[j] = predict(&features(src, krow, j)) as f32;
+                }
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Calls `fill(row, src, keep)` for every row of `values` (`cols` wide) that dropped
+/// something: `row` to write, `src` its values as they were (so predictions read only kept
+/// values as decoded), `keep` which were kept (`kept(i)` for element `i`). The row
+/// methods' common loop.
+pub(crate) fn rows_with_drops(
+    values: &mut [f32],
+    kept: impl Fn(usize) -> bool,
+    cols: usize,
+    mut fill: impl FnMut(&mut [f32], &[f32], &[bool]),
+) {
     for (r, row) in values.chunks_mut(cols.max(1)).enumerate() {
-        let krow: Vec<bool> = (0..row.len()).map(|c| mask.is_kept(r * cols + c)).collect();
+        let krow: Vec<bool> = (0..row.len()).map(|c| kept(r * cols + c)).collect();
         if krow.iter().all(|&k| k) {
             continue;
         }
         let src = row.to_vec();
-        for j in 0..row.len() {
-            if !krow[j] {
-                row[j] = predict(&features(&src, &krow, j)) as f32;
-            }
-        }
+        fill(row, &src, &krow);
     }
-    Ok(())
 }
 
 /// Rebuilds dropped rows of a `[rows, cols]` matrix (row-major f32) from their stored
@@ -250,41 +270,67 @@ fn rebuild_channels(
     Ok(())
 }
 
+/// The two nearest kept elements on each side of position `j` of a row (other than `j`
+/// itself), nearest first, as (distance, value): the row context of SPEC §6.2.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowContext {
+    pub left: [Option<(usize, f64)>; 2],
+    pub right: [Option<(usize, f64)>; 2],
+}
+
+impl RowContext {
+    pub fn new(vals: &[f32], keep: &[bool], j: usize) -> Self {
+        let mut left = [None; 2];
+        for (slot, k) in left
+            .iter_mut()
+            .zip((0..j).rev().filter(|&k| keep[k]).take(2))
+        {
+            *slot = Some((j - k, vals[k] as f64));
+        }
+        let mut right = [None; 2];
+        for (slot, k) in right
+            .iter_mut()
+            .zip((j + 1..vals.len()).filter(|&k| keep[k]).take(2))
+        {
+            *slot = Some((k - j, vals[k] as f64));
+        }
+        Self { left, right }
+    }
+
+    /// `Linear`'s value: interpolation between the nearest kept values on both sides, else
+    /// extrapolation from the two nearest on one side, else the one kept value, else 0.
+    pub fn interp(&self) -> f64 {
+        match (self.left[0], self.right[0]) {
+            (Some((dl, l)), Some((dr, r))) => (dr as f64 * l + dl as f64 * r) / (dl + dr) as f64,
+            (Some((d1, v1)), None) | (None, Some((d1, v1))) => {
+                let side = if self.left[0].is_some() {
+                    &self.left
+                } else {
+                    &self.right
+                };
+                match side[1] {
+                    // Extrapolate along the line through the two nearest.
+                    Some((d2, v2)) => v1 + (v1 - v2) * d1 as f64 / (d2 - d1) as f64,
+                    None => v1,
+                }
+            }
+            (None, None) => 0.0,
+        }
+    }
+}
+
 /// Features of position `j` from the kept elements of its row (other than `j` itself):
 /// `[interpolation, nearest left, nearest right, 1]`.
 pub(crate) fn features(vals: &[f32], keep: &[bool], j: usize) -> [f64; 4] {
-    let left: Vec<(usize, f64)> = (0..j)
-        .rev()
-        .filter(|&k| keep[k])
-        .take(2)
-        .map(|k| (j - k, vals[k] as f64))
-        .collect();
-    let right: Vec<(usize, f64)> = (j + 1..vals.len())
-        .filter(|&k| keep[k])
-        .take(2)
-        .map(|k| (k - j, vals[k] as f64))
-        .collect();
-    let interp = match (left.first(), right.first()) {
-        (Some(&(dl, l)), Some(&(dr, r))) => (dr as f64 * l + dl as f64 * r) / (dl + dr) as f64,
-        (Some(&(d1, v1)), None) | (None, Some(&(d1, v1))) => {
-            let side = if left.is_empty() { &right } else { &left };
-            match side.get(1) {
-                // Extrapolate along the line through the two nearest.
-                Some(&(d2, v2)) => v1 + (v1 - v2) * d1 as f64 / (d2 - d1) as f64,
-                None => v1,
-            }
-        }
-        (None, None) => 0.0,
-    };
+    let c = RowContext::new(vals, keep, j);
     [
-        interp,
-        left.first().map_or(0.0, |x| x.1),
-        right.first().map_or(0.0, |x| x.1),
+        c.interp(),
+        c.left[0].map_or(0.0, |x| x.1),
+        c.right[0].map_or(0.0, |x| x.1),
         1.0,
     ]
 }
 
-/// One kernel: dropped values from their kept 4-neighbours, else the kernel's kept mean.
 fn spatial(kern: &mut [f32], keep: &[bool], kh: usize, kw: usize) {
     let src = kern.to_vec();
     let (mut sum, mut n) = (0f64, 0usize);

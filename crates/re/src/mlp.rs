@@ -14,7 +14,7 @@
 //! order: `W1` row-major (`hidden x 8`), `b1`, `w2`, `b2`: `10 * hidden + 1` values.
 //! Arithmetic is f64 in that order, so every reader rebuilds the same bits.
 
-use crate::methods::features;
+use crate::methods::{rows_with_drops, RowContext};
 
 /// Inputs per dropped element.
 pub const MLP_INPUTS: usize = 8;
@@ -102,21 +102,17 @@ pub fn row_scale(vals: &[f32], keep: &[bool]) -> f64 {
 
 /// The inputs of position `j` of a row whose scale is `scale` (> 0).
 pub fn mlp_inputs(vals: &[f32], keep: &[bool], j: usize, scale: f64) -> [f64; MLP_INPUTS] {
-    let f = features(vals, keep, j);
-    let mut left = (0..j).rev().filter(|&k| keep[k]);
-    let mut right = (j + 1..vals.len()).filter(|&k| keep[k]);
-    let (l1, l2) = (left.next(), left.next());
-    let (r1, r2) = (right.next(), right.next());
-    let v = |k: Option<usize>| k.map_or(0.0, |k| vals[k] as f64) / scale;
-    let inv = |d: Option<usize>| d.map_or(0.0, |d| 1.0 / d as f64);
+    let c = RowContext::new(vals, keep, j);
+    let v = |n: Option<(usize, f64)>| n.map_or(0.0, |n| n.1) / scale;
+    let inv = |n: Option<(usize, f64)>| n.map_or(0.0, |n| 1.0 / n.0 as f64);
     [
-        f[0] / scale,
-        f[1] / scale,
-        f[2] / scale,
-        v(l2),
-        v(r2),
-        inv(l1.map(|k| j - k)),
-        inv(r1.map(|k| k - j)),
+        c.interp() / scale,
+        v(c.left[0]),
+        v(c.right[0]),
+        v(c.left[1]),
+        v(c.right[1]),
+        inv(c.left[0]),
+        inv(c.right[0]),
         1.0 / scale,
     ]
 }
@@ -130,21 +126,16 @@ pub(crate) fn rebuild_rows(
     net: MlpRef<'_>,
 ) {
     let mut h = vec![0f64; net.hidden()];
-    for (r, row) in values.chunks_mut(cols.max(1)).enumerate() {
-        let krow: Vec<bool> = (0..row.len()).map(|c| kept(r * cols + c)).collect();
-        if krow.iter().all(|&k| k) {
-            continue;
-        }
-        let s = row_scale(row, &krow);
-        let src = row.to_vec();
+    rows_with_drops(values, kept, cols, |row, src, krow| {
+        let s = row_scale(src, krow);
         for j in 0..row.len() {
             if !krow[j] {
                 row[j] = if s > 0.0 {
-                    (s * net.eval(&mlp_inputs(&src, &krow, j, s), &mut h)) as f32
+                    (s * net.eval(&mlp_inputs(src, krow, j, s), &mut h)) as f32
                 } else {
                     0.0
                 };
             }
         }
-    }
+    });
 }

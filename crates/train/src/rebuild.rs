@@ -63,24 +63,24 @@ pub fn train_mlp(
         unreachable!("fit_mlp gives an Mlp")
     };
     let h = *hidden as usize;
-    // The samples: what the receiver sees of each dropped element, and its truth.
-    let c = cols.max(1);
-    let dropped = (0..mask.len()).filter(|&i| !mask.is_kept(i)).count();
-    let stride = dropped.div_ceil(MLP_FIT_SAMPLES).max(1);
+    // The samples: what the receiver sees of each dropped element, and its truth; the
+    // same elements the post-hoc fit learned from (a tensor that drops nothing has none).
     let (mut x, mut s, mut v) = (Vec::new(), Vec::new(), Vec::new());
-    let mut seen = 0usize;
-    for (r, row) in original.chunks(c).enumerate() {
-        let keep: Vec<bool> = (0..row.len()).map(|j| mask.is_kept(r * c + j)).collect();
-        let scale = row_scale(row, &keep);
-        for j in (0..row.len()).filter(|&j| !keep[j]) {
-            seen += 1;
-            if !(seen - 1).is_multiple_of(stride) || scale == 0.0 {
-                continue;
-            }
-            x.extend(mlp_inputs(row, &keep, j, scale).map(|f| f as f32));
-            s.push(scale as f32);
-            v.push(row[j]);
-        }
+    if (0..mask.len()).any(|i| !mask.is_kept(i)) {
+        sparsewire_re::fit::for_each_fit_sample(
+            original,
+            mask,
+            cols,
+            MLP_FIT_SAMPLES,
+            row_scale,
+            |&scale, row, keep, j| {
+                if scale > 0.0 {
+                    x.extend(mlp_inputs(row, keep, j, scale).map(|f| f as f32));
+                    s.push(scale as f32);
+                    v.push(row[j]);
+                }
+            },
+        );
     }
     let n = v.len();
     if n == 0 {
