@@ -1,6 +1,8 @@
 //! The grids' cells: what `--grid quick|default|full` measures.
 
-use crate::grid::{ActPolicy, ActRebuild, ActSetting, Cell, GridError, Path, Sites, WeightSetting};
+use crate::grid::{
+    ActPolicy, ActRebuild, ActScore, ActSetting, Cell, GridError, Path, Sites, WeightSetting,
+};
 use sparsewire_metadata::{Criterion, Pattern};
 use sparsewire_se::Rebuild;
 
@@ -52,6 +54,7 @@ pub fn cells(grid: &str, criteria: Option<&[Criterion]>) -> Result<Vec<Cell>, Gr
             policy,
             reconstruct,
             sites,
+            score: ActScore::Magnitude,
         }),
     };
     let act = |policy, reconstruct| act_on(policy, reconstruct, Sites::All);
@@ -91,6 +94,7 @@ pub fn cells(grid: &str, criteria: Option<&[Criterion]>) -> Result<Vec<Cell>, Gr
                     policy: ActPolicy::KeepFraction(0.7),
                     reconstruct: ActRebuild::Dictionary,
                     sites: Sites::All,
+                    score: ActScore::Magnitude,
                 }),
             });
         }
@@ -180,6 +184,7 @@ pub fn cells(grid: &str, criteria: Option<&[Criterion]>) -> Result<Vec<Cell>, Gr
                         policy: ActPolicy::KeepFraction(k),
                         reconstruct: ActRebuild::Dictionary,
                         sites: Sites::All,
+                        score: ActScore::Magnitude,
                     }),
                 });
             }

@@ -25,7 +25,9 @@ use crate::model::{Bert, BertConfig, Site};
 use sparsewire_formats::{Dtype, Tensor, TensorFile};
 use sparsewire_metadata::{display, Criterion, Pattern};
 use sparsewire_pipeline::{compress, decompress, CompressOptions};
-use sparsewire_se::activations::{sparsify_activations, ActivationPolicy};
+use sparsewire_se::activations::{
+    sparsify_activations, sparsify_activations_scaled, ActivationPolicy,
+};
 use sparsewire_se::{Budget, Rebuild, SparsifyOptions};
 use std::collections::HashMap;
 
@@ -239,12 +241,44 @@ impl WeightSetting {
     }
 }
 
+/// How the runtime activation sparsifier ranks a token's values at a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ActScore {
+    /// |a|.
+    #[default]
+    Magnitude,
+    /// |a_j| times the norm of column j of the weights that multiply the site next (query,
+    /// key and value for a layer input, the FFN's first matrix for its input, its second
+    /// for the post-GELU values): what dropping a_j moves those products by, were the
+    /// columns orthogonal (WINA). The residual path is not counted.
+    Weighted,
+    /// As `weighted`, with the residual connection counted as an identity column of norm 1
+    /// beside the weights (layer inputs and FFN inputs also feed an addition).
+    WeightedResidual,
+}
+
+impl std::fmt::Display for ActScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActScore::Magnitude => "magnitude",
+            ActScore::Weighted => "weighted",
+            ActScore::WeightedResidual => "weighted_residual",
+        })
+    }
+}
+
+/// A site's column scale for an [`ActScore`] (`None`: plain magnitude).
+type ColumnScale = Option<Vec<f32>>;
+
 /// One activations setting.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ActSetting {
     pub policy: ActPolicy,
     pub reconstruct: ActRebuild,
     pub sites: Sites,
+    pub score: ActScore,
 }
 
 /// A cell of the grid.
@@ -326,6 +360,8 @@ pub struct Setup {
     pub reference: Vec<Vec<f32>>,
     /// Per site, per keep fraction (as thousandths), each channel's mean dropped value.
     dictionaries: std::sync::Mutex<HashMap<(Site, u32), Vec<f32>>>,
+    /// Per site and score, the column scale of [`ActScore`] (`None`: magnitude).
+    scales: std::sync::Mutex<HashMap<(Site, ActScore), ColumnScale>>,
 }
 
 impl Setup {
@@ -353,7 +389,80 @@ impl Setup {
             sentences,
             reference,
             dictionaries: Default::default(),
+            scales: Default::default(),
         })
+    }
+
+    /// The column scale `score` ranks `site`'s values by (`None`: plain magnitude): the
+    /// root of the summed squared column norms of the dense weights that multiply the site
+    /// next (+1 for the residual, with [`ActScore::WeightedResidual`]).
+    fn act_scale(&self, site: Site, score: ActScore) -> Result<Option<Vec<f32>>, GridError> {
+        if let Some(v) = self.scales.lock().expect("no panics").get(&(site, score)) {
+            return Ok(v.clone());
+        }
+        let (consumers, residual): (Vec<String>, bool) = match site {
+            Site::Hidden(i) if i < self.config.layers => (
+                [
+                    "attention.self.query",
+                    "attention.self.key",
+                    "attention.self.value",
+                ]
+                .iter()
+                .map(|m| format!("encoder.layer.{i}.{m}.weight"))
+                .collect(),
+                true,
+            ),
+            Site::Hidden(_) => (vec![], false),
+            Site::FfnIn(i) => (
+                vec![format!("encoder.layer.{i}.intermediate.dense.weight")],
+                true,
+            ),
+            Site::FfnAct(i) => (
+                vec![format!("encoder.layer.{i}.output.dense.weight")],
+                false,
+            ),
+        };
+        let v = match score {
+            ActScore::Magnitude => None,
+            _ if consumers.is_empty() => None,
+            ActScore::Weighted | ActScore::WeightedResidual => {
+                let cols = self.config.width(site);
+                let mut sq = vec![0f64; cols];
+                for name in &consumers {
+                    let t = self
+                        .weights
+                        .tensors
+                        .iter()
+                        .find(|t| t.name.ends_with(name.as_str()))
+                        .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
+                    let w = t
+                        .to_f32_vec()
+                        .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
+                    if cols == 0 || w.len() % cols != 0 {
+                        return Err(GridError::Other(format!(
+                            "{name} has {} values, not rows of {cols}",
+                            w.len()
+                        )));
+                    }
+                    for row in w.chunks_exact(cols) {
+                        for (s, &x) in sq.iter_mut().zip(row) {
+                            *s += f64::from(x) * f64::from(x);
+                        }
+                    }
+                }
+                let extra = if residual && score == ActScore::WeightedResidual {
+                    1.0
+                } else {
+                    0.0
+                };
+                Some(sq.iter().map(|s| (s + extra).sqrt() as f32).collect())
+            }
+        };
+        self.scales
+            .lock()
+            .expect("no panics")
+            .insert((site, score), v.clone());
+        Ok(v)
     }
 
     /// The mean dropped value per channel of `site` at keep fraction `keep`, from the
@@ -482,8 +591,11 @@ fn sparsify_site(
     let cols = setup.config.width(site);
     let rows = v.len() / cols;
     let policy = a.policy.at(site);
-    let s =
-        sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))?;
+    let s = match setup.act_scale(site, a.score)? {
+        None => sparsify_activations(v, rows, cols, policy),
+        Some(scale) => sparsify_activations_scaled(v, rows, cols, policy, &scale),
+    }
+    .map_err(|e| GridError::Other(e.to_string()))?;
     // What is sent: the block as a real one-tensor stream (mask and kept values through
     // the codec, bf16, with its header), as `sparsewire_pipeline` writes it for the link;
     // its length is the byte count and its decoded values are what the next layer gets.
@@ -674,12 +786,13 @@ pub struct ScoreResult {
 /// Scores `weights` (a decoded `.swire` or a safetensors file of `file_bytes` bytes; any
 /// subset of the model's tensors, same names and shapes) against the dense model on the
 /// setup's sentences, optionally with every transferred activation kept at
-/// `activation_keep` per token (zero-filled).
+/// `activation_keep` per token (zero-filled), ranked by `activation_score`.
 pub fn score(
     setup: &Setup,
     weights: &TensorFile,
     file_bytes: u64,
     activation_keep: Option<f32>,
+    activation_score: ActScore,
 ) -> Result<ScoreResult, GridError> {
     if let Some(k) = activation_keep {
         if !(k > 0.0 && k <= 1.0) {
@@ -718,6 +831,7 @@ pub fn score(
         policy: ActPolicy::KeepFraction(k),
         reconstruct: ActRebuild::Zero,
         sites: Sites::All,
+        score: activation_score,
     });
     let counts = std::sync::Mutex::new((0f64, 0f64, 0usize));
     let emb = embed_all(

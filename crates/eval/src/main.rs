@@ -241,6 +241,16 @@ struct ScoreArgs {
     /// tile bytes ((0, 1]).
     #[arg(long, value_name = "K")]
     activation_keep: Option<f32>,
+    /// How --activation-keep ranks a token's values: magnitude, weighted (|a_j| times the
+    /// norm of column j of the weights that multiply it next) or weighted_residual (the
+    /// residual connection counted as well).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "magnitude",
+        requires = "activation_keep"
+    )]
+    activation_score: sparsewire_eval::grid::ActScore,
     /// Print the result as JSON on stdout (mean_cosine, top1_agreement, bytes_fraction, ...).
     #[arg(long)]
     json: bool,
@@ -380,7 +390,13 @@ fn run_score(a: ScoreArgs) -> Result<()> {
         .map_err(|e| format!("{}: {e}", a.weights.display()))?
         .len();
     let weights = read_tensors(&a.weights)?;
-    let r = grid::score(&setup, &weights, file_bytes, a.activation_keep)?;
+    let r = grid::score(
+        &setup,
+        &weights,
+        file_bytes,
+        a.activation_keep,
+        a.activation_score,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -32,7 +32,7 @@
 
 use crate::checkpoint::{self, Adam, Checkpoint, Checkpointing, Saved, State};
 use crate::grid::{
-    self, ActPolicy, ActRebuild, ActSetting, GridError, Setup, Sites, WeightSetting,
+    self, ActPolicy, ActRebuild, ActScore, ActSetting, GridError, Setup, Sites, WeightSetting,
 };
 use crate::metrics::{quality, Quality};
 use crate::model::{Bert, ModelError, Site};
@@ -378,6 +378,7 @@ fn act_setting(o: &RecoverOptions) -> Option<ActSetting> {
         policy,
         reconstruct: ActRebuild::Zero,
         sites: o.activation_sites,
+        score: ActScore::Magnitude,
     })
 }
 

@@ -254,6 +254,13 @@ fn a_tiny_bert_of_another_geometry_runs_the_quick_grid_and_score() {
     );
     assert!(mc < 1.0 && mc > 0.0 && bf < 1.0, "{half}");
     assert!(half["activation_bytes_fraction"].as_f64().unwrap() < 1.0);
+    // Ranked by the next weights' column norms: other values kept, so another score.
+    let weighted = score(
+        &sw,
+        &["--activation-keep", "0.5", "--activation-score", "weighted"],
+    );
+    let mw = weighted["mean_cosine"].as_f64().unwrap();
+    assert!(mw < 1.0 && mw > 0.0 && mw != mc, "{weighted} against {mc}");
 }
 
 #[test]
@@ -441,7 +448,7 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
 
 #[test]
 fn activations_in_the_loop_train_through_what_inference_ships() {
-    use sparsewire_eval::grid::{score, ActPolicy, Sites};
+    use sparsewire_eval::grid::{score, ActPolicy, ActScore, Sites};
     use sparsewire_eval::model::{Bert, Site};
     use sparsewire_eval::recover::{activation_hook, recover, RecoverOptions};
     let d = tempfile::tempdir().unwrap();
@@ -491,7 +498,7 @@ fn activations_in_the_loop_train_through_what_inference_ships() {
         tensors: vec![setup.weights.tensors[0].clone()],
         metadata: vec![],
     };
-    let inference = score(&setup, &some, 1, Some(keep))
+    let inference = score(&setup, &some, 1, Some(keep), ActScore::Magnitude)
         .unwrap()
         .quality
         .mean_cosine;

@@ -42,6 +42,47 @@ pub fn sparsify_activations(
     cols: usize,
     policy: ActivationPolicy,
 ) -> Result<SparseTile, ActivationError> {
+    sparsify(a, rows, cols, policy, None)
+}
+
+/// [`sparsify_activations`] ranking each value by `|a_ij| * scale_j` instead of `|a_ij|`
+/// (the threshold applies to that product too).
+///
+/// With `scale_j = ‖W[:, j]‖`, the norm of the column of the weight that multiplies the
+/// block next, the rank is what dropping `a_ij` moves that layer's output by when the
+/// columns are orthogonal (`W a - W (a ⊙ m) = Σ_j dropped a_ij W[:, j]`): the activation
+/// analogue of Wanda, known as WINA for training-free activation sparsity. The scale is
+/// the sender's to choose; the receiver needs nothing of it (the mask is explicit).
+/// `scale` must hold `cols` finite values `>= 0`.
+pub fn sparsify_activations_scaled(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    policy: ActivationPolicy,
+    scale: &[f32],
+) -> Result<SparseTile, ActivationError> {
+    if scale.len() != cols {
+        return Err(ActivationError::Policy(format!(
+            "a column scale of {} values for {cols} columns",
+            scale.len()
+        )));
+    }
+    if let Some(j) = scale.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err(ActivationError::Policy(format!(
+            "column scale {j} is {}: must be a finite number >= 0",
+            scale[j]
+        )));
+    }
+    sparsify(a, rows, cols, policy, Some(scale))
+}
+
+fn sparsify(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    policy: ActivationPolicy,
+    scale: Option<&[f32]>,
+) -> Result<SparseTile, ActivationError> {
     if rows.checked_mul(cols) != Some(a.len()) {
         return Err(ActivationError::Shape {
             rows,
@@ -67,6 +108,13 @@ pub fn sparsify_activations(
     // Room for every value (+1 slot for the branch-free write past the last kept one).
     let mut values = vec![0f32; n + 1];
     let mut count = 0usize;
+    // A value's rank: |a|, or |a| times its column's scale.
+    let rank = |v: f32, col: usize| match scale {
+        None => v.abs(),
+        Some(s) => v.abs() * s[col],
+    };
+    // `row` starts at flat index `base`: one row of the block (its column `k * 8 + j`),
+    // or the whole block when unscaled, where the column is not read.
     let push_row = |row: &[f32],
                     base: usize,
                     thr: f32,
@@ -76,7 +124,7 @@ pub fn sparsify_activations(
         for (k, chunk) in row.chunks(8).enumerate() {
             let mut bits = 0u8;
             for (j, &v) in chunk.iter().enumerate() {
-                bits |= ((v.abs() > thr) as u8) << j;
+                bits |= ((rank(v, k * 8 + j) > thr) as u8) << j;
             }
             let start = base + k * 8;
             if start.is_multiple_of(8) && chunk.len() == 8 {
@@ -96,7 +144,15 @@ pub fn sparsify_activations(
         }
     };
     match policy {
-        ActivationPolicy::Threshold(t) => push_row(a, 0, t, &mut mask, &mut values, &mut count),
+        ActivationPolicy::Threshold(t) if scale.is_none() => {
+            push_row(a, 0, t, &mut mask, &mut values, &mut count)
+        }
+        ActivationPolicy::Threshold(t) => {
+            for r in 0..rows {
+                let row = &a[r * cols..(r + 1) * cols];
+                push_row(row, r * cols, t, &mut mask, &mut values, &mut count);
+            }
+        }
         ActivationPolicy::TopKPerRow(_) | ActivationPolicy::KeepFraction(_) => {
             let k = match policy {
                 ActivationPolicy::TopKPerRow(k) => k.min(cols),
@@ -108,19 +164,19 @@ pub fn sparsify_activations(
             let mut mags = vec![0f32; cols];
             for r in 0..rows {
                 let row = &a[r * cols..(r + 1) * cols];
-                // The k-th largest magnitude is the row's threshold; ties just below it are
+                // The k-th largest rank is the row's threshold; ties just below it are
                 // dropped, so at most k are kept.
                 let thr = if k == 0 {
                     f32::INFINITY
                 } else if k == cols {
                     -1.0
                 } else {
-                    for (m, v) in mags.iter_mut().zip(row) {
-                        *m = v.abs();
+                    for (j, (m, &v)) in mags.iter_mut().zip(row).enumerate() {
+                        *m = rank(v, j);
                     }
                     let (_, kth, _) = mags.select_nth_unstable_by(cols - k, |x, y| x.total_cmp(y));
                     let kth = *kth;
-                    // Largest value below the k-th: keep |a| > that.
+                    // Largest value below the k-th: keep ranks > that.
                     mags[..cols - k]
                         .iter()
                         .copied()
@@ -196,6 +252,53 @@ pub fn densify(t: &SparseTile) -> Vec<f32> {
 mod tests {
     use super::*;
 
+    /// The scaled ranking against a brute-force reference: per row, the k values with the
+    /// largest |a| * scale (distinct products, so the set is unique), or every product
+    /// above the threshold.
+    #[test]
+    fn scaled_keeps_the_largest_products() {
+        let (rows, cols) = (5, 19);
+        let a: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 101) as f32 - 50.0) * 0.013 + i as f32 * 1e-5)
+            .collect();
+        let scale: Vec<f32> = (0..cols)
+            .map(|j| 0.2 + (j * 13 % 7) as f32 * 0.31)
+            .collect();
+        for k in [0, 1, 6, 12, 19] {
+            let t = sparsify_activations_scaled(
+                &a,
+                rows,
+                cols,
+                ActivationPolicy::TopKPerRow(k),
+                &scale,
+            )
+            .unwrap();
+            for r in 0..rows {
+                let mut order: Vec<usize> = (0..cols).collect();
+                let p = |j: usize| a[r * cols + j].abs() * scale[j];
+                order.sort_by(|&x, &y| p(y).total_cmp(&p(x)));
+                for (rank, &j) in order.iter().enumerate() {
+                    assert_eq!(t.mask().is_kept(r * cols + j), rank < k, "row {r} k {k}");
+                }
+            }
+            let d = densify(&t);
+            assert!(a.iter().zip(&d).all(|(x, y)| *y == 0.0 || x == y));
+        }
+        let t =
+            sparsify_activations_scaled(&a, rows, cols, ActivationPolicy::Threshold(0.3), &scale)
+                .unwrap();
+        for (i, x) in a.iter().enumerate() {
+            assert_eq!(t.mask().is_kept(i), x.abs() * scale[i % cols] > 0.3);
+        }
+        let bad = |s: &[f32]| {
+            sparsify_activations_scaled(&a, rows, cols, ActivationPolicy::KeepFraction(0.5), s)
+                .is_err()
+        };
+        assert!(bad(&scale[1..]));
+        assert!(bad(&[&scale[1..], &[f32::NAN]].concat()));
+        assert!(bad(&[&scale[1..], &[-1.0]].concat()));
+    }
+
     #[test]
     fn policies_round_trip() {
         let a: Vec<f32> = (0..7 * 13)
@@ -210,6 +313,11 @@ mod tests {
         ] {
             let s = sparsify_activations(&a, 7, 13, p).unwrap();
             let back = from_bytes(&to_bytes(&s)).unwrap();
+            let ones = vec![1f32; 13];
+            assert_eq!(
+                sparsify_activations_scaled(&a, 7, 13, p, &ones).unwrap(),
+                sparsify_activations(&a, 7, 13, p).unwrap()
+            );
             assert_eq!(back, s);
             let d = densify(&back);
             for (x, y) in a.iter().zip(&d) {
