@@ -87,8 +87,9 @@ fn main() -> ExitCode {
             &root(),
             flag(&args[1..], "--data"),
             flag(&args[1..], "--only"),
+            flag(&args[1..], "--jobs"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] | cargo xtask train [--data DIR] [--only NAME] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] | cargo xtask train [--data DIR] [--only NAME] [--jobs N] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -131,6 +131,7 @@ pub fn images(pixels: &[u8]) -> Result<Tensor> {
 }
 
 /// The CNN's parameters, by name, in a fixed order.
+#[derive(Clone)]
 pub struct Cnn {
     pub params: Vec<(String, Var)>,
 }

@@ -40,7 +40,7 @@ pub mod schedule;
 pub mod scorer;
 pub mod sparsifier;
 
-pub use run::{train, train_cached, DenseBaseline, TrainConfig, TrainReport};
+pub use run::{dense_baseline, train, train_cached, DenseBaseline, TrainConfig, TrainReport};
 pub use schedule::Schedule;
 pub use sparsifier::{Group, Sparsifier, TrainCriterion, TrainRebuild};
 

@@ -433,6 +433,8 @@ fn train_one(
 
 /// The dense reference of a run: trained with the run's seed and optimiser settings, no
 /// sparsity, no regularizer. Runs that share those (a grid) share it: see [`train_cached`].
+/// Cloning shares the weights (they are only read).
+#[derive(Clone)]
 pub struct DenseBaseline {
     key: String,
     cnn: Cnn,
@@ -454,6 +456,37 @@ impl TrainConfig {
             self.data_path()
         )
     }
+}
+
+/// Trains the dense baseline of `cfg` (its seed, data and optimiser settings; no sparsity, no
+/// regularizer), to be shared by the runs of a grid through [`train_cached`].
+pub fn dense_baseline(
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<DenseBaseline> {
+    cfg.check()?;
+    dense_baseline_on(cfg, &Digits::load(&cfg.data_path())?, progress)
+}
+
+fn dense_baseline_on(
+    cfg: &TrainConfig,
+    data: &Digits,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<DenseBaseline> {
+    let plain = TrainConfig {
+        regularize: Default::default(),
+        ..cfg.clone()
+    };
+    let dense = train_one(&plain, data, vec![], None, "dense", progress)?;
+    let accuracy = dense
+        .cnn
+        .accuracy(&data.test_x, &data.test_y, &dense.sp, None)?
+        .0;
+    Ok(DenseBaseline {
+        key: cfg.dense_key(),
+        cnn: dense.cnn,
+        accuracy,
+    })
 }
 
 /// Runs `cfg` (see the module docs).
@@ -485,22 +518,8 @@ pub fn train_cached(
     };
     let (mut dense_acc, mut posthoc_acc) = (None, None);
     if cfg.baselines {
-        let key = cfg.dense_key();
-        if cache.as_ref().is_none_or(|c| c.key != key) {
-            let plain = TrainConfig {
-                regularize: Default::default(),
-                ..cfg.clone()
-            };
-            let dense = train_one(&plain, &data, vec![], None, "dense", progress)?;
-            let accuracy = dense
-                .cnn
-                .accuracy(&data.test_x, &data.test_y, &dense.sp, None)?
-                .0;
-            *cache = Some(DenseBaseline {
-                key,
-                cnn: dense.cnn,
-                accuracy,
-            });
+        if cache.as_ref().is_none_or(|c| c.key != cfg.dense_key()) {
+            *cache = Some(dense_baseline_on(cfg, &data, progress)?);
         }
         let dense = cache.as_ref().expect("filled above");
         dense_acc = Some(dense.accuracy);
