@@ -151,7 +151,10 @@ pub fn run_link(
         )?
         .spawn();
         let mut client = Client::connect(server.addr(), ClientOptions::default())?;
-        let mut point = |policy| -> Result<(f64, f64, f64, f64), Box<dyn std::error::Error>> {
+        // Per pass (the first left out): dense bytes, payload bytes, compute, waiting and
+        // running seconds.
+        type Point = (f64, f64, f64, f64, f64);
+        let mut point = |policy| -> Result<Point, Box<dyn std::error::Error>> {
             let o = RunOptions {
                 policy,
                 passes: Some(10),
@@ -165,6 +168,7 @@ pub fn run_link(
                 ps.iter().map(|p| p.bytes as f64).sum::<f64>() / n,
                 ps.iter().map(|p| p.compute_seconds).sum::<f64>() / n,
                 ps.iter().map(|p| p.stall_seconds).sum::<f64>() / n,
+                ps.iter().map(|p| p.end - p.start).sum::<f64>() / n,
             ))
         };
         let (p, q) = (
@@ -182,15 +186,63 @@ pub fn run_link(
             .map(|t| t.tiles)
             .sum();
         let frame = p.3 / f64::from(tiles.max(1));
+        // The rest of an unpaced pass is the client's own time per tile outside waiting
+        // and computing (both calibration runs, averaged).
+        let other = [p, q]
+            .iter()
+            .map(|r| (r.4 - r.3 - r.2).max(0.0) / f64::from(tiles.max(1)))
+            .sum::<f64>()
+            / 2.0;
         eprintln!("model: {:.3} ns per dense byte + {:.3} ns per payload byte (lossless pass {:.1} ms, sparsest {:.1} ms)", c.a * 1e9, c.b * 1e9, p.2 * 1e3, q.2 * 1e3);
         eprintln!(
             "model: {:.1} µs to take an answer off the socket (unpaced lossless pass: {:.1} ms waiting)",
             frame * 1e6,
             p.3 * 1e3
         );
-        (c, frame)
+        eprintln!(
+            "model: {:.1} µs a tile neither waiting nor computing (lossless pass {:.1} ms, sparsest {:.1} ms in all)",
+            other * 1e6,
+            p.4 * 1e3,
+            q.4 * 1e3
+        );
+        // Paced: the sparsest level but one on a constant 0.1 GB/s link, where the client
+        // waits for every tile; what its decode-and-multiply takes beyond the unpaced fit
+        // is the cost of being woken for each tile.
+        let wake = {
+            let server = Server::bind(
+                "127.0.0.1:0".parse()?,
+                false,
+                host.clone(),
+                Pacer::new(Some(Trace::constant(0.1)?)),
+            )?
+            .spawn();
+            let mut client = Client::connect(server.addr(), ClientOptions::default())?;
+            let level = opts.levels[opts.levels.len().saturating_sub(2)];
+            let o = RunOptions {
+                policy: Policy::Fixed(level),
+                passes: Some(6),
+                ..RunOptions::default()
+            };
+            let r = run(&mut client, &o, &mut |_| {})?;
+            server.stop();
+            let ps = &r.pass_reports[1..];
+            let n = ps.len() as f64;
+            let measured = ps.iter().map(|p| p.compute_seconds).sum::<f64>() / n;
+            let dense = r.dense_bytes as f64 / f64::from(r.passes);
+            let payload = ps.iter().map(|p| p.bytes as f64).sum::<f64>() / n;
+            let fitted = c.a * dense + c.b * payload;
+            let wake = ((measured - fitted) / f64::from(tiles.max(1))).max(0.0);
+            eprintln!(
+                "model: {:.1} µs more decode-and-multiply a tile when woken for it (fixed {level} at a constant 0.1 GB/s: {:.1} ms a pass against {:.1} unpaced)",
+                wake * 1e6,
+                measured * 1e3,
+                fitted * 1e3
+            );
+            wake
+        };
+        (c, frame, other, wake)
     };
-    let (compute, frame_seconds) = compute;
+    let (compute, frame_seconds, other_seconds, wake_seconds) = compute;
     let alt = "2 GB/s and 0.1 GB/s, alternating every 2 s";
     let cases: Vec<(String, &str, Trace, Policy, Spend)> = vec![
         (
@@ -278,6 +330,8 @@ pub fn run_link(
             window: o.window,
             round_trip: ROUND_TRIP,
             frame_seconds,
+            other_seconds,
+            wake_seconds,
             spend,
             compute,
             schedule: r
@@ -287,11 +341,20 @@ pub fn run_link(
                 .collect(),
         };
         let predicted = simulate(&host.manifest, &trace, &model_opts)?;
+        let per_pass = |x: f64, n: u32| 1e3 * x / f64::from(n.max(1));
+        let busy: f64 = r.pass_reports.iter().map(|p| p.end - p.start).sum();
+        let compute: f64 = r.pass_reports.iter().map(|p| p.compute_seconds).sum();
         eprintln!(
-            "           model: passes {:>4} deadlines {:>6.1}% stall {:>5.1}%",
+            "           model: passes {:>4} deadlines {:>6.1}% stall {:>5.1}%; ms a pass, measured / model: running {:.1} / {:.1}, waiting {:.1} / {:.1}, compute {:.1} / {:.1}",
             predicted.passes,
             100.0 * predicted.deadline_hit_fraction,
-            100.0 * predicted.stall_fraction
+            100.0 * predicted.stall_fraction,
+            per_pass(busy, r.passes),
+            per_pass(predicted.busy_seconds, predicted.passes),
+            per_pass(r.stall_seconds, r.passes),
+            per_pass(predicted.stall_seconds, predicted.passes),
+            per_pass(compute, r.passes),
+            per_pass(predicted.compute_seconds, predicted.passes),
         );
         let embedding = embedding_quality(&host, &model, &tokens, &reference, &r, EVERY)?;
         eprintln!(
@@ -402,10 +465,12 @@ pub fn run_link(
         .map(|r| rel(r.model.stall_fraction, r.report.stall_fraction))
         .fold(0f64, f64::max);
     md.push_str(&format!(
-        "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client time {:.3} ns per dense byte + {:.3} ns per payload byte, fitted to two unpaced runs; {:.1} µs to take each answer off the socket, from the unpaced lossless run's waiting; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
+        "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client time {:.3} ns per dense byte + {:.3} ns per payload byte, fitted to two unpaced runs; {:.1} µs to take each answer off the socket, from the unpaced lossless run's waiting; {:.1} µs a tile neither waiting nor computing, from both unpaced runs; {:.1} µs more decode-and-multiply for a tile the client was woken for, from a short paced run at a constant 0.1 GB/s; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
         compute.a * 1e9,
         compute.b * 1e9,
         frame_seconds * 1e6,
+        other_seconds * 1e6,
+        wake_seconds * 1e6,
         ROUND_TRIP * 1e6,
         100.0 * worst_hit,
         100.0 * worst_stall,

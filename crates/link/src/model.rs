@@ -7,8 +7,13 @@
 //! does exactly that); a request reaches the host half a round trip after it is sent and
 //! a tile reaches the client half a round trip after its last byte leaves; the client
 //! takes `a` seconds per dense byte plus `b` per payload byte to decode and multiply a
-//! tile (fitted from measured runs by [`Compute::fit`]) and `frame_seconds` to take each
-//! answer off the socket (fitted from an unpaced run, where that is all the waiting). Not
+//! tile (fitted from measured runs by [`Compute::fit`]), `frame_seconds` to take each
+//! answer off the socket (fitted from an unpaced run, where that is all the waiting) and
+//! `other_seconds` a tile for the rest of its time, neither waiting nor computing (sending
+//! the request, placing the output; fitted from the same unpaced runs), plus
+//! `wake_seconds` of decode-and-multiply time for a tile the client had to wait for (it
+//! was asleep on the socket: caches and branch predictors cold; fitted from a short paced
+//! run on a constant slow link, where every tile waits). Not
 //! modelled: the operating system's scheduling, TCP's windows, the pacer's sleep
 //! granularity.
 
@@ -60,6 +65,11 @@ pub struct ModelOptions {
     /// The client's time to take an answer off the socket (system calls and the copy),
     /// seconds per tile; `run` counts it as waiting.
     pub frame_seconds: f64,
+    /// The client's time per tile outside waiting and computing (the request's send, the
+    /// output's copy, bookkeeping), seconds; `run` counts it as neither.
+    pub other_seconds: f64,
+    /// The client's extra decode-and-multiply time for a tile it waited for, seconds.
+    pub wake_seconds: f64,
     pub compute: Compute,
     /// Tensors of one pass, in multiply order (manifest indices).
     pub schedule: Vec<usize>,
@@ -74,6 +84,11 @@ pub struct ModelReport {
     pub stall_fraction: f64,
     pub bytes_sent: u64,
     pub mean_sparsity: f64,
+    /// Modelled seconds, summed over the passes: running (start to end), waiting for tiles,
+    /// decoding and multiplying.
+    pub busy_seconds: f64,
+    pub stall_seconds: f64,
+    pub compute_seconds: f64,
 }
 
 /// Runs the model.
@@ -107,6 +122,7 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
     let mut controller = Controller::new(floor);
     let (mut now, mut link_free) = (0f64, 0f64);
     let (mut hits, mut passes, mut bytes, mut stall, mut busy) = (0u32, 0u32, 0u64, 0f64, 0f64);
+    let mut compute = 0f64;
     let (mut level_sum, mut level_n) = (0f64, 0u64);
     // As `run`: a pass starts if the last one ended before the duration.
     while now < o.duration {
@@ -144,6 +160,7 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
                 next += 1;
             }
             let (i, level, arrival) = flight.pop_front().expect("a request in flight");
+            let woken = arrival > now;
             let waited = (arrival - now).max(0.0) + o.frame_seconds;
             now = now.max(arrival) + o.frame_seconds;
             stall += waited;
@@ -153,7 +170,11 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
             bytes += b;
             level_sum += f64::from(ladder[level]);
             level_n += 1;
-            now += o.compute.a * items[i].2 + o.compute.b * b as f64;
+            let c = o.compute.a * items[i].2
+                + o.compute.b * b as f64
+                + if woken { o.wake_seconds } else { 0.0 };
+            now += c + o.other_seconds;
+            compute += c;
             done += 1;
         }
         busy += now - start;
@@ -166,12 +187,74 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
         stall_fraction: if busy > 0.0 { stall / busy } else { 0.0 },
         bytes_sent: bytes,
         mean_sparsity: level_sum / level_n.max(1) as f64,
+        busy_seconds: busy,
+        stall_seconds: stall,
+        compute_seconds: compute,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Window 1 on a 1 MB/s link, nothing else in the way: every tile is on the link alone,
+    /// then waited for, woken for, and computed; the model's sums follow exactly.
+    #[test]
+    fn one_tile_at_a_time_adds_up() {
+        let tiles = 10u32;
+        let m = Manifest {
+            protocol: 1,
+            levels: vec![0.0, 0.5],
+            criterion: "magnitude".into(),
+            pattern: "unstructured".into(),
+            tensors: vec![crate::host::TensorInfo {
+                name: "w".into(),
+                dtype: "bf16".into(),
+                shape: vec![100, 100],
+                rows: 100,
+                cols: 100,
+                rows_per_tile: 10,
+                tiles,
+                sparsifiable: true,
+                bytes: vec![vec![2000, 1000]; tiles as usize],
+                rel_error: vec![0.0, 0.5],
+            }],
+        };
+        let trace = Trace::constant(0.001).unwrap();
+        let (wake, other, a) = (0.5e-3, 0.1e-3, 1e-8);
+        let o = ModelOptions {
+            policy: Policy::Lossless,
+            period: 1.0,
+            // One pass: the next would start at its period, after the duration.
+            duration: 1e-4,
+            window: 1,
+            round_trip: 0.0,
+            frame_seconds: 0.0,
+            other_seconds: other,
+            wake_seconds: wake,
+            compute: Compute { a, b: 0.0 },
+            schedule: vec![0],
+            spend: Spend::Uniform,
+        };
+        let r = simulate(&m, &trace, &o).unwrap();
+        let n = f64::from(tiles);
+        let link = 2024.0 / 1e6; // payload + frame overhead at 1 MB/s
+        let compute = 2000.0 * a + wake;
+        assert_eq!((r.passes, r.bytes_sent), (1, 20_000));
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+        assert!(close(r.stall_seconds, n * link), "{r:?}");
+        assert!(close(r.compute_seconds, n * compute), "{r:?}");
+        assert!(close(r.busy_seconds, n * (link + compute + other)), "{r:?}");
+        assert_eq!(r.deadline_hit_fraction, 1.0);
+        // Not woken when the tile is there already: a link fast enough to have every
+        // tile waiting (window 10) charges the wake-up once, for the first.
+        let fast = ModelOptions {
+            window: 10,
+            ..o.clone()
+        };
+        let r = simulate(&m, &Trace::constant(1000.0).unwrap(), &fast).unwrap();
+        assert!(close(r.compute_seconds, n * 2000.0 * a + wake), "{r:?}");
+    }
 
     #[test]
     fn compute_fits_two_points() {
