@@ -165,6 +165,12 @@ impl Server {
     }
 }
 
+/// Maps an I/O error to [`LinkError::Io`], saying what was being done.
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> LinkError {
+    let what = what.to_string();
+    move |source| LinkError::Io { what, source }
+}
+
 /// Requests read ahead of their answers on one connection: the client's window bounds
 /// them in practice; past this the reader stops reading and TCP pushes back.
 const READ_AHEAD: usize = 256;
@@ -184,10 +190,6 @@ fn connection(
     stats: &Stats,
     stop: &AtomicBool,
 ) -> Result<(), LinkError> {
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |source| LinkError::Io { what, source }
-    };
     // A short timeout so that a stopped host notices; an idle client is not an error.
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(io("configuring the socket"))?;
@@ -228,10 +230,6 @@ fn answer(
     stats: &Stats,
     stop: &AtomicBool,
 ) -> Result<(), LinkError> {
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |source| LinkError::Io { what, source }
-    };
     let mut hello = false;
     loop {
         if stop.load(Ordering::SeqCst) {
