@@ -14,9 +14,10 @@
 //! - `cargo xtask sim [--data DIR] [--runs N]`: the accelerator model's answers (where the
 //!   MMU stops stalling, the smallest buffer, model speed, calibration error); writes
 //!   docs/SIMULATOR.md and docs/simulator.json.
-//! - `cargo xtask train [--data DIR] [--only NAME]`: every config of examples/train (the
-//!   digits grid of sparsification-aware training) into docs/train.json, docs/TRAIN.md and
-//!   docs/train_pareto.{svg,png}; `--render` redraws the last two from the JSON.
+//! - `cargo xtask train [--data DIR] [--only NAME] [--jobs N]`: every config of
+//!   examples/train (the digits grid of sparsification-aware training) into
+//!   docs/train.json, docs/TRAIN.md and docs/train_pareto.{svg,png}, N cells at a time on
+//!   a thread each (default: one per core); `--render` redraws the last two from the JSON.
 //! - `cargo xtask demo-assets [--data DIR]`: retrains the demo's digits model
 //!   (examples/train/digits_90.toml) into assets/digits_90.swire, with 16 test digits.
 //! - `cargo xtask link [--data DIR] [--seconds S]`: the link on loopback: MiniLM served
