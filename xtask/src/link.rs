@@ -108,6 +108,52 @@ fn embedding_quality(
     })
 }
 
+/// Per-pass means of a calibration run, its first pass left out: dense and payload bytes,
+/// and seconds decoding and multiplying, waiting, and running in all.
+struct Calibration {
+    dense: f64,
+    payload: f64,
+    compute: f64,
+    waiting: f64,
+    running: f64,
+}
+
+/// Runs `passes` passes of `policy` against a host of its own, paced by `trace` (`None`:
+/// unpaced), for the timing model's client costs.
+fn calibrate(
+    host: &Arc<HostModel>,
+    trace: Option<Trace>,
+    policy: Policy,
+    passes: u32,
+) -> Result<Calibration, Box<dyn std::error::Error>> {
+    let server = Server::bind(
+        "127.0.0.1:0".parse()?,
+        false,
+        host.clone(),
+        Pacer::new(trace),
+    )?
+    .spawn();
+    let mut client = Client::connect(server.addr(), ClientOptions::default())?;
+    let o = RunOptions {
+        policy,
+        passes: Some(passes),
+        ..RunOptions::default()
+    };
+    let r = run(&mut client, &o, &mut |_| {})?;
+    server.stop();
+    let ps = &r.pass_reports[1..];
+    let mean = |f: &dyn Fn(&sparsewire_link::run::PassReport) -> f64| {
+        ps.iter().map(f).sum::<f64>() / ps.len() as f64
+    };
+    Ok(Calibration {
+        dense: r.dense_bytes as f64 / f64::from(r.passes),
+        payload: mean(&|p| p.bytes as f64),
+        compute: mean(&|p| p.compute_seconds),
+        waiting: mean(&|p| p.stall_seconds),
+        running: mean(&|p| p.end - p.start),
+    })
+}
+
 pub fn run_link(
     root: &Path,
     data: Option<&str>,
@@ -143,40 +189,15 @@ pub fn run_link(
     // The timing model's client: decode-and-multiply time fitted to two unpaced runs
     // (lossless and the sparsest level), 10 passes each, the first left out.
     let compute = {
-        let server = Server::bind(
-            "127.0.0.1:0".parse()?,
-            false,
-            host.clone(),
-            Pacer::new(None),
-        )?
-        .spawn();
-        let mut client = Client::connect(server.addr(), ClientOptions::default())?;
-        // Per pass (the first left out): dense bytes, payload bytes, compute, waiting and
-        // running seconds.
-        type Point = (f64, f64, f64, f64, f64);
-        let mut point = |policy| -> Result<Point, Box<dyn std::error::Error>> {
-            let o = RunOptions {
-                policy,
-                passes: Some(10),
-                ..RunOptions::default()
-            };
-            let r = run(&mut client, &o, &mut |_| {})?;
-            let ps = &r.pass_reports[1..];
-            let n = ps.len() as f64;
-            Ok((
-                r.dense_bytes as f64 / f64::from(r.passes),
-                ps.iter().map(|p| p.bytes as f64).sum::<f64>() / n,
-                ps.iter().map(|p| p.compute_seconds).sum::<f64>() / n,
-                ps.iter().map(|p| p.stall_seconds).sum::<f64>() / n,
-                ps.iter().map(|p| p.end - p.start).sum::<f64>() / n,
-            ))
-        };
+        let last = *opts.levels.last().expect("a ladder");
         let (p, q) = (
-            point(Policy::Lossless)?,
-            point(Policy::Fixed(*opts.levels.last().expect("a ladder")))?,
+            calibrate(&host, None, Policy::Lossless, 10)?,
+            calibrate(&host, None, Policy::Fixed(last), 10)?,
         );
-        server.stop();
-        let c = Compute::fit((p.0, p.1, p.2), (q.0, q.1, q.2));
+        let c = Compute::fit(
+            (p.dense, p.payload, p.compute),
+            (q.dense, q.payload, q.compute),
+        );
         // Unpaced, the client's waiting is its time to take each answer off the socket.
         let tiles: u32 = host
             .manifest
@@ -185,61 +206,40 @@ pub fn run_link(
             .filter(|t| t.sparsifiable)
             .map(|t| t.tiles)
             .sum();
-        let frame = p.3 / f64::from(tiles.max(1));
+        let per_tile = |x: f64| x / f64::from(tiles.max(1));
+        let frame = per_tile(p.waiting);
         // The rest of an unpaced pass is the client's own time per tile outside waiting
         // and computing (both calibration runs, averaged).
-        let other = [p, q]
+        let other = [&p, &q]
             .iter()
-            .map(|r| (r.4 - r.3 - r.2).max(0.0) / f64::from(tiles.max(1)))
+            .map(|r| per_tile((r.running - r.waiting - r.compute).max(0.0)))
             .sum::<f64>()
             / 2.0;
-        eprintln!("model: {:.3} ns per dense byte + {:.3} ns per payload byte (lossless pass {:.1} ms, sparsest {:.1} ms)", c.a * 1e9, c.b * 1e9, p.2 * 1e3, q.2 * 1e3);
+        eprintln!("model: {:.3} ns per dense byte + {:.3} ns per payload byte (lossless pass {:.1} ms, sparsest {:.1} ms)", c.a * 1e9, c.b * 1e9, p.compute * 1e3, q.compute * 1e3);
         eprintln!(
             "model: {:.1} µs to take an answer off the socket (unpaced lossless pass: {:.1} ms waiting)",
             frame * 1e6,
-            p.3 * 1e3
+            p.waiting * 1e3
         );
         eprintln!(
             "model: {:.1} µs a tile neither waiting nor computing (lossless pass {:.1} ms, sparsest {:.1} ms in all)",
             other * 1e6,
-            p.4 * 1e3,
-            q.4 * 1e3
+            p.running * 1e3,
+            q.running * 1e3
         );
         // Paced: the sparsest level but one on a constant 0.1 GB/s link, where the client
         // waits for every tile; what its decode-and-multiply takes beyond the unpaced fit
         // is the cost of being woken for each tile.
-        let wake = {
-            let server = Server::bind(
-                "127.0.0.1:0".parse()?,
-                false,
-                host.clone(),
-                Pacer::new(Some(Trace::constant(0.1)?)),
-            )?
-            .spawn();
-            let mut client = Client::connect(server.addr(), ClientOptions::default())?;
-            let level = opts.levels[opts.levels.len().saturating_sub(2)];
-            let o = RunOptions {
-                policy: Policy::Fixed(level),
-                passes: Some(6),
-                ..RunOptions::default()
-            };
-            let r = run(&mut client, &o, &mut |_| {})?;
-            server.stop();
-            let ps = &r.pass_reports[1..];
-            let n = ps.len() as f64;
-            let measured = ps.iter().map(|p| p.compute_seconds).sum::<f64>() / n;
-            let dense = r.dense_bytes as f64 / f64::from(r.passes);
-            let payload = ps.iter().map(|p| p.bytes as f64).sum::<f64>() / n;
-            let fitted = c.a * dense + c.b * payload;
-            let wake = ((measured - fitted) / f64::from(tiles.max(1))).max(0.0);
-            eprintln!(
-                "model: {:.1} µs more decode-and-multiply a tile when woken for it (fixed {level} at a constant 0.1 GB/s: {:.1} ms a pass against {:.1} unpaced)",
-                wake * 1e6,
-                measured * 1e3,
-                fitted * 1e3
-            );
-            wake
-        };
+        let level = opts.levels[opts.levels.len().saturating_sub(2)];
+        let w = calibrate(&host, Some(Trace::constant(0.1)?), Policy::Fixed(level), 6)?;
+        let fitted = c.a * w.dense + c.b * w.payload;
+        let wake = per_tile(w.compute - fitted).max(0.0);
+        eprintln!(
+            "model: {:.1} µs more decode-and-multiply a tile when woken for it (fixed {level} at a constant 0.1 GB/s: {:.1} ms a pass against {:.1} unpaced)",
+            wake * 1e6,
+            w.compute * 1e3,
+            fitted * 1e3
+        );
         (c, frame, other, wake)
     };
     let (compute, frame_seconds, other_seconds, wake_seconds) = compute;

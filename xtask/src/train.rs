@@ -81,18 +81,15 @@ pub fn run(
         "{} cells, {jobs} at a time on {threads} thread(s) each",
         cells.len()
     );
+    let pools = (0..jobs.min(cells.len()))
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(threads).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("thread pool: {e}"))?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(vec![None; cells.len()]);
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(cells.len()) {
+        for pool in &pools {
             scope.spawn(|| {
-                let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                    Ok(p) => p,
-                    Err(e) => {
-                        results.lock().unwrap()[0] = Some(Err(format!("thread pool: {e}")));
-                        return;
-                    }
-                };
                 loop {
                     let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };

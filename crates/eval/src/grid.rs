@@ -259,16 +259,6 @@ pub enum ActScore {
     WeightedResidual,
 }
 
-impl std::fmt::Display for ActScore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ActScore::Magnitude => "magnitude",
-            ActScore::Weighted => "weighted",
-            ActScore::WeightedResidual => "weighted_residual",
-        })
-    }
-}
-
 /// A site's column scale for an [`ActScore`] (`None`: plain magnitude).
 type ColumnScale = Option<Vec<f32>>;
 
@@ -397,6 +387,10 @@ impl Setup {
     /// root of the summed squared column norms of the dense weights that multiply the site
     /// next (+1 for the residual, with [`ActScore::WeightedResidual`]).
     fn act_scale(&self, site: Site, score: ActScore) -> Result<Option<Vec<f32>>, GridError> {
+        // The default, on every block of every cell: no lock, no lookup.
+        if score == ActScore::Magnitude {
+            return Ok(None);
+        }
         if let Some(v) = self.scales.lock().expect("no panics").get(&(site, score)) {
             return Ok(v.clone());
         }
@@ -422,41 +416,39 @@ impl Setup {
                 false,
             ),
         };
-        let v = match score {
-            ActScore::Magnitude => None,
-            _ if consumers.is_empty() => None,
-            ActScore::Weighted | ActScore::WeightedResidual => {
-                let cols = self.config.width(site);
-                let mut sq = vec![0f64; cols];
-                for name in &consumers {
-                    let t = self
-                        .weights
-                        .tensors
-                        .iter()
-                        .find(|t| t.name.ends_with(name.as_str()))
-                        .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
-                    let w = t
-                        .to_f32_vec()
-                        .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
-                    if cols == 0 || w.len() % cols != 0 {
-                        return Err(GridError::Other(format!(
-                            "{name} has {} values, not rows of {cols}",
-                            w.len()
-                        )));
-                    }
-                    for row in w.chunks_exact(cols) {
-                        for (s, &x) in sq.iter_mut().zip(row) {
-                            *s += f64::from(x) * f64::from(x);
-                        }
+        let v = if consumers.is_empty() {
+            None
+        } else {
+            let cols = self.config.width(site);
+            let mut sq = vec![0f64; cols];
+            for name in &consumers {
+                let t = self
+                    .weights
+                    .tensors
+                    .iter()
+                    .find(|t| t.name.ends_with(name.as_str()))
+                    .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
+                let w = t
+                    .to_f32_vec()
+                    .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
+                if cols == 0 || w.len() % cols != 0 {
+                    return Err(GridError::Other(format!(
+                        "{name} has {} values, not rows of {cols}",
+                        w.len()
+                    )));
+                }
+                for row in w.chunks_exact(cols) {
+                    for (s, &x) in sq.iter_mut().zip(row) {
+                        *s += f64::from(x) * f64::from(x);
                     }
                 }
-                let extra = if residual && score == ActScore::WeightedResidual {
-                    1.0
-                } else {
-                    0.0
-                };
-                Some(sq.iter().map(|s| (s + extra).sqrt() as f32).collect())
             }
+            let extra = if residual && score == ActScore::WeightedResidual {
+                1.0
+            } else {
+                0.0
+            };
+            Some(sq.iter().map(|s| (s + extra).sqrt() as f32).collect())
         };
         self.scales
             .lock()
