@@ -113,6 +113,30 @@ impl Digits {
 }
 
 impl Digits {
+    /// The last `n` training images held out as the scored split (in `test_x`/`test_y`),
+    /// the rest kept for training: a validation split for choosing a configuration
+    /// without looking at the test images. `n` must leave at least one training image.
+    pub fn hold_out(&self, n: usize) -> Result<Digits> {
+        let all = self.train_x.dim(0)?;
+        if n == 0 || n >= all {
+            return Err(TrainError::Config(format!(
+                "validation {n} is outside 1..{all} (the training images)"
+            )));
+        }
+        let keep = all - n;
+        Ok(Digits {
+            train_x: self.train_x.narrow(0, 0, keep)?,
+            train_y: self.train_y.narrow(0, 0, keep)?,
+            test_x: self.train_x.narrow(0, keep, n)?,
+            test_y: self.train_y.narrow(0, keep, n)?,
+        })
+    }
+
+    /// Images in the training split.
+    pub fn train_len(&self) -> Result<usize> {
+        Ok(self.train_x.dim(0)?)
+    }
+
     /// The first `n` test images as pixel values 0..16 (`[n, 64]` row-major) and their
     /// labels: the few digits the demo carries.
     pub fn test_sample(&self, n: usize) -> Result<(Vec<u8>, Vec<u32>)> {
@@ -181,6 +205,16 @@ impl Cnn {
             };
             params.push((name.to_string(), Var::from_vec(v, shape, &Device::Cpu)?));
         }
+        Ok(Cnn { params })
+    }
+
+    /// A copy with its own weights (a clone shares them).
+    pub fn deep_copy(&self) -> Result<Cnn> {
+        let params = self
+            .params
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), Var::from_tensor(&v.as_tensor().copy()?)?)))
+            .collect::<Result<_>>()?;
         Ok(Cnn { params })
     }
 
@@ -375,6 +409,32 @@ fn im2col3x3(t: &Tensor) -> Result<(usize, usize, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_out_scores_the_last_training_images_and_trains_on_the_rest() {
+        let x: Vec<f32> = (0..10 * 64).map(|i| (i / 64) as f32).collect();
+        let y: Vec<u32> = (0..10).collect();
+        let d = Digits {
+            train_x: Tensor::from_vec(x, (10, 1, 8, 8), &Device::Cpu).unwrap(),
+            train_y: Tensor::from_vec(y, 10, &Device::Cpu).unwrap(),
+            test_x: Tensor::zeros((2, 1, 8, 8), DType::F32, &Device::Cpu).unwrap(),
+            test_y: Tensor::zeros(2, DType::U32, &Device::Cpu).unwrap(),
+        };
+        let v = d.hold_out(3).unwrap();
+        assert_eq!(v.train_len().unwrap(), 7);
+        assert_eq!(v.train_y.to_vec1::<u32>().unwrap(), [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(v.test_y.to_vec1::<u32>().unwrap(), [7, 8, 9]);
+        let first: Vec<f32> = v
+            .test_x
+            .get(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(first.iter().all(|&p| p == 7.0));
+        assert!(d.hold_out(0).is_err() && d.hold_out(10).is_err());
+    }
 
     #[test]
     fn layer_inputs_are_the_patches_each_conv_multiplies() {

@@ -40,7 +40,10 @@ pub mod schedule;
 pub mod scorer;
 pub mod sparsifier;
 
-pub use run::{dense_baseline, train, train_cached, DenseBaseline, TrainConfig, TrainReport};
+pub use run::{
+    dense_baseline, train, train_cached, DenseBaseline, DistillConfig, Init, TrainConfig,
+    TrainReport,
+};
 pub use schedule::Schedule;
 pub use sparsifier::{Group, Sparsifier, TrainCriterion, TrainRebuild};
 

@@ -59,6 +59,41 @@ pub struct TrainConfig {
     /// Train the dense and post-hoc baselines too (the report's comparison).
     #[serde(default = "defaults::yes")]
     pub baselines: bool,
+    /// Where the sparse model starts: `scratch` (the seed's initialisation) or `dense`
+    /// (the trained dense baseline's weights: dense, then prune, then fine-tune).
+    #[serde(default)]
+    pub init: Init,
+    /// Distillation from the dense baseline (the teacher) beside the labels.
+    #[serde(default)]
+    pub distill: Option<DistillConfig>,
+    /// Training images held out and scored instead of the test split (0: train on all
+    /// 1,437, score on the 360 test images). For choosing a configuration without looking
+    /// at the test images; every accuracy of the report is then a validation accuracy.
+    #[serde(default)]
+    pub validation: usize,
+}
+
+/// Where the sparse model's weights start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    #[default]
+    Scratch,
+    Dense,
+}
+
+/// The `[distill]` table: loss = (1 - weight) * cross-entropy with the labels + weight *
+/// T^2 * KL(teacher || student), both softmaxes at temperature T (Hinton et al.'s
+/// knowledge distillation; the T^2 keeps the soft term's gradients on the hard term's
+/// scale; KL rather than the soft cross-entropy so the logged loss has no constant).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// Share of the loss from the teacher, in (0, 1].
+    pub weight: f64,
+    /// Softmax temperature T, in (0, 100].
+    #[serde(default = "defaults::temperature")]
+    pub temperature: f64,
 }
 
 /// The `[sparsity]` table.
@@ -112,6 +147,9 @@ mod defaults {
     pub fn rebuild_weight() -> f64 {
         1.0
     }
+    pub fn temperature() -> f64 {
+        4.0
+    }
     pub fn params() -> Vec<String> {
         ["conv2.weight", "conv3.weight", "fc.weight"]
             .map(String::from)
@@ -126,17 +164,36 @@ impl TrainConfig {
         Ok(c)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Every option range-checked (done by [`TrainConfig::from_toml`]; again after an override).
+    pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.epochs == 0 || self.epochs > 10_000 {
             return bad(format!("epochs {} is outside 1..=10000", self.epochs));
         }
-        if self.batch == 0 || self.batch > crate::digits::TRAIN {
+        if self.validation > crate::digits::TRAIN / 2 {
+            return bad(format!(
+                "validation {} is outside 0..={} (half the training images)",
+                self.validation,
+                crate::digits::TRAIN / 2
+            ));
+        }
+        if self.batch == 0 || self.batch > self.train_images() {
             return bad(format!(
                 "batch {} is outside 1..={}",
                 self.batch,
-                crate::digits::TRAIN
+                self.train_images()
             ));
+        }
+        if let Some(d) = &self.distill {
+            if !(d.weight > 0.0 && d.weight <= 1.0) {
+                return bad(format!("distill weight {} is outside (0, 1]", d.weight));
+            }
+            if !(d.temperature > 0.0 && d.temperature <= 100.0) {
+                return bad(format!(
+                    "distill temperature {} is outside (0, 100]",
+                    d.temperature
+                ));
+            }
         }
         if !(self.lr > 0.0 && self.lr < 10.0) {
             return bad(format!("lr {} is outside (0, 10)", self.lr));
@@ -174,7 +231,17 @@ impl TrainConfig {
 
     /// Optimiser steps in the run.
     pub fn steps(&self) -> u64 {
-        self.epochs * crate::digits::TRAIN.div_ceil(self.batch) as u64
+        self.epochs * self.train_images().div_ceil(self.batch) as u64
+    }
+
+    /// Images trained on: the training split less the validation images.
+    fn train_images(&self) -> usize {
+        crate::digits::TRAIN - self.validation.min(crate::digits::TRAIN / 2)
+    }
+
+    /// Whether the run needs the dense baseline (for the report, or as teacher or start).
+    fn needs_dense(&self) -> bool {
+        self.baselines || self.distill.is_some() || self.init == Init::Dense
     }
 
     fn schedule(&self, s: &SparsityConfig) -> Schedule {
@@ -187,6 +254,15 @@ impl TrainConfig {
                 initial: 0.0,
             }
         })
+    }
+
+    /// The digits, with the validation images held out as the scored split when asked.
+    fn load_data(&self) -> Result<Digits> {
+        let data = Digits::load(&self.data_path())?;
+        match self.validation {
+            0 => Ok(data),
+            n => data.hold_out(n),
+        }
     }
 
     /// The digits file this config reads.
@@ -254,6 +330,10 @@ pub struct TrainReport {
     pub steps: u64,
     pub seed: u64,
     pub seconds: f64,
+    /// Training images held out and scored instead of the test split (0: every accuracy
+    /// above is on the test images).
+    #[serde(default)]
+    pub validation: usize,
     /// The trained model as a `.swire` stream (not in the JSON).
     #[serde(skip)]
     pub model: Vec<u8>,
@@ -321,15 +401,36 @@ fn byte_weights(cnn: &Cnn) -> Result<Vec<f64>> {
     Ok(per.iter().map(|b| b / mean).collect())
 }
 
+/// Trains one model. `dense` is the trained dense baseline: the start with
+/// [`Init::Dense`] and the teacher with `[distill]` (unused by the dense run itself).
 fn train_one(
     cfg: &TrainConfig,
     data: &Digits,
     groups: Vec<Group>,
     keep: Option<f32>,
+    dense: Option<&Cnn>,
     phase: &str,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Trained> {
-    let cnn = Cnn::new(cfg.seed)?;
+    let cnn = match (cfg.init, dense) {
+        (Init::Dense, Some(d)) => d.deep_copy()?,
+        (Init::Dense, None) => {
+            return Err(TrainError::Config(
+                "init = \"dense\" needs the dense baseline".into(),
+            ))
+        }
+        (Init::Scratch, _) => Cnn::new(cfg.seed)?,
+    };
+    let teacher = match (&cfg.distill, dense) {
+        (Some(d), Some(t)) => Some((*d, t)),
+        (Some(_), None) => {
+            return Err(TrainError::Config(
+                "[distill] needs the dense baseline as teacher".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let unmasked = Sparsifier::new(vec![])?;
     let mut sp = Sparsifier::new(groups)?;
     sp.prepare(&cnn.params)?;
     let scales = byte_weights(&cnn)?;
@@ -345,7 +446,7 @@ fn train_one(
     )?;
     let steps = cfg.steps();
     let mut rng = Rng::new(cfg.seed.wrapping_add(1));
-    let mut order: Vec<u32> = (0..crate::digits::TRAIN as u32).collect();
+    let mut order: Vec<u32> = (0..data.train_len()? as u32).collect();
     let mut t = 0u64;
     let mut last = None;
     let mut loss_curve = Vec::new();
@@ -373,6 +474,14 @@ fn train_one(
                 .to_scalar::<f32>()? as usize;
             seen += batch.len();
             let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            if let Some((d, t)) = &teacher {
+                let (soft, _) = t.forward(&x, &unmasked, None)?;
+                let log_p = candle_nn::ops::log_softmax(&(soft.detach() / d.temperature)?, 1)?;
+                let log_q = candle_nn::ops::log_softmax(&(&logits / d.temperature)?, 1)?;
+                let kl = (log_p.exp()? * (log_p - log_q)?)?.sum(1)?.mean(0)?;
+                let t2 = d.temperature * d.temperature;
+                loss = ((loss * (1.0 - d.weight))? + (kl * (d.weight * t2))?)?;
+            }
             for ((name, v), s) in cnn.params.iter().zip(&scales) {
                 if name.ends_with("weight") {
                     if let Some(p) = cfg.regularize.penalty(v.as_tensor(), *s)? {
@@ -445,7 +554,8 @@ impl TrainConfig {
     /// What the dense baseline depends on.
     fn dense_key(&self) -> String {
         format!(
-            "{} {} {} {} {} {} {} {:?}",
+            "{} {} {} {} {} {} {} {} {:?}",
+            self.validation,
             self.seed,
             self.epochs,
             self.batch,
@@ -465,7 +575,7 @@ pub fn dense_baseline(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<DenseBaseline> {
     cfg.check()?;
-    dense_baseline_on(cfg, &Digits::load(&cfg.data_path())?, progress)
+    dense_baseline_on(cfg, &cfg.load_data()?, progress)
 }
 
 fn dense_baseline_on(
@@ -475,9 +585,11 @@ fn dense_baseline_on(
 ) -> Result<DenseBaseline> {
     let plain = TrainConfig {
         regularize: Default::default(),
+        init: Init::Scratch,
+        distill: None,
         ..cfg.clone()
     };
-    let dense = train_one(&plain, data, vec![], None, "dense", progress)?;
+    let dense = train_one(&plain, data, vec![], None, None, "dense", progress)?;
     let accuracy = dense
         .cnn
         .accuracy(&data.test_x, &data.test_y, &dense.sp, None)?
@@ -503,7 +615,7 @@ pub fn train_cached(
 ) -> Result<TrainReport> {
     cfg.check()?;
     let t0 = Instant::now();
-    let data = Digits::load(&cfg.data_path())?;
+    let data = cfg.load_data()?;
     let keep = cfg.activation_keep.filter(|&k| k < 1.0);
     let groups = match &cfg.sparsity {
         Some(s) => vec![Group {
@@ -517,26 +629,14 @@ pub fn train_cached(
         None => vec![],
     };
     let (mut dense_acc, mut posthoc_acc) = (None, None);
-    if cfg.baselines {
-        if cache.as_ref().is_none_or(|c| c.key != cfg.dense_key()) {
-            *cache = Some(dense_baseline_on(cfg, &data, progress)?);
-        }
-        let dense = cache.as_ref().expect("filled above");
+    if cfg.needs_dense() && cache.as_ref().is_none_or(|c| c.key != cfg.dense_key()) {
+        *cache = Some(dense_baseline_on(cfg, &data, progress)?);
+    }
+    let dense = cache.as_ref().filter(|_| cfg.needs_dense());
+    if let Some(dense) = dense.filter(|_| cfg.baselines) {
         dense_acc = Some(dense.accuracy);
         // Post hoc: a copy of the dense weights pruned once by magnitude at the same target.
-        let copy = Cnn {
-            params: dense
-                .cnn
-                .params
-                .iter()
-                .map(|(n, v)| {
-                    Ok((
-                        n.clone(),
-                        candle_core::Var::from_tensor(&v.as_tensor().copy()?)?,
-                    ))
-                })
-                .collect::<Result<_>>()?,
-        };
+        let copy = dense.cnn.deep_copy()?;
         let posthoc_groups: Vec<Group> = groups
             .iter()
             .map(|g| Group {
@@ -550,7 +650,15 @@ pub fn train_cached(
         sp.step(0)?;
         posthoc_acc = Some(copy.accuracy(&data.test_x, &data.test_y, &sp, keep)?.0);
     }
-    let trained = train_one(cfg, &data, groups, keep, "sparse", progress)?;
+    let trained = train_one(
+        cfg,
+        &data,
+        groups,
+        keep,
+        dense.map(|d| &d.cnn),
+        "sparse",
+        progress,
+    )?;
     let (acc, link) = trained
         .cnn
         .accuracy(&data.test_x, &data.test_y, &trained.sp, keep)?;
@@ -631,6 +739,7 @@ pub fn train_cached(
         steps: cfg.steps(),
         seed: cfg.seed,
         seconds: t0.elapsed().as_secs_f64(),
+        validation: cfg.validation,
         gradients: Some(trained.sp.gradients()?).filter(|g| !g.tensors.is_empty()),
         model,
     })

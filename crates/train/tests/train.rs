@@ -164,6 +164,10 @@ fn bad_configs_say_what_is_wrong() {
         ("activation_keep = 0\n", "activation_keep"),
         ("[sparsity]\ntarget = 0.5\npattern = \"3:2\"\n", "3:2"),
         ("colour = 1\n", "colour"),
+        ("validation = 100000\n", "validation"),
+        ("init = \"warm\"\n", "warm"),
+        ("[distill]\nweight = 0\n", "distill weight"),
+        ("[distill]\nweight = 0.5\ntemperature = 0\n", "temperature"),
         (
             "[sparsity]\ntarget = 0.5\nschedule = { kind = \"one_shot\", at = 100000 }\n",
             "100000",
@@ -199,6 +203,59 @@ fn a_short_run_learns_digits_and_is_deterministic() {
     );
     assert!(a.bytes_per_image < a.dense_bytes_per_image * 0.6);
     assert!(a.gradients.is_some(), "taylor scores exported");
+}
+
+#[test]
+#[cfg_attr(
+    not(shared_data),
+    ignore = "needs ../shared/data/sklearn_digits.safetensors"
+)]
+fn init_dense_starts_from_the_baseline_and_validation_scores_held_out_digits() {
+    // A run that starts from the dense baseline and prunes half its weights at step 0 begins
+    // near the trained model's loss; from scratch it begins at chance. Both are scored on
+    // 300 held-out training digits.
+    let data = format!("{}/sklearn_digits.safetensors", env!("SPARSEWIRE_DATA_DIR"));
+    let text = format!(
+        "seed = 1\nepochs = 2\ndata = {data:?}\ninit = \"dense\"\nvalidation = 300\n\
+         [sparsity]\ntarget = 0.5\nschedule = {{ kind = \"one_shot\", at = 0 }}\n"
+    );
+    let cfg = TrainConfig::from_toml(&text).unwrap();
+    let mut cache = Some(sparsewire_train::dense_baseline(&cfg, &mut |_| {}).unwrap());
+    let warm = sparsewire_train::train_cached(&cfg, &mut cache, &mut |_| {}).unwrap();
+    let cold_cfg = TrainConfig {
+        init: sparsewire_train::Init::Scratch,
+        ..cfg.clone()
+    };
+    let cold = sparsewire_train::train_cached(&cold_cfg, &mut cache, &mut |_| {}).unwrap();
+    assert_eq!(warm.validation, 300);
+    assert_eq!(
+        warm.steps,
+        2 * 1137u64.div_ceil(64),
+        "trained on 1437 - 300"
+    );
+    assert!(
+        warm.loss_curve[0] < 0.5 * cold.loss_curve[0],
+        "{:?} vs {:?}",
+        warm.loss_curve,
+        cold.loss_curve
+    );
+    assert!(warm.test_accuracy > 0.9, "{}", warm.test_accuracy);
+    // The teacher's term is a KL divergence: zero when the student matches it, so a student
+    // that starts as the pruned teacher starts with a small loss too.
+    let taught_cfg = TrainConfig {
+        distill: Some(sparsewire_train::DistillConfig {
+            weight: 0.5,
+            temperature: 4.0,
+        }),
+        ..cfg.clone()
+    };
+    let taught = sparsewire_train::train_cached(&taught_cfg, &mut cache, &mut |_| {}).unwrap();
+    assert!(
+        taught.loss_curve[0] < 0.5 * cold.loss_curve[0],
+        "{:?}",
+        taught.loss_curve
+    );
+    assert!(taught.test_accuracy > 0.9, "{}", taught.test_accuracy);
 }
 
 #[test]

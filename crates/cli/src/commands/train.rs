@@ -11,9 +11,12 @@ use std::path::PathBuf;
 #[command(
     after_help = "Config (TOML; every key but [sparsity].target has a default):\n  \
 seed = 0\n  data = \"../shared/data/sklearn_digits.safetensors\"   # or $SPARSEWIRE_DATA\n  epochs = 30\n  batch = 64\n  lr = 0.003\n  activation_keep = 0.5      # crossing activations kept (absent: dense)\n  \
+init = \"scratch\"           # or \"dense\": start from the trained dense baseline\n  \
+validation = 0             # training digits held out and scored instead of the test set\n  \
 [sparsity]\n  target = 0.9\n  pattern = \"unstructured\"   # or \"2:4\", \"block:4x4\", \"channel\"\n  \
 criterion = \"magnitude\"   # or \"taylor\", \"movement\"\n  params = [\"conv2.weight\", \"conv3.weight\", \"fc.weight\"]\n  schedule = { kind = \"gradual\", start = 138, end = 483, every = 10 }   # or one_shot (at), iterative (steps)\n  rebuild = \"zero\"           # or \"dictionary\" (trained with the model)\n  rebuild_weight = 1.0\n  \
-[regularize]\n  l1 = 0.0\n  group_lasso = 0.0\n  byte_aware = false\n\n\
+[regularize]\n  l1 = 0.0\n  group_lasso = 0.0\n  byte_aware = false\n  \
+[distill]                  # the dense baseline as teacher (absent: labels only)\n  weight = 0.5\n  temperature = 4.0\n\n\
 Examples:\n  sparsewire train --config examples/train/digits_90.toml\n  \
 sparsewire train --config examples/train/digits_90.toml -o digits.swire --json"
 )]
@@ -24,6 +27,11 @@ pub struct Args {
     /// Override the config's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Hold out the last N training digits and score on them instead of the test set
+    /// (overrides the config's `validation`): compare configurations this way, then
+    /// score the chosen one on the test set once.
+    #[arg(long, value_name = "N")]
+    validation: Option<usize>,
     /// Write the trained model here as a .swire (its masks folded in: the small,
     /// transferable file).
     #[arg(short, long)]
@@ -47,6 +55,10 @@ pub fn run(a: Args) -> Result<()> {
         TrainConfig::from_toml(&text).map_err(|e| format!("{}: {e}", a.config.display()))?;
     if let Some(s) = a.seed {
         cfg.seed = s;
+    }
+    if let Some(v) = a.validation {
+        cfg.validation = v;
+        cfg.check().map_err(|e| format!("--validation: {e}"))?;
     }
     for p in [&a.output, &a.gradients_out].into_iter().flatten() {
         sparsewire_formats::output::check_output(None, p, a.force)?;
@@ -93,7 +105,16 @@ pub fn run(a: Args) -> Result<()> {
         pct(r.weight_sparsity),
         pct(r.activation_keep as f64)
     );
-    println!("test accuracy            {}", pct(r.test_accuracy));
+    let split = if r.validation > 0 {
+        format!(
+            "validation accuracy      {} (the last {} training digits; the test set unused)",
+            pct(r.test_accuracy),
+            r.validation
+        )
+    } else {
+        format!("test accuracy            {}", pct(r.test_accuracy))
+    };
+    println!("{split}");
     if let (Some(d), Some(p)) = (r.dense_test_accuracy, r.posthoc_test_accuracy) {
         println!("  dense, same run        {}", pct(d));
         println!(
