@@ -18,8 +18,10 @@
 //! Each plane of each tile is stored as the smallest of: raw, constant, rANS with the
 //! tensor's shared model ([`TensorModels`], fitted on the whole tensor and stored once in
 //! the header), or rANS with a model of its own serialised in front of the stream (pays on
-//! tensors whose statistics drift, such as an embedding table). Tiles share nothing but the
-//! models, so any tile decodes on its own.
+//! tensors whose statistics drift, such as an embedding table), except that a plane is
+//! kept raw unless rANS saves at least 1/128 of it (raw bytes are read at memory speed; a
+//! few tenths of a percent saved do not pay for a rANS decode on any link sparsewire
+//! targets). Tiles share nothing but the models, so any tile decodes on its own.
 //!
 //! Non-float tensors, and float tensors where it wins on a sample, go through a whole-tile
 //! codec instead: raw or zstd ([`encode_whole`]).

@@ -184,7 +184,19 @@ pub fn encode_planes(
     Ok(streams)
 }
 
-/// Codes one plane as the smallest of constant, raw, shared-model and own-model rANS.
+/// A plane is stored raw unless rANS saves at least this share of its raw bytes.
+///
+/// Raw planes are read where they lie (memory speed); a rANS plane decodes at 1-3 GB/s a
+/// core. Coding a plane pays on a link of `L` bytes/s only while the link time it saves
+/// exceeds the decode time it adds: `saving / L > 1 / R_decode`, i.e. `L < saving *
+/// R_decode`. At a 0.4% saving (the mantissa bytes of PP-OCR's f32 weights) that is
+/// links under ~10 MB/s; every link sparsewire targets is faster. 1/128 keeps the byte
+/// planes that save 1.5% (MiniLM f32) coded and stores the ones that save a few tenths
+/// of a percent raw.
+pub(crate) const RAW_UNLESS_SAVES: f64 = 1.0 / 128.0;
+
+/// Codes one plane as the smallest of constant, raw, shared-model and own-model rANS, a
+/// rANS plane only where it saves [`RAW_UNLESS_SAVES`] of the raw bytes.
 pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     plane: Plane,
     symbols: &[S],
@@ -238,7 +250,7 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
         (None, None) => unreachable!("no shared model means an own model was fitted"),
     };
     let mut bytes = Vec::new();
-    let codec = if best_rans.0 >= raw_bytes {
+    let codec = if best_rans.0 >= raw_bytes * (1.0 - RAW_UNLESS_SAVES) {
         raw(&mut bytes);
         StreamCodec::Raw
     } else if let Some(m) = best_rans.1 {
@@ -334,8 +346,8 @@ impl<'a> Source<'a> {
                 Source::Shared(rans::Decoder::new(s)?, table)
             }
             StreamCodec::RansLocal => {
-                let (m, used) = Model::from_bytes(s)?;
-                Source::Local(rans::Decoder::new(&s[used..])?, Box::new(m.decode_table()))
+                let (table, used) = DecodeTable::from_model_bytes(s)?;
+                Source::Local(rans::Decoder::new(&s[used..])?, Box::new(table))
             }
             codec => {
                 return Err(CodecError::CodecNotAllowed {

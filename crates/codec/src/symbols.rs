@@ -102,14 +102,14 @@ pub fn decode_symbol_stream(
             Ok(out)
         }
         StreamCodec::RansLocal => {
-            let (m, used) = Model::from_bytes(s)?;
-            if m.alphabet() > alphabet {
+            let (table, used) = rans::DecodeTable::from_model_bytes(s)?;
+            if table.alphabet() > alphabet {
                 return Err(CodecError::BadModel {
                     reason: "alphabet wider than the plane",
                 });
             }
             let mut out = vec![0u16; n];
-            rans::decode(&s[used..], &m.decode_table(), &mut out)?;
+            rans::decode(&s[used..], &table, &mut out)?;
             Ok(out)
         }
         codec => Err(CodecError::CodecNotAllowed {

@@ -233,6 +233,38 @@ impl Model {
 
     /// Parses a model written by [`Model::to_bytes`], returning it and the bytes used.
     pub fn from_bytes(bytes: &[u8]) -> Result<(Model, usize), CodecError> {
+        let parsed = Parsed::read(bytes)?;
+        let mut freq = vec![0u16; parsed.alphabet];
+        for &(s, f) in &parsed.present {
+            freq[s as usize] = f;
+        }
+        Ok((Model::from_freqs(freq, parsed.precision), parsed.used))
+    }
+
+    /// Builds the decode table.
+    pub fn decode_table(&self) -> DecodeTable {
+        let present: Vec<(u32, u16)> = self
+            .freq
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f > 0)
+            .map(|(s, &f)| (s as u32, f))
+            .collect();
+        DecodeTable::build(self.freq.len(), &present)
+    }
+}
+
+/// A serialised model as read: its present symbols in increasing order with their
+/// frequencies scaled to `2^PRECISION_BITS`. Checked as [`Model::from_bytes`] documents.
+struct Parsed {
+    precision: u32,
+    alphabet: usize,
+    present: Vec<(u32, u16)>,
+    used: usize,
+}
+
+impl Parsed {
+    fn read(bytes: &[u8]) -> Result<Parsed, CodecError> {
         let bad = |reason: &'static str| CodecError::BadModel { reason };
         let precision = *bytes.first().ok_or(bad("truncated"))? as u32;
         if !(1..=PRECISION_BITS).contains(&precision) {
@@ -244,14 +276,15 @@ impl Model {
         if alphabet > MAX_ALPHABET {
             return Err(bad("alphabet over the cap"));
         }
-        let present = get_varint(bytes, &mut pos).ok_or(bad("truncated"))? as usize;
-        if !(2..=alphabet.min(total_p as usize)).contains(&present) {
+        let count = get_varint(bytes, &mut pos).ok_or(bad("truncated"))? as usize;
+        if !(2..=alphabet.min(total_p as usize)).contains(&count) {
             return Err(bad("symbol count out of range"));
         }
-        let mut freq = vec![0u16; alphabet];
+        // `count` <= 2^precision <= 4096: a bounded allocation.
+        let mut present = Vec::with_capacity(count);
         let mut s: i64 = -1;
         let mut sum = 0u32;
-        for _ in 0..present {
+        for _ in 0..count {
             let gap = get_varint(bytes, &mut pos).ok_or(bad("truncated"))?;
             let f = get_varint(bytes, &mut pos).ok_or(bad("truncated"))?;
             if gap == 0 || gap > alphabet as u64 {
@@ -264,30 +297,51 @@ impl Model {
             if f == 0 || f >= total_p as u64 {
                 return Err(bad("frequency out of range"));
             }
-            freq[s as usize] = (f << (PRECISION_BITS - precision)) as u16;
+            present.push((s as u32, (f << (PRECISION_BITS - precision)) as u16));
             sum += f as u32;
         }
         if sum != total_p {
             return Err(bad("frequencies do not sum to 2^precision"));
         }
-        Ok((Model::from_freqs(freq, precision), pos))
+        Ok(Parsed {
+            precision,
+            alphabet,
+            present,
+            used: pos,
+        })
+    }
+}
+
+impl DecodeTable {
+    /// Reads a model serialised by [`Model::to_bytes`] straight into its decode table, and
+    /// the bytes it took: what [`Model::from_bytes`] then [`Model::decode_table`] give,
+    /// with the same checks, without the alphabet-sized arrays in between (a tile's own
+    /// model is read on every decode of the tile).
+    pub fn from_model_bytes(bytes: &[u8]) -> Result<(DecodeTable, usize), CodecError> {
+        let parsed = Parsed::read(bytes)?;
+        Ok((
+            DecodeTable::build(parsed.alphabet, &parsed.present),
+            parsed.used,
+        ))
     }
 
-    /// Builds the decode table.
-    pub fn decode_table(&self) -> DecodeTable {
-        let present = self.freq.iter().filter(|&&f| f > 0).count();
-        let kind = if present <= 256 {
-            let direct = self.freq.len() <= 256;
+    /// The table of the symbols `present` (increasing, frequencies summing to
+    /// `2^PRECISION_BITS`) over an alphabet of `alphabet` symbols.
+    fn build(alphabet: usize, present: &[(u32, u16)]) -> DecodeTable {
+        let mut start = 0usize;
+        let kind = if present.len() <= 256 {
+            let direct = alphabet <= 256;
             let mut entries = Box::new([0u32; TOTAL as usize]);
             let mut symbols = Box::new([0u16; 256]);
-            let present = self.freq.iter().enumerate().filter(|(_, &f)| f > 0);
-            for (index, (s, &f)) in present.enumerate() {
-                let value = if direct { s as u32 } else { index as u32 };
+            for (index, &(s, f)) in present.iter().enumerate() {
+                let value = if direct { s } else { index as u32 };
                 symbols[value as usize] = s as u16;
-                let start = self.cum[s];
-                for slot in start..start + f as u32 {
-                    entries[slot as usize] = f as u32 | (slot - start) << 12 | value << 24;
+                let base = f as u32 | value << 24;
+                let end = start + f as usize;
+                for (bias, e) in entries[start..end].iter_mut().enumerate() {
+                    *e = base | (bias as u32) << 12;
                 }
+                start = end;
             }
             TableKind::Compact {
                 entries,
@@ -296,18 +350,16 @@ impl Model {
             }
         } else {
             let mut entries = Box::new([0u64; TOTAL as usize]);
-            for (s, &f) in self.freq.iter().enumerate() {
-                let start = self.cum[s];
-                for slot in start..start + f as u32 {
-                    entries[slot as usize] =
-                        s as u64 | (f as u64) << 16 | ((slot - start) as u64) << 32;
+            for &(s, f) in present {
+                let base = s as u64 | (f as u64) << 16;
+                let end = start + f as usize;
+                for (bias, e) in entries[start..end].iter_mut().enumerate() {
+                    *e = base | (bias as u64) << 32;
                 }
+                start = end;
             }
             TableKind::Wide(entries)
         };
-        DecodeTable {
-            kind,
-            alphabet: self.freq.len(),
-        }
+        DecodeTable { kind, alphabet }
     }
 }

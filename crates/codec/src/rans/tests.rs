@@ -68,6 +68,54 @@ fn model_serialisation_round_trips_and_rejects_garbage() {
     assert!(Model::from_counts(&[0, 9, 0]).is_none());
 }
 
+#[test]
+fn tables_read_straight_from_model_bytes_decode_as_the_model_s_own() {
+    // Compact kinds (direct alphabet <= 256, and indexed: 300 symbols, 200 present) and
+    // the wide kind (400 present), at full and coarse precision.
+    let mut seed = 7u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    for (alphabet, present) in [(40usize, 30usize), (300, 200), (600, 400)] {
+        let mut counts = vec![0u64; alphabet];
+        for s in 0..present {
+            counts[s * alphabet / present] = 1 + (next() % 50) as u64;
+        }
+        for m in [
+            Model::from_counts(&counts).unwrap(),
+            Model::best_for(&counts).unwrap().0,
+        ] {
+            let bytes = m.to_bytes();
+            let (table, used) = DecodeTable::from_model_bytes(&bytes).unwrap();
+            assert_eq!((used, table.alphabet()), (bytes.len(), alphabet));
+            let syms: Vec<u16> = (0..5000)
+                .map(|_| loop {
+                    let s = next() % alphabet;
+                    if counts[s] > 0 {
+                        break s as u16;
+                    }
+                })
+                .collect();
+            let mut buf = Vec::new();
+            encode(&syms, &m, &mut buf).unwrap();
+            let (mut a, mut b) = (vec![0u16; syms.len()], vec![0u16; syms.len()]);
+            decode(&buf, &m.decode_table(), &mut a).unwrap();
+            decode(&buf, &table, &mut b).unwrap();
+            assert_eq!((&a, &b), (&syms, &syms), "alphabet {alphabet}");
+        }
+        let bytes = Model::from_counts(&counts).unwrap().to_bytes();
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert_eq!(
+                DecodeTable::from_model_bytes(&bytes[..cut]).err(),
+                Model::from_bytes(&bytes[..cut]).err(),
+            );
+        }
+    }
+}
+
 /// The SIMD kernels this machine has; a test that needs one says so rather than pass
 /// quietly where there is none.
 pub(crate) fn simd_kernels(test: &str) -> Vec<Kernel> {
