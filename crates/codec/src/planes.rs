@@ -226,13 +226,28 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
         (symbols.len() * width / 8) as f64
     };
     let overhead = rans::overhead_bytes(symbols.len()) as f64 + 1.0;
+    let raw_unless = raw_bytes * (1.0 - RAW_UNLESS_SAVES);
+    // Every rANS option costs at least the entropy (a model's cross-entropy is never below
+    // it) plus the stream overhead: when that already rules rANS out, store the plane raw
+    // without fitting a model (near-uniform mantissa bytes spent a third of the encode
+    // time in model fits that raw then beat). The margin keeps float rounding from
+    // changing a choice the full comparison would make.
+    let entropy_bytes = entropy_bits(hist) / 8.0;
+    if entropy_bytes + overhead >= raw_unless * (1.0 + 1e-9) {
+        let mut bytes = Vec::new();
+        raw(&mut bytes);
+        return Ok(EncodedStream {
+            plane,
+            codec: StreamCodec::Raw,
+            bytes,
+        });
+    }
     let shared_bytes = shared
         .and_then(|m| m.cost_bits(hist))
         .map(|b| b / 8.0 + overhead);
     // An own model costs at least the entropy plus a byte per symbol it lists; skip
     // fitting it when the shared model is already within that.
     let present = hist.iter().filter(|&&c| c > 0).count() as f64;
-    let entropy_bytes = entropy_bits(hist) / 8.0;
     let local = match shared_bytes {
         Some(s) if s <= entropy_bytes + overhead + present => None,
         _ => {
@@ -250,7 +265,7 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
         (None, None) => unreachable!("no shared model means an own model was fitted"),
     };
     let mut bytes = Vec::new();
-    let codec = if best_rans.0 >= raw_bytes * (1.0 - RAW_UNLESS_SAVES) {
+    let codec = if best_rans.0 >= raw_unless {
         raw(&mut bytes);
         StreamCodec::Raw
     } else if let Some(m) = best_rans.1 {
