@@ -76,6 +76,8 @@ pub enum StreamError {
     },
     #[error("tensor {tensor:?}: shared entropy models: {source}")]
     Models { tensor: String, source: CodecError },
+    #[error("invalid encode options: {reason}")]
+    InvalidOptions { reason: &'static str },
     #[error("no tensor named {name:?}")]
     NoSuchTensor { name: String },
     #[error("tensor {tensor:?} has {tiles} tiles; tile {tile} does not exist")]

@@ -32,7 +32,9 @@ pub use error::StreamError;
 pub use reader::{default_memory_budget, DecodeLimits, RawTile, Reader};
 pub use source::{FileSource, Source};
 pub use sparsewire_codec::Kernel;
-pub use writer::{encode, encode_sparse, EncodeOptions, Profile, SparseTensor, Writer};
+pub use writer::{
+    encode, encode_into, encode_sparse, EncodeOptions, Profile, SparseTensor, Writer,
+};
 
 /// First eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"\x89SWIRE\r\n";

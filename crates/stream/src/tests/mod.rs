@@ -482,3 +482,50 @@ fn row_block_streams_decode_to_the_rows_with_the_stored_bytes() {
         }
     }
 }
+
+#[test]
+fn encode_into_reuses_its_buffer_and_writes_what_encode_writes() {
+    let f = sample();
+    for opts in [EncodeOptions::default(), small_tiles()] {
+        let want = encode(&f, &opts).unwrap();
+        let mut out = vec![0xAB; 3 * want.len()];
+        encode_into(&f, &opts, &mut out).unwrap();
+        assert_eq!(out, want);
+        let cap = out.capacity();
+        encode_into(&f, &opts, &mut out).unwrap();
+        assert_eq!(
+            (out == want, out.capacity()),
+            (true, cap),
+            "reused, not regrown"
+        );
+    }
+    let bad = EncodeOptions {
+        tile_shape: Some(TileShape { rows: 0, cols: 11 }),
+        ..EncodeOptions::default()
+    };
+    let mut out = vec![1, 2, 3];
+    assert!(matches!(
+        encode_into(&f, &bad, &mut out),
+        Err(StreamError::InvalidOptions { .. })
+    ));
+    assert!(out.is_empty(), "no partial stream is left behind");
+    for bad in [
+        EncodeOptions {
+            tile_elems: 0,
+            ..EncodeOptions::default()
+        },
+        EncodeOptions {
+            zstd_level: 23,
+            ..EncodeOptions::default()
+        },
+        EncodeOptions {
+            tile_shape: Some(TileShape { rows: 4, cols: 0 }),
+            ..EncodeOptions::default()
+        },
+    ] {
+        assert!(matches!(
+            encode(&f, &bad),
+            Err(StreamError::InvalidOptions { .. })
+        ));
+    }
+}
