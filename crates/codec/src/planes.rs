@@ -234,13 +234,7 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     // changing a choice the full comparison would make.
     let entropy_bytes = entropy_bits(hist) / 8.0;
     if entropy_bytes + overhead >= raw_unless * (1.0 + 1e-9) {
-        let mut bytes = Vec::new();
-        raw(&mut bytes);
-        return Ok(EncodedStream {
-            plane,
-            codec: StreamCodec::Raw,
-            bytes,
-        });
+        return Ok(raw_stream(plane, raw));
     }
     let shared_bytes = shared
         .and_then(|m| m.cost_bits(hist))
@@ -264,11 +258,11 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
         (_, Some((_, _, l))) => (*l, None),
         (None, None) => unreachable!("no shared model means an own model was fitted"),
     };
+    if best_rans.0 >= raw_unless {
+        return Ok(raw_stream(plane, raw));
+    }
     let mut bytes = Vec::new();
-    let codec = if best_rans.0 >= raw_unless {
-        raw(&mut bytes);
-        StreamCodec::Raw
-    } else if let Some(m) = best_rans.1 {
+    let codec = if let Some(m) = best_rans.1 {
         rans::encode(symbols, m, &mut bytes)?;
         StreamCodec::RansShared { model: shared_id }
     } else {
@@ -282,6 +276,17 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
         codec,
         bytes,
     })
+}
+
+/// The plane stored raw, its bytes written by `raw`.
+fn raw_stream(plane: Plane, raw: impl FnOnce(&mut Vec<u8>)) -> EncodedStream {
+    let mut bytes = Vec::new();
+    raw(&mut bytes);
+    EncodedStream {
+        plane,
+        codec: StreamCodec::Raw,
+        bytes,
+    }
 }
 
 /// A plane symbol type: `u16` heads, `u8` byte planes.

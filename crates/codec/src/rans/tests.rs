@@ -1,5 +1,15 @@
 use super::*;
 
+/// A seeded 64-bit LCG giving its top 31 bits: test data, the same on every machine.
+fn lcg(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    }
+}
+
 fn hist(sym: &[u16], alphabet: usize) -> Vec<u64> {
     let mut h = vec![0u64; alphabet];
     for &s in sym {
@@ -10,14 +20,11 @@ fn hist(sym: &[u16], alphabet: usize) -> Vec<u64> {
 
 #[test]
 fn round_trips_skewed_and_uniform_data() {
-    let mut seed = 1u64;
+    let mut next = lcg(1);
     for n in [0usize, 1, 7, 8, 9, 100, 4097, 50_000] {
         let syms: Vec<u16> = (0..n)
             .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let r = (seed >> 33) as u32;
+                let r = next() as u32;
                 (r.trailing_zeros().min(20) as u16) * 3 + (r as u16 & 1)
             })
             .collect();
@@ -72,13 +79,8 @@ fn model_serialisation_round_trips_and_rejects_garbage() {
 fn tables_read_straight_from_model_bytes_decode_as_the_model_s_own() {
     // Compact kinds (direct alphabet <= 256, and indexed: 300 symbols, 200 present) and
     // the wide kind (400 present), at full and coarse precision.
-    let mut seed = 7u64;
-    let mut next = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) as usize
-    };
+    let mut rng = lcg(7);
+    let mut next = || rng() as usize;
     for (alphabet, present) in [(40usize, 30usize), (300, 200), (600, 400)] {
         let mut counts = vec![0u64; alphabet];
         for s in 0..present {
@@ -200,13 +202,8 @@ fn corrupt_streams_are_errors_not_panics() {
 #[test]
 fn every_kernel_encodes_the_same_bytes() {
     let kernels = simd_kernels("every_kernel_encodes_the_same_bytes");
-    let mut seed = 5u64;
-    let mut next = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) as u32
-    };
+    let mut rng = lcg(5);
+    let mut next = || rng() as u32;
     for n in [
         0usize, 15, 16, 17, 1000, 1024, 1500, 8191, 8192, 9000, 70_001,
     ] {

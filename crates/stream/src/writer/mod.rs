@@ -239,13 +239,9 @@ pub fn encode_into(
     Ok(())
 }
 
-/// An output buffer with room for the stream of `file` at up to its raw size (the usual
-/// case, since every codec falls back to raw): growing it by doubling instead copies the
-/// stream several times and faults in fresh pages at every step.
-fn out_buffer(file: &TensorFile) -> Vec<u8> {
-    Vec::with_capacity(out_capacity(file))
-}
-
+/// Room for the stream of `file` at up to its raw size (the usual case, since every codec
+/// falls back to raw): growing the output by doubling instead copies the stream several
+/// times and faults in fresh pages at every step.
 fn out_capacity(file: &TensorFile) -> usize {
     let raw: usize = file.tensors.iter().map(|t| t.data.len()).sum();
     raw.saturating_add(raw / 64).saturating_add(1 << 16)
@@ -258,7 +254,7 @@ pub fn encode_sparse(
     sparse: &[Option<SparseTensor>],
     opts: &EncodeOptions,
 ) -> Result<Vec<u8>, StreamError> {
-    let mut w = Writer::new(out_buffer(file), opts.clone())?;
+    let mut w = Writer::new(Vec::with_capacity(out_capacity(file)), opts.clone())?;
     for (i, t) in file.tensors.iter().enumerate() {
         match sparse.get(i).and_then(Option::as_ref) {
             Some(s) => w.add_sparse(&t.name, &t.shape, s)?,
