@@ -27,6 +27,11 @@
 //! - `cargo xtask soak [--seconds S]`: the link's soak test (crates/link/tests/soak.rs):
 //!   S seconds (default 600) of runs through a proxy injecting random faults, every
 //!   output checked bit for bit.
+//! - `cargo xtask vs-torch [--data DIR] [--scale F]`: sparsewire's recovery against a
+//!   plain PyTorch one (scripts/torch_recover.py; `PEERS_PYTHON` with torch and
+//!   transformers) from the same magnitude-pruned MiniLM in the same training time (15
+//!   minutes at 50% unstructured, 10 at 2:4, times F); writes docs/recover/VS_TORCH.md,
+//!   vs_torch.json and vs_torch.{svg,png}.
 //! - `cargo xtask fuzz-seeds`: (re)writes the format-version-2 seeds of the `open_stream`
 //!   fuzz corpus: the golden streams, sample streams of both profiles, and truncations.
 //! - `cargo xtask memory [--dir DIR]`: compress and decompress a synthetic 4.5 GiB
@@ -38,6 +43,7 @@ mod link;
 mod scorer;
 mod sim;
 mod train;
+mod vs_torch;
 
 use sparsewire_formats::TensorFile;
 use std::path::{Path, PathBuf};
@@ -74,6 +80,11 @@ fn main() -> ExitCode {
             }
             _ => Err("--seconds: expected a positive number".into()),
         },
+        Some("vs-torch") => vs_torch::run(
+            &root(),
+            flag(&args[1..], "--data"),
+            flag(&args[1..], "--scale"),
+        ),
         Some("soak") => soak(flag(&args[1..], "--seconds").unwrap_or("600")),
         Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
         Some("scorer") => scorer::run(
@@ -90,7 +101,7 @@ fn main() -> ExitCode {
             flag(&args[1..], "--only"),
             flag(&args[1..], "--jobs"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] | cargo xtask train [--data DIR] [--only NAME] [--jobs N] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] | cargo xtask train [--data DIR] [--only NAME] [--jobs N] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S] | cargo xtask vs-torch [--data DIR] [--scale F]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -644,12 +644,30 @@ fn compressed_weights(
 /// The encoder's linear weights compressed by `w` as one stream; with their bf16 bytes and
 /// their weight count.
 pub fn linear_stream(setup: &Setup, w: &WeightSetting) -> Result<(Vec<u8>, u64, u64), GridError> {
+    weight_stream(setup, w, false)
+}
+
+/// [`linear_stream`], with the word-embedding table sparsified and coded beside the linear
+/// weights when `embeddings` is set (magnitude only: the calibration has no inputs for a
+/// lookup table, so Wanda and SparseGPT cannot score it).
+pub fn weight_stream(
+    setup: &Setup,
+    w: &WeightSetting,
+    embeddings: bool,
+) -> Result<(Vec<u8>, u64, u64), GridError> {
+    if embeddings && w.criterion != Criterion::Magnitude {
+        return Err(GridError::Other(format!(
+            "the word embeddings are sparsified by magnitude only, not {}",
+            w.criterion
+        )));
+    }
+    let word = |n: &str| n.strip_prefix("bert.").unwrap_or(n) == crate::model::WORD_EMBEDDINGS;
     let subset = TensorFile {
         tensors: setup
             .weights
             .tensors
             .iter()
-            .filter(|t| encoder_linear(&t.name))
+            .filter(|t| encoder_linear(&t.name) || (embeddings && word(&t.name)))
             .cloned()
             .collect(),
         metadata: vec![],

@@ -604,6 +604,9 @@ fn at(x: Tensor, site: Site, hook: &mut Option<&mut Hook>) -> Result<Tensor, Mod
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
 }
 
+/// The word-embedding table's name (after any `bert.` prefix).
+pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
 impl Bert {
     /// Loads the weights of a model of geometry `config` from a tensor file (safetensors
     /// read by sparsewire, or a decompressed `.swire`), checking every name and shape.
@@ -614,7 +617,7 @@ impl Bert {
             msg,
         })?;
         let c = config;
-        let first = "embeddings.word_embeddings.weight";
+        let first = WORD_EMBEDDINGS;
         let prefix = if !file.tensors.iter().any(|t| t.name == first)
             && file
                 .tensors
@@ -673,13 +676,13 @@ impl Bert {
     /// The last hidden states `[tokens, hidden]` of one sentence; `hook` sees (and may
     /// replace) every transferred tensor.
     pub fn forward(&self, ids: &[u32], hook: Option<&mut Hook>) -> Result<Tensor, ModelError> {
-        Ok(self.run(ids, hook, None, false)?.0)
+        Ok(self.run(&[ids], hook, None, false)?.0)
     }
 
     /// Every layer's input and the output (`hidden.0..=layers`, `[tokens, hidden]` each),
     /// kept in the autograd graph: what recovery training pulls toward the teacher's.
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Vec<Tensor>, ModelError> {
-        Ok(self.run(ids, None, None, true)?.1)
+        Ok(self.run(&[ids], None, None, true)?.1)
     }
 
     /// [`Self::hidden_states`] with `graph` replacing every transferred tensor in the
@@ -690,7 +693,22 @@ impl Bert {
         ids: &[u32],
         graph: &mut GraphHook,
     ) -> Result<Vec<Tensor>, ModelError> {
-        Ok(self.run(ids, None, Some(graph), true)?.1)
+        Ok(self.run(&[ids], None, Some(graph), true)?.1)
+    }
+
+    /// [`Self::hidden_states_with`] (or [`Self::hidden_states`] without `graph`) for
+    /// several sentences at once, packed: each state is `[total tokens, hidden]`, the
+    /// sentences' rows one after the other in the order given, no padding. The linear
+    /// layers, norms and activations run once over every row (one matrix product a layer
+    /// instead of one a sentence: what makes a training batch fast on a CPU); attention
+    /// stays within each sentence, so every sentence's rows equal its own
+    /// [`Self::hidden_states_with`] (up to the matrix product's summation order).
+    pub fn hidden_states_packed(
+        &self,
+        sentences: &[&[u32]],
+        graph: Option<&mut GraphHook>,
+    ) -> Result<Vec<Tensor>, ModelError> {
+        Ok(self.run(sentences, None, graph, true)?.1)
     }
 
     /// Mean pooling of last hidden states, L2-normalised, as a tensor (in the autograd
@@ -725,13 +743,26 @@ impl Bert {
 
     /// This model with some encoder linear weights replaced (`[out, in]` tensors by the
     /// names [`Self::linear_weights`] gives; for training, tensors of `Var`s, so the
-    /// gradient reaches them). Cheap: the other weights are shared.
+    /// gradient reaches them), and the word-embedding table too when `w` names it
+    /// ([`WORD_EMBEDDINGS`], `[vocab, hidden]`). Cheap: the other weights are shared.
     pub fn with_linear_weights(
         &self,
         w: &std::collections::HashMap<String, Tensor>,
     ) -> Result<Bert, ModelError> {
         let mut b = self.clone();
         let mut applied = 0;
+        let word = format!("{}{WORD_EMBEDDINGS}", self.prefix);
+        if let Some(t) = w.get(&word) {
+            if t.dims() != self.word.dims() {
+                return Err(ModelError::Shape {
+                    name: word,
+                    expected: self.word.dims().to_vec(),
+                    got: t.dims().iter().map(|&d| d as u64).collect(),
+                });
+            }
+            b.word = t.clone();
+            applied += 1;
+        }
         for (i, l) in b.layers.iter_mut().enumerate() {
             for (n, lin) in [
                 ("attention.self.query", &mut l.q),
@@ -767,31 +798,45 @@ impl Bert {
         Ok(b)
     }
 
+    /// The forward pass over `segs`, sentences packed row after row (see
+    /// [`Self::hidden_states_packed`]); one sentence is the unpacked case.
     fn run(
         &self,
-        ids: &[u32],
+        segs: &[&[u32]],
         mut hook: Option<&mut Hook>,
         mut graph: Option<&mut GraphHook>,
         keep: bool,
     ) -> Result<(Tensor, Vec<Tensor>), ModelError> {
         let mut kept = Vec::new();
         let c = &self.config;
-        let n = ids.len();
-        if n > c.max_positions {
-            return Err(ModelError::TooLong {
-                tokens: n,
-                positions: c.max_positions,
-            });
-        }
         let vocab = self.word.dims()[0];
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(ModelError::Token { id, vocab });
+        for ids in segs {
+            if ids.len() > c.max_positions {
+                return Err(ModelError::TooLong {
+                    tokens: ids.len(),
+                    positions: c.max_positions,
+                });
+            }
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ModelError::Token { id, vocab });
+            }
         }
-        let idx = Tensor::from_vec(ids.to_vec(), n, &Device::Cpu)?;
+        let n: usize = segs.iter().map(|s| s.len()).sum();
+        let all: Vec<u32> = segs.iter().flat_map(|s| s.iter().copied()).collect();
+        let idx = Tensor::from_vec(all, n, &Device::Cpu)?;
+        let pos = if segs.len() == 1 {
+            self.pos.narrow(0, 0, n)?
+        } else {
+            let parts = segs
+                .iter()
+                .map(|s| self.pos.narrow(0, 0, s.len()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Tensor::cat(&parts, 0)?
+        };
         let x = self
             .word
             .index_select(&idx, 0)?
-            .add(&self.pos.narrow(0, 0, n)?)?
+            .add(&pos)?
             .broadcast_add(&self.typ.narrow(0, 0, 1)?)?;
         let mut x = at(self.ln.forward(&x)?, Site::Hidden(0), &mut hook)?;
         if keep {
@@ -801,18 +846,36 @@ impl Bert {
         let (heads, hd) = (c.heads, c.hidden / c.heads);
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
-            let split = |t: Tensor| -> Result<Tensor, ModelError> {
-                Ok(t.reshape((n, heads, hd))?.transpose(0, 1)?.contiguous()?)
+            let (q, k, v) = (l.q.forward(&x)?, l.k.forward(&x)?, l.v.forward(&x)?);
+            // Attention within each sentence.
+            let mut ctxs = Vec::with_capacity(segs.len());
+            let mut at_row = 0;
+            for seg in segs {
+                let m = seg.len();
+                let split = |t: &Tensor| -> Result<Tensor, ModelError> {
+                    let t = if segs.len() == 1 {
+                        t.clone()
+                    } else {
+                        t.narrow(0, at_row, m)?
+                    };
+                    Ok(t.reshape((m, heads, hd))?.transpose(0, 1)?.contiguous()?)
+                };
+                let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
+                let s = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * scale)?;
+                ctxs.push(
+                    softmax_rows(&s)?
+                        .matmul(&v)?
+                        .transpose(0, 1)?
+                        .contiguous()?
+                        .reshape((m, c.hidden))?,
+                );
+                at_row += m;
+            }
+            let ctx = if ctxs.len() == 1 {
+                ctxs.pop().expect("one sentence")
+            } else {
+                Tensor::cat(&ctxs, 0)?
             };
-            let q = split(l.q.forward(&x)?)?;
-            let k = split(l.k.forward(&x)?)?;
-            let v = split(l.v.forward(&x)?)?;
-            let s = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * scale)?;
-            let ctx = softmax_rows(&s)?
-                .matmul(&v)?
-                .transpose(0, 1)?
-                .contiguous()?
-                .reshape((n, c.hidden))?;
             let a = l.ln1.forward(&l.o.forward(&ctx)?.add(&x)?)?;
             let a = through(
                 at(a, Site::FfnIn(i), &mut hook)?,

@@ -70,6 +70,12 @@ pub struct RecoverOptions {
     pub activation_sites: Sites,
     /// Gradual pruning during recovery instead of the post-hoc sparsifier's fixed masks.
     pub gradual: Option<Gradual>,
+    /// Sparsify (by magnitude, same sparsity and pattern) and train the word-embedding
+    /// table too, as the linear weights; it then crosses the link in the same stream.
+    pub embeddings: bool,
+    /// Stop after this many seconds of training (held-out scoring not counted), even if
+    /// fewer than `steps` steps ran; the learning-rate schedule stays planned on `steps`.
+    pub max_seconds: Option<f64>,
     /// Checkpoints to write, and whether to go on from one (not part of the options a
     /// resume must match).
     #[serde(skip)]
@@ -106,6 +112,8 @@ impl Default for RecoverOptions {
             activations: None,
             activation_sites: Sites::All,
             gradual: None,
+            embeddings: false,
+            max_seconds: None,
             checkpoint: None,
         }
     }
@@ -154,6 +162,17 @@ impl RecoverOptions {
         if let Some(p) = self.activations {
             p.check()?;
         }
+        if self.embeddings && self.criterion != Criterion::Magnitude {
+            return bad(format!(
+                "the word embeddings are sparsified by magnitude only (criterion {}): the calibration has no inputs for a lookup table",
+                self.criterion
+            ));
+        }
+        if let Some(t) = self.max_seconds {
+            if !(t > 0.0 && t.is_finite()) {
+                return bad(format!("a time budget of {t} seconds is not positive"));
+            }
+        }
         if !((0.0..1.0).contains(&self.weight_decay)
             && self.hidden_weight >= 0.0
             && self.hidden_weight.is_finite()
@@ -176,6 +195,10 @@ pub struct Step {
     pub lr: f64,
     /// Mean cosine on the held-out sentences, on the steps that evaluate.
     pub heldout_cosine: Option<f64>,
+    /// Training seconds up to the end of this step, held-out scoring not counted (0 in
+    /// checkpoints written before it was recorded).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// What recovery measured.
@@ -185,7 +208,8 @@ pub struct RecoverReport {
     pub train_sentences: usize,
     pub heldout_sentences: usize,
     pub eval_sentences: usize,
-    /// Stream bytes over the linear weights' bf16 bytes, post hoc and recovered.
+    /// Stream bytes over the linear weights' bf16 bytes (and the word embeddings' with
+    /// `embeddings`), post hoc and recovered.
     pub bytes_fraction_post_hoc: f64,
     pub bytes_fraction: f64,
     pub stream_bytes: u64,
@@ -201,6 +225,8 @@ pub struct RecoverReport {
     /// With the activations sparsified as inference ships them (`activations`).
     pub with_activations: Option<WithActivations>,
     pub train_seconds: f64,
+    /// Steps run: `steps`, or fewer when `max_seconds` ran out first.
+    pub steps_done: usize,
     pub curve: Vec<Step>,
 }
 
@@ -424,7 +450,7 @@ pub fn recover(
         pattern: o.pattern,
         reconstruct: sparsewire_se::Rebuild::Zero,
     };
-    let (post_stream, dense_bytes, _) = grid::linear_stream(setup, &setting)?;
+    let (post_stream, dense_bytes, _) = grid::weight_stream(setup, &setting, o.embeddings)?;
     let post_model = Bert::load(&setup.config, &overlay(setup, &post_stream)?)?;
     let post_hoc = quality(
         &setup.reference,
@@ -514,7 +540,7 @@ pub fn recover(
     let mut seed = o.seed;
     shuffle(&mut order, &mut seed);
     let mut at = 0usize;
-    let mut curve = Vec::with_capacity(o.steps);
+    let mut curve: Vec<Step> = Vec::with_capacity(o.steps);
     let (mut start, mut seconds_before) = (0usize, 0f64);
     let options_json = serde_json::to_value(o).map_err(err)?;
     if let Some(c) = o.checkpoint.as_ref().filter(|c| c.resume) {
@@ -554,29 +580,51 @@ pub fn recover(
         opt.t = ck.state.adam_t;
         curve = serde_json::from_value(ck.state.curve).map_err(err)?;
     }
+    let mut trained_seconds = curve.last().map_or(0.0, |s| s.seconds);
     for step in start..o.steps {
+        if o.max_seconds.is_some_and(|t| trained_seconds >= t) {
+            break;
+        }
+        let step0 = std::time::Instant::now();
         let lr = if step < o.warmup {
             o.lr * (step + 1) as f64 / o.warmup as f64
         } else {
             o.lr * (o.steps - step) as f64 / (o.steps - o.warmup) as f64
         };
         let student = masked(&teacher, &linears)?;
-        let mut loss: Option<Tensor> = None;
+        // The batch runs packed (one matrix product a layer for all its sentences), and
+        // the loss is taken sentence by sentence from its rows, as if each ran alone.
+        let mut segs: Vec<&[u32]> = Vec::with_capacity(o.batch);
         for _ in 0..o.batch {
             if at == order.len() {
                 shuffle(&mut order, &mut seed);
                 at = 0;
             }
-            let ids = &train[order[at]];
+            segs.push(&train[order[at]]);
             at += 1;
-            let ht = teacher.hidden_states(ids)?;
-            let hs = match o.activations {
-                None => student.hidden_states(ids)?,
-                Some(k) => student.hidden_states_with(
-                    ids,
-                    &mut activation_hook(o.activation_sites, setup.config.layers, k),
-                )?,
+        }
+        let ht_all = teacher.hidden_states_packed(&segs, None)?;
+        let hs_all = match o.activations {
+            None => student.hidden_states_packed(&segs, None)?,
+            Some(k) => student.hidden_states_packed(
+                &segs,
+                Some(&mut activation_hook(
+                    o.activation_sites,
+                    setup.config.layers,
+                    k,
+                )),
+            )?,
+        };
+        let mut loss: Option<Tensor> = None;
+        let mut row = 0;
+        for ids in &segs {
+            let rows = |all: &[Tensor]| -> Result<Vec<Tensor>, GridError> {
+                all.iter()
+                    .map(|t| t.narrow(0, row, ids.len()).map_err(err))
+                    .collect()
             };
+            let (hs, ht) = (rows(&hs_all)?, rows(&ht_all)?);
+            row += ids.len();
             let (es, et) = (
                 Bert::mean_embedding(hs.last().expect("layers"))?,
                 Bert::mean_embedding(ht.last().expect("layers"))?,
@@ -657,6 +705,7 @@ pub fn recover(
                 l.set_keep((0..m.len()).map(|i| m.is_kept(i)).collect())?;
             }
         }
+        trained_seconds += step0.elapsed().as_secs_f64();
         let heldout_cosine = if o.eval_every > 0 && (step + 1) % o.eval_every == 0 {
             let m = masked(&teacher, &linears)?;
             let e = match &act {
@@ -672,6 +721,7 @@ pub fn recover(
             loss: value,
             lr,
             heldout_cosine,
+            seconds: trained_seconds,
         };
         progress(&s);
         curve.push(s);
@@ -758,6 +808,7 @@ pub fn recover(
             recovered_heldout,
             with_activations,
             train_seconds,
+            steps_done: curve.len(),
             curve,
         },
         stream,

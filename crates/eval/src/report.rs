@@ -482,3 +482,36 @@ pub fn recovery_plots(
     }
     Ok(written)
 }
+
+/// Held-out cosine against training seconds, one line a series, as `stem.svg` and
+/// `stem.png` (each written whole or not at all): the side-by-side of recoveries at equal
+/// wall time (`cargo xtask vs-torch`).
+pub fn time_curves(
+    stem: &Path,
+    title: &str,
+    data: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    fonts()?;
+    let labels = (title, "training seconds (scoring excluded)", COSINE);
+    let mut svg = String::new();
+    chart(
+        SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area(),
+        labels,
+        data,
+    )?;
+    let p = stem.with_extension("svg");
+    sparsewire_formats::output::write_file(&p, svg.as_bytes(), true).map_err(|e| e.to_string())?;
+    let png = stem.with_extension("png");
+    let tmp = stem.with_extension(format!("{}.tmp.png", std::process::id()));
+    let drawn = chart(
+        BitMapBackend::new(&tmp, (900, 600)).into_drawing_area(),
+        labels,
+        data,
+    )
+    .and_then(|()| std::fs::rename(&tmp, &png).map_err(io(&png)));
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(vec![p, png])
+}

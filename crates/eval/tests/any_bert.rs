@@ -447,6 +447,119 @@ fn recovery_lowers_the_loss_keeps_the_masks_and_writes_what_it_trained() {
 }
 
 #[test]
+fn a_packed_batch_gives_each_sentence_its_own_states() {
+    use sparsewire_eval::model::Bert;
+    let d = tempfile::tempdir().unwrap();
+    let (setup, train, _) = recovery_setup(d.path());
+    let bert = Bert::load(&setup.config, &setup.weights).unwrap();
+    let segs: Vec<&[u32]> = train[..3].iter().map(|s| &s[..]).collect();
+    assert!(segs.windows(2).any(|w| w[0].len() != w[1].len()));
+    let packed = bert.hidden_states_packed(&segs, None).unwrap();
+    assert_eq!(packed.len(), LAYERS + 1);
+    let mut row = 0;
+    for ids in &segs {
+        let alone = bert.hidden_states(ids).unwrap();
+        for (p, a) in packed.iter().zip(&alone) {
+            let p = p.narrow(0, row, ids.len()).unwrap();
+            let diff = (p - a)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "packed rows differ by {diff}");
+        }
+        row += ids.len();
+    }
+    assert_eq!(packed[0].dims()[0], row);
+    // Nothing to run is an error, not a panic.
+    assert!(bert.hidden_states_packed(&[], None).is_err());
+}
+
+#[test]
+fn recovery_can_prune_and_train_the_word_embeddings_within_a_time_budget() {
+    use sparsewire_eval::recover::{recover, RecoverOptions};
+    let d = tempfile::tempdir().unwrap();
+    let (setup, train, heldout) = recovery_setup(d.path());
+    let o = RecoverOptions {
+        criterion: sparsewire_metadata::Criterion::Magnitude,
+        sparsity: 0.5,
+        steps: 12,
+        batch: 4,
+        lr: 3e-3,
+        warmup: 2,
+        eval_every: 4,
+        embeddings: true,
+        ..RecoverOptions::default()
+    };
+    let r = recover(&setup, &train, &heldout, &o, &mut |_| {}).unwrap();
+    assert_eq!(r.report.steps_done, 12);
+    let c = &r.report.curve;
+    assert!(c[0].seconds > 0.0 && c.windows(2).all(|w| w[1].seconds >= w[0].seconds));
+    // The table crosses the link in the stream, with its mask: half dropped, exactly zero,
+    // and its kept values trained away from the post-hoc ones.
+    let name = "bert.embeddings.word_embeddings.weight";
+    let b = sparsewire_stream::Reader::new(&r.stream[..]).unwrap();
+    assert_eq!(b.header().tensors.len(), 6 * LAYERS + 1);
+    let t = b.tensor_index(name).unwrap();
+    let mask = b.tensor_sparse(t).unwrap().unwrap();
+    let v = b.decode_tensor(t).unwrap().to_f32_vec().unwrap();
+    let kept = (0..v.len()).filter(|&i| mask.mask().is_kept(i)).count();
+    assert_eq!(kept * 2, v.len());
+    let dense = setup
+        .weights
+        .tensors
+        .iter()
+        .find(|x| x.name == name)
+        .unwrap();
+    let dense = dense.to_f32_vec().unwrap();
+    let mut moved = 0;
+    for (i, x) in v.iter().enumerate() {
+        if !mask.mask().is_kept(i) {
+            assert_eq!(x.to_bits(), 0);
+        } else if (x - dense[i]).abs() > 1e-2 {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "the kept embeddings did not train");
+    let decoded = sparsewire_pipeline::decompress(&r.stream).unwrap();
+    assert_eq!(decoded.tensors, r.trained.tensors);
+    // Its bf16 bytes count in the denominator: linears and table, 2 bytes a value.
+    let all: u64 = setup
+        .weights
+        .tensors
+        .iter()
+        .filter(|x| sparsewire_eval::grid::encoder_linear(&x.name) || x.name == name)
+        .map(|x| 2 * x.numel())
+        .sum();
+    assert_eq!(r.report.dense_bf16_bytes, all);
+    // A budget stops the run at the first step past it; the schedule stays planned on
+    // `steps`.
+    let short = RecoverOptions {
+        max_seconds: Some(1e-9),
+        eval_every: 0,
+        ..o.clone()
+    };
+    let r = recover(&setup, &train, &heldout, &short, &mut |_| {}).unwrap();
+    assert_eq!((r.report.steps_done, r.report.curve.len()), (1, 1));
+    assert_eq!(r.report.curve[0].lr, o.lr / 2.0);
+    // Refused before any work: a criterion that cannot score a lookup table, a budget that
+    // is not positive.
+    let wanda = RecoverOptions {
+        criterion: sparsewire_metadata::Criterion::Wanda,
+        ..o.clone()
+    };
+    refused(&setup, &train, &heldout, &wanda, "magnitude only");
+    let zero = RecoverOptions {
+        max_seconds: Some(0.0),
+        ..o.clone()
+    };
+    refused(&setup, &train, &heldout, &zero, "not positive");
+}
+
+#[test]
 fn activations_in_the_loop_train_through_what_inference_ships() {
     use sparsewire_eval::grid::{score, ActPolicy, ActScore, Sites};
     use sparsewire_eval::model::{Bert, Site};
