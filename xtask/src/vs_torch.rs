@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// sparsewire's recipe: batch, peak rate, warm-up, hidden-state weight, and the planned
-/// steps per second of budget (the linear decay's length; the budget stops the run).
+/// sparsewire's recipe: batch, peak rate, warm-up, hidden-state weight.
 const RECIPE: (usize, f64, usize, f64) = (16, 2e-4, 50, 3.0);
 /// Steps a second planned for the decay: about what a step of 16 sentences takes on the
 /// 2-core EPYC (0.58 s); a slower machine stops before the decay ends.
@@ -25,6 +24,16 @@ struct Case {
     name: &'static str,
     pattern: &'static str,
     seconds: f64,
+}
+
+/// Runs `cmd` to completion; its wall seconds, or an error naming `what` if it failed.
+fn timed(cmd: &mut Command, what: &str) -> Result<f64, String> {
+    let t0 = std::time::Instant::now();
+    let st = cmd.status().map_err(|e| format!("{what}: {e}"))?;
+    if !st.success() {
+        return Err(format!("{what} failed"));
+    }
+    Ok(t0.elapsed().as_secs_f64())
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value, String> {
@@ -70,14 +79,12 @@ pub fn run(root: &Path, data: Option<&str>, scale: Option<&str>) -> Result<(), S
             String::from_utf8_lossy(&probe.stderr).trim()
         ));
     }
-    let st = Command::new("cargo")
-        .args(["build", "--release", "-q", "-p", "sparsewire-eval"])
-        .current_dir(root)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("building sparsewire-eval failed".into());
-    }
+    timed(
+        Command::new("cargo")
+            .args(["build", "--release", "-q", "-p", "sparsewire-eval"])
+            .current_dir(root),
+        "building sparsewire-eval",
+    )?;
     let exe = root.join("target/release/sparsewire-eval");
     let work = root.join("target/vs-torch");
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -103,22 +110,18 @@ pub fn run(root: &Path, data: Option<&str>, scale: Option<&str>) -> Result<(), S
         // PyTorch first, then sparsewire, each alone on the machine.
         let torch_out = work.join(format!("torch-{tag}.json"));
         eprintln!("vs-torch: PyTorch, {} for {:.0} s", c.name, c.seconds);
-        let t0 = std::time::Instant::now();
-        let st = Command::new(&python)
-            .arg(root.join("scripts/torch_recover.py"))
-            .arg("--data")
-            .arg(&data)
-            .args(["--pattern", c.pattern, "--sparsity", "0.5"])
-            .args(["--seconds", &c.seconds.to_string()])
-            .args(["--eval-every", &(c.seconds / 15.0).to_string()])
-            .arg("--out")
-            .arg(&torch_out)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err(format!("scripts/torch_recover.py ({}) failed", c.name));
-        }
-        let torch_wall = t0.elapsed().as_secs_f64();
+        let torch_wall = timed(
+            Command::new(&python)
+                .arg(root.join("scripts/torch_recover.py"))
+                .arg("--data")
+                .arg(&data)
+                .args(["--pattern", c.pattern, "--sparsity", "0.5"])
+                .args(["--seconds", &c.seconds.to_string()])
+                .args(["--eval-every", &(c.seconds / 15.0).to_string()])
+                .arg("--out")
+                .arg(&torch_out),
+            &format!("scripts/torch_recover.py ({})", c.name),
+        )?;
         let torch = read_json(&torch_out)?;
         let sw_out = work.join(format!("sparsewire-{tag}"));
         let steps = (c.seconds * STEPS_PER_SECOND)
@@ -130,47 +133,43 @@ pub fn run(root: &Path, data: Option<&str>, scale: Option<&str>) -> Result<(), S
             "vs-torch: sparsewire, {} for {:.0} s ({steps} steps planned)",
             c.name, c.seconds
         );
-        let t0 = std::time::Instant::now();
-        let st = Command::new(&exe)
-            .arg("recover")
-            .arg("--data")
-            .arg(&data)
-            .args([
-                "--criterion",
-                "magnitude",
-                "--embeddings",
-                "--sparsity",
-                "0.5",
-            ])
-            .args([
-                "--pattern",
-                c.pattern,
-                "--steps",
-                &steps.to_string(),
-                "--batch",
-                &batch.to_string(),
-                "--lr",
-                &lr.to_string(),
-                "--warmup",
-                &warmup.to_string(),
-                "--hidden-weight",
-                &hidden.to_string(),
-                "--max-seconds",
-                &c.seconds.to_string(),
-                "--eval-every",
-                &eval_every.to_string(),
-                "--checkpoint-every",
-                "0",
-                "--force",
-                "--out",
-            ])
-            .arg(&sw_out)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err(format!("sparsewire-eval recover ({}) failed", c.name));
-        }
-        let sw_wall = t0.elapsed().as_secs_f64();
+        let sw_wall = timed(
+            Command::new(&exe)
+                .arg("recover")
+                .arg("--data")
+                .arg(&data)
+                .args([
+                    "--criterion",
+                    "magnitude",
+                    "--embeddings",
+                    "--sparsity",
+                    "0.5",
+                ])
+                .args([
+                    "--pattern",
+                    c.pattern,
+                    "--steps",
+                    &steps.to_string(),
+                    "--batch",
+                    &batch.to_string(),
+                    "--lr",
+                    &lr.to_string(),
+                    "--warmup",
+                    &warmup.to_string(),
+                    "--hidden-weight",
+                    &hidden.to_string(),
+                    "--max-seconds",
+                    &c.seconds.to_string(),
+                    "--eval-every",
+                    &eval_every.to_string(),
+                    "--checkpoint-every",
+                    "0",
+                    "--force",
+                    "--out",
+                ])
+                .arg(&sw_out),
+            &format!("sparsewire-eval recover ({})", c.name),
+        )?;
         let sw = read_json(&sw_out.join("results.json"))?;
         let sw_start = sw["post_hoc_heldout"]["mean_cosine"]
             .as_f64()
@@ -227,7 +226,8 @@ pub fn run(root: &Path, data: Option<&str>, scale: Option<&str>) -> Result<(), S
     }
     let docs = root.join("docs/recover");
     let plots = sparsewire_eval::report::time_curves(
-        &docs.join("vs_torch"),
+        &docs,
+        "vs_torch",
         "Recovery from magnitude pruning: held-out cosine at equal training time",
         &series,
     )?;

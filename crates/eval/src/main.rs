@@ -189,7 +189,7 @@ struct RecoverArgs {
     /// Stop after this many seconds of training (held-out scoring not counted), even
     /// before --steps; the learning rate still decays over --steps. For comparisons at
     /// equal wall time
-    #[arg(long, value_parser = positive_seconds)]
+    #[arg(long)]
     max_seconds: Option<f64>,
     /// Also sparsify the word-embedding table (by magnitude, at --sparsity and --pattern;
     /// needs --criterion magnitude), train it with its mask fixed, and send it in the
@@ -422,13 +422,6 @@ fn run_score(a: ScoreArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn positive_seconds(s: &str) -> std::result::Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(t) if t > 0.0 && t.is_finite() => Ok(t),
-        _ => Err(format!("{s:?}: expected a positive number of seconds")),
-    }
 }
 
 fn train_criterion(s: &str) -> std::result::Result<sparsewire_train::TrainCriterion, String> {

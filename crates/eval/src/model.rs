@@ -824,15 +824,13 @@ impl Bert {
         let n: usize = segs.iter().map(|s| s.len()).sum();
         let all: Vec<u32> = segs.iter().flat_map(|s| s.iter().copied()).collect();
         let idx = Tensor::from_vec(all, n, &Device::Cpu)?;
-        let pos = if segs.len() == 1 {
-            self.pos.narrow(0, 0, n)?
-        } else {
-            let parts = segs
-                .iter()
-                .map(|s| self.pos.narrow(0, 0, s.len()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Tensor::cat(&parts, 0)?
-        };
+        // (candle's `narrow` of a whole dimension and `cat` of one tensor are clones, so
+        // one sentence runs as it did before packing.)
+        let pos = segs
+            .iter()
+            .map(|s| self.pos.narrow(0, 0, s.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pos = Tensor::cat(&pos, 0)?;
         let x = self
             .word
             .index_select(&idx, 0)?
@@ -853,12 +851,10 @@ impl Bert {
             for seg in segs {
                 let m = seg.len();
                 let split = |t: &Tensor| -> Result<Tensor, ModelError> {
-                    let t = if segs.len() == 1 {
-                        t.clone()
-                    } else {
-                        t.narrow(0, at_row, m)?
-                    };
-                    Ok(t.reshape((m, heads, hd))?.transpose(0, 1)?.contiguous()?)
+                    Ok(t.narrow(0, at_row, m)?
+                        .reshape((m, heads, hd))?
+                        .transpose(0, 1)?
+                        .contiguous()?)
                 };
                 let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
                 let s = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * scale)?;
@@ -871,11 +867,7 @@ impl Bert {
                 );
                 at_row += m;
             }
-            let ctx = if ctxs.len() == 1 {
-                ctxs.pop().expect("one sentence")
-            } else {
-                Tensor::cat(&ctxs, 0)?
-            };
+            let ctx = Tensor::cat(&ctxs, 0)?;
             let a = l.ln1.forward(&l.o.forward(&ctx)?.add(&x)?)?;
             let a = through(
                 at(a, Site::FfnIn(i), &mut hook)?,

@@ -455,54 +455,35 @@ pub fn recovery_plots(
         for v in data.values_mut() {
             v.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
-        let mut svg = String::new();
-        chart(
-            SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area(),
+        written.extend(svg_and_png(
+            dir,
+            &format!("recovery_{chart_name}"),
             (title, xlabel, COSINE),
             &data,
-        )?;
-        let p = dir.join(format!("recovery_{chart_name}.svg"));
-        sparsewire_formats::output::write_file(&p, svg.as_bytes(), true)
-            .map_err(|e| e.to_string())?;
-        written.push(p);
-        // The PNG is drawn to a temporary name beside it and renamed into place.
-        let png = dir.join(format!("recovery_{chart_name}.png"));
-        let tmp = dir.join(format!(".recovery_{chart_name}.{}.png", std::process::id()));
-        let drawn = chart(
-            BitMapBackend::new(&tmp, (900, 600)).into_drawing_area(),
-            (title, xlabel, COSINE),
-            &data,
-        )
-        .and_then(|()| std::fs::rename(&tmp, &png).map_err(io(&png)));
-        if let Err(e) = drawn {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        written.push(png);
+        )?);
     }
     Ok(written)
 }
 
-/// Held-out cosine against training seconds, one line a series, as `stem.svg` and
-/// `stem.png` (each written whole or not at all): the side-by-side of recoveries at equal
-/// wall time (`cargo xtask vs-torch`).
-pub fn time_curves(
-    stem: &Path,
-    title: &str,
+/// Draws one chart as `dir/name.svg` and `dir/name.png`, each written whole or not at
+/// all (the SVG atomically, the PNG drawn to a temporary name beside it and renamed into
+/// place).
+fn svg_and_png(
+    dir: &Path,
+    name: &str,
+    labels: (&str, &str, &str),
     data: &BTreeMap<String, Vec<(f64, f64)>>,
-) -> Result<Vec<std::path::PathBuf>, String> {
-    fonts()?;
-    let labels = (title, "training seconds (scoring excluded)", COSINE);
+) -> Result<[std::path::PathBuf; 2], String> {
     let mut svg = String::new();
     chart(
         SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area(),
         labels,
         data,
     )?;
-    let p = stem.with_extension("svg");
+    let p = dir.join(format!("{name}.svg"));
     sparsewire_formats::output::write_file(&p, svg.as_bytes(), true).map_err(|e| e.to_string())?;
-    let png = stem.with_extension("png");
-    let tmp = stem.with_extension(format!("{}.tmp.png", std::process::id()));
+    let png = dir.join(format!("{name}.png"));
+    let tmp = dir.join(format!(".{name}.{}.png", std::process::id()));
     let drawn = chart(
         BitMapBackend::new(&tmp, (900, 600)).into_drawing_area(),
         labels,
@@ -513,5 +494,23 @@ pub fn time_curves(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(vec![p, png])
+    Ok([p, png])
+}
+
+/// Held-out cosine against training seconds, one line a series, as `dir/name.svg` and
+/// `dir/name.png` (each written whole or not at all): the side-by-side of recoveries at
+/// equal wall time (`cargo xtask vs-torch`).
+pub fn time_curves(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    data: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> Result<[std::path::PathBuf; 2], String> {
+    fonts()?;
+    svg_and_png(
+        dir,
+        name,
+        (title, "training seconds (scoring excluded)", COSINE),
+        data,
+    )
 }
