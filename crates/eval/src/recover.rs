@@ -524,6 +524,7 @@ pub fn recover(
                     initial: 0.0,
                 },
                 rebuild: sparsewire_train::TrainRebuild::Zero,
+                scope: sparsewire_train::Scope::Layer,
             }])
             .map_err(err)?;
             s.prepare(&params).map_err(err)?;

@@ -5,7 +5,8 @@
 //! 1. [`Sparsifier`] (torch.ao.pruning's shape): parameter groups, each with a criterion
 //!    (magnitude, first-order Taylor `|g w|` as a moving average, or movement scores), a
 //!    pattern from `sparsewire-se` (unstructured, N:M, block, channel) and a target reached
-//!    on a [`Schedule`] (one-shot, gradual with the cubic schedule, iterative).
+//!    on a [`Schedule`] (one-shot, gradual with the cubic schedule, iterative), per
+//!    parameter or, with [`Scope::Global`], over the group's weights ranked together.
 //!    [`Sparsifier::prepare`] attaches masks, [`Sparsifier::weight`] is the masked weight
 //!    the forward pass uses (so dropped weights get no gradient), [`Sparsifier::observe`]
 //!    accumulates importance from the real gradients, [`Sparsifier::step`] updates masks
@@ -45,7 +46,7 @@ pub use run::{
     TrainReport,
 };
 pub use schedule::Schedule;
-pub use sparsifier::{Group, Sparsifier, TrainCriterion, TrainRebuild};
+pub use sparsifier::{Group, Scope, Sparsifier, TrainCriterion, TrainRebuild};
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]

@@ -117,6 +117,10 @@ pub struct SparsityConfig {
     /// The reconstruction loss's weight for a trained dictionary.
     #[serde(default = "defaults::rebuild_weight")]
     pub rebuild_weight: f64,
+    /// `layer` (default: each parameter reaches the target) or `global` (the parameters'
+    /// weights ranked together; unstructured only).
+    #[serde(default)]
+    pub scope: crate::Scope,
 }
 
 mod defaults {
@@ -214,7 +218,13 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&s.target) {
                 return bad(format!("sparsity target {} is outside [0, 1)", s.target));
             }
-            s.pattern.parse::<Pattern>().map_err(TrainError::Config)?;
+            let pattern = s.pattern.parse::<Pattern>().map_err(TrainError::Config)?;
+            if s.scope == crate::Scope::Global && pattern != Pattern::Unstructured {
+                return bad(format!(
+                    "scope \"global\" needs pattern \"unstructured\", not {:?}",
+                    s.pattern
+                ));
+            }
             s.rebuild_mode()?;
             if !(s.rebuild_weight >= 0.0 && s.rebuild_weight.is_finite()) {
                 return bad(format!(
@@ -625,6 +635,7 @@ pub fn train_cached(
             target: s.target,
             schedule: cfg.schedule(s),
             rebuild: s.rebuild_mode()?,
+            scope: s.scope,
         }],
         None => vec![],
     };

@@ -62,6 +62,22 @@ pub struct Group {
     pub target: f32,
     pub schedule: Schedule,
     pub rebuild: TrainRebuild,
+    /// Whether the target applies to each parameter or to the group as a whole.
+    pub scope: Scope,
+}
+
+/// Over what a group's target sparsity is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every parameter of the group drops the target fraction of its own weights.
+    #[default]
+    Layer,
+    /// The group's weights are ranked together and the target fraction of all of them is
+    /// dropped, so a layer whose weights score high keeps more (global magnitude pruning:
+    /// fewer weights go from small layers that every output depends on). Unstructured
+    /// only: the other patterns fix their units per parameter.
+    Global,
 }
 
 #[derive(Debug)]
@@ -80,6 +96,29 @@ struct Masked {
 }
 
 impl Masked {
+    /// The scores a mask update ranks: the criterion's (`|w|` for magnitude), with every
+    /// weight already dropped at -inf so that it stays dropped (its score would be stale).
+    fn live_scores(&self, criterion: TrainCriterion) -> candle_core::Result<Vec<f32>> {
+        let scores: Vec<f32> = match (&self.score.score, criterion) {
+            (Some(sc), TrainCriterion::Taylor | TrainCriterion::Movement) => f32s(sc)?,
+            _ => f32s(self.var.as_tensor())?
+                .iter()
+                .map(|v| v.abs())
+                .collect(),
+        };
+        Ok(scores
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if self.mask.is_kept(i) {
+                    s
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect())
+    }
+
     /// The dictionary's entries at the dropped positions, zero elsewhere.
     fn fill(&self, d: &Var) -> candle_core::Result<Tensor> {
         let full = d
@@ -139,6 +178,13 @@ impl Sparsifier {
                 return Err(TrainError::Config(format!(
                     "target sparsity {} is outside [0, 1)",
                     g.target
+                )));
+            }
+            if g.scope == Scope::Global && g.pattern != Pattern::Unstructured {
+                return Err(TrainError::Config(format!(
+                    "scope \"global\" ranks a group's weights together, which only the \
+                     unstructured pattern can use; the group's pattern is {}",
+                    g.pattern
                 )));
             }
         }
@@ -354,35 +400,57 @@ impl Sparsifier {
     /// Updates the masks whose schedule fires after step `t`; returns `(name, sparsity)`
     /// of each mask that changed.
     pub fn step(&mut self, t: u64) -> Result<Vec<(String, f32)>> {
-        let mut changed = Vec::new();
-        for (name, m) in self.masked.iter_mut() {
-            let g = &self.groups[m.group];
+        // 1. The new masks of the parameters whose schedule fires: a layer-scoped group
+        //    selects per parameter, a global one over the concatenation of its parameters.
+        let mut masks: Vec<(String, Mask)> = Vec::new();
+        for (gi, g) in self.groups.iter().enumerate() {
             let Some(s) = g.schedule.at(t, g.target) else {
                 continue;
             };
-            let w = f32s(m.var.as_tensor())?;
-            let scores: Vec<f32> = match (&m.score.score, g.criterion) {
-                (Some(sc), TrainCriterion::Taylor | TrainCriterion::Movement) => f32s(sc)?,
-                _ => w.iter().map(|v| v.abs()).collect(),
-            };
-            // A weight already dropped stays dropped (its score would be stale).
-            let scores: Vec<f32> = scores
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| {
-                    if m.mask.is_kept(i) {
-                        s
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-                .collect();
             let sparsity = match g.pattern {
                 Pattern::NM { .. } => 0.0,
                 _ => s as f64,
             };
-            let mask =
-                sparsewire_se::pattern::select(&scores, m.rows, m.cols, g.pattern, sparsity)?;
+            let members: Vec<(&String, &Masked)> =
+                self.masked.iter().filter(|(_, m)| m.group == gi).collect();
+            match g.scope {
+                Scope::Layer => {
+                    for (name, m) in members {
+                        let scores = m.live_scores(g.criterion)?;
+                        let mask = sparsewire_se::pattern::select(
+                            &scores, m.rows, m.cols, g.pattern, sparsity,
+                        )?;
+                        masks.push((name.clone(), mask));
+                    }
+                }
+                Scope::Global => {
+                    let mut all = Vec::new();
+                    for (_, m) in &members {
+                        all.extend(m.live_scores(g.criterion)?);
+                    }
+                    let joint = sparsewire_se::pattern::select(
+                        &all,
+                        1,
+                        all.len(),
+                        Pattern::Unstructured,
+                        sparsity,
+                    )?;
+                    let mut at = 0;
+                    for (name, m) in members {
+                        let n = m.rows * m.cols;
+                        masks.push((name.clone(), Mask::from_fn(n, |i| joint.is_kept(at + i))));
+                        at += n;
+                    }
+                }
+            }
+        }
+        // 2. Install them.
+        let mut changed = Vec::new();
+        for (name, mask) in masks {
+            let m = self
+                .masked
+                .get_mut(&name)
+                .expect("a mask is made for a masked parameter");
             let f: Vec<f32> = (0..mask.len())
                 .map(|i| if mask.is_kept(i) { 1.0 } else { 0.0 })
                 .collect();
@@ -400,7 +468,7 @@ impl Sparsifier {
                 // Start from the post-hoc fit; training moves it from there.
                 set_entries(d, posthoc_fit(reference, &m.mask, m.cols)?)?;
             }
-            changed.push((name.clone(), 1.0 - m.mask.density() as f32));
+            changed.push((name, 1.0 - m.mask.density() as f32));
         }
         self.apply()?;
         Ok(changed)

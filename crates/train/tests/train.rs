@@ -5,7 +5,9 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use sparsewire_metadata::Pattern;
-use sparsewire_train::{Group, Schedule, Sparsifier, TrainConfig, TrainCriterion, TrainError};
+use sparsewire_train::{
+    Group, Schedule, Scope, Sparsifier, TrainConfig, TrainCriterion, TrainError,
+};
 
 fn group(params: &[&str], pattern: Pattern, target: f32, at: u64) -> Group {
     Group {
@@ -15,6 +17,7 @@ fn group(params: &[&str], pattern: Pattern, target: f32, at: u64) -> Group {
         target,
         schedule: Schedule::OneShot { at },
         rebuild: Default::default(),
+        scope: Default::default(),
     }
 }
 
@@ -166,6 +169,11 @@ fn bad_configs_say_what_is_wrong() {
         ("colour = 1\n", "colour"),
         ("validation = 100000\n", "validation"),
         ("init = \"warm\"\n", "warm"),
+        (
+            "[sparsity]\ntarget = 0.5\npattern = \"2:4\"\nscope = \"global\"\n",
+            "scope \"global\"",
+        ),
+        ("[sparsity]\ntarget = 0.5\nscope = \"world\"\n", "world"),
         ("[distill]\nweight = 0\n", "distill weight"),
         ("[distill]\nweight = 0.5\ntemperature = 0\n", "temperature"),
         (
@@ -176,6 +184,75 @@ fn bad_configs_say_what_is_wrong() {
         let e = TrainConfig::from_toml(text).unwrap_err().to_string();
         assert!(e.contains(want), "{text:?}: {e}");
     }
+}
+
+/// Global scope ranks a group's weights together: a parameter of small weights loses more
+/// than the target, one of large weights less, and the group as a whole drops exactly the
+/// target; layer scope drops the target from each. A weight once dropped stays dropped.
+#[test]
+fn global_scope_ranks_the_groups_weights_together() {
+    // Fresh weights for each sparsifier (a mask update zeroes the dropped ones).
+    let fresh = || {
+        let small: Vec<f32> = (1..=16).map(|i| i as f32 * 0.01).collect();
+        let large: Vec<f32> = (1..=16).map(|i| i as f32).collect();
+        vec![
+            (
+                "small".to_string(),
+                Var::from_vec(small, (4, 4), &Device::Cpu).unwrap(),
+            ),
+            (
+                "large".to_string(),
+                Var::from_vec(large, (2, 8), &Device::Cpu).unwrap(),
+            ),
+        ]
+    };
+    let dropped = |sp: &Sparsifier, name: &str| {
+        let m = sp.mask(name).unwrap();
+        m.len() - m.kept()
+    };
+    let mut layer = Sparsifier::new(vec![group(
+        &["small", "large"],
+        Pattern::Unstructured,
+        0.75,
+        0,
+    )])
+    .unwrap();
+    layer.prepare(&fresh()).unwrap();
+    layer.step(0).unwrap();
+    assert_eq!(
+        (dropped(&layer, "small"), dropped(&layer, "large")),
+        (12, 12)
+    );
+    let mut g = group(&["small", "large"], Pattern::Unstructured, 0.5, 0);
+    g.scope = Scope::Global;
+    g.schedule = Schedule::Iterative {
+        steps: vec![(0, 0.5), (1, 0.5)],
+    };
+    let mut global = Sparsifier::new(vec![g]).unwrap();
+    let params = fresh();
+    global.prepare(&params).unwrap();
+    global.step(0).unwrap();
+    // 16 of 32 dropped: all 16 small weights, none of the large.
+    assert_eq!(
+        (dropped(&global, "small"), dropped(&global, "large")),
+        (16, 0)
+    );
+    assert!((global.sparsity() - 0.5).abs() < 1e-9);
+    // The small parameter's weights are zero now; grow them past the large ones: they
+    // stay dropped, and a second update at the same target changes nothing.
+    params[0]
+        .1
+        .set(&Tensor::full(100f32, (4, 4), &Device::Cpu).unwrap())
+        .unwrap();
+    global.step(1).unwrap();
+    assert_eq!(
+        (dropped(&global, "small"), dropped(&global, "large")),
+        (16, 0)
+    );
+    let mut nm = group(&["small"], Pattern::NM { n: 2, m: 4 }, 0.5, 0);
+    nm.scope = Scope::Global;
+    let e = Sparsifier::new(vec![nm]).unwrap_err().to_string();
+    assert!(e.contains("global") && e.contains("2:4"), "{e}");
 }
 
 #[test]

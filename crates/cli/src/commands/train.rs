@@ -14,7 +14,7 @@ seed = 0\n  data = \"../shared/data/sklearn_digits.safetensors\"   # or $SPARSEW
 init = \"scratch\"           # or \"dense\": start from the trained dense baseline\n  \
 validation = 0             # training digits held out and scored instead of the test set\n  \
 [sparsity]\n  target = 0.9\n  pattern = \"unstructured\"   # or \"2:4\", \"block:4x4\", \"channel\"\n  \
-criterion = \"magnitude\"   # or \"taylor\", \"movement\"\n  params = [\"conv2.weight\", \"conv3.weight\", \"fc.weight\"]\n  schedule = { kind = \"gradual\", start = 138, end = 483, every = 10 }   # or one_shot (at), iterative (steps)\n  rebuild = \"zero\"           # or \"dictionary\" (trained with the model)\n  rebuild_weight = 1.0\n  \
+criterion = \"magnitude\"   # or \"taylor\", \"movement\"\n  scope = \"layer\"           # or \"global\": the params' weights ranked together (unstructured)\n  params = [\"conv2.weight\", \"conv3.weight\", \"fc.weight\"]\n  schedule = { kind = \"gradual\", start = 138, end = 483, every = 10 }   # or one_shot (at), iterative (steps)\n  rebuild = \"zero\"           # or \"dictionary\" (trained with the model)\n  rebuild_weight = 1.0\n  \
 [regularize]\n  l1 = 0.0\n  group_lasso = 0.0\n  byte_aware = false\n  \
 [distill]                  # the dense baseline as teacher (absent: labels only)\n  weight = 0.5\n  temperature = 4.0\n\n\
 Examples:\n  sparsewire train --config examples/train/digits_90.toml\n  \
