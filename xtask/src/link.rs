@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// The socket's round trip the model assumes (loopback), seconds.
 const ROUND_TRIP: f64 = 100e-6;
+/// Seconds between pass deadlines, in every periodic run.
+const PERIOD: f64 = 0.2;
 
 /// Every how many passes the sentence embeddings are measured.
 const EVERY: usize = 5;
@@ -108,22 +110,25 @@ fn embedding_quality(
     })
 }
 
-/// Per-pass means of a calibration run, its first pass left out: dense and payload bytes,
-/// and seconds decoding and multiplying, waiting, and running in all.
+/// Per-pass means of a calibration run, its first pass left out: dense bytes,
+/// and seconds decoding and multiplying, waiting, and running in all; and the pass's
+/// schedule (manifest indices).
 struct Calibration {
     dense: f64,
-    payload: f64,
     compute: f64,
     waiting: f64,
     running: f64,
+    schedule: Vec<usize>,
 }
 
 /// Runs `passes` passes of `policy` against a host of its own, paced by `trace` (`None`:
-/// unpaced), for the timing model's client costs.
+/// unpaced), one every `period` (`None`: back to back), for the timing model's client
+/// costs.
 fn calibrate(
     host: &Arc<HostModel>,
     trace: Option<Trace>,
     policy: Policy,
+    period: Option<Duration>,
     passes: u32,
 ) -> Result<Calibration, Box<dyn std::error::Error>> {
     let server = Server::bind(
@@ -136,6 +141,7 @@ fn calibrate(
     let mut client = Client::connect(server.addr(), ClientOptions::default())?;
     let o = RunOptions {
         policy,
+        period,
         passes: Some(passes),
         ..RunOptions::default()
     };
@@ -147,10 +153,14 @@ fn calibrate(
     };
     Ok(Calibration {
         dense: r.dense_bytes as f64 / f64::from(r.passes),
-        payload: mean(&|p| p.bytes as f64),
         compute: mean(&|p| p.compute_seconds),
         waiting: mean(&|p| p.stall_seconds),
         running: mean(&|p| p.end - p.start),
+        schedule: r
+            .layers
+            .iter()
+            .filter_map(|n| host.manifest.tensor_index(n))
+            .collect(),
     })
 }
 
@@ -186,19 +196,25 @@ pub fn run_link(
         .map(|t| dense_model.embed(t, None))
         .collect::<Result<_, _>>()?;
     drop(dense_model);
-    // The timing model's client: decode-and-multiply time fitted to two unpaced runs
-    // (lossless and the sparsest level), 10 passes each, the first left out.
+    // The timing model's client, measured the way the cases run: a pass every PERIOD, so
+    // the client idles between passes as it does there (back to back, it computes up to a
+    // quarter faster: caches and clocks stay warm). Decode-and-multiply time per dense
+    // byte at each ladder level, from a run at that level on an unlimited link, 20 passes
+    // each, the first left out (means over passes, as the model predicts them).
     let compute = {
-        let last = *opts.levels.last().expect("a ladder");
-        let (p, q) = (
-            calibrate(&host, None, Policy::Lossless, 10)?,
-            calibrate(&host, None, Policy::Fixed(last), 10)?,
-        );
-        let c = Compute::fit(
-            (p.dense, p.payload, p.compute),
-            (q.dense, q.payload, q.compute),
-        );
-        // Unpaced, the client's waiting is its time to take each answer off the socket.
+        let period = Some(Duration::from_secs_f64(PERIOD));
+        let mut runs = Vec::new();
+        for (i, &level) in opts.levels.iter().enumerate() {
+            let policy = if i == 0 {
+                Policy::Lossless
+            } else {
+                Policy::Fixed(level)
+            };
+            runs.push(calibrate(&host, None, policy, period, 20)?);
+        }
+        let c = Compute {
+            per_dense_byte: runs.iter().map(|r| r.compute / r.dense.max(1.0)).collect(),
+        };
         let tiles: u32 = host
             .manifest
             .tensors
@@ -207,42 +223,99 @@ pub fn run_link(
             .map(|t| t.tiles)
             .sum();
         let per_tile = |x: f64| x / f64::from(tiles.max(1));
+        // Back to back on an unlimited link, lossless, the client's waiting is its time to
+        // take each answer off the socket (periodic runs add the wake-up at each pass's
+        // start, which `pass_seconds` below models).
+        let p = calibrate(&host, None, Policy::Lossless, None, 20)?;
         let frame = per_tile(p.waiting);
-        // The rest of an unpaced pass is the client's own time per tile outside waiting
-        // and computing (both calibration runs, averaged).
-        let other = [&p, &q]
+        // The rest of a pass is the client's own time per tile outside waiting and
+        // computing (every level's periodic run, averaged).
+        let other = runs
             .iter()
             .map(|r| per_tile((r.running - r.waiting - r.compute).max(0.0)))
             .sum::<f64>()
-            / 2.0;
-        eprintln!("model: {:.3} ns per dense byte + {:.3} ns per payload byte (lossless pass {:.1} ms, sparsest {:.1} ms)", c.a * 1e9, c.b * 1e9, p.compute * 1e3, q.compute * 1e3);
+            / runs.len() as f64;
         eprintln!(
-            "model: {:.1} µs to take an answer off the socket (unpaced lossless pass: {:.1} ms waiting)",
+            "model: decode-and-multiply ns per dense byte at levels {:?}: {:?} (lossless pass {:.1} ms)",
+            opts.levels,
+            c.per_dense_byte
+                .iter()
+                .map(|x| (x * 1e12).round() / 1e3)
+                .collect::<Vec<_>>(),
+            runs[0].compute * 1e3
+        );
+        eprintln!(
+            "model: {:.1} µs to take an answer off the socket (lossless, back to back, unlimited link: {:.1} ms waiting a pass)",
             frame * 1e6,
             p.waiting * 1e3
         );
         eprintln!(
-            "model: {:.1} µs a tile neither waiting nor computing (lossless pass {:.1} ms, sparsest {:.1} ms in all)",
+            "model: {:.1} µs a tile neither waiting nor computing (periodic lossless pass {:.1} ms in all)",
             other * 1e6,
-            p.running * 1e3,
-            q.running * 1e3
+            runs[0].running * 1e3,
         );
         // Paced: the sparsest level but one on a constant 0.1 GB/s link, where the client
-        // waits for every tile; what its decode-and-multiply takes beyond the unpaced fit
-        // is the cost of being woken for each tile.
-        let level = opts.levels[opts.levels.len().saturating_sub(2)];
-        let w = calibrate(&host, Some(Trace::constant(0.1)?), Policy::Fixed(level), 6)?;
-        let fitted = c.a * w.dense + c.b * w.payload;
+        // waits for every tile; what its decode-and-multiply takes beyond the unlimited
+        // link's is the cost of being woken for each tile.
+        let li = opts.levels.len().saturating_sub(2);
+        let level = opts.levels[li];
+        let w = calibrate(
+            &host,
+            Some(Trace::constant(0.1)?),
+            Policy::Fixed(level),
+            period,
+            6,
+        )?;
+        let fitted = c.per_dense_byte[li] * w.dense;
         let wake = per_tile(w.compute - fitted).max(0.0);
         eprintln!(
-            "model: {:.1} µs more decode-and-multiply a tile when woken for it (fixed {level} at a constant 0.1 GB/s: {:.1} ms a pass against {:.1} unpaced)",
+            "model: {:.1} µs more decode-and-multiply a tile when woken for it (fixed {level} at a constant 0.1 GB/s: {:.1} ms a pass against {:.1} on an unlimited link)",
             wake * 1e6,
             w.compute * 1e3,
             fitted * 1e3
         );
-        (c, frame, other, wake)
+        // Lossless on a constant 4 GB/s link (a rate no case below runs at): what the
+        // client waits a pass beyond the model with every cost above is the wake-up of
+        // client, host and pacer after the idle between passes.
+        const PASSES: u32 = 16;
+        let s = calibrate(
+            &host,
+            Some(Trace::constant(4.0)?),
+            Policy::Lossless,
+            period,
+            PASSES,
+        )?;
+        let predicted = simulate(
+            &host.manifest,
+            &Trace::constant(4.0)?,
+            &ModelOptions {
+                policy: Policy::Lossless,
+                period: PERIOD,
+                duration: PERIOD * f64::from(PASSES - 1),
+                window: RunOptions::default().window,
+                round_trip: ROUND_TRIP,
+                frame_seconds: frame,
+                other_seconds: other,
+                wake_seconds: wake,
+                pass_seconds: 0.0,
+                compute: c.clone(),
+                schedule: s.schedule.clone(),
+                spend: Spend::Uniform,
+            },
+        )?;
+        let modelled = predicted.stall_seconds / f64::from(predicted.passes.max(1));
+        let pass = (s.waiting - modelled).max(0.0);
+        eprintln!(
+            "model: {:.2} ms more waiting a pass after an idle (lossless at a constant 4 GB/s: {:.2} ms a pass against {:.2} modelled; compute {:.1} ms against {:.1})",
+            pass * 1e3,
+            s.waiting * 1e3,
+            modelled * 1e3,
+            s.compute * 1e3,
+            predicted.compute_seconds * 1e3 / f64::from(predicted.passes.max(1)),
+        );
+        (c, frame, other, wake, pass)
     };
-    let (compute, frame_seconds, other_seconds, wake_seconds) = compute;
+    let (compute, frame_seconds, other_seconds, wake_seconds, pass_seconds) = compute;
     let alt = "2 GB/s and 0.1 GB/s, alternating every 2 s";
     let cases: Vec<(String, &str, Trace, Policy, Spend)> = vec![
         (
@@ -307,7 +380,7 @@ pub fn run_link(
         let mut client = Client::connect(server.addr(), ClientOptions::default())?;
         let o = RunOptions {
             policy,
-            period: Some(Duration::from_millis(200)),
+            period: Some(Duration::from_secs_f64(PERIOD)),
             duration: Some(Duration::from_secs_f64(seconds)),
             reference: Some(model.clone()),
             spend,
@@ -325,15 +398,16 @@ pub fn run_link(
         server.stop();
         let model_opts = ModelOptions {
             policy,
-            period: 0.2,
+            period: PERIOD,
             duration: seconds,
             window: o.window,
             round_trip: ROUND_TRIP,
             frame_seconds,
             other_seconds,
             wake_seconds,
+            pass_seconds,
             spend,
-            compute,
+            compute: compute.clone(),
             schedule: r
                 .layers
                 .iter()
@@ -465,12 +539,18 @@ pub fn run_link(
         .map(|r| rel(r.model.stall_fraction, r.report.stall_fraction))
         .fold(0f64, f64::max);
     md.push_str(&format!(
-        "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client time {:.3} ns per dense byte + {:.3} ns per payload byte, fitted to two unpaced runs; {:.1} µs to take each answer off the socket, from the unpaced lossless run's waiting; {:.1} µs a tile neither waiting nor computing, from both unpaced runs; {:.1} µs more decode-and-multiply for a tile the client was woken for, from a short paced run at a constant 0.1 GB/s; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
-        compute.a * 1e9,
-        compute.b * 1e9,
+        "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client decode-and-multiply time {} ns per dense byte at levels {:?}, from a run at each level on an unlimited link with the cases' period; {:.1} µs to take each answer off the socket, from a lossless run back to back on an unlimited link; {:.1} µs a tile neither waiting nor computing, from the runs at each level; {:.1} µs more decode-and-multiply for a tile the client was woken for, from a short run at a constant 0.1 GB/s; {:.2} ms more waiting at the start of a pass after an idle, from a lossless run at a constant 4 GB/s; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
+        compute
+            .per_dense_byte
+            .iter()
+            .map(|x| format!("{:.3}", x * 1e9))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        host.manifest.levels,
         frame_seconds * 1e6,
         other_seconds * 1e6,
         wake_seconds * 1e6,
+        pass_seconds * 1e3,
         ROUND_TRIP * 1e6,
         100.0 * worst_hit,
         100.0 * worst_stall,

@@ -6,16 +6,22 @@
 //! Modelled: the link carries one frame at a time at the trace's rate (the host's pacer
 //! does exactly that); a request reaches the host half a round trip after it is sent and
 //! a tile reaches the client half a round trip after its last byte leaves; the client
-//! takes `a` seconds per dense byte plus `b` per payload byte to decode and multiply a
-//! tile (fitted from measured runs by [`Compute::fit`]), `frame_seconds` to take each
-//! answer off the socket (fitted from an unpaced run, where that is all the waiting) and
+//! takes [`Compute::seconds`] to decode and multiply a tile (seconds per dense byte at
+//! the tile's level, measured by runs at each level on an unlimited link with the same
+//! period as the runs predicted: a client that idles between passes computes slower than
+//! one running back to back), `frame_seconds` to take each
+//! answer off the socket (fitted from an unlimited link's lossless run, where that is
+//! all the waiting) and
 //! `other_seconds` a tile for the rest of its time, neither waiting nor computing (sending
-//! the request, placing the output; fitted from the same unpaced runs), plus
+//! the request, placing the output; fitted from the same runs), plus
 //! `wake_seconds` of decode-and-multiply time for a tile the client had to wait for (it
 //! was asleep on the socket: caches and branch predictors cold; fitted from a short paced
-//! run on a constant slow link, where every tile waits). Not
-//! modelled: the operating system's scheduling, TCP's windows, the pacer's sleep
-//! granularity.
+//! run on a constant slow link, where every tile waits), plus `pass_seconds` of waiting
+//! at the first tile of a pass that started after an idle (client, host and pacer threads
+//! all asleep between passes wake, and the operating system schedules them on shared
+//! cores; fitted from a paced run at a link rate the predictions are not checked at). Not
+//! modelled tile by tile: the operating system's scheduling, TCP's windows, the pacer's
+//! sleep granularity.
 
 use crate::controller::{Controller, Meter, Pass, Spend};
 use crate::host::Manifest;
@@ -24,30 +30,18 @@ use crate::run::Policy;
 use crate::LinkError;
 use serde::Serialize;
 
-/// The client's decode-and-multiply time for a tile: `a * dense_bytes + b * payload_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// The client's decode-and-multiply time for a tile: seconds per dense byte of the tile at
+/// the ladder level it was sent at (a sparse level's tile decodes its mask and scatters,
+/// so its cost is not a linear function of its payload bytes; each level is measured).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Compute {
-    pub a: f64,
-    pub b: f64,
+    pub per_dense_byte: Vec<f64>,
 }
 
 impl Compute {
-    /// Fits `a` and `b` to two measured passes: `(dense bytes, payload bytes, seconds)`
-    /// each (a dense-ish and a sparse-ish one), clamped at zero.
-    pub fn fit(p: (f64, f64, f64), q: (f64, f64, f64)) -> Compute {
-        let det = p.0 * q.1 - q.0 * p.1;
-        if det.abs() < 1e-9 {
-            return Compute {
-                a: p.2 / p.0.max(1.0),
-                b: 0.0,
-            };
-        }
-        let a = (p.2 * q.1 - q.2 * p.1) / det;
-        let b = (p.0 * q.2 - q.0 * p.2) / det;
-        Compute {
-            a: a.max(0.0),
-            b: b.max(0.0),
-        }
+    /// Seconds for a tile of `dense_bytes` at ladder level `level`.
+    pub fn seconds(&self, level: usize, dense_bytes: f64) -> f64 {
+        self.per_dense_byte[level] * dense_bytes
     }
 }
 
@@ -70,6 +64,8 @@ pub struct ModelOptions {
     pub other_seconds: f64,
     /// The client's extra decode-and-multiply time for a tile it waited for, seconds.
     pub wake_seconds: f64,
+    /// Extra waiting for the first tile of a pass that started after an idle, seconds.
+    pub pass_seconds: f64,
     pub compute: Compute,
     /// Tensors of one pass, in multiply order (manifest indices).
     pub schedule: Vec<usize>,
@@ -100,6 +96,18 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
             "the model needs a window, a period and a schedule".into(),
         ));
     }
+    if o.compute.per_dense_byte.len() != ladder.len()
+        || o.compute
+            .per_dense_byte
+            .iter()
+            .any(|c| !(c.is_finite() && *c >= 0.0))
+    {
+        return Err(LinkError::Options(format!(
+            "the model needs a finite, non-negative compute cost for each of the {} ladder levels, not {:?}",
+            ladder.len(),
+            o.compute.per_dense_byte
+        )));
+    }
     // (tensor, tile, dense bytes, position in the schedule) in multiply order.
     let mut items = Vec::new();
     for (g, &t) in o.schedule.iter().enumerate() {
@@ -127,6 +135,8 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
     // As `run`: a pass starts if the last one ended before the duration.
     while now < o.duration {
         let due = f64::from(passes) * o.period;
+        // A pass that waited for its start finds everything asleep.
+        let mut wake_up = if now < due { o.pass_seconds } else { 0.0 };
         now = now.max(due);
         let (start, deadline) = (now, due + o.period);
         let mut left = Pass::new(m, o.schedule.iter().copied());
@@ -161,8 +171,9 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
             }
             let (i, level, arrival) = flight.pop_front().expect("a request in flight");
             let woken = arrival > now;
-            let waited = (arrival - now).max(0.0) + o.frame_seconds;
-            now = now.max(arrival) + o.frame_seconds;
+            let waited = (arrival - now).max(0.0) + o.frame_seconds + wake_up;
+            now = now.max(arrival) + o.frame_seconds + wake_up;
+            wake_up = 0.0;
             stall += waited;
             let b = size(i, level);
             meter.arrived(&mut controller, b, waited, now);
@@ -170,9 +181,7 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
             bytes += b;
             level_sum += f64::from(ladder[level]);
             level_n += 1;
-            let c = o.compute.a * items[i].2
-                + o.compute.b * b as f64
-                + if woken { o.wake_seconds } else { 0.0 };
+            let c = o.compute.seconds(level, items[i].2) + if woken { o.wake_seconds } else { 0.0 };
             now += c + o.other_seconds;
             compute += c;
             done += 1;
@@ -232,7 +241,10 @@ mod tests {
             frame_seconds: 0.0,
             other_seconds: other,
             wake_seconds: wake,
-            compute: Compute { a, b: 0.0 },
+            pass_seconds: 0.0,
+            compute: Compute {
+                per_dense_byte: vec![a, a],
+            },
             schedule: vec![0],
             spend: Spend::Uniform,
         };
@@ -254,17 +266,55 @@ mod tests {
         };
         let r = simulate(&m, &Trace::constant(1000.0).unwrap(), &fast).unwrap();
         assert!(close(r.compute_seconds, n * 2000.0 * a + wake), "{r:?}");
+        // The pass-start wake-up is waited once a pass, and only after an idle: the first
+        // pass starts at 0 (no idle), the next ones at their period after a short pass.
+        let two = |pass_seconds: f64| {
+            let o = ModelOptions {
+                // A pass starts while the last ended before this: passes at 0 and 1 s.
+                duration: 0.5,
+                pass_seconds,
+                ..fast.clone()
+            };
+            simulate(&m, &Trace::constant(1000.0).unwrap(), &o).unwrap()
+        };
+        let (plain, woken) = (two(0.0), two(0.25));
+        assert_eq!((plain.passes, woken.passes), (2, 2));
+        assert!(
+            close(woken.stall_seconds - plain.stall_seconds, 0.25),
+            "{woken:?}"
+        );
+        assert!(
+            close(woken.busy_seconds - plain.busy_seconds, 0.25),
+            "{woken:?}"
+        );
     }
 
     #[test]
-    fn compute_fits_two_points() {
-        let c = Compute::fit(
-            (100.0, 80.0, 100.0 * 2.0 + 80.0 * 3.0),
-            (100.0, 20.0, 200.0 + 60.0),
-        );
-        assert!(
-            (c.a - 2.0).abs() < 1e-9 && (c.b - 3.0).abs() < 1e-9,
-            "{c:?}"
-        );
+    fn a_compute_cost_per_level_is_required() {
+        let m = Manifest {
+            protocol: 1,
+            levels: vec![0.0, 0.5],
+            criterion: "magnitude".into(),
+            pattern: "unstructured".into(),
+            tensors: vec![],
+        };
+        let o = ModelOptions {
+            policy: Policy::Lossless,
+            period: 1.0,
+            duration: 1.0,
+            window: 1,
+            round_trip: 0.0,
+            frame_seconds: 0.0,
+            other_seconds: 0.0,
+            wake_seconds: 0.0,
+            pass_seconds: 0.0,
+            compute: Compute {
+                per_dense_byte: vec![1e-9],
+            },
+            schedule: vec![0],
+            spend: Spend::Uniform,
+        };
+        let e = simulate(&m, &Trace::constant(1.0).unwrap(), &o).unwrap_err();
+        assert!(e.to_string().contains("2 ladder levels"), "{e}");
     }
 }
