@@ -336,7 +336,7 @@ pub fn render(root: &Path) -> Result<(), String> {
         md,
         "# Sparsification-aware training: the digits grid\n\n\
          Written by `cargo xtask train` ({seconds:.0} s on {cpu}; {how}). Each row is one config of `examples/train/` (seed 0, 30 epochs of \
-         the 1,437 training digits, test on the fixed 360). `dense` and `post-hoc` are trained \
+         the 1,437 training digits unless the config sets `epochs` (`digits_90_global`: 60, its dense model too), test on the fixed 360). `dense` and `post-hoc` are trained \
          in the same run with the same seed: the dense model, and the dense model pruned by \
          magnitude at the row's sparsity and pattern, with the row's activation keep, not \
          retrained. Bytes per image: the model as a real `.swire` amortised over 64 images, \
