@@ -156,12 +156,16 @@ fn calibrate(
         compute: mean(&|p| p.compute_seconds),
         waiting: mean(&|p| p.stall_seconds),
         running: mean(&|p| p.end - p.start),
-        schedule: r
-            .layers
-            .iter()
-            .filter_map(|n| host.manifest.tensor_index(n))
-            .collect(),
+        schedule: schedule_of(host, &r),
     })
+}
+
+/// A run's multiply order as manifest indices (the timing model's schedule).
+fn schedule_of(host: &HostModel, r: &RunReport) -> Vec<usize> {
+    r.layers
+        .iter()
+        .filter_map(|n| host.manifest.tensor_index(n))
+        .collect()
 }
 
 pub fn run_link(
@@ -200,8 +204,10 @@ pub fn run_link(
     // the client idles between passes as it does there (back to back, it computes up to a
     // quarter faster: caches and clocks stay warm). Decode-and-multiply time per dense
     // byte at each ladder level, from a run at that level on an unlimited link, 20 passes
-    // each, the first left out (means over passes, as the model predicts them).
-    let compute = {
+    // each, the first left out (means over passes, as the model predicts them). The result
+    // is the model's options with those costs; each case sets its policy, spend and
+    // schedule on top.
+    let costs = {
         let period = Some(Duration::from_secs_f64(PERIOD));
         let mut runs = Vec::new();
         for (i, &level) in opts.levels.iter().enumerate() {
@@ -285,24 +291,21 @@ pub fn run_link(
             period,
             PASSES,
         )?;
-        let predicted = simulate(
-            &host.manifest,
-            &Trace::constant(4.0)?,
-            &ModelOptions {
-                policy: Policy::Lossless,
-                period: PERIOD,
-                duration: PERIOD * f64::from(PASSES - 1),
-                window: RunOptions::default().window,
-                round_trip: ROUND_TRIP,
-                frame_seconds: frame,
-                other_seconds: other,
-                wake_seconds: wake,
-                pass_seconds: 0.0,
-                compute: c.clone(),
-                schedule: s.schedule.clone(),
-                spend: Spend::Uniform,
-            },
-        )?;
+        let mut costs = ModelOptions {
+            policy: Policy::Lossless,
+            period: PERIOD,
+            duration: PERIOD * f64::from(PASSES - 1),
+            window: RunOptions::default().window,
+            round_trip: ROUND_TRIP,
+            frame_seconds: frame,
+            other_seconds: other,
+            wake_seconds: wake,
+            pass_seconds: 0.0,
+            compute: c,
+            schedule: s.schedule,
+            spend: Spend::Uniform,
+        };
+        let predicted = simulate(&host.manifest, &Trace::constant(4.0)?, &costs)?;
         let modelled = predicted.stall_seconds / f64::from(predicted.passes.max(1));
         let pass = (s.waiting - modelled).max(0.0);
         eprintln!(
@@ -313,9 +316,9 @@ pub fn run_link(
             s.compute * 1e3,
             predicted.compute_seconds * 1e3 / f64::from(predicted.passes.max(1)),
         );
-        (c, frame, other, wake, pass)
+        costs.pass_seconds = pass;
+        costs
     };
-    let (compute, frame_seconds, other_seconds, wake_seconds, pass_seconds) = compute;
     let alt = "2 GB/s and 0.1 GB/s, alternating every 2 s";
     let cases: Vec<(String, &str, Trace, Policy, Spend)> = vec![
         (
@@ -398,21 +401,10 @@ pub fn run_link(
         server.stop();
         let model_opts = ModelOptions {
             policy,
-            period: PERIOD,
             duration: seconds,
-            window: o.window,
-            round_trip: ROUND_TRIP,
-            frame_seconds,
-            other_seconds,
-            wake_seconds,
-            pass_seconds,
             spend,
-            compute: compute.clone(),
-            schedule: r
-                .layers
-                .iter()
-                .filter_map(|n| host.manifest.tensor_index(n))
-                .collect(),
+            schedule: schedule_of(&host, &r),
+            ..costs.clone()
         };
         let predicted = simulate(&host.manifest, &trace, &model_opts)?;
         let per_pass = |x: f64, n: u32| 1e3 * x / f64::from(n.max(1));
@@ -540,17 +532,18 @@ pub fn run_link(
         .fold(0f64, f64::max);
     md.push_str(&format!(
         "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client decode-and-multiply time {} ns per dense byte at levels {:?}, from a run at each level on an unlimited link with the cases' period; {:.1} µs to take each answer off the socket, from a lossless run back to back on an unlimited link; {:.1} µs a tile neither waiting nor computing, from the runs at each level; {:.1} µs more decode-and-multiply for a tile the client was woken for, from a short run at a constant 0.1 GB/s; {:.2} ms more waiting at the start of a pass after an idle, from a lossless run at a constant 4 GB/s; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
-        compute
+        costs
+            .compute
             .per_dense_byte
             .iter()
             .map(|x| format!("{:.3}", x * 1e9))
             .collect::<Vec<_>>()
             .join(" / "),
         host.manifest.levels,
-        frame_seconds * 1e6,
-        other_seconds * 1e6,
-        wake_seconds * 1e6,
-        pass_seconds * 1e3,
+        costs.frame_seconds * 1e6,
+        costs.other_seconds * 1e6,
+        costs.wake_seconds * 1e6,
+        costs.pass_seconds * 1e3,
         ROUND_TRIP * 1e6,
         100.0 * worst_hit,
         100.0 * worst_stall,
