@@ -219,12 +219,7 @@ impl TrainConfig {
                 return bad(format!("sparsity target {} is outside [0, 1)", s.target));
             }
             let pattern = s.pattern.parse::<Pattern>().map_err(TrainError::Config)?;
-            if s.scope == crate::Scope::Global && pattern != Pattern::Unstructured {
-                return bad(format!(
-                    "scope \"global\" needs pattern \"unstructured\", not {:?}",
-                    s.pattern
-                ));
-            }
+            s.scope.check(pattern).map_err(TrainError::Config)?;
             s.rebuild_mode()?;
             if !(s.rebuild_weight >= 0.0 && s.rebuild_weight.is_finite()) {
                 return bad(format!(

@@ -80,6 +80,19 @@ pub enum Scope {
     Global,
 }
 
+impl Scope {
+    /// Refuses a scope the pattern cannot use (global with anything but unstructured).
+    pub fn check(self, pattern: Pattern) -> std::result::Result<(), String> {
+        if self == Scope::Global && pattern != Pattern::Unstructured {
+            return Err(format!(
+                "scope \"global\" ranks a group's weights together, which only the \
+                 unstructured pattern can use; the group's pattern is {pattern}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct Masked {
     var: Var,
@@ -180,13 +193,7 @@ impl Sparsifier {
                     g.target
                 )));
             }
-            if g.scope == Scope::Global && g.pattern != Pattern::Unstructured {
-                return Err(TrainError::Config(format!(
-                    "scope \"global\" ranks a group's weights together, which only the \
-                     unstructured pattern can use; the group's pattern is {}",
-                    g.pattern
-                )));
-            }
+            g.scope.check(g.pattern).map_err(TrainError::Config)?;
         }
         Ok(Sparsifier {
             groups,
