@@ -245,10 +245,8 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     let local = match shared_bytes {
         Some(s) if s <= entropy_bytes + overhead + present => None,
         _ => {
-            let (m, b) = Model::best_for(hist).expect("two symbols are present");
-            let cost = m.cost_bits(hist).expect("own model codes its data") / 8.0
-                + overhead
-                + b.len() as f64;
+            let (m, b, bits) = Model::best_for_with_cost(hist).expect("two symbols are present");
+            let cost = bits / 8.0 + overhead + b.len() as f64;
             Some((m, b, cost))
         }
     };

@@ -85,19 +85,40 @@ impl Model {
     /// The model for a histogram that is cheapest with its own serialised size counted:
     /// small tiles pay for coarser tables with fewer bytes. Returns it with its bytes.
     pub fn best_for(counts: &[u64]) -> Option<(Model, Vec<u8>)> {
-        let n: u64 = counts.iter().sum();
-        let tries: &[u32] = if n < 1 << 13 { &[12, 10, 8, 6] } else { &[12] };
-        tries
-            .iter()
-            .filter_map(|&p| Model::from_counts_at(counts, p))
-            .map(|m| {
-                let b = m.to_bytes();
-                let cost =
-                    m.cost_bits(counts).expect("own model codes its data") / 8.0 + b.len() as f64;
-                (m, b, cost)
-            })
-            .min_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(m, b, _)| (m, b))
+        Model::best_for_with_cost(counts).map(|(m, b, _)| (m, b))
+    }
+
+    /// [`Model::best_for`] with the coded size of `counts` under the model, in bits (what
+    /// [`Model::cost_bits`] returns for it).
+    ///
+    /// Each precision is quantised, costed and sized on the present symbols alone; only
+    /// the winner becomes a full-alphabet model and is serialised (a 2048-symbol head with
+    /// a few dozen present symbols spent most of a small tile's encode on alphabet-long
+    /// scans otherwise). The choice and the model are the same as quantising, costing
+    /// and serialising each precision in full.
+    pub fn best_for_with_cost(counts: &[u64]) -> Option<(Model, Vec<u8>, f64)> {
+        let present = Present::of(counts);
+        let tries: &[u32] = if present.total < 1 << 13 {
+            &[12, 10, 8, 6]
+        } else {
+            &[12]
+        };
+        let mut best: Option<(u32, Vec<u32>, f64, f64)> = None;
+        for &p in tries {
+            let Some(freq) = present.quantise(p) else {
+                continue;
+            };
+            let shift = PRECISION_BITS - p;
+            let bits = present.cost_bits(&freq, shift);
+            let total = bits / 8.0 + present.serialised_len(counts.len(), &freq) as f64;
+            if best.as_ref().is_none_or(|b| total < b.3) {
+                best = Some((p, freq, bits, total));
+            }
+        }
+        let (p, freq, bits, _) = best?;
+        let m = present.model(counts.len(), &freq, p);
+        let b = m.to_bytes();
+        Some((m, b, bits))
     }
 
     /// Quantises a histogram to `precision` bits (`None` if it has fewer than two
@@ -105,68 +126,9 @@ impl Model {
     pub fn from_counts_at(counts: &[u64], precision: u32) -> Option<Model> {
         assert!(counts.len() <= MAX_ALPHABET, "alphabet over MAX_ALPHABET");
         assert!((1..=PRECISION_BITS).contains(&precision));
-        const _: () = assert!(PRECISION_BITS == 12);
-        let total_p = 1u32 << precision;
-        let total: u64 = counts.iter().sum();
-        let present = counts.iter().filter(|&&c| c > 0).count();
-        if present < 2 || present > total_p as usize {
-            return None;
-        }
-        // Floor of the scaled counts (at least 1 for a present symbol), then move units of
-        // frequency one at a time to where they change the coded size the least: each step
-        // adds to the symbol that gains most (c * log2((f+1)/f)) or takes from the one that
-        // loses least (c * log2(f/(f-1))). Taking from the largest entry instead, as a
-        // simple fix-up does, costs 9% on a head with 169 singletons among 387 symbols.
-        let mut freq: Vec<u32> = counts
-            .iter()
-            .map(|&c| {
-                if c == 0 {
-                    0
-                } else {
-                    ((c as u128 * total_p as u128 / total as u128) as u32).max(1)
-                }
-            })
-            .collect();
-        let sum: u32 = freq.iter().sum();
-        let step = |c: u64, from: u32, to: u32| c as f64 * ((to as f64) / (from as f64)).log2();
-        let mut heap = std::collections::BinaryHeap::new();
-        if sum < total_p {
-            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
-                if c > 0 {
-                    heap.push((Key(step(c, f, f + 1)), std::cmp::Reverse(i)));
-                }
-            }
-            for _ in sum..total_p {
-                let (_, std::cmp::Reverse(i)) = heap.pop().expect("present symbols");
-                freq[i] += 1;
-                heap.push((
-                    Key(step(counts[i], freq[i], freq[i] + 1)),
-                    std::cmp::Reverse(i),
-                ));
-            }
-        } else {
-            // Smallest loss first: order by the negated loss.
-            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
-                if c > 0 && f > 1 {
-                    heap.push((Key(-step(c, f - 1, f)), std::cmp::Reverse(i)));
-                }
-            }
-            for _ in total_p..sum {
-                let (_, std::cmp::Reverse(i)) = heap
-                    .pop()
-                    .expect("present <= 2^precision leaves a frequency above 1");
-                freq[i] -= 1;
-                if freq[i] > 1 {
-                    let f = freq[i];
-                    heap.push((Key(-step(counts[i], f - 1, f)), std::cmp::Reverse(i)));
-                }
-            }
-        }
-        let shift = PRECISION_BITS - precision;
-        Some(Model::from_freqs(
-            freq.into_iter().map(|f| (f << shift) as u16).collect(),
-            precision,
-        ))
+        let present = Present::of(counts);
+        let freq = present.quantise(precision)?;
+        Some(present.model(counts.len(), &freq, precision))
     }
 
     fn from_freqs(freq: Vec<u16>, precision: u32) -> Model {
@@ -252,6 +214,123 @@ impl Model {
             .collect();
         DecodeTable::build(self.freq.len(), &present)
     }
+}
+
+/// A histogram's present symbols (in increasing order) with their counts: what the
+/// quantiser, the cost and the serialised size depend on.
+struct Present {
+    symbols: Vec<usize>,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Present {
+    fn of(counts: &[u64]) -> Present {
+        let (symbols, counts): (Vec<usize>, Vec<u64>) = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(s, &c)| (s, c))
+            .unzip();
+        let total = counts.iter().sum();
+        Present {
+            symbols,
+            counts,
+            total,
+        }
+    }
+
+    /// The present symbols' frequencies out of `2^precision` (each at least 1, summing to
+    /// it), or `None` with fewer than two present symbols or more than `2^precision`.
+    ///
+    /// Floor of the scaled counts (at least 1 for a present symbol), then units of
+    /// frequency move one at a time to where they change the coded size the least: each
+    /// step adds to the symbol that gains most (c * log2((f+1)/f)) or takes from the one
+    /// that loses least (c * log2(f/(f-1))); ties go to the lower symbol. Taking from the
+    /// largest entry instead, as a simple fix-up does, costs 9% on a head with 169
+    /// singletons among 387 symbols.
+    fn quantise(&self, precision: u32) -> Option<Vec<u32>> {
+        const _: () = assert!(PRECISION_BITS == 12);
+        let total_p = 1u32 << precision;
+        let (counts, total) = (&self.counts, self.total);
+        if counts.len() < 2 || counts.len() > total_p as usize {
+            return None;
+        }
+        let mut freq: Vec<u32> = counts
+            .iter()
+            .map(|&c| ((c as u128 * total_p as u128 / total as u128) as u32).max(1))
+            .collect();
+        let sum: u32 = freq.iter().sum();
+        let step = |c: u64, from: u32, to: u32| c as f64 * ((to as f64) / (from as f64)).log2();
+        let mut heap = std::collections::BinaryHeap::with_capacity(counts.len());
+        if sum < total_p {
+            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
+                heap.push((Key(step(c, f, f + 1)), std::cmp::Reverse(i)));
+            }
+            for _ in sum..total_p {
+                let (_, std::cmp::Reverse(i)) = heap.pop().expect("present symbols");
+                freq[i] += 1;
+                heap.push((
+                    Key(step(counts[i], freq[i], freq[i] + 1)),
+                    std::cmp::Reverse(i),
+                ));
+            }
+        } else {
+            // Smallest loss first: order by the negated loss.
+            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
+                if f > 1 {
+                    heap.push((Key(-step(c, f - 1, f)), std::cmp::Reverse(i)));
+                }
+            }
+            for _ in total_p..sum {
+                let (_, std::cmp::Reverse(i)) = heap
+                    .pop()
+                    .expect("present <= 2^precision leaves a frequency above 1");
+                freq[i] -= 1;
+                if freq[i] > 1 {
+                    let f = freq[i];
+                    heap.push((Key(-step(counts[i], f - 1, f)), std::cmp::Reverse(i)));
+                }
+            }
+        }
+        Some(freq)
+    }
+
+    /// [`Model::cost_bits`] of these counts under `freq` (out of `2^(12 - shift)`).
+    fn cost_bits(&self, freq: &[u32], shift: u32) -> f64 {
+        let mut bits = 0.0;
+        for (&c, &f) in self.counts.iter().zip(freq) {
+            bits += c as f64 * (PRECISION_BITS as f64 - ((f << shift) as f64).log2());
+        }
+        bits
+    }
+
+    /// The length [`Model::to_bytes`] gives a model of `alphabet` symbols with these
+    /// present symbols at `freq`.
+    fn serialised_len(&self, alphabet: usize, freq: &[u32]) -> usize {
+        let mut len = 1 + varint_len(alphabet as u64) + varint_len(self.symbols.len() as u64);
+        let mut prev: i64 = -1;
+        for (&s, &f) in self.symbols.iter().zip(freq) {
+            len += varint_len((s as i64 - prev) as u64) + varint_len(f as u64);
+            prev = s as i64;
+        }
+        len
+    }
+
+    /// The full-alphabet model with these present symbols at `freq`.
+    fn model(&self, alphabet: usize, freq: &[u32], precision: u32) -> Model {
+        let shift = PRECISION_BITS - precision;
+        let mut full = vec![0u16; alphabet];
+        for (&s, &f) in self.symbols.iter().zip(freq) {
+            full[s] = (f << shift) as u16;
+        }
+        Model::from_freqs(full, precision)
+    }
+}
+
+/// Bytes of `v` as [`put_varint`] writes it.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A serialised model as read: its present symbols in increasing order with their
@@ -361,5 +440,47 @@ impl DecodeTable {
             TableKind::Wide(entries)
         };
         DecodeTable { kind, alphabet }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_is_what_put_varint_writes() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16383,
+            16384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(varint_len(v), b.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn serialised_len_is_to_bytes_len() {
+        let mut counts = vec![0u64; 2048];
+        for (i, s) in [0usize, 5, 130, 131, 900, 2047].iter().enumerate() {
+            counts[*s] = 1 + 1000 * i as u64;
+        }
+        let present = Present::of(&counts);
+        for p in [12, 10, 8, 6, 3] {
+            let freq = present.quantise(p).unwrap();
+            let m = present.model(counts.len(), &freq, p);
+            assert_eq!(
+                present.serialised_len(2048, &freq),
+                m.to_bytes().len(),
+                "{p}"
+            );
+        }
     }
 }

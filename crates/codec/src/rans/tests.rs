@@ -256,3 +256,48 @@ fn every_kernel_encodes_the_same_bytes() {
         assert_eq!(e, CodecError::SymbolNotInModel { symbol: 1 });
     }
 }
+
+/// The compact quantiser matches a full-alphabet reference: `best_for_with_cost` picks
+/// the precision whose model (scored by `cost_bits` and `to_bytes`) is cheapest, and its
+/// cost is `cost_bits`'s; `varint_len` is the length `put_varint` writes.
+#[test]
+fn best_for_matches_the_full_alphabet_search() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for case in 0..300 {
+        let alphabet = [2usize, 16, 256, 2048][case % 4];
+        let present = 2 + (next() as usize % alphabet.min(400));
+        let mut counts = vec![0u64; alphabet];
+        let scale = [1u64, 3, 40, 5000][(case / 4) % 4];
+        for _ in 0..present {
+            counts[next() as usize % alphabet] += 1 + next() % scale;
+        }
+        let full = [12u32, 10, 8, 6]
+            .iter()
+            .filter(|&&p| counts.iter().sum::<u64>() < 1 << 13 || p == 12)
+            .filter_map(|&p| Model::from_counts_at(&counts, p))
+            .map(|m| {
+                let b = m.to_bytes();
+                let bits = m.cost_bits(&counts).unwrap();
+                (m, b, bits)
+            })
+            .min_by(|a, b| {
+                (a.2 / 8.0 + a.1.len() as f64).total_cmp(&(b.2 / 8.0 + b.1.len() as f64))
+            });
+        let fast = Model::best_for_with_cost(&counts);
+        match (full, fast) {
+            (None, None) => {}
+            (Some(a), Some(b)) => {
+                assert_eq!(a.0, b.0, "case {case}");
+                assert_eq!(a.1, b.1, "case {case}");
+                assert_eq!(a.2.to_bits(), b.2.to_bits(), "case {case}");
+            }
+            (a, b) => panic!("case {case}: {:?} vs {:?}", a.is_some(), b.is_some()),
+        }
+    }
+}
