@@ -74,8 +74,28 @@ impl Split {
 }
 
 /// Splits `head.len()` values into the given planes (`tail`, `byte0`, `byte1` as long as
-/// `head` where the layout has them, else empty): one typed pass per value size.
+/// `head` where the layout has them, else empty), with the encode kernel's instructions:
+/// [`split_scalar`] compiled for AVX-512 on that kernel (the baseline build vectorises
+/// its byte planes with SSE2 unpacks; AVX-512 narrows 16 values per instruction), else
+/// as built.
 pub(crate) fn split_into(
+    layout: PlaneLayout,
+    values: &[u8],
+    head: &mut [u16],
+    tail: &mut [u8],
+    byte0: &mut [u8],
+    byte1: &mut [u8],
+) {
+    if Kernel::for_encode() == Kernel::Avx512 {
+        simd::split_avx512(layout, values, head, tail, byte0, byte1)
+    } else {
+        split_scalar(layout, values, head, tail, byte0, byte1)
+    }
+}
+
+/// The scalar reference of [`split_into`]: one typed pass per plane.
+#[inline(always)]
+pub(crate) fn split_scalar(
     layout: PlaneLayout,
     values: &[u8],
     head: &mut [u16],

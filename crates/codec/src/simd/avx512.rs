@@ -534,3 +534,20 @@ mod off_x86 {
 }
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) use off_x86::*;
+
+/// The scalar plane split with AVX-512 enabled (see [`super::split_avx512`]).
+///
+/// # Safety
+/// AVX-512 F, BW and VL present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn split_avx512(
+    layout: crate::PlaneLayout,
+    values: &[u8],
+    head: &mut [u16],
+    tail: &mut [u8],
+    byte0: &mut [u8],
+    byte1: &mut [u8],
+) {
+    crate::planes::split_scalar(layout, values, head, tail, byte0, byte1)
+}

@@ -203,3 +203,28 @@ pub(crate) fn decode_bf16_rounds(
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("no SIMD kernel off x86_64: {symbols:?} {packed:?} {out:?} {table:?} {x:?}")
 }
+
+/// [`crate::planes::split_scalar`] compiled with AVX-512 (F, BW, VL) enabled, so its
+/// byte-plane narrowing and shifts vectorise 16 values wide. The same source as the
+/// reference; a test compares the two on every layout.
+///
+/// Panics unless the CPU has AVX-512.
+pub(crate) fn split_avx512(
+    layout: crate::PlaneLayout,
+    values: &[u8],
+    head: &mut [u16],
+    tail: &mut [u8],
+    byte0: &mut [u8],
+    byte1: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(avx512_available());
+        // SAFETY: the features are asserted above; the body is safe code (checked slices).
+        unsafe { avx512::split_avx512(layout, values, head, tail, byte0, byte1) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "no SIMD kernel off x86_64: {layout:?} {values:?} {head:?} {tail:?} {byte0:?} {byte1:?}"
+    )
+}
