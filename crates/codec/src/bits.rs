@@ -12,22 +12,45 @@ pub fn packed_len(n: usize, width: u32) -> usize {
 /// Packs the low `width` bits of each value; appends to `out`.
 pub fn pack(values: &[u8], width: u32, out: &mut Vec<u8>) {
     debug_assert!((1..=8).contains(&width));
-    let w = width as usize;
-    let mut groups = values.chunks_exact(8);
-    for g in &mut groups {
-        let mut acc = 0u64;
-        for (k, &v) in g.iter().enumerate() {
-            acc |= ((v as u64) & ((1 << w) - 1)) << (k * w);
+    match width {
+        1 => pack_w::<1>(values, out),
+        2 => pack_w::<2>(values, out),
+        3 => pack_w::<3>(values, out),
+        4 => pack_w::<4>(values, out),
+        5 => pack_w::<5>(values, out),
+        6 => pack_w::<6>(values, out),
+        7 => pack_w::<7>(values, out),
+        _ => pack_w::<8>(values, out),
+    }
+}
+
+/// [`pack`] for one width: each group of eight values read as one `u64` and written as
+/// `W` bytes into the output, sized once (a copy of a run-time length per group was a
+/// twentieth of a BF16 encode).
+fn pack_w<const W: usize>(values: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + packed_len(values.len(), W as u32), 0);
+    let dst = &mut out[start..];
+    let squeeze = |acc: u64| {
+        let mut p = 0u64;
+        for k in 0..8 {
+            p |= ((acc >> (8 * k)) & ((1 << W) - 1)) << (k * W);
         }
-        out.extend_from_slice(&acc.to_le_bytes()[..w]);
+        p
+    };
+    let full = values.len() / 8;
+    let (body, tail) = dst.split_at_mut(full * W);
+    let mut groups = values.chunks_exact(8);
+    for (g, d) in (&mut groups).zip(body.chunks_exact_mut(W)) {
+        let acc = u64::from_le_bytes(g.try_into().expect("eight values"));
+        d.copy_from_slice(&squeeze(acc).to_le_bytes()[..W]);
     }
     let rest = groups.remainder();
     if !rest.is_empty() {
-        let mut acc = 0u64;
-        for (k, &v) in rest.iter().enumerate() {
-            acc |= ((v as u64) & ((1 << w) - 1)) << (k * w);
-        }
-        out.extend_from_slice(&acc.to_le_bytes()[..packed_len(rest.len(), width)]);
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        let len = tail.len();
+        tail.copy_from_slice(&squeeze(u64::from_le_bytes(b)).to_le_bytes()[..len]);
     }
 }
 
@@ -93,6 +116,15 @@ mod tests {
                 let mut back = vec![0u8; n];
                 unpack(&packed, width, &mut back);
                 assert_eq!(back, vals, "width {width} n {n}");
+                // Bit by bit, as SPEC §4.3 words it.
+                let mut bitwise = vec![0u8; packed.len()];
+                for (i, &v) in vals.iter().enumerate() {
+                    for b in 0..width as usize {
+                        let bit = i * width as usize + b;
+                        bitwise[bit / 8] |= ((v >> b) & 1) << (bit % 8);
+                    }
+                }
+                assert_eq!(packed, bitwise, "width {width} n {n}");
             }
         }
     }

@@ -50,6 +50,21 @@ impl PlaneHistograms {
         }
     }
 
+    /// The head plane's counts.
+    pub(crate) fn head(&self) -> &[u64] {
+        &self.head
+    }
+
+    /// Byte plane `k`'s counts.
+    pub(crate) fn byte_plane(&self, k: usize) -> &[u64] {
+        &self.bytes[k]
+    }
+
+    /// The layout counted.
+    pub fn layout(&self) -> PlaneLayout {
+        self.layout
+    }
+
     /// Adds another histogram of the same layout.
     pub fn merge(mut self, other: &PlaneHistograms) -> Self {
         for (a, b) in self.head.iter_mut().zip(&other.head) {

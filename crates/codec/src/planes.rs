@@ -149,10 +149,31 @@ pub fn encode_planes(
     values: &[u8],
     models: &TensorModels,
 ) -> Result<Vec<EncodedStream>, CodecError> {
+    encode_planes_counted(layout, values, models, None)
+}
+
+/// [`encode_planes`] with the tile's plane histograms when the caller has them already
+/// (the writer counts each tile to fit the tensor's shared models), so they are not
+/// counted twice. `counts` must be `values`' own histograms ([`PlaneHistograms::add`] of
+/// exactly these values, in `layout`): the streams are then the same as without them.
+///
+/// Panics if `counts` has another layout.
+pub fn encode_planes_counted(
+    layout: PlaneLayout,
+    values: &[u8],
+    models: &TensorModels,
+    counts: Option<&PlaneHistograms>,
+) -> Result<Vec<EncodedStream>, CodecError> {
+    if let Some(c) = counts {
+        assert_eq!(c.layout(), layout, "histograms of another layout");
+    }
     let n = values.len() / layout.value_bytes;
     let planes = split(layout, values);
     let Split { head, tail, bytes } = &planes;
-    let head_hist = histogram(head, 1 << layout.head_bits);
+    let head_hist = match counts {
+        Some(c) => std::borrow::Cow::Borrowed(c.head()),
+        None => std::borrow::Cow::Owned(histogram(head, 1 << layout.head_bits)),
+    };
 
     let mut streams = Vec::with_capacity(2 + layout.byte_planes);
     streams.push(code_symbols(
@@ -189,7 +210,10 @@ pub fn encode_planes(
     }
     for k in (0..layout.byte_planes).rev() {
         let plane = &bytes[k];
-        let hist = histogram(plane, 256);
+        let hist = match counts {
+            Some(c) => std::borrow::Cow::Borrowed(c.byte_plane(k)),
+            None => std::borrow::Cow::Owned(histogram(plane, 256)),
+        };
         let id = 1 + k as u16;
         streams.push(code_symbols(
             Plane::Byte(k as u8),

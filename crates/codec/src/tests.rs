@@ -8,6 +8,11 @@ fn roundtrip(dtype: Dtype, values: &[u8]) -> Vec<EncodedStream> {
     let models = TensorModels::fit(&h);
     let models = TensorModels::from_bytes(&models.to_bytes()).unwrap();
     let streams = encode_planes(layout, values, &models).unwrap();
+    // The writer's path, with the tile's histograms counted beforehand: the same streams.
+    assert_eq!(
+        encode_planes_counted(layout, values, &models, Some(&h)).unwrap(),
+        streams
+    );
     let entries: Vec<_> = streams.iter().map(EncodedStream::entry).collect();
     let data: Vec<u8> = streams.iter().flat_map(|s| s.bytes.clone()).collect();
     // Every kernel this machine has, and the scalar reference, byte for byte.

@@ -7,8 +7,8 @@ use crate::StreamError;
 use rayon::prelude::*;
 use sparsewire_codec::rans::Model;
 use sparsewire_codec::{
-    encode_planes, encode_symbol_stream, encode_whole, CodecError, EncodedStream, PlaneHistograms,
-    PlaneLayout, TensorModels,
+    encode_planes, encode_planes_counted, encode_symbol_stream, encode_whole, CodecError,
+    EncodedStream, PlaneHistograms, PlaneLayout, TensorModels,
 };
 use sparsewire_formats::tiling::{default_tile_shape, TileGrid};
 use sparsewire_formats::TensorRef;
@@ -125,6 +125,10 @@ fn read_err(tensor: &str) -> impl Fn(std::io::Error) -> StreamError + '_ {
     }
 }
 
+/// Tiles of a lossless tensor whose plane histograms, counted to fit the shared models,
+/// are kept for their own encode: 256 of about 20 KiB (F32) at most.
+const KEEP_COUNTED: u64 = 256;
+
 /// A lossless tensor.
 pub(super) fn dense<W: Write>(
     w: &mut Writer<W>,
@@ -185,30 +189,47 @@ pub(super) fn dense<W: Write>(
     }
     // Shared models pay only when several tiles use them; a lone tile's own model is the
     // same table stored once.
-    let models = if n >= 2 {
-        let h = (0..n)
-            .into_par_iter()
-            .map(|k| {
-                let mut h = PlaneHistograms::new(layout);
-                h.add(&read(k)?);
-                Ok::<_, StreamError>(h)
-            })
-            .try_reduce_with(|a, b| Ok(a.merge(&b)))
-            .expect("two or more tiles")?;
-        TensorModels::fit(&h)
-    } else {
-        TensorModels {
-            models: vec![None; 1 + layout.byte_planes],
-        }
+    //
+    // Counting a tile for the models is also the count its own streams need: the first
+    // KEEP_COUNTED tiles' histograms are kept for the encode (at most a few MiB, whatever
+    // the tensor's size; a 12M-value tensor at the default tile size fits).
+    let count = |k: u64| {
+        let mut h = PlaneHistograms::new(layout);
+        h.add(&read(k)?);
+        Ok::<_, StreamError>(h)
     };
-    let planes = |tile: &[u8]| encode_planes(layout, tile, &models).map_err(err);
+    let (models, counted) = if n >= 2 {
+        let kept = n.min(KEEP_COUNTED);
+        let counted: Vec<PlaneHistograms> = (0..kept)
+            .into_par_iter()
+            .map(count)
+            .collect::<Result<_, _>>()?;
+        let rest = (kept..n)
+            .into_par_iter()
+            .map(count)
+            .try_reduce_with(|a, b| Ok(a.merge(&b)))
+            .transpose()?;
+        let h = counted
+            .iter()
+            .chain(&rest)
+            .fold(PlaneHistograms::new(layout), |a, b| a.merge(b));
+        (TensorModels::fit(&h), counted)
+    } else {
+        let models = TensorModels {
+            models: vec![None; 1 + layout.byte_planes],
+        };
+        (models, Vec::new())
+    };
+    let planes = |k: u64, tile: &[u8]| {
+        encode_planes_counted(layout, tile, &models, counted.get(k as usize)).map_err(err)
+    };
     // The trial on the first tile: planes, zstd (when allowed) or, when neither pays (a
     // tensor of a few hundred bytes, noise), raw. The first tile's planes are kept.
     let (codec, first_planes) = if n == 0 {
         (ValueCodec::FloatPlanes, None)
     } else {
         let first = read(0)?;
-        let first_planes = planes(&first)?;
+        let first_planes = planes(0, &first)?;
         let p = streams_len(&first_planes);
         let z = if opts.try_lz {
             let z = encode_whole(ValueCodec::Zstd, &first, opts.zstd_level).map_err(err)?;
@@ -237,7 +258,7 @@ pub(super) fn dense<W: Write>(
                     return Ok(p);
                 }
             }
-            return planes(&read(k)?);
+            return planes(k, &read(k)?);
         }
         Ok(vec![
             encode_whole(codec, &read(k)?, opts.zstd_level).map_err(err)?
