@@ -31,12 +31,21 @@ fn pack_w<const W: usize>(values: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + packed_len(values.len(), W as u32), 0);
     let dst = &mut out[start..];
-    let squeeze = |acc: u64| {
-        let mut p = 0u64;
-        for k in 0..8 {
-            p |= ((acc >> (8 * k)) & ((1 << W) - 1)) << (k * W);
-        }
-        p
+    // Eight `W`-bit fields, one per byte, pulled together in three halving steps: in
+    // each 16-bit lane the upper byte's field moves down onto the lower one's (2W bits),
+    // then in each 32-bit lane the upper half's onto the lower (4W bits), then the upper
+    // 32 bits' onto the lower (8W bits). Each half is masked before it moves.
+    let fields = |bits: usize, stride: usize, offset: usize| {
+        let field = (1u64 << bits) - 1;
+        (0..64 / stride).fold(0u64, |m, j| m | field << (stride * j + offset))
+    };
+    let (lo1, hi1) = (fields(W, 16, 0), fields(W, 16, 8));
+    let (lo2, hi2) = (fields(2 * W, 32, 0), fields(2 * W, 32, 16));
+    let (lo3, hi3) = (fields(4 * W, 64, 0), fields(4 * W, 64, 32));
+    let squeeze = |a: u64| {
+        let a = (a & lo1) | (a & hi1) >> (8 - W);
+        let a = (a & lo2) | (a & hi2) >> (16 - 2 * W);
+        (a & lo3) | (a & hi3) >> (32 - 4 * W)
     };
     let full = values.len() / 8;
     let (body, tail) = dst.split_at_mut(full * W);
