@@ -508,11 +508,13 @@ fn fix_nonfinite(
 
 fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
     let (mut dropped, mut total) = (0f64, 0f64);
-    for (i, &v) in original.iter().enumerate() {
-        let e = (v as f64) * (v as f64);
-        total += e;
-        if !mask.is_kept(i) {
-            dropped += e;
+    for (&byte, values) in mask.as_bytes().iter().zip(original.chunks(8)) {
+        for (j, &v) in values.iter().enumerate() {
+            let e = (v as f64) * (v as f64);
+            total += e;
+            if byte >> j & 1 == 0 {
+                dropped += e;
+            }
         }
     }
     let rel = if total == 0.0 {

@@ -27,6 +27,84 @@ fn lowest(scores: &[f32], mut idx: Vec<u32>, k: usize) -> Vec<u32> {
     idx
 }
 
+/// `f32::total_cmp`'s order as an unsigned key: negative values' magnitude bits flipped,
+/// then the sign bit flipped, so keys compare as the scores do (NaNs included).
+#[inline]
+fn order_key(s: f32) -> u32 {
+    let b = s.to_bits();
+    let flip = (((b as i32) >> 31) as u32) >> 1;
+    (b ^ flip) ^ 0x8000_0000
+}
+
+/// The `k`-th lowest key (1-based, `1 <= k <= keys`) of `scores` and how many keys are
+/// below it: a two-pass radix select (the high 16 bits, then the low 16 bits inside the
+/// bucket that holds it), two streaming passes instead of a copy and a quickselect.
+fn kth_key(scores: &[f32], k: usize) -> (u32, usize) {
+    debug_assert!(k >= 1 && k <= scores.len());
+    let mut hist = vec![0usize; 1 << 16];
+    for &s in scores {
+        hist[(order_key(s) >> 16) as usize] += 1;
+    }
+    let (hi, below_hi) = bucket_of(&hist, k);
+    hist.fill(0);
+    for &s in scores {
+        let key = order_key(s);
+        if key >> 16 == hi {
+            hist[(key & 0xffff) as usize] += 1;
+        }
+    }
+    let (lo, below_lo) = bucket_of(&hist, k - below_hi);
+    ((hi << 16) | lo, below_hi + below_lo)
+}
+
+/// The bucket holding the `k`-th (1-based) counted key and how many are in lower buckets.
+fn bucket_of(hist: &[usize], k: usize) -> (u32, usize) {
+    let mut below = 0;
+    for (b, &c) in hist.iter().enumerate() {
+        if below + c >= k {
+            return (b as u32, below);
+        }
+        below += c;
+    }
+    unreachable!("k is at most the number of keys counted")
+}
+
+/// Unstructured selection: drops the `k` lowest scores (ties: lowest index first),
+/// written straight into the packed mask, eight elements a byte.
+fn unstructured(scores: &[f32], k: usize) -> Mask {
+    let n = scores.len();
+    let mut bytes = vec![0u8; n.div_ceil(8)];
+    if k == 0 {
+        for (j, b) in bytes.iter_mut().enumerate() {
+            let len = (n - 8 * j).min(8);
+            *b = (((1u16 << len) - 1) & 0xff) as u8;
+        }
+        return Mask::from_packed(bytes, n).expect("packed to its length");
+    }
+    let (thr, below) = kth_key(scores, k);
+    // Equal keys are dropped in index order until `k` are dropped.
+    let mut ties = k - below;
+    for (b, chunk) in bytes.iter_mut().zip(scores.chunks(8)) {
+        let mut byte = 0u8;
+        for (j, &s) in chunk.iter().enumerate() {
+            let key = order_key(s);
+            let kept = if key == thr {
+                if ties > 0 {
+                    ties -= 1;
+                    false
+                } else {
+                    true
+                }
+            } else {
+                key > thr
+            };
+            byte |= (kept as u8) << j;
+        }
+        *b = byte;
+    }
+    Mask::from_packed(bytes, n).expect("packed to its length")
+}
+
 /// How many of `n` to drop at sparsity `s`.
 fn drop_count(n: usize, s: f64) -> usize {
     ((n as f64 * s).round() as usize).min(n)
@@ -42,30 +120,12 @@ pub fn select(
 ) -> Result<Mask, SparsifyError> {
     debug_assert_eq!(scores.len(), rows * cols);
     let n = rows * cols;
+    if pattern == Pattern::Unstructured {
+        return Ok(unstructured(scores, drop_count(n, sparsity)));
+    }
     let mut keep = vec![true; n];
     match pattern {
-        Pattern::Unstructured => {
-            let k = drop_count(n, sparsity);
-            if k > 0 {
-                // The k-th lowest score on a plain copy (no index indirection), then drop
-                // everything below it and, in index order, as many equal to it as needed.
-                let mut copy = scores.to_vec();
-                let (_, kth, _) = copy.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
-                let thr = *kth;
-                let below = scores.iter().filter(|s| s.total_cmp(&thr).is_lt()).count();
-                let mut ties = k - below;
-                for (kp, s) in keep.iter_mut().zip(scores) {
-                    match s.total_cmp(&thr) {
-                        std::cmp::Ordering::Less => *kp = false,
-                        std::cmp::Ordering::Equal if ties > 0 => {
-                            *kp = false;
-                            ties -= 1;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
+        Pattern::Unstructured => unreachable!("returned above"),
         Pattern::UnstructuredPerRow => {
             let k = drop_count(cols, sparsity);
             for r in 0..rows {
@@ -189,6 +249,53 @@ mod tests {
             for r in 0..rows {
                 let dropped = k[r * cols..(r + 1) * cols].iter().filter(|&&x| !x).count();
                 prop_assert!((dropped as f64 - cols as f64 * s).abs() <= 0.5 + 1e-9);
+            }
+        }
+    }
+
+    /// The radix selection drops what the quickselect reference drops: the `k` lowest
+    /// scores by `total_cmp`, ties from the lowest index, on scores with heavy ties,
+    /// negatives, zeros of both signs, infinities and NaNs.
+    #[test]
+    fn unstructured_matches_the_quickselect_reference() {
+        let reference = |scores: &[f32], k: usize| -> Vec<bool> {
+            let mut keep = vec![true; scores.len()];
+            for i in lowest(scores, (0..scores.len() as u32).collect(), k) {
+                keep[i as usize] = false;
+            }
+            keep
+        };
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let specials = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            1e-40,
+        ];
+        for case in 0..200 {
+            let n = 1 + case * 7 % 500;
+            let scores: Vec<f32> = (0..n)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    match case % 4 {
+                        0 => specials[(rng % specials.len() as u64) as usize],
+                        1 => (rng % 5) as f32,
+                        2 => f32::from_bits(rng as u32),
+                        _ => (rng as u32 as f32 / 1e9) - 2.0,
+                    }
+                })
+                .collect();
+            for k in [0, 1, n / 3, n / 2, n - 1, n] {
+                let m = unstructured(&scores, k);
+                let got: Vec<bool> = (0..n).map(|i| m.is_kept(i)).collect();
+                assert_eq!(got, reference(&scores, k), "case {case} n {n} k {k}");
             }
         }
     }

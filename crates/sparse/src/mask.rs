@@ -82,7 +82,13 @@ impl Mask {
     }
 
     pub fn is_kept(&self, i: usize) -> bool {
-        self.bits[i]
+        // Read from the packed bytes: bitvec's indexing was a tenth of a sparse encode.
+        assert!(
+            i < self.bits.len(),
+            "mask index {i} out of {}",
+            self.bits.len()
+        );
+        self.bits.as_raw_slice()[i / 8] >> (i % 8) & 1 == 1
     }
 
     /// Sets element `i`.

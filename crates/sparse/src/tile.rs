@@ -256,12 +256,32 @@ impl SparseTile {
 /// The kept values of a dense block, packed: every value is written, the cursor advances
 /// only past kept ones (no branch per element).
 fn pack_kept(dense: &[u8], mask: MaskRef<'_>, vb: usize) -> Vec<u8> {
+    match vb {
+        2 => pack_kept_n::<2>(dense, mask),
+        4 => pack_kept_n::<4>(dense, mask),
+        1 => pack_kept_n::<1>(dense, mask),
+        8 => pack_kept_n::<8>(dense, mask),
+        _ => {
+            let mut out = Vec::with_capacity(mask.kept() * vb);
+            for i in mask.kept_indices() {
+                out.extend_from_slice(&dense[i * vb..(i + 1) * vb]);
+            }
+            out
+        }
+    }
+}
+
+/// [`pack_kept`] for `N`-byte values: every value is copied to the write position, which
+/// advances only past kept ones (no branch per element), eight elements per mask byte.
+fn pack_kept_n<const N: usize>(dense: &[u8], mask: MaskRef<'_>) -> Vec<u8> {
     let n = mask.len();
-    let mut out = vec![0u8; (mask.kept() + 1) * vb];
+    let mut out = vec![0u8; (mask.kept() + 1) * N];
     let mut at = 0;
-    for i in 0..n {
-        out[at..at + vb].copy_from_slice(&dense[i * vb..(i + 1) * vb]);
-        at += vb * mask.is_kept(i) as usize;
+    for (&byte, values) in mask.as_bytes().iter().zip(dense[..n * N].chunks(8 * N)) {
+        for (j, v) in values.chunks_exact(N).enumerate() {
+            out[at..at + N].copy_from_slice(v);
+            at += N * (byte >> j & 1) as usize;
+        }
     }
     out.truncate(at);
     out
