@@ -262,11 +262,18 @@ impl Present {
             .collect();
         let sum: u32 = freq.iter().sum();
         let step = |c: u64, from: u32, to: u32| c as f64 * ((to as f64) / (from as f64)).log2();
-        let mut heap = std::collections::BinaryHeap::with_capacity(counts.len());
+        // Every key is distinct (the index breaks ties), so the pops come out in the same
+        // order however the heap was built: built in one go (O(n)), not pushed one by one.
+        let mut heap;
         if sum < total_p {
-            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
-                heap.push((Key(step(c, f, f + 1)), std::cmp::Reverse(i)));
-            }
+            heap = std::collections::BinaryHeap::from(
+                counts
+                    .iter()
+                    .zip(&freq)
+                    .enumerate()
+                    .map(|(i, (&c, &f))| (Key(step(c, f, f + 1)), std::cmp::Reverse(i)))
+                    .collect::<Vec<_>>(),
+            );
             for _ in sum..total_p {
                 let (_, std::cmp::Reverse(i)) = heap.pop().expect("present symbols");
                 freq[i] += 1;
@@ -277,11 +284,15 @@ impl Present {
             }
         } else {
             // Smallest loss first: order by the negated loss.
-            for (i, (&c, &f)) in counts.iter().zip(&freq).enumerate() {
-                if f > 1 {
-                    heap.push((Key(-step(c, f - 1, f)), std::cmp::Reverse(i)));
-                }
-            }
+            heap = std::collections::BinaryHeap::from(
+                counts
+                    .iter()
+                    .zip(&freq)
+                    .enumerate()
+                    .filter(|(_, (_, &f))| f > 1)
+                    .map(|(i, (&c, &f))| (Key(-step(c, f - 1, f)), std::cmp::Reverse(i)))
+                    .collect::<Vec<_>>(),
+            );
             for _ in total_p..sum {
                 let (_, std::cmp::Reverse(i)) = heap
                     .pop()
