@@ -208,7 +208,10 @@ impl Job<'_> {
         // NaN and infinity cannot be ranked: refused, or ranked as zero and then kept or
         // dropped (`fix_nonfinite`); errors are measured on the finite values.
         let raw = original;
-        let nonfinite = raw.iter().any(|v| !v.is_finite());
+        // Checked a block at a time with no early exit inside a block, so it vectorises.
+        let nonfinite = raw
+            .chunks(4096)
+            .any(|c| c.iter().fold(false, |a, v| a | !v.is_finite()));
         if let (true, NonFinite::Error) = (nonfinite, self.nonfinite) {
             let index = raw.iter().position(|v| !v.is_finite()).expect("one exists");
             return Err(SparsifyError::NonFinite {
@@ -507,16 +510,29 @@ fn fix_nonfinite(
 }
 
 fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
-    let (mut dropped, mut total) = (0f64, 0f64);
-    for (&byte, values) in mask.as_bytes().iter().zip(original.chunks(8)) {
-        for (j, &v) in values.iter().enumerate() {
-            let e = (v as f64) * (v as f64);
-            total += e;
-            if byte >> j & 1 == 0 {
-                dropped += e;
-            }
+    // Eight running sums, one per position in a mask byte, over whole groups of eight
+    // (unrolled and vectorised), added up at the end: one sequential f64 sum was a
+    // latency chain that took a quarter of a sparse encode.
+    let (mut dropped, mut total) = ([0f64; 8], [0f64; 8]);
+    let bytes = mask.as_bytes();
+    let mut groups = original.chunks_exact(8);
+    for (&byte, v) in bytes.iter().zip(&mut groups) {
+        for j in 0..8 {
+            let e = (v[j] as f64) * (v[j] as f64);
+            total[j] += e;
+            // e * 1.0 or e * 0.0 (e is finite): the same sums as a branch would give.
+            dropped[j] += e * ((!byte >> j) & 1) as f64;
         }
     }
+    let rest = groups.remainder();
+    if let Some(&byte) = bytes.get(original.len() / 8) {
+        for (j, &v) in rest.iter().enumerate() {
+            let e = (v as f64) * (v as f64);
+            total[j] += e;
+            dropped[j] += if byte >> j & 1 == 0 { e } else { 0.0 };
+        }
+    }
+    let (dropped, total): (f64, f64) = (dropped.iter().sum(), total.iter().sum());
     let rel = if total == 0.0 {
         0.0
     } else {
@@ -530,5 +546,43 @@ fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
             -20.0 * rel.log10()
         },
         rel_output: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The eight-lane dropped-energy sum agrees with the plain definition on ragged
+    /// lengths and random masks.
+    #[test]
+    fn dropped_energy_matches_the_definition() {
+        let mut rng = 0x0123_4567_89ab_cdefu64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for n in [0usize, 1, 7, 8, 9, 63, 1001] {
+            let v: Vec<f32> = (0..n)
+                .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                .collect();
+            let keep: Vec<bool> = (0..n).map(|_| next() % 3 != 0).collect();
+            let mask = Mask::from_bools(&keep);
+            let (mut d, mut t) = (0f64, 0f64);
+            for (&x, &k) in v.iter().zip(&keep) {
+                t += x as f64 * x as f64;
+                if !k {
+                    d += x as f64 * x as f64;
+                }
+            }
+            let want = if t == 0.0 { 0.0 } else { (d / t).sqrt() };
+            let got = dropped_energy(&v, &mask).rel_frobenius;
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
+                "n {n}: {got} vs {want}"
+            );
+        }
     }
 }

@@ -42,10 +42,18 @@ fn order_key(s: f32) -> u32 {
 fn kth_key(scores: &[f32], k: usize) -> (u32, usize) {
     debug_assert!(k >= 1 && k <= scores.len());
     let mut hist = vec![0usize; 1 << 16];
+    let mut low_bits = 0u32;
     for &s in scores {
-        hist[(order_key(s) >> 16) as usize] += 1;
+        let key = order_key(s);
+        hist[(key >> 16) as usize] += 1;
+        low_bits |= key & 0xffff;
     }
     let (hi, below_hi) = bucket_of(&hist, k);
+    if low_bits == 0 {
+        // Every key's low half is zero (scores widened from BF16, say): the high half
+        // decides, and the second pass would find them all in bucket 0.
+        return (hi << 16, below_hi);
+    }
     hist.fill(0);
     for &s in scores {
         let key = order_key(s);
@@ -85,6 +93,15 @@ fn unstructured(scores: &[f32], k: usize) -> Mask {
     // Equal keys are dropped in index order until `k` are dropped.
     let mut ties = k - below;
     for (b, chunk) in bytes.iter_mut().zip(scores.chunks(8)) {
+        // Most groups of eight hold no key equal to the threshold: one comparison each,
+        // unrolled (no branch per element).
+        if let Ok(g) = <&[f32; 8]>::try_from(chunk) {
+            let keys = g.map(order_key);
+            if !keys.contains(&thr) {
+                *b = (0..8).fold(0u8, |byte, j| byte | ((keys[j] > thr) as u8) << j);
+                continue;
+            }
+        }
         let mut byte = 0u8;
         for (j, &s) in chunk.iter().enumerate() {
             let key = order_key(s);
@@ -284,10 +301,12 @@ mod tests {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    match case % 4 {
+                    match case % 5 {
                         0 => specials[(rng % specials.len() as u64) as usize],
                         1 => (rng % 5) as f32,
                         2 => f32::from_bits(rng as u32),
+                        // Widened from BF16: the low half of every key is zero.
+                        3 => f32::from_bits((rng as u32) & 0xffff_0000),
                         _ => (rng as u32 as f32 / 1e9) - 2.0,
                     }
                 })
