@@ -11,18 +11,36 @@ pub fn encode_whole(
     zstd_level: i32,
 ) -> Result<EncodedStream, CodecError> {
     let (codec, data) = match codec {
-        ValueCodec::Zstd => (
-            StreamCodec::Zstd,
-            zstd::bulk::compress(bytes, zstd_level).map_err(|e| CodecError::Zstd {
-                reason: e.to_string(),
-            })?,
-        ),
+        ValueCodec::Zstd => (StreamCodec::Zstd, zstd_compress(bytes, zstd_level)?),
         _ => (StreamCodec::Raw, bytes.to_vec()),
     };
     Ok(EncodedStream {
         plane: Plane::Whole,
         codec,
         bytes: data,
+    })
+}
+
+thread_local! {
+    /// This thread's zstd compressor and its level, reused: a fresh context per call (the
+    /// writer's zstd trial runs once per tensor) cost more than compressing a small tensor.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `bytes` as one zstd frame at `level`, through this thread's compressor (the same frame
+/// `zstd::bulk::compress` writes).
+fn zstd_compress(bytes: &[u8], level: i32) -> Result<Vec<u8>, CodecError> {
+    let err = |e: std::io::Error| CodecError::Zstd {
+        reason: e.to_string(),
+    };
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).map_err(err)?));
+        }
+        let (_, z) = c.as_mut().expect("set above");
+        z.compress(bytes).map_err(err)
     })
 }
 
