@@ -164,9 +164,23 @@ pub fn select(
                         ((len * kn) as f64 / m as f64).round() as usize
                     };
                     let base = r * cols + start;
-                    let idx = (base as u32..(base + len) as u32).collect();
-                    for i in lowest(scores, idx, len - keep_here) {
-                        keep[i as usize] = false;
+                    let drop = len - keep_here;
+                    if len <= 32 {
+                        // A small group ranked on the stack, by (score, index) as `lowest`
+                        // ranks: no allocation per group.
+                        let mut g = [(0u32, 0u32); 32];
+                        for (j, e) in g[..len].iter_mut().enumerate() {
+                            *e = (order_key(scores[base + j]), (base + j) as u32);
+                        }
+                        g[..len].sort_unstable();
+                        for &(_, i) in &g[..drop] {
+                            keep[i as usize] = false;
+                        }
+                    } else {
+                        let idx = (base as u32..(base + len) as u32).collect();
+                        for i in lowest(scores, idx, drop) {
+                            keep[i as usize] = false;
+                        }
                     }
                 }
             }
@@ -311,6 +325,26 @@ mod tests {
                     }
                 })
                 .collect();
+            // N:M groups against `lowest` per group.
+            for (keep_n, m) in [(2u8, 4u8), (1, 8), (3, 7), (5, 40)] {
+                let cols = n;
+                let got = select(&scores, 1, cols, Pattern::NM { n: keep_n, m }, 0.5).unwrap();
+                let mut want = vec![true; cols];
+                for start in (0..cols).step_by(m as usize) {
+                    let len = (m as usize).min(cols - start);
+                    let kh = if len == m as usize {
+                        keep_n as usize
+                    } else {
+                        ((len * keep_n as usize) as f64 / m as f64).round() as usize
+                    };
+                    let idx = (start as u32..(start + len) as u32).collect();
+                    for i in lowest(&scores, idx, len - kh) {
+                        want[i as usize] = false;
+                    }
+                }
+                let got: Vec<bool> = (0..cols).map(|i| got.is_kept(i)).collect();
+                assert_eq!(got, want, "case {case} {keep_n}:{m}");
+            }
             for k in [0, 1, n / 3, n / 2, n - 1, n] {
                 let m = unstructured(&scores, k);
                 let got: Vec<bool> = (0..n).map(|i| m.is_kept(i)).collect();
