@@ -24,3 +24,14 @@ pub(crate) fn unpack5(_: &[u8], _: &mut [u8]) -> usize {
 pub(crate) fn merge_f32(_: &[u16], _: &[u8], _: &[u8], _: &[u8], _: &mut [u8]) -> usize {
     0
 }
+
+pub(crate) fn split_avx512(
+    layout: crate::PlaneLayout,
+    values: &[u8],
+    head: &mut [u16],
+    tail: &mut [u8],
+    byte0: &mut [u8],
+    byte1: &mut [u8],
+) {
+    crate::planes::split_scalar(layout, values, head, tail, byte0, byte1)
+}
