@@ -529,3 +529,32 @@ fn encode_into_reuses_its_buffer_and_writes_what_encode_writes() {
         ));
     }
 }
+
+/// A tensor with more tiles than the writer keeps counted histograms for (400 against
+/// 256): the tiles past that count afresh, and every tile still decodes bit for bit.
+#[test]
+fn tiles_past_the_kept_histograms_round_trip() {
+    let mut s = 0x9e37_79b9u32;
+    let w: Vec<f32> = (0..160 * 160)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            ((s >> 8) as f32 / (1 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect();
+    let f = TensorFile {
+        tensors: vec![Tensor::from_f32("w", vec![160, 160], &w)],
+        metadata: vec![],
+    };
+    let opts = EncodeOptions {
+        tile_shape: Some(TileShape { rows: 8, cols: 8 }),
+        ..EncodeOptions::default()
+    };
+    let b = encode(&f, &opts).unwrap();
+    let r = Reader::new(&b[..]).unwrap();
+    let meta = &r.header().tensors[0];
+    assert_eq!(meta.tiles.len(), 400);
+    assert_eq!(meta.codec, sparsewire_codec::ValueCodec::FloatPlanes);
+    assert_eq!(r.decode_all().unwrap().tensors, f.tensors);
+}
