@@ -243,6 +243,11 @@ pub fn sparsify(
             reconstruction: sparsewire_metadata::Reconstruction::Zero,
         });
     }
+    if config.criterion == Criterion::Magnitude && config.pattern == Pattern::Unstructured {
+        // |w| ranked as the weights are read: the same mask, no score vector.
+        let mask = pattern::unstructured_magnitude(w, s);
+        return finish(mask, rows, cols, w, config);
+    }
     let scores = match config.criterion {
         Criterion::Magnitude => criteria::magnitude(w),
         Criterion::Predictable => criteria::predictable(w, cols),
@@ -323,6 +328,18 @@ fn select(
 ) -> Result<Sparsified, SparsifyError> {
     let s = config.effective_sparsity();
     let mask = pattern::select(scores, rows, cols, config.pattern, s)?;
+    finish(mask, rows, cols, w, config)
+}
+
+/// What a criterion's mask becomes: the kept values untouched, and the rebuild the
+/// pattern implies (channel combinations for correlation-ranked channels, else zero).
+fn finish(
+    mask: Mask,
+    rows: usize,
+    cols: usize,
+    w: &[f32],
+    config: &SparsifyConfig,
+) -> Result<Sparsified, SparsifyError> {
     let values = Vec::new();
     let reconstruction = if config.criterion == Criterion::Correlation
         && config.pattern == Pattern::Channel

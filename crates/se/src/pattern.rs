@@ -39,7 +39,7 @@ fn order_key(s: f32) -> u32 {
 /// The `k`-th lowest key (1-based, `1 <= k <= keys`) of `scores` and how many keys are
 /// below it: a two-pass radix select (the high 16 bits, then the low 16 bits inside the
 /// bucket that holds it), two streaming passes instead of a copy and a quickselect.
-fn kth_key(scores: &[f32], k: usize) -> (u32, usize) {
+fn kth_key(scores: &[f32], k: usize, order_key: impl Fn(f32) -> u32) -> (u32, usize) {
     debug_assert!(k >= 1 && k <= scores.len());
     let mut hist = vec![0usize; 1 << 16];
     let mut low_bits = 0u32;
@@ -80,6 +80,20 @@ fn bucket_of(hist: &[usize], k: usize) -> (u32, usize) {
 /// Unstructured selection: drops the `k` lowest scores (ties: lowest index first),
 /// written straight into the packed mask, eight elements a byte.
 fn unstructured(scores: &[f32], k: usize) -> Mask {
+    unstructured_by(scores, k, order_key)
+}
+
+/// Unstructured magnitude selection straight from the weights: what [`select`] gives for
+/// the scores `|w|` ([`crate::criteria::magnitude`]) at `sparsity`, with no score vector
+/// (the keys are computed from `w` as they are read).
+pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
+    unstructured_by(w, drop_count(w.len(), sparsity), |v| order_key(v.abs()))
+}
+
+/// [`unstructured`] over `values` ranked by `order_key(value)`.
+#[inline(always)]
+fn unstructured_by(values: &[f32], k: usize, order_key: impl Fn(f32) -> u32 + Copy) -> Mask {
+    let scores = values;
     let n = scores.len();
     let mut bytes = vec![0u8; n.div_ceil(8)];
     if k == 0 {
@@ -89,7 +103,7 @@ fn unstructured(scores: &[f32], k: usize) -> Mask {
         }
         return Mask::from_packed(bytes, n).expect("packed to its length");
     }
-    let (thr, below) = kth_key(scores, k);
+    let (thr, below) = kth_key(scores, k, order_key);
     // Equal keys are dropped in index order until `k` are dropped.
     let mut ties = k - below;
     for (b, chunk) in bytes.iter_mut().zip(scores.chunks(8)) {
@@ -344,6 +358,16 @@ mod tests {
                 }
                 let got: Vec<bool> = (0..cols).map(|i| got.is_kept(i)).collect();
                 assert_eq!(got, want, "case {case} {keep_n}:{m}");
+            }
+            // Magnitude straight from the weights, against the scores |w|.
+            for sp in [0.0, 0.3, 0.5, 0.9] {
+                let abs: Vec<f32> = scores.iter().map(|v| v.abs()).collect();
+                let want = select(&abs, 1, n, Pattern::Unstructured, sp).unwrap();
+                assert_eq!(
+                    unstructured_magnitude(&scores, sp),
+                    want,
+                    "case {case} sparsity {sp}"
+                );
             }
             for k in [0, 1, n / 3, n / 2, n - 1, n] {
                 let m = unstructured(&scores, k);
