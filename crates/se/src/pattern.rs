@@ -136,6 +136,23 @@ fn unstructured_by(values: &[f32], k: usize, order_key: impl Fn(f32) -> u32 + Co
     Mask::from_packed(bytes, n).expect("packed to its length")
 }
 
+/// The `drop` lowest of a group of `L` scores by (score, index), as bits (bit `j` set:
+/// element `j` dropped): each element's rank counted over all pairs, unrolled for the
+/// group sizes N:M patterns use most.
+#[inline(always)]
+fn dropped_in_group<const L: usize>(g: &[f32], drop: usize) -> u32 {
+    let k: [u32; L] = std::array::from_fn(|j| order_key(g[j]));
+    let mut bits = 0u32;
+    for i in 0..L {
+        let mut rank = 0usize;
+        for j in 0..L {
+            rank += (k[j] < k[i] || (k[j] == k[i] && j < i)) as usize;
+        }
+        bits |= ((rank < drop) as u32) << i;
+    }
+    bits
+}
+
 /// How many of `n` to drop at sparsity `s`.
 fn drop_count(n: usize, s: f64) -> usize {
     ((n as f64 * s).round() as usize).min(n)
@@ -179,7 +196,17 @@ pub fn select(
                     };
                     let base = r * cols + start;
                     let drop = len - keep_here;
-                    if len <= 32 {
+                    if len == 4 || len == 8 {
+                        let g = &scores[base..base + len];
+                        let dropped = if len == 4 {
+                            dropped_in_group::<4>(g, drop)
+                        } else {
+                            dropped_in_group::<8>(g, drop)
+                        };
+                        for (j, k) in keep[base..base + len].iter_mut().enumerate() {
+                            *k &= dropped >> j & 1 == 0;
+                        }
+                    } else if len <= 32 {
                         // A small group ranked on the stack, by (score, index) as `lowest`
                         // ranks: no allocation per group.
                         let mut g = [(0u32, 0u32); 32];
