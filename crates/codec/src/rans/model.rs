@@ -168,7 +168,7 @@ impl Model {
             if f == 0 {
                 return None;
             }
-            bits += c as f64 * (PRECISION_BITS as f64 - (f as f64).log2());
+            bits += c as f64 * (PRECISION_BITS as f64 - log2_tables().of[f as usize]);
         }
         Some(bits)
     }
@@ -261,7 +261,13 @@ impl Present {
             .map(|&c| ((c as u128 * total_p as u128 / total as u128) as u32).max(1))
             .collect();
         let sum: u32 = freq.iter().sum();
-        let step = |c: u64, from: u32, to: u32| c as f64 * ((to as f64) / (from as f64)).log2();
+        // `c * log2(to / from)` for `to = from + 1`, the log from a table of the same
+        // expression (bit for bit what computing it here gives).
+        let ratio = &log2_tables().next;
+        let step = |c: u64, from: u32, to: u32| {
+            debug_assert_eq!(to, from + 1);
+            c as f64 * ratio[from as usize]
+        };
         // Every key is distinct (the index breaks ties), so the pops come out in the same
         // order however the heap was built: built in one go (O(n)), not pushed one by one.
         let mut heap;
@@ -311,7 +317,7 @@ impl Present {
     fn cost_bits(&self, freq: &[u32], shift: u32) -> f64 {
         let mut bits = 0.0;
         for (&c, &f) in self.counts.iter().zip(freq) {
-            bits += c as f64 * (PRECISION_BITS as f64 - ((f << shift) as f64).log2());
+            bits += c as f64 * (PRECISION_BITS as f64 - log2_tables().of[(f << shift) as usize]);
         }
         bits
     }
@@ -337,6 +343,28 @@ impl Present {
         }
         Model::from_freqs(full, precision)
     }
+}
+
+/// Logarithms the quantiser and the cost use, for every frequency a model can hold:
+/// `of[f] = log2(f)` and `next[f] = log2((f + 1) / f)`, each computed by the expression
+/// the callers used before, so results are the same bit for bit (`log2` was a sixth of a
+/// small tile's encode).
+struct Log2Tables {
+    of: Vec<f64>,
+    next: Vec<f64>,
+}
+
+fn log2_tables() -> &'static Log2Tables {
+    static TABLES: std::sync::OnceLock<Log2Tables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let n = TOTAL as usize + 1;
+        Log2Tables {
+            of: (0..n).map(|f| (f as f64).log2()).collect(),
+            next: (0..n)
+                .map(|f| (((f + 1) as f64) / (f as f64)).log2())
+                .collect(),
+        }
+    })
 }
 
 /// Bytes of `v` as [`put_varint`] writes it.
