@@ -514,22 +514,24 @@ fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
     // (unrolled and vectorised), added up at the end: one sequential f64 sum was a
     // latency chain that took a quarter of a sparse encode.
     let (mut dropped, mut total) = ([0f64; 8], [0f64; 8]);
+    let mut add = |j: usize, v: f32, byte: u8| {
+        let e = (v as f64) * (v as f64);
+        total[j] += e;
+        // e * 1.0 or e * 0.0 (e is finite): the same sums as a branch would give.
+        dropped[j] += e * ((!byte >> j) & 1) as f64;
+    };
     let bytes = mask.as_bytes();
     let mut groups = original.chunks_exact(8);
     for (&byte, v) in bytes.iter().zip(&mut groups) {
-        for j in 0..8 {
-            let e = (v[j] as f64) * (v[j] as f64);
-            total[j] += e;
-            // e * 1.0 or e * 0.0 (e is finite): the same sums as a branch would give.
-            dropped[j] += e * ((!byte >> j) & 1) as f64;
+        // A fixed-size group, so the eight lanes unroll.
+        let v: &[f32; 8] = v.try_into().expect("eight values");
+        for (j, &x) in v.iter().enumerate() {
+            add(j, x, byte);
         }
     }
-    let rest = groups.remainder();
     if let Some(&byte) = bytes.get(original.len() / 8) {
-        for (j, &v) in rest.iter().enumerate() {
-            let e = (v as f64) * (v as f64);
-            total[j] += e;
-            dropped[j] += if byte >> j & 1 == 0 { e } else { 0.0 };
+        for (j, &x) in groups.remainder().iter().enumerate() {
+            add(j, x, byte);
         }
     }
     let (dropped, total): (f64, f64) = (dropped.iter().sum(), total.iter().sum());

@@ -39,12 +39,12 @@ fn order_key(s: f32) -> u32 {
 /// The `k`-th lowest key (1-based, `1 <= k <= keys`) of `scores` and how many keys are
 /// below it: a two-pass radix select (the high 16 bits, then the low 16 bits inside the
 /// bucket that holds it), two streaming passes instead of a copy and a quickselect.
-fn kth_key(scores: &[f32], k: usize, order_key: impl Fn(f32) -> u32) -> (u32, usize) {
+fn kth_key(scores: &[f32], k: usize, key_of: impl Fn(f32) -> u32) -> (u32, usize) {
     debug_assert!(k >= 1 && k <= scores.len());
     let mut hist = vec![0usize; 1 << 16];
     let mut low_bits = 0u32;
     for &s in scores {
-        let key = order_key(s);
+        let key = key_of(s);
         hist[(key >> 16) as usize] += 1;
         low_bits |= key & 0xffff;
     }
@@ -56,7 +56,7 @@ fn kth_key(scores: &[f32], k: usize, order_key: impl Fn(f32) -> u32) -> (u32, us
     }
     hist.fill(0);
     for &s in scores {
-        let key = order_key(s);
+        let key = key_of(s);
         if key >> 16 == hi {
             hist[(key & 0xffff) as usize] += 1;
         }
@@ -90,27 +90,22 @@ pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
     unstructured_by(w, drop_count(w.len(), sparsity), |v| order_key(v.abs()))
 }
 
-/// [`unstructured`] over `values` ranked by `order_key(value)`.
+/// [`unstructured`] over `scores` ranked by `key_of(score)`.
 #[inline(always)]
-fn unstructured_by(values: &[f32], k: usize, order_key: impl Fn(f32) -> u32 + Copy) -> Mask {
-    let scores = values;
+fn unstructured_by(scores: &[f32], k: usize, key_of: impl Fn(f32) -> u32 + Copy) -> Mask {
     let n = scores.len();
-    let mut bytes = vec![0u8; n.div_ceil(8)];
     if k == 0 {
-        for (j, b) in bytes.iter_mut().enumerate() {
-            let len = (n - 8 * j).min(8);
-            *b = (((1u16 << len) - 1) & 0xff) as u8;
-        }
-        return Mask::from_packed(bytes, n).expect("packed to its length");
+        return Mask::from_fn(n, |_| true);
     }
-    let (thr, below) = kth_key(scores, k, order_key);
+    let mut bytes = vec![0u8; n.div_ceil(8)];
+    let (thr, below) = kth_key(scores, k, key_of);
     // Equal keys are dropped in index order until `k` are dropped.
     let mut ties = k - below;
     for (b, chunk) in bytes.iter_mut().zip(scores.chunks(8)) {
         // Most groups of eight hold no key equal to the threshold: one comparison each,
         // unrolled (no branch per element).
         if let Ok(g) = <&[f32; 8]>::try_from(chunk) {
-            let keys = g.map(order_key);
+            let keys = g.map(key_of);
             if !keys.contains(&thr) {
                 *b = (0..8).fold(0u8, |byte, j| byte | ((keys[j] > thr) as u8) << j);
                 continue;
@@ -118,7 +113,7 @@ fn unstructured_by(values: &[f32], k: usize, order_key: impl Fn(f32) -> u32 + Co
         }
         let mut byte = 0u8;
         for (j, &s) in chunk.iter().enumerate() {
-            let key = order_key(s);
+            let key = key_of(s);
             let kept = if key == thr {
                 if ties > 0 {
                     ties -= 1;

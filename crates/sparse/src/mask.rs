@@ -88,7 +88,7 @@ impl Mask {
             "mask index {i} out of {}",
             self.bits.len()
         );
-        self.bits.as_raw_slice()[i / 8] >> (i % 8) & 1 == 1
+        self.as_ref().is_kept(i)
     }
 
     /// Sets element `i`.

@@ -65,7 +65,7 @@ pub const MAX_ALPHABET: usize = 1 << 11;
 
 use model::TableKind;
 pub use model::{DecodeTable, Model};
-pub use sparsewire_metadata::varint::{get as get_varint, put as put_varint};
+pub use sparsewire_metadata::varint::{get as get_varint, len as varint_len, put as put_varint};
 
 /// Per-symbol constants that turn the encoder's division into a multiply and shifts
 /// (Alverson's reciprocal, as in ryg_rans), packed in 8 bytes so a 2048-symbol table stays

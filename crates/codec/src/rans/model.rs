@@ -1,7 +1,7 @@
 //! Quantised probability models ([`Model`]): fitted to a histogram, serialised in the
 //! header or in front of a stream, and turned into the decoder's lookup table.
 
-use super::{get_varint, put_varint, MAX_ALPHABET, PRECISION_BITS, TOTAL};
+use super::{get_varint, put_varint, varint_len, MAX_ALPHABET, PRECISION_BITS, TOTAL};
 use crate::CodecError;
 
 /// A quantised probability table over symbols `0..alphabet`.
@@ -97,6 +97,7 @@ impl Model {
     /// scans otherwise). The choice and the model are the same as quantising, costing
     /// and serialising each precision in full.
     pub fn best_for_with_cost(counts: &[u64]) -> Option<(Model, Vec<u8>, f64)> {
+        assert!(counts.len() <= MAX_ALPHABET, "alphabet over MAX_ALPHABET");
         let present = Present::of(counts);
         let tries: &[u32] = if present.total < 1 << 13 {
             &[12, 10, 8, 6]
@@ -261,13 +262,10 @@ impl Present {
             .map(|&c| ((c as u128 * total_p as u128 / total as u128) as u32).max(1))
             .collect();
         let sum: u32 = freq.iter().sum();
-        // `c * log2(to / from)` for `to = from + 1`, the log from a table of the same
-        // expression (bit for bit what computing it here gives).
+        // `c * log2((f + 1) / f)`: the change in coded size when `f` becomes `f + 1`, the
+        // log from a table of the same expression (bit for bit what computing it gives).
         let ratio = &log2_tables().next;
-        let step = |c: u64, from: u32, to: u32| {
-            debug_assert_eq!(to, from + 1);
-            c as f64 * ratio[from as usize]
-        };
+        let gain = |c: u64, f: u32| c as f64 * ratio[f as usize];
         // Every key is distinct (the index breaks ties), so the pops come out in the same
         // order however the heap was built: built in one go (O(n)), not pushed one by one.
         let mut heap;
@@ -277,16 +275,13 @@ impl Present {
                     .iter()
                     .zip(&freq)
                     .enumerate()
-                    .map(|(i, (&c, &f))| (Key(step(c, f, f + 1)), std::cmp::Reverse(i)))
+                    .map(|(i, (&c, &f))| (Key(gain(c, f)), std::cmp::Reverse(i)))
                     .collect::<Vec<_>>(),
             );
             for _ in sum..total_p {
                 let (_, std::cmp::Reverse(i)) = heap.pop().expect("present symbols");
                 freq[i] += 1;
-                heap.push((
-                    Key(step(counts[i], freq[i], freq[i] + 1)),
-                    std::cmp::Reverse(i),
-                ));
+                heap.push((Key(gain(counts[i], freq[i])), std::cmp::Reverse(i)));
             }
         } else {
             // Smallest loss first: order by the negated loss.
@@ -296,7 +291,7 @@ impl Present {
                     .zip(&freq)
                     .enumerate()
                     .filter(|(_, (_, &f))| f > 1)
-                    .map(|(i, (&c, &f))| (Key(-step(c, f - 1, f)), std::cmp::Reverse(i)))
+                    .map(|(i, (&c, &f))| (Key(-gain(c, f - 1)), std::cmp::Reverse(i)))
                     .collect::<Vec<_>>(),
             );
             for _ in total_p..sum {
@@ -306,7 +301,7 @@ impl Present {
                 freq[i] -= 1;
                 if freq[i] > 1 {
                     let f = freq[i];
-                    heap.push((Key(-step(counts[i], f - 1, f)), std::cmp::Reverse(i)));
+                    heap.push((Key(-gain(counts[i], f - 1)), std::cmp::Reverse(i)));
                 }
             }
         }
@@ -365,11 +360,6 @@ fn log2_tables() -> &'static Log2Tables {
                 .collect(),
         }
     })
-}
-
-/// Bytes of `v` as [`put_varint`] writes it.
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A serialised model as read: its present symbols in increasing order with their
@@ -485,25 +475,6 @@ impl DecodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varint_len_is_what_put_varint_writes() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            300,
-            16383,
-            16384,
-            u32::MAX as u64,
-            u64::MAX,
-        ] {
-            let mut b = Vec::new();
-            put_varint(&mut b, v);
-            assert_eq!(varint_len(v), b.len(), "{v}");
-        }
-    }
 
     #[test]
     fn serialised_len_is_to_bytes_len() {
