@@ -13,7 +13,7 @@
 //! |----------|----------------------------------------------------|-------------------------|
 //! | `scalar` | one lane at a time (the reference; also 1 and 4 lanes) | scalar loops        |
 //! | `avx2`   | 8-lane registers: gather, refill by a permute table | scalar loops           |
-//! | `avx512` | 8-lane registers (two 8-wide gathers measured faster than one 16-wide on Zen 4), refill by `vpexpandd`; wide tables too; encoder rounds | 32 values per step: `vpermt2w` value->symbol, `vpermb` + `vpmultishiftqb` tail unpack, merged straight into the output; for 32-lane BF16 heads inside the rounds |
+//! | `avx512` | 8-lane registers (two 8-wide gathers measured faster than one 16-wide on Zen 4), refill by `vpexpandd`; wide tables too; encoder rounds | 32 values per step: `vpermt2w` value->symbol, `vpermb` + `vpmultishiftqb` tail unpack, merged straight into the output; for 32-lane BF16 and F32 heads (raw tails and low bytes) inside the rounds |
 
 use std::sync::OnceLock;
 

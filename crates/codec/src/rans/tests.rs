@@ -184,6 +184,78 @@ fn simd_kernels_match_the_scalar_reference() {
     }
 }
 
+/// The fused F32 rounds (heads, packed tails and raw low bytes merged in the rANS rounds)
+/// write what the scalar head decoder followed by the scalar merge writes, on a compact
+/// table whose values are the symbols, one whose values index them, and a wide table; the
+/// lanes' states and position continue where the scalar decoder's would.
+#[test]
+fn fused_f32_rounds_match_the_scalar_merge() {
+    let kernels = simd_kernels("fused_f32_rounds_match_the_scalar_merge");
+    if !kernels.contains(&Kernel::Avx512) {
+        eprintln!("SKIPPED fused_f32_rounds_match_the_scalar_merge: no AVX-512 kernel");
+        return;
+    }
+    let mut seed = 5u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (seed >> 33) as usize
+    };
+    // 100 heads below 256 (direct), 200 spread to 2047 (indexed), 1500 (wide).
+    for (n, alphabet, spread) in [
+        (20_000usize, 100usize, 1),
+        (20_000, 200, 10),
+        (40_000, 1500, 1),
+    ] {
+        let heads: Vec<u16> = (0..n)
+            .map(|_| ((next() % alphabet) * spread % 2048) as u16)
+            .collect();
+        let tails: Vec<u8> = (0..n).map(|_| (next() % 32) as u8).collect();
+        let low: Vec<[u8; 2]> = (0..n).map(|_| [next() as u8, next() as u8]).collect();
+        let mut packed = Vec::new();
+        crate::bits::pack(&tails, 5, &mut packed);
+        let (b1, b0): (Vec<u8>, Vec<u8>) = low.iter().map(|l| (l[1], l[0])).unzip();
+        let m = Model::from_counts(&hist(&heads, 2048)).unwrap();
+        let mut buf = Vec::new();
+        encode(&heads, &m, &mut buf).unwrap();
+        let t = m.decode_table();
+        let mut d = Decoder::new(&buf).unwrap();
+        let mut out = vec![0u8; 4 * n];
+        // Two calls, the second from where the first stopped, as the plane decoder makes.
+        let half = n / 2 / 32 * 32;
+        let k1 = d.decode_f32(
+            &t,
+            &packed,
+            [&b1, &b0],
+            &mut out[..4 * half],
+            Kernel::Avx512,
+        );
+        assert!(k1 > 0 && k1 <= half && k1.is_multiple_of(32));
+        let at = k1;
+        let k2 = d.decode_f32(
+            &t,
+            &packed[at * 5 / 8..],
+            [&b1[at..], &b0[at..]],
+            &mut out[4 * at..],
+            Kernel::Avx512,
+        );
+        let done = k1 + k2;
+        // Only the tails' 12-byte window and the last partial round are left over.
+        assert!(done >= n - 64, "{done} of {n}");
+        // The rest through the scalar decoder, from the states the fused rounds left.
+        let mut rest = vec![0u16; n - done];
+        d.decode_reference(&t, &mut rest).unwrap();
+        d.finish().unwrap();
+        assert_eq!(rest, heads[done..]);
+        for i in 0..done {
+            let v = (heads[i] as u32) << 21
+                | (tails[i] as u32) << 16
+                | (low[i][1] as u32) << 8
+                | low[i][0] as u32;
+            assert_eq!(out[4 * i..4 * i + 4], v.to_le_bytes(), "value {i} of {n}");
+        }
+    }
+}
+
 #[test]
 fn corrupt_streams_are_errors_not_panics() {
     let syms: Vec<u16> = (0..1000).map(|i| (i % 5) as u16).collect();
@@ -197,6 +269,28 @@ fn corrupt_streams_are_errors_not_panics() {
     }
     let mut longer = vec![0u16; 1001];
     assert!(decode(&buf, &t, &mut longer).is_err());
+    // 32 lanes: asking for more symbols than the stream holds, or decoding it cut short,
+    // fails on every kernel (their last rounds run on a zero-padded copy of the words and
+    // must not take its zeros for words).
+    let syms: Vec<u16> = (0..20_000).map(|i| (i * 7 % 11 % 5) as u16).collect();
+    let m = Model::from_counts(&hist(&syms, 5)).unwrap();
+    let mut buf = Vec::new();
+    encode(&syms, &m, &mut buf).unwrap();
+    let t = m.decode_table();
+    for k in Kernel::available_kernels() {
+        for extra in [1, 32, 640] {
+            let mut longer = vec![0u16; syms.len() + extra];
+            let mut d = Decoder::new(&buf).unwrap();
+            let r = d.decode_with(&t, &mut longer, k).and_then(|()| d.finish());
+            assert!(r.is_err(), "{k:?} decoded {extra} symbols too many");
+        }
+        for cut in [2, 64, 130] {
+            let mut out = vec![0u16; syms.len()];
+            let mut d = Decoder::new(&buf[..buf.len() - cut]).unwrap();
+            let r = d.decode_with(&t, &mut out, k).and_then(|()| d.finish());
+            assert!(r.is_err(), "{k:?} decoded a stream {cut} bytes short");
+        }
+    }
 }
 
 #[test]

@@ -384,6 +384,107 @@ pub(super) unsafe fn decode_bf16_avx512(
     }
 }
 
+/// The interleave of two registers of 32 words: low word `i` and high word `i` become
+/// the `u32` `i`; `half` 0 for values 0..16, 1 for 16..32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn interleave16(half: usize) -> __m512i {
+    let idx: [u16; 32] = std::array::from_fn(|j| (16 * half + j / 2 + 32 * (j % 2)) as u16);
+    // SAFETY: a 64-byte load from a 64-byte array.
+    unsafe { _mm512_loadu_si512(idx.as_ptr() as *const __m512i) }
+}
+
+/// The rANS rounds of a 32-lane F32 head fused with the F32 merge (`head << 21 | tail <<
+/// 16 | byte1 << 8 | byte0`): each round's 32 heads go out with their 5-bit tails and raw
+/// low bytes, 128 bytes per round, with no head buffer and no second pass.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VBMI present; `out.len()` a multiple of 128, and for its `rounds =
+/// out.len() / 128` rounds the words present (`*pos + 64 rounds <= stream.len()`), `tails`
+/// readable for `20 rounds + 12` bytes and `byte1`, `byte0` for `32 rounds`; every head
+/// symbol the table yields below `2^11`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn decode_f32_avx512(
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: super::HeadTable<'_>,
+    tails: &[u8],
+    byte1: &[u8],
+    byte0: &[u8],
+    out: &mut [u8],
+) {
+    let t5 = Tails5::new();
+    let ilv = [interleave16(0), interleave16(1)];
+    let mask12 = _mm256_set1_epi32(0xfff);
+    let (mut tail_at, mut b1, mut b0) = (tails.as_ptr(), byte1.as_ptr(), byte0.as_ptr());
+    // One round's 32 heads (16-bit lanes, in order) out as 32 F32 values.
+    let merge = |sym: __m512i,
+                 chunk: &mut [u8],
+                 tail_at: &mut *const u8,
+                 b1: &mut *const u8,
+                 b0: &mut *const u8| {
+        // SAFETY: the caller's contract: 32 bytes at each pointer (the tails' window) and
+        // 128 bytes of `chunk`; each pointer moves past the round's bytes.
+        unsafe {
+            let tail = _mm512_cvtepu8_epi16(t5.unpack(*tail_at));
+            let hi = _mm512_or_si512(_mm512_slli_epi16::<5>(sym), tail);
+            let w1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(*b1 as *const __m256i));
+            let w0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(*b0 as *const __m256i));
+            let lo = _mm512_or_si512(_mm512_slli_epi16::<8>(w1), w0);
+            let o = chunk.as_mut_ptr() as *mut __m512i;
+            _mm512_storeu_si512(o, _mm512_permutex2var_epi16(lo, ilv[0], hi));
+            _mm512_storeu_si512(o.add(1), _mm512_permutex2var_epi16(lo, ilv[1], hi));
+            *tail_at = tail_at.add(20);
+            *b1 = b1.add(32);
+            *b0 = b0.add(32);
+        }
+    };
+    let join = |h: [__m128i; 4]| {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set_m128i(h[1], h[0])),
+            _mm256_set_m128i(h[3], h[2]),
+        )
+    };
+    // SAFETY: the caller's contract, which is `run_rounds`'s; `compact8` and `advance8`
+    // read 16 bytes at the word pointer; `merge` as above.
+    unsafe {
+        match table {
+            super::HeadTable::Compact(entries, symbols) => {
+                let tab = entries.as_ptr() as *const i32;
+                let lookup = symbols.map(|s| SymbolTable::load(s));
+                super::run_rounds::<4, u8>(x, pos, stream, out, 128, |xs, p, chunk| {
+                    let v = join(std::array::from_fn(|c| {
+                        let e = compact8(&mut xs[c], p, tab);
+                        _mm256_cvtepi32_epi16(_mm256_srli_epi32::<24>(e))
+                    }));
+                    let sym = match &lookup {
+                        Some(t) => t.lookup(v),
+                        None => v,
+                    };
+                    merge(sym, chunk, &mut tail_at, &mut b1, &mut b0);
+                })
+            }
+            super::HeadTable::Wide(entries) => {
+                let tab = entries.as_ptr() as *const i32;
+                super::run_rounds::<4, u8>(x, pos, stream, out, 128, |xs, p, chunk| {
+                    let sym = join(std::array::from_fn(|c| {
+                        let slot = _mm256_and_si256(xs[c], mask12);
+                        let lo = _mm256_i32gather_epi32::<8>(tab, slot);
+                        let bias = _mm256_i32gather_epi32::<8>(tab.add(1), slot);
+                        advance8(&mut xs[c], p, _mm256_srli_epi32::<16>(lo), bias);
+                        _mm256_cvtepi32_epi16(lo)
+                    }));
+                    merge(sym, chunk, &mut tail_at, &mut b1, &mut b0);
+                })
+            }
+        }
+    }
+}
+
 /// The rANS rounds for a wide table (more than 256 symbols: 64-bit entries
 /// `symbol | freq << 16 | bias << 32`), writing 16-bit symbols: each register's eight
 /// entries gathered as two halves per round.

@@ -204,6 +204,52 @@ pub(crate) fn decode_bf16_rounds(
     unreachable!("no SIMD kernel off x86_64: {symbols:?} {packed:?} {out:?} {table:?} {x:?}")
 }
 
+/// Where the fused F32 rounds find a round's head symbols: a compact table (8-bit values,
+/// mapped through `symbols` unless they are the symbols) or a wide one (64-bit entries).
+#[derive(Clone, Copy)]
+pub(crate) enum HeadTable<'a> {
+    Compact(&'a [u32; 4096], Option<&'a [u16; 256]>),
+    Wide(&'a [u64; 4096]),
+}
+
+/// Decodes `out.len() / 128` whole rounds of a 32-lane F32 head fused with the merge:
+/// value `i` of `out` (4 bytes, little endian) is `head << 21 | tail << 16 | byte1 << 8 |
+/// byte0`, its tail the `i`-th 5-bit field of `tails`. The scalar twin is the head's
+/// `decode_with` followed by `planes`' F32 merge. AVX-512 only.
+///
+/// Panics unless the CPU has AVX-512 (F, BW, VL, VBMI), `out.len()` is a multiple of 128,
+/// the words suffice for its rounds even if every lane refilled in each, `tails` holds 20
+/// bytes a round plus 12, `byte1` and `byte0` 32 bytes a round, and the table's alphabet is
+/// at most `2^11`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_f32_rounds(
+    x: &mut [u32; 32],
+    pos: &mut usize,
+    stream: &[u8],
+    table: HeadTable<'_>,
+    alphabet: usize,
+    tails: &[u8],
+    byte1: &[u8],
+    byte0: &[u8],
+    out: &mut [u8],
+) {
+    assert!(out.len().is_multiple_of(128));
+    let rounds = out.len() / 128;
+    check_rounds(32, *pos, stream, 32 * rounds);
+    assert!(rounds == 0 || tails.len() >= 20 * rounds + 12);
+    assert!(byte1.len() >= 32 * rounds && byte0.len() >= 32 * rounds);
+    assert!(alphabet <= 1 << 11);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(avx2_available() && avx512_available());
+        // SAFETY: features and bounds asserted above; a compact table's values index its
+        // 256 symbols, and every symbol is below the alphabet.
+        unsafe { avx512::decode_f32_avx512(x, pos, stream, table, tails, byte1, byte0, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no SIMD kernel off x86_64: {tails:?} {byte1:?} {byte0:?} {out:?} {x:?}")
+}
+
 /// [`crate::planes::split_scalar`] compiled with AVX-512 (F, BW, VL) enabled, so its
 /// byte-plane narrowing and shifts vectorise 16 values wide. The same source as the
 /// reference; a test compares the two on every layout.
