@@ -168,13 +168,38 @@ pub fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
                 .chunks_exact(2)
                 .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            Dtype::BF16 => d
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Dtype::BF16 => bf16_to_f32(d),
             _ => return None,
         })
     }
+}
+
+/// BF16 bytes to f32, as `half::bf16::to_f32` converts them (a NaN keeps its payload and
+/// is made quiet), in blocks of 16 whose fixed-length body vectorises: the per-value loop
+/// was 16% of a sparse encode of MiniLM bf16.
+fn bf16_to_f32(d: &[u8]) -> Vec<f32> {
+    #[inline(always)]
+    fn one(lo: u8, hi: u8) -> f32 {
+        let b = u16::from_le_bytes([lo, hi]) as u32;
+        let nan = b & 0x7fff > 0x7f80;
+        f32::from_bits((b | if nan { 0x40 } else { 0 }) << 16)
+    }
+    let mut out = vec![0f32; d.len() / 2];
+    let mut blocks = d.chunks_exact(32);
+    let mut outs = out.chunks_exact_mut(16);
+    for (o, c) in (&mut outs).zip(&mut blocks) {
+        for i in 0..16 {
+            o[i] = one(c[2 * i], c[2 * i + 1]);
+        }
+    }
+    for (o, c) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(blocks.remainder().chunks_exact(2))
+    {
+        *o = one(c[0], c[1]);
+    }
+    out
 }
 
 /// A tensor whose bytes are anywhere ([`TensorBytes`]: a slice, a file range).
@@ -268,4 +293,25 @@ pub(crate) fn from_st_dtype(d: ::safetensors::Dtype) -> Result<Dtype, FormatErro
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every BF16 bit pattern, at every offset within a block and in the remainder,
+    /// converts to the bits `half` gives (NaNs made quiet the same way).
+    #[test]
+    fn bf16_conversion_matches_half_on_every_bit_pattern() {
+        let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
+        for skip in [0usize, 1, 15] {
+            let d = &bytes[2 * skip..];
+            let got = to_f32(Dtype::BF16, d).unwrap();
+            assert_eq!(got.len(), d.len() / 2);
+            for (g, c) in got.iter().zip(d.chunks_exact(2)) {
+                let want = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                assert_eq!(g.to_bits(), want.to_bits(), "bf16 {:02x}{:02x}", c[1], c[0]);
+            }
+        }
+    }
 }
