@@ -203,3 +203,64 @@ fn expand_f32(
     }
     all_read(p, values, 4)
 }
+
+/// The kept values of `n` dense little-endian values of `vb` bytes (2 or 4; `None` for
+/// other widths or without the CPU features), in order: `vpcompress` on 32 (2-byte) or 16
+/// (4-byte) values per step, stored whole into slack behind the write position. `kept` is
+/// the mask's popcount over its first `n` bits (as [`crate::MaskRef::kept`] counts it).
+/// The scalar reference is `tile::pack_kept_n`; a test compares the two.
+pub fn pack_kept(dense: &[u8], bits: &[u8], n: usize, kept: usize, vb: usize) -> Option<Vec<u8>> {
+    if !available() || !(vb == 2 || vb == 4) {
+        return None;
+    }
+    assert!(dense.len() >= n * vb && bits.len() >= n.div_ceil(8));
+    // SAFETY: features checked above; lengths asserted.
+    unsafe { pack_kept_compress(dense, bits, n, kept, vb) }
+}
+
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vbmi2")]
+fn pack_kept_compress(
+    dense: &[u8],
+    bits: &[u8],
+    n: usize,
+    kept: usize,
+    vb: usize,
+) -> Option<Vec<u8>> {
+    // Each step stores 64 bytes at the write position, which never passes `kept * vb`
+    // (it counts set bits among the first `n`, all of which `kept` counts).
+    let mut out: Vec<u8> = Vec::with_capacity(kept * vb + 64);
+    let per = 64 / vb;
+    let mut at = 0usize;
+    let src = dense.as_ptr();
+    let dst = out.as_mut_ptr();
+    let mut i = 0;
+    while i < n {
+        let valid = low_mask(n - i) & if per == 32 { u32::MAX } else { 0xffff };
+        let m = bits32(bits, i) & valid;
+        let cnt = m.count_ones() as usize * vb;
+        if at + cnt > kept * vb {
+            // More set bits than `kept` says: stop before writing out of bounds and leave
+            // it to the scalar path.
+            return None;
+        }
+        // SAFETY: the loads are masked to the `valid` values at `i`, inside `dense`; the
+        // store writes 64 bytes at `at <= kept * vb`, inside the capacity.
+        unsafe {
+            let p = src.add(i * vb);
+            let packed = if vb == 2 {
+                let v = _mm512_maskz_loadu_epi16(valid, p as *const i16);
+                _mm512_maskz_compress_epi16(m, v)
+            } else {
+                let v = _mm512_maskz_loadu_epi32(valid as u16, p as *const i32);
+                _mm512_maskz_compress_epi32(m as u16, v)
+            };
+            _mm512_storeu_si512(dst.add(at) as *mut __m512i, packed);
+        }
+        at += cnt;
+        i += per;
+    }
+    // SAFETY: bytes 0..at were written by the stores above (each wrote at least its own
+    // `cnt` bytes at its position).
+    unsafe { out.set_len(at) };
+    Some(out)
+}

@@ -218,6 +218,34 @@ impl SparseTile {
         out
     }
 
+    /// Rows `row..row + rows` (every column) as a view, with nothing copied, where their
+    /// mask bits start on a byte boundary and end on one or at the tile's end (`offsets`
+    /// from [`Self::row_offsets`]); `None` otherwise, or out of range: then [`Self::crop`]
+    /// copies. The writer's whole-row tiles of a sparse tensor are almost always views.
+    pub fn rows_view(
+        &self,
+        offsets: &[usize],
+        row: usize,
+        rows: usize,
+    ) -> Option<SparseTileRef<'_>> {
+        let end_row = row.checked_add(rows).filter(|&e| e <= self.rows)?;
+        if offsets.len() != self.rows + 1 {
+            return None;
+        }
+        let (start, end) = (row * self.cols, end_row * self.cols);
+        if start % 8 != 0 || (end % 8 != 0 && end_row != self.rows) {
+            return None;
+        }
+        let mask = MaskRef::new(
+            self.mask.as_bytes().get(start / 8..end.div_ceil(8))?,
+            end - start,
+        )
+        .ok()?;
+        let vb = value_bytes(self.dtype).ok()?;
+        let values = self.values.get(offsets[row] * vb..offsets[end_row] * vb)?;
+        SparseTileRef::new(rows, self.cols, self.dtype, mask, values).ok()
+    }
+
     /// The sub-block of rows `row..row + rows`, columns `col..col + cols`, as its own tile
     /// (`offsets` from [`Self::row_offsets`]).
     pub fn crop(
@@ -256,6 +284,10 @@ impl SparseTile {
 /// The kept values of a dense block, packed: every value is written, the cursor advances
 /// only past kept ones (no branch per element).
 fn pack_kept(dense: &[u8], mask: MaskRef<'_>, vb: usize) -> Vec<u8> {
+    #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+    if let Some(v) = crate::avx512::pack_kept(dense, mask.as_bytes(), mask.len(), mask.kept(), vb) {
+        return v;
+    }
     match vb {
         2 => pack_kept_n::<2>(dense, mask),
         4 => pack_kept_n::<4>(dense, mask),
@@ -273,7 +305,7 @@ fn pack_kept(dense: &[u8], mask: MaskRef<'_>, vb: usize) -> Vec<u8> {
 
 /// [`pack_kept`] for `N`-byte values: every value is copied to the write position, which
 /// advances only past kept ones (no branch per element), eight elements per mask byte.
-fn pack_kept_n<const N: usize>(dense: &[u8], mask: MaskRef<'_>) -> Vec<u8> {
+pub(crate) fn pack_kept_n<const N: usize>(dense: &[u8], mask: MaskRef<'_>) -> Vec<u8> {
     let n = mask.len();
     let mut out = vec![0u8; (mask.kept() + 1) * N];
     let mut at = 0;
@@ -421,6 +453,67 @@ impl<'a> SparseTileRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rows view, where there is one, is the tile the copying crop makes; it exists for
+    /// every byte-aligned whole-row range and for ranges that end at the last row.
+    #[test]
+    fn rows_views_are_the_crops() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        for (rows, cols) in [(40usize, 16usize), (37, 12), (9, 7), (1, 5), (30, 384)] {
+            let dense: Vec<u8> = (0..rows * cols * 2).map(|_| next() as u8).collect();
+            let mask = Mask::from_fn(rows * cols, |_| next() % 3 != 0);
+            let t = SparseTile::from_dense(rows, cols, Dtype::BF16, &dense, mask).unwrap();
+            let offsets = t.row_offsets();
+            for row in 0..rows {
+                for n in 0..=rows - row {
+                    let (start, end) = (row * cols, (row + n) * cols);
+                    let aligned = start % 8 == 0 && (end % 8 == 0 || row + n == rows);
+                    let view = t.rows_view(&offsets, row, n);
+                    assert_eq!(view.is_some(), aligned, "{rows}x{cols} rows {row}+{n}");
+                    if let Some(v) = view {
+                        let c = t.crop(&offsets, row, 0, n, cols).unwrap();
+                        assert_eq!(v, c.as_ref(), "{rows}x{cols} rows {row}+{n}");
+                    }
+                }
+            }
+            assert!(t.rows_view(&offsets, rows, 1).is_none());
+            assert!(t.rows_view(&offsets[1..], 0, 1).is_none());
+        }
+    }
+
+    /// The AVX-512 compress-store pack writes what the scalar pack writes, for 2- and
+    /// 4-byte values, on lengths around the vector widths and densities from none to all.
+    #[test]
+    fn simd_pack_matches_the_scalar_pack() {
+        if !crate::simd_test_guard("simd_pack_matches_the_scalar_pack") {
+            return;
+        }
+        #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+        {
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for n in [0usize, 1, 15, 16, 17, 31, 32, 33, 100, 1000, 4099] {
+                let dense: Vec<u8> = (0..4 * n).map(|_| next() as u8).collect();
+                for keep_in_16 in [0u64, 1, 8, 15, 16] {
+                    let mask = Mask::from_fn(n, |_| next() % 16 < keep_in_16);
+                    let m = mask.as_ref();
+                    let fast2 = crate::avx512::pack_kept(&dense, m.as_bytes(), n, m.kept(), 2);
+                    assert_eq!(fast2, Some(pack_kept_n::<2>(&dense, m)), "n {n} bf16");
+                    let fast4 = crate::avx512::pack_kept(&dense, m.as_bytes(), n, m.kept(), 4);
+                    assert_eq!(fast4, Some(pack_kept_n::<4>(&dense, m)), "n {n} f32");
+                }
+            }
+        }
+    }
 
     #[test]
     fn dense_round_trips_and_crops() {
