@@ -211,8 +211,14 @@ impl SparseTile {
         let mut at = 0;
         out.push(0);
         let bits = self.mask.bits();
+        let bytes = self.mask.as_bytes();
         for r in 0..self.rows {
-            at += bits[r * self.cols..(r + 1) * self.cols].count_ones();
+            let (start, end) = (r * self.cols, (r + 1) * self.cols);
+            at += if start % 8 == 0 && end % 8 == 0 {
+                crate::mask::popcount(&bytes[start / 8..end / 8])
+            } else {
+                bits[start..end].count_ones()
+            };
             out.push(at);
         }
         out

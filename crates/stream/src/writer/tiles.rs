@@ -7,8 +7,8 @@ use crate::StreamError;
 use rayon::prelude::*;
 use sparsewire_codec::rans::Model;
 use sparsewire_codec::{
-    encode_planes, encode_planes_counted, encode_symbol_stream, encode_whole, CodecError,
-    EncodedStream, PlaneHistograms, PlaneLayout, TensorModels,
+    encode_planes_counted, encode_symbol_stream, encode_whole, CodecError, EncodedStream,
+    PlaneHistograms, PlaneLayout, TensorModels,
 };
 use sparsewire_formats::tiling::{default_tile_shape, TileGrid};
 use sparsewire_formats::TensorRef;
@@ -473,34 +473,52 @@ pub(super) fn sparse<W: Write>(
     // Shared models (small profile, two tiles or more): the kept values' planes, and one
     // bitmask-byte model for the tensor (a local model per tile would cost ~6% of an
     // 8 KiB mask).
-    let (mut models, mask_hist) = if opts.profile == Profile::Small && n >= 2 {
-        let (h, m) = (0..n)
+    // As for a lossless tensor, the first KEEP_COUNTED tiles' value histograms are kept for
+    // their own encode.
+    let count = |k: u64| {
+        let t = crop(k)?;
+        let t = t.get();
+        let mut h = PlaneHistograms::new(layout);
+        h.add(t.values());
+        let mut m = vec![0u64; 256];
+        for &b in t.mask().as_bytes() {
+            m[b as usize] += 1;
+        }
+        Ok::<_, StreamError>((h, m))
+    };
+    let merge = |(ha, mut ma): (PlaneHistograms, Vec<u64>),
+                 (hb, mb): (&PlaneHistograms, &[u64])| {
+        for (a, b) in ma.iter_mut().zip(mb) {
+            *a += b;
+        }
+        (ha.merge(hb), ma)
+    };
+    let (mut models, mask_hist, counted) = if opts.profile == Profile::Small && n >= 2 {
+        let kept = n.min(KEEP_COUNTED);
+        let counted: Vec<(PlaneHistograms, Vec<u64>)> = (0..kept)
             .into_par_iter()
-            .map(|k| {
-                let t = crop(k)?;
-                let t = t.get();
-                let mut h = PlaneHistograms::new(layout);
-                h.add(t.values());
-                let mut m = vec![0u64; 256];
-                for &b in t.mask().as_bytes() {
-                    m[b as usize] += 1;
-                }
-                Ok::<_, StreamError>((h, m))
-            })
-            .try_reduce_with(|(ha, mut ma), (hb, mb)| {
-                for (a, b) in ma.iter_mut().zip(&mb) {
-                    *a += b;
-                }
-                Ok((ha.merge(&hb), ma))
-            })
-            .expect("two or more tiles")?;
-        (TensorModels::fit(&h), m)
+            .map(count)
+            .collect::<Result<_, _>>()?;
+        let rest = (kept..n)
+            .into_par_iter()
+            .map(count)
+            .try_reduce_with(|a, b| Ok(merge(a, (&b.0, &b.1))))
+            .transpose()?;
+        let (h, m) = counted
+            .iter()
+            .chain(&rest)
+            .fold((PlaneHistograms::new(layout), vec![0u64; 256]), |a, b| {
+                merge(a, (&b.0, &b.1))
+            });
+        let counted: Vec<PlaneHistograms> = counted.into_iter().map(|(h, _)| h).collect();
+        (TensorModels::fit(&h), m, counted)
     } else {
         (
             TensorModels {
                 models: vec![None; 1 + layout.byte_planes],
             },
             vec![0u64; 256],
+            Vec::new(),
         )
     };
     let mask_model_id = models.models.len() as u16;
@@ -519,7 +537,8 @@ pub(super) fn sparse<W: Write>(
         let values = if fast {
             vec![encode_whole(ValueCodec::Raw, t.values(), 0).map_err(err)?]
         } else {
-            encode_planes(layout, t.values(), &models).map_err(err)?
+            encode_planes_counted(layout, t.values(), &models, counted.get(k as usize))
+                .map_err(err)?
         };
         Ok(std::iter::once(mask).chain(values).collect())
     };
