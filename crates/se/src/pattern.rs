@@ -39,7 +39,7 @@ fn order_key(s: f32) -> u32 {
 /// The `k`-th lowest key (1-based, `1 <= k <= keys`) of `scores` and how many keys are
 /// below it: a two-pass radix select (the high 16 bits, then the low 16 bits inside the
 /// bucket that holds it), two streaming passes instead of a copy and a quickselect.
-fn kth_key(scores: &[f32], k: usize, key_of: impl Fn(f32) -> u32) -> (u32, usize) {
+fn kth_key<T: Copy>(scores: &[T], k: usize, key_of: impl Fn(T) -> u32) -> (u32, usize) {
     debug_assert!(k >= 1 && k <= scores.len());
     let mut hist = vec![0usize; 1 << 16];
     let mut low_bits = 0u32;
@@ -90,9 +90,20 @@ pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
     unstructured_by(w, drop_count(w.len(), sparsity), |v| order_key(v.abs()))
 }
 
+/// [`unstructured_magnitude`] of BF16 weights read as their little-endian bytes, every
+/// value finite (the caller checks): the same mask with no f32 copy of the tensor. `|w|`
+/// of a finite BF16 value is its low 15 bits shifted up 16, so its [`order_key`] is that
+/// with the top bit set (and the second radix pass is never needed).
+pub fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Mask {
+    let (values, _) = bytes.as_chunks::<2>();
+    unstructured_by(values, drop_count(values.len(), sparsity), |b| {
+        ((u16::from_le_bytes(b) & 0x7fff) as u32) << 16 | 0x8000_0000
+    })
+}
+
 /// [`unstructured`] over `scores` ranked by `key_of(score)`.
 #[inline(always)]
-fn unstructured_by(scores: &[f32], k: usize, key_of: impl Fn(f32) -> u32 + Copy) -> Mask {
+fn unstructured_by<T: Copy>(scores: &[T], k: usize, key_of: impl Fn(T) -> u32 + Copy) -> Mask {
     let n = scores.len();
     if k == 0 {
         return Mask::from_fn(n, |_| true);
@@ -104,7 +115,7 @@ fn unstructured_by(scores: &[f32], k: usize, key_of: impl Fn(f32) -> u32 + Copy)
     for (b, chunk) in bytes.iter_mut().zip(scores.chunks(8)) {
         // Most groups of eight hold no key equal to the threshold: one comparison each,
         // unrolled (no branch per element).
-        if let Ok(g) = <&[f32; 8]>::try_from(chunk) {
+        if let Ok(g) = <&[T; 8]>::try_from(chunk) {
             let keys = g.map(key_of);
             if !keys.contains(&thr) {
                 *b = (0..8).fold(0u8, |byte, j| byte | ((keys[j] > thr) as u8) << j);
