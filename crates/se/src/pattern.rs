@@ -94,11 +94,64 @@ pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
 /// value finite (the caller checks): the same mask with no f32 copy of the tensor. `|w|`
 /// of a finite BF16 value is its low 15 bits shifted up 16, so its [`order_key`] is that
 /// with the top bit set (and the second radix pass is never needed).
+///
+/// So the select runs on the 15-bit magnitudes themselves: one histogram pass into 2^15
+/// `u32` counters (128 KiB, not the generic pass's 512 KiB), then the mask sixteen values
+/// a step, compared as 16-bit lanes.
 pub fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Mask {
     let (values, _) = bytes.as_chunks::<2>();
-    unstructured_by(values, drop_count(values.len(), sparsity), |b| {
-        ((u16::from_le_bytes(b) & 0x7fff) as u32) << 16 | 0x8000_0000
-    })
+    let n = values.len();
+    let k = drop_count(n, sparsity);
+    if n > u32::MAX as usize {
+        return unstructured_by(values, k, |b| {
+            ((u16::from_le_bytes(b) & 0x7fff) as u32) << 16 | 0x8000_0000
+        });
+    }
+    if k == 0 {
+        return Mask::from_fn(n, |_| true);
+    }
+    let mag = |b: &[u8; 2]| u16::from_le_bytes(*b) & 0x7fff;
+    let mut hist = vec![0u32; 1 << 15];
+    for b in values {
+        hist[mag(b) as usize] += 1;
+    }
+    // The bucket (magnitude) holding the k-th lowest and how many are below it.
+    let (mut thr, mut below) = (0u16, 0usize);
+    for (m, &c) in hist.iter().enumerate() {
+        if below + c as usize >= k {
+            thr = m as u16;
+            break;
+        }
+        below += c as usize;
+    }
+    // Equal magnitudes are dropped in index order until `k` are dropped.
+    let mut ties = k - below;
+    let mut out = vec![0u8; n.div_ceil(8)];
+    let mut one = |m: u16| {
+        if m == thr && ties > 0 {
+            ties -= 1;
+            false
+        } else {
+            m >= thr
+        }
+    };
+    let (blocks, rest) = values.as_chunks::<16>();
+    for (o, blk) in out.chunks_exact_mut(2).zip(blocks) {
+        let m: [u16; 16] = std::array::from_fn(|j| mag(&blk[j]));
+        // Most blocks hold no value at the threshold: one comparison a lane, no branch.
+        let at_thr = m.iter().fold(false, |a, &x| a | (x == thr));
+        let bits = if at_thr {
+            (0..16).fold(0u16, |bits, j| bits | (one(m[j]) as u16) << j)
+        } else {
+            (0..16).fold(0u16, |bits, j| bits | ((m[j] > thr) as u16) << j)
+        };
+        o.copy_from_slice(&bits.to_le_bytes());
+    }
+    for (i, b) in rest.iter().enumerate() {
+        let at = 16 * blocks.len() + i;
+        out[at / 8] |= (one(mag(b)) as u8) << (at % 8);
+    }
+    Mask::from_packed(out, n).expect("packed to its length")
 }
 
 /// [`unstructured`] over `scores` ranked by `key_of(score)`.
