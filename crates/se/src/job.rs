@@ -380,14 +380,13 @@ impl Job<'_> {
             return Ok(None);
         }
         config.check()?;
-        let mask =
+        let (mask, errors) =
             crate::pattern::unstructured_magnitude_bf16(&t.data, config.effective_sparsity());
         let tile = SparseTile::from_dense(self.rows, self.cols, t.dtype, &t.data, mask.clone())
             .map_err(|source| SparsifyError::Tile {
                 tensor: t.name.clone(),
                 source,
             })?;
-        let errors = dropped_energy_bf16(&t.data, &mask);
         let achieved = 1.0 - mask.density();
         let info = Sparsification {
             criterion: config.criterion,
@@ -581,110 +580,16 @@ fn fix_nonfinite(
 }
 
 fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
-    let mut e = Energy::default();
+    let mut e = metrics::Energy::default();
     e.add(original, mask.as_bytes());
     e.errors()
-}
-
-/// [`dropped_energy`] of BF16 weights read as their bytes, a few thousand widened at a time
-/// into a stack buffer: the same sums in the same order, with no f32 copy of the tensor.
-fn dropped_energy_bf16(bytes: &[u8], mask: &Mask) -> Errors {
-    const BLOCK: usize = 4096;
-    let mut e = Energy::default();
-    let mut buf = [0f32; BLOCK];
-    for (values, bits) in bytes
-        .chunks(2 * BLOCK)
-        .zip(mask.as_bytes().chunks(BLOCK / 8))
-    {
-        let v = &mut buf[..values.len() / 2];
-        for (o, c) in v.iter_mut().zip(values.chunks_exact(2)) {
-            *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
-        }
-        e.add(v, bits);
-    }
-    e.errors()
-}
-
-/// Squared values, all and dropped, in eight running sums, one per position in a mask
-/// byte, over whole groups of eight (unrolled and vectorised), added up at the end: one
-/// sequential f64 sum was a latency chain that took a quarter of a sparse encode. Blocks
-/// added one after another (each a whole number of groups but the last) give the sums one
-/// call over all of them gives.
-#[derive(Default)]
-struct Energy {
-    dropped: [f64; 8],
-    total: [f64; 8],
-}
-
-impl Energy {
-    /// Adds `values` whose mask bits start at bit 0 of `bytes`.
-    fn add(&mut self, values: &[f32], bytes: &[u8]) {
-        let Energy { dropped, total } = self;
-        // e * 1.0 or e * 0.0 (e is finite): the same sums as a branch would give. The
-        // factors come by nibble from a table, so that the eight lanes vectorise (a
-        // per-lane shift of the mask byte kept them scalar).
-        const DROP: [[f64; 4]; 16] = {
-            let mut t = [[0.0; 4]; 16];
-            let mut n = 0;
-            while n < 16 {
-                let mut j = 0;
-                while j < 4 {
-                    t[n][j] = ((!n >> j) & 1) as f64;
-                    j += 1;
-                }
-                n += 1;
-            }
-            t
-        };
-        let mut groups = values.chunks_exact(8);
-        for (&byte, v) in bytes.iter().zip(&mut groups) {
-            // A fixed-size group, so the eight lanes unroll.
-            let v: &[f32; 8] = v.try_into().expect("eight values");
-            let (lo, hi) = (&DROP[(byte & 15) as usize], &DROP[(byte >> 4) as usize]);
-            for j in 0..4 {
-                let e = (v[j] as f64) * (v[j] as f64);
-                total[j] += e;
-                dropped[j] += e * lo[j];
-            }
-            for j in 0..4 {
-                let e = (v[4 + j] as f64) * (v[4 + j] as f64);
-                total[4 + j] += e;
-                dropped[4 + j] += e * hi[j];
-            }
-        }
-        if let Some(&byte) = bytes.get(values.len() / 8) {
-            for (j, &x) in groups.remainder().iter().enumerate() {
-                let e = (x as f64) * (x as f64);
-                total[j] += e;
-                dropped[j] += e * ((!byte >> j) & 1) as f64;
-            }
-        }
-    }
-
-    fn errors(&self) -> Errors {
-        let (dropped, total): (f64, f64) = (self.dropped.iter().sum(), self.total.iter().sum());
-        let rel = if total == 0.0 {
-            0.0
-        } else {
-            (dropped / total).sqrt()
-        };
-        Errors {
-            rel_frobenius: rel,
-            snr_db: if rel == 0.0 {
-                f64::INFINITY
-            } else {
-                -20.0 * rel.log10()
-            },
-            rel_output: None,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The BF16 paths (mask and dropped energy straight from the bytes) give what the f32
+    /// The BF16 path (mask and dropped energy straight from the bytes, in one pass) give what the f32
     /// paths give on the widened values, bit for bit: ragged lengths across the energy's
     /// blocks, many tied magnitudes, signed zeros, every sparsity step.
     #[test]
@@ -711,13 +616,10 @@ mod tests {
                 .collect();
             let f = sparsewire_formats::to_f32(Dtype::BF16, &bytes).unwrap();
             for s in [0.0, 0.1, 0.5, 0.77, 0.999, 1.0] {
-                let fast = crate::pattern::unstructured_magnitude_bf16(&bytes, s);
+                let (fast, a) = crate::pattern::unstructured_magnitude_bf16(&bytes, s);
                 let slow = crate::pattern::unstructured_magnitude(&f, s);
                 assert_eq!(fast, slow, "n {n} sparsity {s}");
-                let (a, b) = (
-                    dropped_energy_bf16(&bytes, &fast),
-                    dropped_energy(&f, &slow),
-                );
+                let b = dropped_energy(&f, &slow);
                 assert_eq!(
                     a.rel_frobenius.to_bits(),
                     b.rel_frobenius.to_bits(),

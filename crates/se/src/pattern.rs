@@ -5,6 +5,7 @@
 //! lowest index dropped first), so achieved sparsity is within one element (unstructured,
 //! per row), one group (N:M partial groups), one block or one row of the target.
 
+use crate::metrics::{Energy, Errors};
 use crate::SparsifyError;
 use sparsewire_metadata::Pattern;
 use sparsewire_sparse::Mask;
@@ -91,26 +92,31 @@ pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
 }
 
 /// [`unstructured_magnitude`] of BF16 weights read as their little-endian bytes, every
-/// value finite (the caller checks): the same mask with no f32 copy of the tensor. `|w|`
-/// of a finite BF16 value is its low 15 bits shifted up 16, so its [`order_key`] is that
-/// with the top bit set (and the second radix pass is never needed).
-///
-/// So the select runs on the 15-bit magnitudes themselves: one histogram pass into 2^15
-/// `u32` counters (128 KiB, not the generic pass's 512 KiB), then the mask sixteen values
-/// a step, compared as 16-bit lanes.
-pub fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Mask {
+/// value finite (the caller checks), with the dropped energy of the mask measured in the
+/// same pass: the same mask and the same sums as the f32 path, with no f32 copy of the
+/// tensor. `|w|` of a finite BF16 value is its low 15 bits shifted up 16, so the select
+/// runs on those 15 bits: one histogram pass into 2^15 `u32` counters (128 KiB, not the
+/// generic pass's 512 KiB), then the mask sixteen 16-bit lanes a step, each group of eight
+/// widened and added to the energy as its mask byte is made.
+pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> (Mask, Errors) {
     let (values, _) = bytes.as_chunks::<2>();
     let n = values.len();
     let k = drop_count(n, sparsity);
-    if n > u32::MAX as usize {
-        return unstructured_by(values, k, |b| {
-            ((u16::from_le_bytes(b) & 0x7fff) as u32) << 16 | 0x8000_0000
-        });
-    }
-    if k == 0 {
-        return Mask::from_fn(n, |_| true);
-    }
+    let widen = |b: &[u8; 2]| f32::from_bits((u16::from_le_bytes(*b) as u32) << 16);
     let mag = |b: &[u8; 2]| u16::from_le_bytes(*b) & 0x7fff;
+    let mut energy = Energy::default();
+    if n > u32::MAX as usize || k == 0 {
+        let mask = if k == 0 {
+            Mask::from_fn(n, |_| true)
+        } else {
+            unstructured_by(values, k, |b| {
+                ((u16::from_le_bytes(b) & 0x7fff) as u32) << 16 | 0x8000_0000
+            })
+        };
+        let v: Vec<f32> = values.iter().map(widen).collect();
+        energy.add(&v, mask.as_bytes());
+        return (mask, energy.errors());
+    }
     let mut hist = vec![0u32; 1 << 15];
     for b in values {
         hist[mag(b) as usize] += 1;
@@ -146,12 +152,22 @@ pub fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Mask {
             (0..16).fold(0u16, |bits, j| bits | ((m[j] > thr) as u16) << j)
         };
         o.copy_from_slice(&bits.to_le_bytes());
+        let w: [f32; 16] = std::array::from_fn(|j| widen(&blk[j]));
+        let (w0, w1) = w.split_at(8);
+        energy.add_group(w0.try_into().expect("8"), bits as u8);
+        energy.add_group(w1.try_into().expect("8"), (bits >> 8) as u8);
     }
+    let first = 16 * blocks.len();
     for (i, b) in rest.iter().enumerate() {
-        let at = 16 * blocks.len() + i;
+        let at = first + i;
         out[at / 8] |= (one(mag(b)) as u8) << (at % 8);
     }
-    Mask::from_packed(out, n).expect("packed to its length")
+    let v: Vec<f32> = rest.iter().map(widen).collect();
+    energy.add(&v, &out[first / 8..]);
+    (
+        Mask::from_packed(out, n).expect("packed to its length"),
+        energy.errors(),
+    )
 }
 
 /// [`unstructured`] over `scores` ranked by `key_of(score)`.
