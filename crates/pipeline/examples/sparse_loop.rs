@@ -1,9 +1,10 @@
 //! Sparse-encode loop for profiling and A/B runs of the sparsifying compressor:
 //! `RAYON_NUM_THREADS=1 cargo run --release -p sparsewire-pipeline --example sparse_loop --
-//! FILE [RUNS] [SPARSITY]`.
+//! FILE [RUNS] [SPARSITY] [--fast]`.
 //!
 //! Compresses FILE in memory RUNS times (default 7) with magnitude sparsification at
-//! SPARSITY (default 0.5; the small profile, zero-fill) and prints the median and minimum
+//! SPARSITY (default 0.5; the small profile, or the fast one with `--fast`; zero-fill) and
+//! prints the median and minimum
 //! time with the GB/s of the file's bytes: what `cargo xtask sparsity` times, without the
 //! other settings around it. On a shared host the minimum is the steadier figure for
 //! comparing two builds; alternate them.
@@ -14,20 +15,25 @@ use sparsewire_se::{Budget, SparsifyOptions};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let fast = all.iter().any(|a| a == "--fast");
+    let mut args = all.into_iter().filter(|a| a != "--fast");
     let path = args
         .next()
-        .ok_or("usage: sparse_loop FILE [RUNS] [SPARSITY]")?;
+        .ok_or("usage: sparse_loop FILE [RUNS] [SPARSITY] [--fast]")?;
     let runs: usize = args.next().map_or(Ok(7), |r| r.parse())?;
     let sparsity: f32 = args.next().map_or(Ok(0.5), |s| s.parse())?;
     if runs == 0 || !(0.0..1.0).contains(&sparsity) {
         return Err("RUNS must be at least 1 and SPARSITY in [0, 1)".into());
     }
     let file = InputFile::open(std::path::Path::new(&path))?.read_all()?;
-    let opts = CompressOptions {
+    let mut opts = CompressOptions {
         sparsify: Some(SparsifyOptions::new(Budget::Sparsity(sparsity))),
         ..CompressOptions::default()
     };
+    if fast {
+        opts.encode.profile = sparsewire_stream::Profile::Fast;
+    }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
