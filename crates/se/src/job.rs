@@ -360,7 +360,6 @@ impl Job<'_> {
         };
         if t.dtype != Dtype::BF16
             || config.criterion != Criterion::Magnitude
-            || config.pattern != Pattern::Unstructured
             || self.scorer.is_some()
             || self.inputs.is_some()
             || self.rebuild != Rebuild::Zero
@@ -380,8 +379,26 @@ impl Job<'_> {
             return Ok(None);
         }
         config.check()?;
-        let (mask, errors) =
-            crate::pattern::unstructured_magnitude_bf16(&t.data, config.effective_sparsity());
+        let (mask, errors) = if config.pattern == Pattern::Unstructured {
+            crate::pattern::unstructured_magnitude_bf16(&t.data, config.effective_sparsity())
+        } else {
+            // Any other pattern ranks |w| as `sparsify` does, from scores widened straight
+            // from the bits (one f32 vector where the general path makes two).
+            let scores: Vec<f32> = values
+                .iter()
+                .map(|b| f32::from_bits(((u16::from_le_bytes(*b) & 0x7fff) as u32) << 16))
+                .collect();
+            let mask = crate::pattern::select(
+                &scores,
+                self.rows,
+                self.cols,
+                config.pattern,
+                config.effective_sparsity(),
+            )?;
+            drop(scores);
+            let errors = bf16_dropped_energy(values, &mask);
+            (mask, errors)
+        };
         let tile = SparseTile::from_dense(self.rows, self.cols, t.dtype, &t.data, mask.clone())
             .map_err(|source| SparsifyError::Tile {
                 tensor: t.name.clone(),
@@ -579,6 +596,22 @@ fn fix_nonfinite(
     Ok(())
 }
 
+/// [`dropped_energy`] of BF16 weights, widened a few thousand at a time on the stack: the
+/// same sums in the same order, with no f32 copy of the tensor.
+fn bf16_dropped_energy(values: &[[u8; 2]], mask: &Mask) -> Errors {
+    const BLOCK: usize = 4096;
+    let mut e = metrics::Energy::default();
+    let mut buf = [0f32; BLOCK];
+    for (v, bits) in values.chunks(BLOCK).zip(mask.as_bytes().chunks(BLOCK / 8)) {
+        let w = &mut buf[..v.len()];
+        for (o, b) in w.iter_mut().zip(v) {
+            *o = f32::from_bits((u16::from_le_bytes(*b) as u32) << 16);
+        }
+        e.add(w, bits);
+    }
+    e.errors()
+}
+
 fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
     let mut e = metrics::Energy::default();
     e.add(original, mask.as_bytes());
@@ -589,9 +622,10 @@ fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
 mod tests {
     use super::*;
 
-    /// The BF16 path (mask and dropped energy straight from the bytes, in one pass) give what the f32
-    /// paths give on the widened values, bit for bit: ragged lengths across the energy's
-    /// blocks, many tied magnitudes, signed zeros, every sparsity step.
+    /// The BF16 paths (mask and dropped energy straight from the bytes; the scores and the
+    /// blockwise energy the other patterns use) give what the f32 paths give on the
+    /// widened values, bit for bit: ragged lengths across the energy's blocks, many tied
+    /// magnitudes, signed zeros, every sparsity step.
     #[test]
     fn bf16_magnitude_path_matches_the_f32_path() {
         let mut rng = 0x5151_7777_0000_1234u64;
@@ -615,6 +649,19 @@ mod tests {
                 })
                 .collect();
             let f = sparsewire_formats::to_f32(Dtype::BF16, &bytes).unwrap();
+            // The scores the other patterns rank: |w| widened from the bits is what the
+            // magnitude criterion computes from the f32 values.
+            let widened: Vec<u32> = bytes
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|b| ((u16::from_le_bytes(*b) & 0x7fff) as u32) << 16)
+                .collect();
+            let scores: Vec<u32> = crate::criteria::magnitude(&f)
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            assert_eq!(widened, scores, "n {n}");
             for s in [0.0, 0.1, 0.5, 0.77, 0.999, 1.0] {
                 let (fast, a) = crate::pattern::unstructured_magnitude_bf16(&bytes, s);
                 let slow = crate::pattern::unstructured_magnitude(&f, s);
@@ -622,6 +669,14 @@ mod tests {
                 let b = dropped_energy(&f, &slow);
                 assert_eq!(
                     a.rel_frobenius.to_bits(),
+                    b.rel_frobenius.to_bits(),
+                    "n {n} s {s}"
+                );
+                // The other patterns' path: blockwise-widened energy, the same bits.
+                let (values, _) = bytes.as_chunks::<2>();
+                let c = bf16_dropped_energy(values, &slow);
+                assert_eq!(
+                    c.rel_frobenius.to_bits(),
                     b.rel_frobenius.to_bits(),
                     "n {n} s {s}"
                 );
