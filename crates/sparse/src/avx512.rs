@@ -207,8 +207,12 @@ fn expand_f32(
 /// The kept values of `n` dense little-endian values of `vb` bytes (2 or 4; `None` for
 /// other widths or without the CPU features), in order: `vpcompress` on 32 (2-byte) or 16
 /// (4-byte) values per step, stored whole into slack behind the write position. `kept` is
-/// the mask's popcount over its first `n` bits (as [`crate::MaskRef::kept`] counts it).
-/// The scalar reference is `tile::pack_kept_n`; a test compares the two.
+/// the mask's popcount over its first `n` bits (as [`crate::MaskRef::kept`] counts it);
+/// a mask with more set bits than that gives `None` (the caller's scalar path), never a
+/// write out of bounds. The scalar reference is `tile::pack_kept_n`; a test compares the
+/// two.
+///
+/// Panics if `dense` holds fewer than `n` values or `bits` fewer than `n` bits.
 pub fn pack_kept(dense: &[u8], bits: &[u8], n: usize, kept: usize, vb: usize) -> Option<Vec<u8>> {
     if !available() || !(vb == 2 || vb == 4) {
         return None;
