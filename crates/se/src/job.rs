@@ -304,7 +304,6 @@ impl Job<'_> {
             SparseTile::from_dense(rows, cols, t.dtype, &t.data, s.mask.clone())
         }
         .map_err(tile_err)?;
-        let achieved = 1.0 - s.mask.density();
         let (reconstruction, errors, gain) = if kept_nonfinite
             || (!s.updated
                 && self.inputs.is_none()
@@ -321,34 +320,13 @@ impl Job<'_> {
         } else {
             self.choose_rebuild(&t.name, t.dtype, &original, &tile, &s.reconstruction)?
         };
-        let info = Sparsification {
-            criterion,
-            pattern: self.config.pattern,
-            sparsity: achieved as f32,
-            threshold: None,
-            rel_error: errors.rel_frobenius as f32,
-            output_error: errors.rel_output.map(|x| x as f32),
-            values_updated: s.updated,
-        };
-        Ok(Outcome {
-            sparse: SparseTensor {
-                tile,
-                info,
-                reconstruction,
-            },
-            summary: Summary {
-                sparsity: achieved,
-                errors,
-                gain,
-                criterion,
-            },
-        })
+        Ok(self.outcome(tile, criterion, reconstruction, errors, gain, s.updated))
     }
 
-    /// The default job on BF16 weights (magnitude, unstructured, zero-fill, no calibration,
-    /// every value finite) straight from the tensor's bytes: the mask, tile and errors
-    /// [`Job::run`]'s general path gives, without widening the tensor to f32 (a copy twice
-    /// its size, and two more passes over it). `None` where it does not apply.
+    /// A magnitude job on BF16 weights (any pattern; zero-fill, no calibration, every value
+    /// finite) straight from the tensor's bytes: the mask, tile and errors [`Job::run`]'s
+    /// general path gives, without widening the tensor to f32 (a copy twice its size, and
+    /// more passes over it). `None` where it does not apply.
     fn run_bf16_magnitude(
         &self,
         t: &sparsewire_formats::Tensor,
@@ -396,37 +374,60 @@ impl Job<'_> {
                 config.effective_sparsity(),
             )?;
             drop(scores);
-            let errors = bf16_dropped_energy(values, &mask);
-            (mask, errors)
+            let mut e = metrics::Energy::default();
+            e.add_bf16(values, mask.as_bytes());
+            (mask, e.errors())
         };
-        let tile = SparseTile::from_dense(self.rows, self.cols, t.dtype, &t.data, mask.clone())
-            .map_err(|source| SparsifyError::Tile {
+        let tile = SparseTile::from_dense(self.rows, self.cols, t.dtype, &t.data, mask).map_err(
+            |source| SparsifyError::Tile {
                 tensor: t.name.clone(),
                 source,
-            })?;
-        let achieved = 1.0 - mask.density();
+            },
+        )?;
+        Ok(Some(self.outcome(
+            tile,
+            config.criterion,
+            Reconstruction::Zero,
+            errors,
+            1.0,
+            false,
+        )))
+    }
+
+    /// The outcome of a tile sparsified by `criterion` and what it costs: the stream's
+    /// sparsification record and the summary, the achieved sparsity from the tile's mask.
+    fn outcome(
+        &self,
+        tile: SparseTile,
+        criterion: Criterion,
+        reconstruction: Reconstruction,
+        errors: Errors,
+        gain: f64,
+        values_updated: bool,
+    ) -> Outcome {
+        let achieved = 1.0 - tile.mask().density();
         let info = Sparsification {
-            criterion: config.criterion,
+            criterion,
             pattern: self.config.pattern,
             sparsity: achieved as f32,
             threshold: None,
             rel_error: errors.rel_frobenius as f32,
-            output_error: None,
-            values_updated: false,
+            output_error: errors.rel_output.map(|x| x as f32),
+            values_updated,
         };
-        Ok(Some(Outcome {
+        Outcome {
             sparse: SparseTensor {
                 tile,
                 info,
-                reconstruction: Reconstruction::Zero,
+                reconstruction,
             },
             summary: Summary {
                 sparsity: achieved,
                 errors,
-                gain: 1.0,
-                criterion: config.criterion,
+                gain,
+                criterion,
             },
-        }))
+        }
     }
 
     /// Measures what the receiver rebuilds with each candidate method and keeps the one
@@ -596,22 +597,6 @@ fn fix_nonfinite(
     Ok(())
 }
 
-/// [`dropped_energy`] of BF16 weights, widened a few thousand at a time on the stack: the
-/// same sums in the same order, with no f32 copy of the tensor.
-fn bf16_dropped_energy(values: &[[u8; 2]], mask: &Mask) -> Errors {
-    const BLOCK: usize = 4096;
-    let mut e = metrics::Energy::default();
-    let mut buf = [0f32; BLOCK];
-    for (v, bits) in values.chunks(BLOCK).zip(mask.as_bytes().chunks(BLOCK / 8)) {
-        let w = &mut buf[..v.len()];
-        for (o, b) in w.iter_mut().zip(v) {
-            *o = f32::from_bits((u16::from_le_bytes(*b) as u32) << 16);
-        }
-        e.add(w, bits);
-    }
-    e.errors()
-}
-
 fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
     let mut e = metrics::Energy::default();
     e.add(original, mask.as_bytes());
@@ -674,7 +659,9 @@ mod tests {
                 );
                 // The other patterns' path: blockwise-widened energy, the same bits.
                 let (values, _) = bytes.as_chunks::<2>();
-                let c = bf16_dropped_energy(values, &slow);
+                let mut e = metrics::Energy::default();
+                e.add_bf16(values, slow.as_bytes());
+                let c = e.errors();
                 assert_eq!(
                     c.rel_frobenius.to_bits(),
                     b.rel_frobenius.to_bits(),

@@ -64,15 +64,25 @@ pub fn errors(
     cols: usize,
     inputs: Option<(&[f32], usize)>,
 ) -> Errors {
-    let rel = rel_frobenius(original, changed);
-    Errors {
-        rel_frobenius: rel,
-        snr_db: if rel == 0.0 {
-            f64::INFINITY
-        } else {
-            -20.0 * rel.log10()
-        },
-        rel_output: inputs.map(|(x, t)| rel_output(original, changed, cols, x, t)),
+    Errors::from_rel(
+        rel_frobenius(original, changed),
+        inputs.map(|(x, t)| rel_output(original, changed, cols, x, t)),
+    )
+}
+
+impl Errors {
+    /// The metrics of relative Frobenius error `rel` (its SNR derived from it) and, when
+    /// measured, the relative output error.
+    pub(crate) fn from_rel(rel: f64, rel_output: Option<f64>) -> Errors {
+        Errors {
+            rel_frobenius: rel,
+            snr_db: if rel == 0.0 {
+                f64::INFINITY
+            } else {
+                -20.0 * rel.log10()
+            },
+            rel_output,
+        }
     }
 }
 
@@ -118,14 +128,19 @@ impl Energy {
         } else {
             (dropped / total).sqrt()
         };
-        Errors {
-            rel_frobenius: rel,
-            snr_db: if rel == 0.0 {
-                f64::INFINITY
-            } else {
-                -20.0 * rel.log10()
-            },
-            rel_output: None,
+        Errors::from_rel(rel, None)
+    }
+
+    /// Adds BF16 weights (little-endian bytes) whose mask bits start at bit 0 of `bytes`,
+    /// widened a few thousand at a time on the stack: the sums [`Energy::add`] gives on
+    /// the widened values, with no f32 copy of the tensor.
+    pub(crate) fn add_bf16(&mut self, values: &[[u8; 2]], bytes: &[u8]) {
+        const BLOCK: usize = 4096;
+        let mut buf = [0f32; BLOCK];
+        for (v, bits) in values.chunks(BLOCK).zip(bytes.chunks(BLOCK / 8)) {
+            let w = &mut buf[..v.len()];
+            sparsewire_formats::bf16_to_f32_into(v.as_flattened(), w);
+            self.add(w, bits);
         }
     }
 }
