@@ -110,13 +110,17 @@ pub struct SparsityConfig {
     /// Default: gradual from 20% to 70% of the steps, every 10 steps.
     #[serde(default)]
     pub schedule: Option<Schedule>,
-    /// `zero` (default) or `dictionary`: dropped weights rebuilt from per-column entries
-    /// trained with the model.
+    /// `zero` (default), `dictionary` (dropped weights rebuilt from per-column entries
+    /// trained with the model) or `mlp` (rebuilt by `re`'s MLP predictor from their row's
+    /// kept weights, trained with the model).
     #[serde(default)]
     pub rebuild: Option<String>,
-    /// The reconstruction loss's weight for a trained dictionary.
+    /// The reconstruction loss's weight for a trained rebuild.
     #[serde(default = "defaults::rebuild_weight")]
     pub rebuild_weight: f64,
+    /// Hidden units of the `mlp` rebuild (1..=256).
+    #[serde(default = "defaults::rebuild_hidden")]
+    pub rebuild_hidden: usize,
     /// `layer` (default: each parameter reaches the target) or `global` (the parameters'
     /// weights ranked together; unstructured only).
     #[serde(default)]
@@ -150,6 +154,9 @@ mod defaults {
     }
     pub fn rebuild_weight() -> f64 {
         1.0
+    }
+    pub fn rebuild_hidden() -> usize {
+        16
     }
     pub fn temperature() -> f64 {
         4.0
@@ -289,8 +296,21 @@ impl SparsityConfig {
             Some("dictionary") => Ok(crate::TrainRebuild::Dictionary {
                 weight: self.rebuild_weight,
             }),
+            Some("mlp") => {
+                let max = sparsewire_re::mlp::MLP_MAX_HIDDEN as usize;
+                if !(1..=max).contains(&self.rebuild_hidden) {
+                    return Err(TrainError::Config(format!(
+                        "rebuild_hidden {} is outside 1..={max}",
+                        self.rebuild_hidden
+                    )));
+                }
+                Ok(crate::TrainRebuild::Mlp {
+                    weight: self.rebuild_weight,
+                    hidden: self.rebuild_hidden,
+                })
+            }
             Some(other) => Err(TrainError::Config(format!(
-                "rebuild {other:?}: expected \"zero\" or \"dictionary\""
+                "rebuild {other:?}: expected \"zero\", \"dictionary\" or \"mlp\""
             ))),
         }
     }
@@ -326,8 +346,8 @@ pub struct TrainReport {
     pub dense_bytes_per_image: f64,
     /// The trained model's `.swire` size.
     pub weight_bytes: u64,
-    /// With a trained dictionary rebuild: how it compares with `re`'s post-hoc fit on the
-    /// same masks and weights.
+    /// With a trained rebuild: how it compares with `re`'s post-hoc fit on the same masks
+    /// and weights.
     #[serde(default)]
     pub rebuild: Option<RebuildReport>,
     /// Mean training loss of each epoch.
@@ -348,13 +368,27 @@ pub struct TrainReport {
 }
 
 /// The trained rebuild against the post-hoc fit, on the same final masks and kept weights.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RebuildReport {
+    /// `dictionary` or `mlp`.
+    #[serde(default)]
+    pub method: String,
     pub trained_test_accuracy: f64,
     pub posthoc_fit_test_accuracy: f64,
     pub zero_fill_test_accuracy: f64,
     /// `||rebuilt - dropped|| / ||dropped||` over the dropped weights (their values when
     /// dropped).
+    pub trained_rel_error: f64,
+    pub posthoc_fit_rel_error: f64,
+    /// The same two errors for each rebuilt parameter.
+    #[serde(default)]
+    pub layers: Vec<LayerRebuild>,
+}
+
+/// One parameter's rebuilt error, trained and post-hoc.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRebuild {
+    pub name: String,
     pub trained_rel_error: f64,
     pub posthoc_fit_rel_error: f64,
 }
@@ -678,13 +712,34 @@ pub fn train_cached(
                     .accuracy(&data.test_x, &data.test_y, sp, keep)?
                     .0)
             };
-            let old = sp.refit_dictionaries(false)?;
+            let trained_layers = sp.rebuild_errors()?;
+            let old = sp.refit_rebuilds(false)?;
             let posthoc_fit_test_accuracy = eval()?;
             let posthoc_fit_rel_error = sp.rebuild_error()?.unwrap_or(0.0);
-            sp.refit_dictionaries(true)?;
+            let posthoc_layers = sp.rebuild_errors()?;
+            sp.refit_rebuilds(true)?;
             let zero_fill_test_accuracy = eval()?;
-            sp.restore_dictionaries(&old)?;
+            sp.restore_rebuilds(&old)?;
             Some(RebuildReport {
+                method: match cfg
+                    .sparsity
+                    .as_ref()
+                    .map(|s| s.rebuild_mode())
+                    .transpose()?
+                {
+                    Some(crate::TrainRebuild::Mlp { .. }) => "mlp",
+                    _ => "dictionary",
+                }
+                .into(),
+                layers: trained_layers
+                    .into_iter()
+                    .zip(posthoc_layers)
+                    .map(|((name, t), (_, p))| LayerRebuild {
+                        name,
+                        trained_rel_error: t,
+                        posthoc_fit_rel_error: p,
+                    })
+                    .collect(),
                 trained_test_accuracy: acc,
                 posthoc_fit_test_accuracy,
                 zero_fill_test_accuracy,

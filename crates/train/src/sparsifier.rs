@@ -11,8 +11,18 @@ use candle_core::{Tensor, Var};
 use serde::Deserialize;
 use sparsewire_formats::{Tensor as FileTensor, TensorFile};
 use sparsewire_metadata::{Criterion, Dtype, Pattern, Reconstruction, Sparsification};
+use sparsewire_re::mlp::{mlp_inputs, row_scale, MLP_INPUTS};
 use sparsewire_sparse::{Mask, SparseTensor, SparseTile};
 use std::collections::BTreeMap;
+
+/// `sqrt(num / den)`, 0 when there is nothing to rebuild.
+fn relative(num: f64, den: f64) -> f64 {
+    if den == 0.0 {
+        0.0
+    } else {
+        (num / den).sqrt()
+    }
+}
 
 /// How a group's weights are scored when its masks are updated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -50,6 +60,26 @@ pub enum TrainRebuild {
     /// the dropped weights' values when they were dropped (the reconstruction loss, see
     /// [`Sparsifier::reconstruction_loss`]) pulls them toward the post-hoc fit.
     Dictionary { weight: f64 },
+    /// `re`'s MLP predictor (SPEC §6.2: `hidden` ReLU units over the row context of each
+    /// dropped weight, its kept neighbours divided by the row's scale), trained with the
+    /// model the same way: the task loss reaches its parameters through the forward pass,
+    /// `weight` times the mean squared error of its predictions against the dropped
+    /// weights' values when they were dropped is the reconstruction loss. Its inputs are
+    /// recomputed from the current kept weights at every forward pass, as constants of the
+    /// graph (the kept weights get their gradient through the forward pass itself, not
+    /// through the predictor's inputs). Every mask change restarts it from `re`'s post-hoc
+    /// fit (`sparsewire_re::fit_mlp`, seed 0).
+    Mlp { weight: f64, hidden: usize },
+}
+
+impl TrainRebuild {
+    /// The reconstruction loss's weight (0 for zero-fill).
+    fn weight(self) -> f64 {
+        match self {
+            TrainRebuild::Zero => 0.0,
+            TrainRebuild::Dictionary { weight } | TrainRebuild::Mlp { weight, .. } => weight,
+        }
+    }
 }
 
 /// One parameter group: which parameters, how they are scored, and where they end.
@@ -103,9 +133,92 @@ struct Masked {
     /// The mask as a 0/1 tensor of the parameter's shape.
     factor: Tensor,
     score: Accumulator,
-    /// With a trained dictionary: its entries (`[cols]`) and what the dropped weights were
-    /// when they were dropped (the parameter's shape).
-    dict: Option<(Var, Tensor)>,
+    /// With a trained rebuild: its parameters and what the dropped weights were.
+    rebuild: Option<Trained>,
+}
+
+/// A trained rebuild's parameters.
+#[derive(Debug)]
+enum Rebuilder {
+    /// One entry per column of the 2-D view (`[cols]`).
+    Dictionary(Var),
+    /// `re`'s MLP, in its stream order: `W1 [hidden, 8]`, `b1 [1, hidden]`,
+    /// `w2 [hidden, 1]`, `b2 [1, 1]`.
+    Mlp { hidden: usize, vars: [Var; 4] },
+}
+
+/// A parameter's trained rebuild.
+#[derive(Debug)]
+struct Trained {
+    kind: Rebuilder,
+    /// What the dropped weights were when they were dropped (the parameter's shape; a
+    /// kept position holds its value at the last mask change, which nothing reads).
+    reference: Tensor,
+}
+
+impl Trained {
+    fn new(rebuild: TrainRebuild, var: &Var, cols: usize) -> candle_core::Result<Option<Self>> {
+        let (dtype, dev) = (var.dtype(), var.device());
+        let kind = match rebuild {
+            TrainRebuild::Zero => return Ok(None),
+            TrainRebuild::Dictionary { .. } => Rebuilder::Dictionary(Var::zeros(cols, dtype, dev)?),
+            TrainRebuild::Mlp { hidden, .. } => Rebuilder::Mlp {
+                hidden,
+                vars: [
+                    Var::zeros((hidden, MLP_INPUTS), dtype, dev)?,
+                    Var::zeros((1, hidden), dtype, dev)?,
+                    Var::zeros((hidden, 1), dtype, dev)?,
+                    Var::zeros((1, 1), dtype, dev)?,
+                ],
+            },
+        };
+        Ok(Some(Trained {
+            kind,
+            reference: var.as_tensor().copy()?.detach(),
+        }))
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        match &self.kind {
+            Rebuilder::Dictionary(d) => vec![d.clone()],
+            Rebuilder::Mlp { vars, .. } => vars.to_vec(),
+        }
+    }
+
+    /// Every parameter, flattened in the stream's order.
+    fn params(&self) -> candle_core::Result<Vec<f32>> {
+        let mut p = Vec::new();
+        for v in self.vars() {
+            p.extend(f32s(v.as_tensor())?);
+        }
+        Ok(p)
+    }
+
+    /// Sets every parameter from `p` (in [`Trained::params`] order).
+    fn set_params(&self, p: &[f32]) -> candle_core::Result<()> {
+        let mut at = 0;
+        for v in self.vars() {
+            let n = v.elem_count();
+            let t = Tensor::from_slice(&p[at..at + n], v.dims(), v.device())?;
+            v.set(&t.to_dtype(v.dtype())?)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// What the stream records for `re` to run.
+    fn reconstruction(&self, cols: usize) -> candle_core::Result<Reconstruction> {
+        Ok(match &self.kind {
+            Rebuilder::Dictionary(d) => Reconstruction::Dictionary {
+                entry_len: cols as u32,
+                entries: f32s(d.as_tensor())?,
+            },
+            Rebuilder::Mlp { hidden, .. } => Reconstruction::Mlp {
+                hidden: *hidden as u32,
+                params: self.params()?,
+            },
+        })
+    }
 }
 
 impl Masked {
@@ -132,14 +245,99 @@ impl Masked {
             .collect())
     }
 
-    /// The dictionary's entries at the dropped positions, zero elsewhere.
-    fn fill(&self, d: &Var) -> candle_core::Result<Tensor> {
-        let full = d
-            .as_tensor()
-            .reshape((1, self.cols))?
-            .broadcast_as((self.rows, self.cols))?
-            .reshape(self.var.dims())?;
-        full.mul(&self.factor.affine(-1.0, 1.0)?)
+    /// The rebuilt values at the dropped positions, zero elsewhere.
+    fn fill(&self, r: &Trained) -> candle_core::Result<Tensor> {
+        let full = match &r.kind {
+            Rebuilder::Dictionary(d) => d
+                .as_tensor()
+                .reshape((1, self.cols))?
+                .broadcast_as((self.rows, self.cols))?,
+            Rebuilder::Mlp {
+                vars: [w1, b1, w2, b2],
+                ..
+            } => {
+                let (x, s) = self.mlp_inputs()?;
+                x.matmul(&w1.as_tensor().t()?)?
+                    .broadcast_add(b1.as_tensor())?
+                    .relu()?
+                    .matmul(w2.as_tensor())?
+                    .broadcast_add(b2.as_tensor())?
+                    .mul(&s)?
+            }
+        };
+        full.reshape(self.var.dims())?
+            .mul(&self.factor.affine(-1.0, 1.0)?)
+    }
+
+    /// What `re`'s MLP sees of each dropped weight, from the current kept weights: its
+    /// inputs (`[rows * cols, 8]`, `sparsewire_re::mlp::mlp_inputs`) and its row's scale
+    /// (`[rows * cols, 1]`); zeros for kept weights and for rows with nothing kept (whose
+    /// prediction `re` makes 0).
+    fn mlp_inputs(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let w = f32s(self.var.as_tensor())?;
+        let n = self.rows * self.cols;
+        let (mut x, mut s) = (vec![0f32; n * MLP_INPUTS], vec![0f32; n]);
+        let mut keep = vec![false; self.cols];
+        for (r, row) in w.chunks_exact(self.cols).enumerate() {
+            let base = r * self.cols;
+            for (j, k) in keep.iter_mut().enumerate() {
+                *k = self.mask.is_kept(base + j);
+            }
+            let scale = row_scale(row, &keep);
+            if scale.is_nan() || scale <= 0.0 {
+                continue;
+            }
+            for j in (0..self.cols).filter(|&j| !keep[j]) {
+                let i = base + j;
+                for (o, f) in x[i * MLP_INPUTS..(i + 1) * MLP_INPUTS]
+                    .iter_mut()
+                    .zip(mlp_inputs(row, &keep, j, scale))
+                {
+                    *o = f as f32;
+                }
+                s[i] = scale as f32;
+            }
+        }
+        let (dev, dtype) = (self.var.device(), self.var.dtype());
+        Ok((
+            Tensor::from_vec(x, (n, MLP_INPUTS), dev)?.to_dtype(dtype)?,
+            Tensor::from_vec(s, (n, 1), dev)?.to_dtype(dtype)?,
+        ))
+    }
+
+    /// `re`'s post-hoc fit of `r` on the current mask and weights: the dictionary's column
+    /// means of the dropped values, or the MLP's random first layer and ridge output layer
+    /// (`sparsewire_re::fit_mlp`, seed 0) with the kept weights as the receiver sees them.
+    fn posthoc_fit(&self, r: &Trained) -> Result<Vec<f32>> {
+        let inv = self.factor.affine(-1.0, 1.0)?;
+        let original = f32s(&(r.reference.mul(&inv)? + self.var.as_tensor().mul(&self.factor)?)?)?;
+        let mask = self.mask.as_ref();
+        match &r.kind {
+            Rebuilder::Dictionary(_) => {
+                match sparsewire_re::fit_dictionary(&original, mask, self.cols) {
+                    Reconstruction::Dictionary { entries, .. } => Ok(entries),
+                    _ => unreachable!("fit_dictionary fits a dictionary"),
+                }
+            }
+            Rebuilder::Mlp { hidden, .. } => {
+                match sparsewire_re::fit_mlp(&original, mask, self.cols, *hidden, 0) {
+                    Reconstruction::Mlp { params, .. } => Ok(params),
+                    _ => unreachable!("fit_mlp fits an MLP"),
+                }
+            }
+        }
+    }
+
+    /// `(||rebuilt - reference||², ||reference||²)` over the dropped weights.
+    fn rebuild_error(&self, r: &Trained) -> Result<(f64, f64)> {
+        let sum = |t: Tensor| -> candle_core::Result<f64> {
+            t.sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()
+        };
+        let dropped = r.reference.mul(&self.factor.affine(-1.0, 1.0)?)?;
+        Ok((sum((self.fill(r)? - &dropped)?)?, sum(dropped)?))
     }
 }
 
@@ -158,21 +356,6 @@ fn f32s(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?
         .to_dtype(candle_core::DType::F32)?
         .to_vec1()
-}
-
-/// `re`'s post-hoc dictionary for `reference` under `mask`: each column's mean dropped
-/// value.
-fn posthoc_fit(reference: &Tensor, mask: &Mask, cols: usize) -> Result<Vec<f32>> {
-    match sparsewire_re::fit_dictionary(&f32s(reference)?, mask.as_ref(), cols) {
-        Reconstruction::Dictionary { entries, .. } => Ok(entries),
-        _ => unreachable!("fit_dictionary fits a dictionary"),
-    }
-}
-
-/// Sets a dictionary's entries.
-fn set_entries(d: &Var, entries: Vec<f32>) -> candle_core::Result<()> {
-    let n = entries.len();
-    d.set(&Tensor::from_vec(entries, n, d.device())?.to_dtype(d.dtype())?)
 }
 
 /// A parameter's `[out, rest]` view.
@@ -239,13 +422,7 @@ impl Sparsifier {
                     _ => {}
                 }
                 let factor = Tensor::ones(shape.as_slice(), var.dtype(), var.device())?;
-                let dict = match g.rebuild {
-                    TrainRebuild::Zero => None,
-                    TrainRebuild::Dictionary { .. } => Some((
-                        Var::zeros(cols, var.dtype(), var.device())?,
-                        var.as_tensor().copy()?,
-                    )),
-                };
+                let rebuild = Trained::new(g.rebuild, var, cols)?;
                 self.masked.insert(
                     name.clone(),
                     Masked {
@@ -256,7 +433,7 @@ impl Sparsifier {
                         mask: Mask::dense(rows * cols),
                         factor,
                         score: Accumulator::new(0.9),
-                        dict,
+                        rebuild,
                     },
                 );
             }
@@ -282,8 +459,8 @@ impl Sparsifier {
         Ok(match self.masked.get(name) {
             Some(m) => {
                 let kept = var.as_tensor().mul(&m.factor)?;
-                match &m.dict {
-                    Some((d, _)) => (kept + m.fill(d)?)?,
+                match &m.rebuild {
+                    Some(r) => (kept + m.fill(r)?)?,
                     None => kept,
                 }
             }
@@ -291,30 +468,31 @@ impl Sparsifier {
         })
     }
 
-    /// The trainable rebuild parameters (dictionary entries), for the optimiser.
+    /// The trainable rebuild parameters (dictionary entries, MLP weights), for the
+    /// optimiser.
     pub fn rebuild_vars(&self) -> Vec<Var> {
         self.masked
             .values()
-            .filter_map(|m| m.dict.as_ref().map(|(d, _)| d.clone()))
+            .filter_map(|m| m.rebuild.as_ref())
+            .flat_map(Trained::vars)
             .collect()
     }
 
-    /// The reconstruction loss: for each trained dictionary, its weight times the mean
+    /// The reconstruction loss: for each trained rebuild, its weight times the mean
     /// squared distance between the rebuilt values and what the dropped weights were.
     pub fn reconstruction_loss(&self) -> Result<Option<Tensor>> {
         let mut total: Option<Tensor> = None;
         for m in self.masked.values() {
-            let (Some((d, reference)), TrainRebuild::Dictionary { weight }) =
-                (&m.dict, self.groups[m.group].rebuild)
-            else {
+            let Some(r) = &m.rebuild else {
                 continue;
             };
+            let weight = self.groups[m.group].rebuild.weight();
             let dropped = m.mask.len() - m.mask.kept();
             if dropped == 0 || weight == 0.0 {
                 continue;
             }
-            let dropped_ref = reference.mul(&m.factor.affine(-1.0, 1.0)?)?;
-            let err = (m.fill(d)? - dropped_ref)?.sqr()?.sum_all()?;
+            let dropped_ref = r.reference.mul(&m.factor.affine(-1.0, 1.0)?)?;
+            let err = (m.fill(r)? - dropped_ref)?.sqr()?.sum_all()?;
             let term = (err * (weight / dropped as f64))?;
             total = Some(match total {
                 None => term,
@@ -324,64 +502,66 @@ impl Sparsifier {
         Ok(total)
     }
 
-    /// Sets each trained dictionary to `re`'s post-hoc fit on the current masks (the column
-    /// means of the dropped values), or to zeros with `zero`; returns the entries it
-    /// replaced, for [`Sparsifier::restore_dictionaries`].
-    pub fn refit_dictionaries(&self, zero: bool) -> Result<Vec<Tensor>> {
+    /// Sets each trained rebuild to `re`'s post-hoc fit on the current masks and weights
+    /// (see [`TrainRebuild`]), or to zeros (zero-fill) with `zero`; returns the parameters
+    /// it replaced, for [`Sparsifier::restore_rebuilds`].
+    pub fn refit_rebuilds(&self, zero: bool) -> Result<Vec<Vec<f32>>> {
         let mut old = Vec::new();
         for m in self.masked.values() {
-            let Some((d, reference)) = &m.dict else {
+            let Some(r) = &m.rebuild else {
                 continue;
             };
-            old.push(d.as_tensor().copy()?);
+            let params = r.params()?;
             let fit = if zero {
-                vec![0.0; m.cols]
+                vec![0.0; params.len()]
             } else {
-                posthoc_fit(reference, &m.mask, m.cols)?
+                m.posthoc_fit(r)?
             };
-            set_entries(d, fit)?;
+            r.set_params(&fit)?;
+            old.push(params);
         }
         Ok(old)
     }
 
-    /// Puts back the entries [`Sparsifier::refit_dictionaries`] replaced.
-    pub fn restore_dictionaries(&self, old: &[Tensor]) -> Result<()> {
-        for ((d, _), o) in self
+    /// Puts back the parameters [`Sparsifier::refit_rebuilds`] replaced.
+    pub fn restore_rebuilds(&self, old: &[Vec<f32>]) -> Result<()> {
+        for (r, o) in self
             .masked
             .values()
-            .filter_map(|m| m.dict.as_ref())
+            .filter_map(|m| m.rebuild.as_ref())
             .zip(old)
         {
-            d.set(o)?;
+            r.set_params(o)?;
         }
         Ok(())
     }
 
-    /// Relative error of the rebuilt dropped weights against what they were:
-    /// `||rebuilt - reference|| / ||reference||` over the dropped elements of every
-    /// dictionary-rebuilt parameter (`None` without one).
+    /// Relative error of the rebuilt dropped weights against what they were,
+    /// `||rebuilt - reference|| / ||reference||` over the dropped elements, for each
+    /// parameter with a trained rebuild, by name (empty without one).
+    pub fn rebuild_errors(&self) -> Result<Vec<(String, f64)>> {
+        let mut out = Vec::new();
+        for (name, m) in &self.masked {
+            if let Some(r) = &m.rebuild {
+                let (num, den) = m.rebuild_error(r)?;
+                out.push((name.clone(), relative(num, den)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Sparsifier::rebuild_errors`] over every such parameter together (`None` without
+    /// one).
     pub fn rebuild_error(&self) -> Result<Option<f64>> {
         let (mut num, mut den) = (0f64, 0f64);
         let mut any = false;
         for m in self.masked.values() {
-            let Some((d, reference)) = &m.dict else {
-                continue;
-            };
-            any = true;
-            let inv = m.factor.affine(-1.0, 1.0)?;
-            let r = reference.mul(&inv)?;
-            num += (m.fill(d)? - &r)?
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            den += r
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
+            if let Some(r) = &m.rebuild {
+                let (n, d) = m.rebuild_error(r)?;
+                (num, den, any) = (num + n, den + d, true);
+            }
         }
-        Ok(any.then(|| if den == 0.0 { 0.0 } else { (num / den).sqrt() }))
+        Ok(any.then(|| relative(num, den)))
     }
 
     /// Accumulates the gradient criteria from one step's gradients.
@@ -463,17 +643,21 @@ impl Sparsifier {
                 .collect();
             let factor =
                 Tensor::from_vec(f, m.var.dims(), m.var.device())?.to_dtype(m.var.dtype())?;
-            if let Some((_, reference)) = &mut m.dict {
+            if let Some(r) = &mut m.rebuild {
                 // Weights kept until now give their current value; those dropped earlier
                 // keep the value they had then.
                 let w = m.var.as_tensor();
-                *reference = (reference.mul(&m.factor.affine(-1.0, 1.0)?)? + w.mul(&m.factor)?)?;
+                // Detached: the reconstruction loss reaches the rebuild's parameters only,
+                // never the weights through what they were.
+                r.reference =
+                    (r.reference.mul(&m.factor.affine(-1.0, 1.0)?)? + w.mul(&m.factor)?)?.detach();
             }
             m.factor = factor;
             m.mask = mask;
-            if let Some((d, reference)) = &m.dict {
-                // Start from the post-hoc fit; training moves it from there.
-                set_entries(d, posthoc_fit(reference, &m.mask, m.cols)?)?;
+            if let Some(r) = &m.rebuild {
+                // Start from the post-hoc fit (on the weights as they are, before `apply`
+                // zeroes the newly dropped ones); training moves it from there.
+                r.set_params(&m.posthoc_fit(r)?)?;
             }
             changed.push((name, 1.0 - m.mask.density() as f32));
         }
@@ -576,11 +760,8 @@ impl Sparsifier {
                                 1.0 - m.mask.density() as f32,
                             )
                         },
-                        reconstruction: match &m.dict {
-                            Some((d, _)) => Reconstruction::Dictionary {
-                                entry_len: m.cols as u32,
-                                entries: f32s(d.as_tensor())?,
-                            },
+                        reconstruction: match &m.rebuild {
+                            Some(r) => r.reconstruction(m.cols)?,
                             None => Reconstruction::Zero,
                         },
                     })

@@ -174,6 +174,15 @@ fn bad_configs_say_what_is_wrong() {
             "scope \"global\"",
         ),
         ("[sparsity]\ntarget = 0.5\nscope = \"world\"\n", "world"),
+        (
+            "[sparsity]\ntarget = 0.5\nrebuild = \"mlp\"\nrebuild_hidden = 0\n",
+            "rebuild_hidden 0",
+        ),
+        (
+            "[sparsity]\ntarget = 0.5\nrebuild = \"mlp\"\nrebuild_hidden = 257\n",
+            "1..=256",
+        ),
+        ("[sparsity]\ntarget = 0.5\nrebuild = \"ridge\"\n", "\"mlp\""),
         ("[distill]\nweight = 0\n", "distill weight"),
         ("[distill]\nweight = 0.5\ntemperature = 0\n", "temperature"),
         (
@@ -457,4 +466,120 @@ fn a_trained_dictionary_is_what_the_receiver_rebuilds() {
     let mask = sp.mask("w").unwrap();
     sparsewire_re::rebuild_tensor(&mut v, mask.as_ref(), 16, &meta.reconstruction).unwrap();
     assert_eq!(v, trained);
+}
+
+/// A 16x16 weight whose rows are smooth, so a row's kept weights say something about the
+/// dropped ones (what the MLP rebuild can learn).
+fn smooth_weight() -> (Var, Vec<(String, Var)>) {
+    let w = Var::from_vec(
+        (0..256)
+            .map(|i| {
+                let (r, c) = ((i / 16) as f32, (i % 16) as f32);
+                (0.4 * c + r).sin() * (0.5 + 0.1 * r) + 0.01 * ((i * 29 % 7) as f32 - 3.0)
+            })
+            .collect::<Vec<_>>(),
+        (16, 16),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (w.clone(), vec![("w".to_string(), w)])
+}
+
+#[test]
+fn a_trained_mlp_is_what_the_receiver_rebuilds() {
+    // The forward pass's weight (kept weights + the MLP's predictions where dropped) must
+    // be what `re` rebuilds from the squashed stream (`re` computes in f64, the forward
+    // pass in f32: equal to f32 rounding).
+    let (w, params) = smooth_weight();
+    let mut g = group(&["w"], Pattern::Unstructured, 0.6, 0);
+    g.rebuild = sparsewire_train::TrainRebuild::Mlp {
+        weight: 1.0,
+        hidden: 4,
+    };
+    let mut sp = Sparsifier::new(vec![g]).unwrap();
+    sp.prepare(&params).unwrap();
+    sp.step(0).unwrap();
+    // Move the parameters away from the fit, as training would.
+    for v in sp.rebuild_vars() {
+        v.set(&(v.as_tensor() + 0.0625).unwrap()).unwrap();
+    }
+    let trained: Vec<f32> = sp
+        .weight("w", &w)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let stream = sp.squash(&params, &[], &Default::default()).unwrap();
+    let reader = sparsewire_stream::Reader::new(&stream[..]).unwrap();
+    let meta = reader.meta(0).unwrap().clone();
+    assert!(matches!(
+        meta.reconstruction,
+        sparsewire_metadata::Reconstruction::Mlp { hidden: 4, .. }
+    ));
+    let mut v = reader.decode_all().unwrap().tensors[0]
+        .to_f32_vec()
+        .unwrap();
+    let mask = sp.mask("w").unwrap();
+    sparsewire_re::rebuild_tensor(&mut v, mask.as_ref(), 16, &meta.reconstruction).unwrap();
+    let (mut rebuilt, mut rebuildable) = (0, 0);
+    for (i, (a, b)) in v.iter().zip(&trained).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{i}: {a} vs {b}");
+        // A row with no kept weight (magnitude drops the small rows whole) rebuilds zeros.
+        let row = i / 16 * 16;
+        if !mask.is_kept(i) && (row..row + 16).any(|k| mask.is_kept(k)) {
+            rebuildable += 1;
+            rebuilt += usize::from(*b != 0.0);
+        }
+    }
+    assert!(
+        rebuildable > 50 && rebuilt == rebuildable,
+        "{rebuilt} of {rebuildable}"
+    );
+}
+
+#[test]
+fn the_reconstruction_loss_trains_the_mlp_below_the_post_hoc_fit() {
+    let (_, params) = smooth_weight();
+    let mut g = group(&["w"], Pattern::Unstructured, 0.5, 0);
+    g.rebuild = sparsewire_train::TrainRebuild::Mlp {
+        weight: 1.0,
+        hidden: 8,
+    };
+    let mut sp = Sparsifier::new(vec![g]).unwrap();
+    sp.prepare(&params).unwrap();
+    sp.step(0).unwrap();
+    let post_hoc = sp.rebuild_error().unwrap().unwrap();
+    assert!(post_hoc > 0.0 && post_hoc < 1.0, "{post_hoc}");
+    let mut opt = candle_nn::AdamW::new(
+        sp.rebuild_vars(),
+        candle_nn::ParamsAdamW {
+            lr: 3e-3,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..200 {
+        let loss = sp.reconstruction_loss().unwrap().unwrap();
+        let grads = loss.backward().unwrap();
+        // The loss reaches the predictor, not the weights (its inputs are constants).
+        assert!(grads.get(params[0].1.as_tensor()).is_none());
+        candle_nn::Optimizer::step(&mut opt, &grads).unwrap();
+    }
+    let trained = sp.rebuild_error().unwrap().unwrap();
+    assert!(
+        trained < 0.9 * post_hoc,
+        "trained {trained} against post-hoc {post_hoc}"
+    );
+    let layers = sp.rebuild_errors().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert!((layers[0].1 - trained).abs() < 1e-12);
+    // The post-hoc fit and zero-fill are put in and taken out again exactly.
+    let old = sp.refit_rebuilds(false).unwrap();
+    assert!((sp.rebuild_error().unwrap().unwrap() - post_hoc).abs() < 1e-9);
+    sp.refit_rebuilds(true).unwrap();
+    assert!((sp.rebuild_error().unwrap().unwrap() - 1.0).abs() < 1e-12);
+    sp.restore_rebuilds(&old).unwrap();
+    assert_eq!(sp.rebuild_error().unwrap().unwrap(), trained);
 }
