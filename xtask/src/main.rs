@@ -87,6 +87,11 @@ fn main() -> ExitCode {
         ),
         Some("soak") => soak(flag(&args[1..], "--seconds").unwrap_or("600")),
         Some("demo-assets") => train::demo_assets(&root(), flag(&args[1..], "--data")),
+        Some("scorer") if args.iter().any(|a| a == "--activations") => scorer::run_activations(
+            &root(),
+            flag(&args[1..], "--data"),
+            flag(&args[1..], "--steps"),
+        ),
         Some("scorer") => scorer::run(
             &root(),
             flag(&args[1..], "--data"),
@@ -101,7 +106,7 @@ fn main() -> ExitCode {
             flag(&args[1..], "--only"),
             flag(&args[1..], "--jobs"),
         ),
-        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] | cargo xtask train [--data DIR] [--only NAME] [--jobs N] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S] | cargo xtask vs-torch [--data DIR] [--scale F]".into()),
+        _ => Err("usage: cargo xtask golden [--bless] | cargo xtask bench [--data DIR] [--runs N] [--processes P] [--criterion] | cargo xtask sparsity [--data DIR] | cargo xtask sim [--data DIR] [--runs N] | cargo xtask memory [--dir DIR] | cargo xtask fuzz-seeds | cargo xtask scorer [--data DIR] [--steps N] [--shrink A] [--per-family] [--activations] | cargo xtask train [--data DIR] [--only NAME] [--jobs N] [--render] | cargo xtask demo-assets [--data DIR] | cargo xtask link [--data DIR] [--seconds S] | cargo xtask soak [--seconds S] | cargo xtask vs-torch [--data DIR] [--scale F]".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,10 @@
 //! MiniLM linear layer and every layer of the digits CNN. Writes docs/SCORER.md and
 //! docs/scorer.json.
 //!
+//! `cargo xtask scorer --activations` does the same for the activations that cross the
+//! link (see [`run_activations`]); it writes docs/SCORER_ACTIVATIONS.md and
+//! docs/scorer_activations.json.
+//!
 //! Calibration and held-out inputs never overlap: MiniLM's 64 activation sentences are
 //! split by parity (even sentences calibrate, odd ones are held out); the CNN calibrates on
 //! its 1,437 training digits and is scored on the 360 test digits. Every criterion selects
@@ -50,9 +54,9 @@ fn rows_of(x: &[f32], cols: usize, take: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-fn minilm(data: &Path) -> Result<Vec<Split>, String> {
-    let model = crate::read_tensors(&data.join("minilm_l6_v2.f32.safetensors"))?;
-    let acts = crate::read_tensors(&data.join("minilm_l6_v2_activations.f32.safetensors"))?;
+/// The calibration and held-out token indices of MiniLM's activation file (even and odd
+/// sentences) and the token count.
+fn minilm_tokens(data: &Path) -> Result<(Vec<usize>, Vec<usize>, usize), String> {
     let toks = crate::read_tensors(&data.join("minilm_l6_v2_activations_tokens.safetensors"))?;
     let lengths: Vec<usize> = toks
         .tensors
@@ -68,6 +72,13 @@ fn minilm(data: &Path) -> Result<Vec<Split>, String> {
         (if s % 2 == 0 { &mut cal } else { &mut held }).extend(at..at + n);
         at += n;
     }
+    Ok((cal, held, at))
+}
+
+fn minilm(data: &Path) -> Result<Vec<Split>, String> {
+    let model = crate::read_tensors(&data.join("minilm_l6_v2.f32.safetensors"))?;
+    let acts = crate::read_tensors(&data.join("minilm_l6_v2_activations.f32.safetensors"))?;
+    let (cal, held, at) = minilm_tokens(data)?;
     let mut out = Vec::new();
     for t in &model.tensors {
         if t.shape.len() != 2 {
@@ -353,6 +364,232 @@ pub fn run(
     .map_err(|e| e.to_string())?;
     eprintln!(
         "scorer below Wanda on {better} of {} layers; docs/SCORER.md written ({seconds:.0} s)",
+        rows.len()
+    );
+    Ok(())
+}
+
+/// One layer's held-out errors for its input activations.
+#[derive(serde::Serialize)]
+struct ActRow {
+    layer: String,
+    input: String,
+    tokens_cal: usize,
+    tokens_held: usize,
+    cols: usize,
+    magnitude: f64,
+    wina: f64,
+    scorer: f64,
+}
+
+/// `WᵀW / rows` of `w` (`[rows, cols]`): the Gram matrix the output error of a change `d`
+/// to one input vector is `dᵀ H d` of (times `rows`).
+fn weight_gram(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut h = vec![0f32; cols * cols];
+    for row in w.chunks_exact(cols) {
+        for (a, &wa) in row.iter().enumerate() {
+            if wa != 0.0 {
+                for (hb, &wb) in h[a * cols..(a + 1) * cols].iter_mut().zip(row) {
+                    *hb += wa * wb;
+                }
+            }
+        }
+    }
+    let n = rows.max(1) as f32;
+    h.iter_mut().for_each(|v| *v /= n);
+    h
+}
+
+/// `cargo xtask scorer --activations`: the trainable scorer choosing which of a layer's
+/// *input activations* cross the link, per token, against magnitude (`|x_j|`, the runtime
+/// sparsifier's top-k) and WINA (`|x_j| ‖W_·j‖`), on held-out tokens at equal kept
+/// fraction, for every calibrated MiniLM linear layer.
+///
+/// The problem is the weight scorer's with the roles swapped: a token's kept inputs `x'`
+/// cost `‖W(x − x')‖² = dᵀ (WᵀW) d`, so the layer's "weights" are the tokens' activations
+/// (`[tokens, cols]`, one token a row, top-k per row) and its Gram matrix is `WᵀW`
+/// (nothing from held-out tokens). Features 0 and 1 then give WINA's log score, the
+/// scorer's start; features 2 and 5 read `(H x)_j`, a `cols x cols` product per token, which
+/// costs as much as the layer's own multiply or more: what this measures is what a learned
+/// rule can gain, not yet a rule cheap enough to run per token. Features 3 and 4 and the
+/// per-layer standardisation use the statistics of the tokens being scored (for the held-out
+/// rows, the held-out batch).
+pub fn run_activations(root: &Path, data: Option<&str>, steps: Option<&str>) -> Result<(), String> {
+    let data = data
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data"));
+    let steps = steps.map_or(Ok(ScorerConfig::default().steps), |s| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=100_000).contains(&n))
+            .ok_or(format!("--steps {s:?}: expected 1..=100000"))
+    })?;
+    let t0 = Instant::now();
+    let keep = 0.5f32;
+    let cfg = ScorerConfig {
+        keep,
+        steps,
+        ..Default::default()
+    };
+    let model = crate::read_tensors(&data.join("minilm_l6_v2.f32.safetensors"))?;
+    let acts = crate::read_tensors(&data.join("minilm_l6_v2_activations.f32.safetensors"))?;
+    let (cal, held, at) = minilm_tokens(&data)?;
+    // (calibration layer, held-out layer, input name) per weight.
+    let mut layers = Vec::new();
+    for t in &model.tensors {
+        if t.shape.len() != 2 || sparsewire_se::calibration::builtin_activation(&t.name).is_none() {
+            continue;
+        }
+        let (rows, cols) = (t.shape[0] as usize, t.shape[1] as usize);
+        let Some(inputs) = sparsewire_se::calibration::find_inputs(&acts, &[], &t.name, cols)
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        if inputs.tokens != at {
+            return Err(format!(
+                "{}: {} tokens, the sentence lengths add up to {at}",
+                inputs.name, inputs.tokens
+            ));
+        }
+        let w = t.to_f32_vec().ok_or("MiniLM f32 weights")?;
+        let h = weight_gram(&w, rows, cols);
+        let layer = |take: &[usize]| Layer {
+            name: t.name.clone(),
+            w: rows_of(&inputs.x, cols, take),
+            rows: take.len(),
+            cols,
+            gram: h.clone(),
+        };
+        layers.push((layer(&cal), layer(&held), inputs.name.clone()));
+    }
+    if layers.is_empty() {
+        return Err("no MiniLM layer has captured inputs".into());
+    }
+    // One scorer per layer family, as for the weights.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, (l, _, _)) in layers.iter().enumerate() {
+        let f = family(&l.name);
+        match groups.iter_mut().find(|(g, _)| *g == f) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((f, vec![i])),
+        }
+    }
+    let mut fits = Vec::new();
+    let mut scorer_of = vec![0usize; layers.len()];
+    for (name, members) in &groups {
+        let group: Vec<Layer> = members.iter().map(|&i| layers[i].0.clone()).collect();
+        eprint!(
+            "activations into {name}: fitting one scorer to {} layers ... ",
+            group.len()
+        );
+        let (sc, fit) = scorer::fit(&group, &cfg).map_err(|e| e.to_string())?;
+        eprintln!(
+            "calibration error {:.4} -> {:.4} (WINA -> scorer, step {}), {:.1} s",
+            fit.wanda_loss, fit.loss, fit.best_step, fit.seconds
+        );
+        for &i in members {
+            scorer_of[i] = fits.len();
+        }
+        fits.push((name.clone(), sc, fit));
+    }
+    let mut rows = Vec::new();
+    for ((c, h, input), &k) in layers.iter().zip(&scorer_of) {
+        let masked = |scores: &[f32]| -> Vec<f32> {
+            let m = scorer::top_k_rows(scores, h.rows, h.cols, keep);
+            h.w.iter().zip(&m).map(|(x, k)| x * k).collect()
+        };
+        let mag: Vec<f32> = h.w.iter().map(|v| v.abs()).collect();
+        let norms: Vec<f32> = (0..h.cols)
+            .map(|j| h.gram[j * h.cols + j].max(0.0).sqrt())
+            .collect();
+        let wina = sparsewire_se::criteria::wanda(&h.w, h.cols, &norms);
+        rows.push(ActRow {
+            layer: h.name.clone(),
+            input: input.clone(),
+            tokens_cal: c.rows,
+            tokens_held: h.rows,
+            cols: h.cols,
+            magnitude: h.rel_output(&masked(&mag)),
+            wina: h.rel_output(&masked(&wina)),
+            scorer: h.rel_output(&scorer::prune(&fits[k].1, h, keep)),
+        });
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu = sparsewire_benches::cpu_model();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# The trainable scorer on activations, against magnitude and WINA\n\n\
+         Written by `cargo xtask scorer --activations` ({seconds:.0} s on {cpu}). Relative \
+         output error `‖(X − X')Wᵀ‖ / ‖XWᵀ‖` on **held-out** tokens when each token keeps \
+         {:.0}% of its input activations (the tensors that cross the link; top-k per token), \
+         for the 30 MiniLM-L6 linear layers with captured inputs: calibrated on the even \
+         sentences of the activation file, scored on the odd ones. Magnitude keeps the largest \
+         `|x_j|` (the runtime sparsifier's rule), WINA the largest `|x_j| ‖W_·j‖`; the scorer is \
+         the weight scorer of SCORER.md with the roles swapped (the tokens' activations as its \
+         rows, `WᵀW` as its Gram matrix), one per layer family, starting from WINA, {steps} steps \
+         ({} features, {} hidden units). Its features 2 and 5 need `(WᵀW x)_j`, a product as \
+         costly as the layer's multiply: this measures what a learned rule can gain over WINA, \
+         not a rule cheap enough to run per token (see `run_activations` in xtask/src/scorer.rs).\n",
+        keep * 100.0,
+        scorer::FEATURES,
+        cfg.hidden
+    );
+    let _ = writeln!(
+        md,
+        "| layer | input | held-out tokens | magnitude | WINA | scorer | scorer / WINA | scorer / magnitude |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} |",
+            r.layer,
+            r.input,
+            r.tokens_held,
+            r.magnitude,
+            r.wina,
+            r.scorer,
+            r.scorer / r.wina,
+            r.scorer / r.magnitude
+        );
+    }
+    let below_wina = rows.iter().filter(|r| r.scorer < r.wina).count();
+    let below_mag = rows.iter().filter(|r| r.scorer < r.magnitude).count();
+    let wina_below_mag = rows.iter().filter(|r| r.wina < r.magnitude).count();
+    let _ = writeln!(
+        md,
+        "\nOn held-out tokens the scorer is below WINA on **{below_wina} of {}** layers and \
+         below magnitude on **{below_mag}**; WINA is below magnitude on {wina_below_mag}.\n",
+        rows.len()
+    );
+    let _ = writeln!(md, "| fitted to | calibration error² WINA | scorer | best step | fit seconds |\n|---|---:|---:|---:|---:|");
+    for (name, _, f) in &fits {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.5} | {:.5} | {} | {:.1} |",
+            f.wanda_loss, f.loss, f.best_step, f.seconds
+        );
+    }
+    let json = serde_json::json!({
+        "command": "cargo xtask scorer --activations",
+        "cpu": cpu,
+        "seconds": seconds,
+        "keep": keep,
+        "config": cfg,
+        "layers": rows,
+        "scorer_below_wina": [below_wina, rows.len()],
+        "scorer_below_magnitude": [below_mag, rows.len()],
+        "fits": fits.iter().map(|(m, s, f)| serde_json::json!({"family": m, "scorer": s, "fit": f})).collect::<Vec<_>>(),
+    });
+    std::fs::write(root.join("docs/SCORER_ACTIVATIONS.md"), md).map_err(|e| e.to_string())?;
+    std::fs::write(
+        root.join("docs/scorer_activations.json"),
+        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n",
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "activation scorer below WINA on {below_wina} of {} layers, below magnitude on {below_mag}; docs/SCORER_ACTIVATIONS.md written ({seconds:.0} s)",
         rows.len()
     );
     Ok(())
