@@ -2,8 +2,11 @@
 //! code. Each row's weights are decoded in registers by the sparse crate's chunk decoders
 //! (masked load of the kept values, `vpexpand` to their columns; bf16 widened by a shift
 //! and an AND against an input de-interleaved once per tile, see [`fma_chunk`]) and
-//! multiplied into four accumulators; nothing is written but the outputs. Partial chunks
-//! use `sparsewire_sparse::avx512`'s chunk decoders.
+//! multiplied into four accumulators; nothing is written but the outputs. A row's whole
+//! chunks run without per-chunk bounds checks once the row is checked ([`row_whole`]),
+//! with the values and mask bits prefetched [`PREFETCH_BYTES`] ahead, and the rows' lanes
+//! are summed sixteen rows at a time ([`sum16`]). Partial chunks, and rows near a tile's
+//! end, use `sparsewire_sparse::avx512`'s checked chunk decoders.
 //! [`gemv`] checks the CPU's features and returns `false` for a form it does not handle,
 //! so the caller falls back to the portable path.
 #![allow(unsafe_code)]
