@@ -376,46 +376,50 @@ fn fused<B: AsRef<[u8]> + Send + Sync>(
     let mut y = vec![0f32; batch * rows];
     for _ in 0..opts.passes {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<Vec<BlockOut>, ExecError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads.min(blocks.len()).max(1))
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        let mut scratch = Vec::new();
-                        loop {
-                            let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(tiles) = blocks.get(b) else { break };
-                            let r0 = grid.rect(tiles.start);
-                            let mut acc = vec![0f32; batch * r0.rows as usize];
-                            for k in tiles.clone() {
-                                let k = k as usize;
-                                let w = match reader.raw_tile(t, k)? {
-                                    Some(RawTile::Dense(bytes)) => Values::Dense {
-                                        dtype: target.dtype,
-                                        bytes,
-                                    },
-                                    Some(RawTile::Sparse(tile)) => Values::Sparse(tile),
-                                    None => {
-                                        return Err(ExecError::NotFusable {
-                                            tensor: target.name.to_string(),
-                                        })
-                                    }
-                                };
-                                let sh = tile_shape(&grid.rect(k as u64), cols, batch);
-                                mmu::tile_mmo(Weights::Stored(w), sh, x, &mut acc, &mut scratch)
-                                    .map_err(target.mmu_err(k))?;
-                            }
-                            out.push((r0.row as usize, r0.rows as usize, acc));
+        let work = || {
+            let mut out = Vec::new();
+            let mut scratch = Vec::new();
+            loop {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(tiles) = blocks.get(b) else { break };
+                let r0 = grid.rect(tiles.start);
+                let mut acc = vec![0f32; batch * r0.rows as usize];
+                for k in tiles.clone() {
+                    let k = k as usize;
+                    let w = match reader.raw_tile(t, k)? {
+                        Some(RawTile::Dense(bytes)) => Values::Dense {
+                            dtype: target.dtype,
+                            bytes,
+                        },
+                        Some(RawTile::Sparse(tile)) => Values::Sparse(tile),
+                        None => {
+                            return Err(ExecError::NotFusable {
+                                tensor: target.name.to_string(),
+                            })
                         }
-                        Ok(out)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("worker panicked"))
-                .collect()
-        });
+                    };
+                    let sh = tile_shape(&grid.rect(k as u64), cols, batch);
+                    mmu::tile_mmo(Weights::Stored(w), sh, x, &mut acc, &mut scratch)
+                        .map_err(target.mmu_err(k))?;
+                }
+                out.push((r0.row as usize, r0.rows as usize, acc));
+            }
+            Ok(out)
+        };
+        let workers = threads.min(blocks.len()).max(1);
+        // One worker runs on the calling thread: a thread spawned for each pass cost more
+        // than the multiply of a small layer.
+        let results: Vec<Result<Vec<BlockOut>, ExecError>> = if workers == 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("worker panicked"))
+                    .collect()
+            })
+        };
         y.fill(0.0);
         for r in results {
             for (row0, n, acc) in r? {

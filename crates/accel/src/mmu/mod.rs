@@ -192,6 +192,20 @@ pub fn dense_gemv(
     };
     check(&Weights::Stored(Values::Dense { dtype, bytes: w }), s, x, y)?;
     let chunk = rows.div_ceil(threads.max(1)).max(1);
+    if chunk >= rows {
+        // One thread: on the calling one, as the fused sparse path does.
+        y.fill(0.0);
+        return tile_mmo(
+            Weights::Stored(Values::Dense {
+                dtype,
+                bytes: &w[..rows * cols * vb],
+            }),
+            s,
+            x,
+            y,
+            &mut Vec::new(),
+        );
+    }
     std::thread::scope(|scope| {
         for (i, yc) in y.chunks_mut(chunk).enumerate() {
             let r0 = i * chunk;
