@@ -133,7 +133,6 @@ fn fma_chunk<const SPARSE: bool>(
     Ok(())
 }
 
-/// How far ahead of the kept values being multiplied [`gemv_bf16`] asks for them.
 /// How far ahead of the kept values being multiplied [`row_whole`] asks for them, in
 /// bytes: hardware prefetch alone left the single-thread multiply at 6-9 GB/s from memory;
 /// 4 KiB ahead measured best of 0.5-16 KiB on a Xeon (Emerald Rapids), for the dense and
