@@ -257,6 +257,12 @@ pub enum ActScore {
     /// As `weighted`, with the residual connection counted as an identity column of norm 1
     /// beside the weights (layer inputs and FFN inputs also feed an addition).
     WeightedResidual,
+    /// The trained activation scorer (`cargo xtask scorer --activations`, loaded into
+    /// [`Setup::act_scorers`]) on the features of each token's values and `WᵀW` of the
+    /// weights that multiply the site next: the query family's scorer for a layer input,
+    /// the FFN input and output families' for theirs. Its features are standardised over
+    /// the sentence's tokens. Needs a keep fraction.
+    Scorer,
 }
 
 /// A site's column scale for an [`ActScore`] (`None`: plain magnitude).
@@ -352,6 +358,11 @@ pub struct Setup {
     dictionaries: std::sync::Mutex<HashMap<(Site, u32), Vec<f32>>>,
     /// Per site and score, the column scale of [`ActScore`] (`None`: magnitude).
     scales: std::sync::Mutex<HashMap<(Site, ActScore), ColumnScale>>,
+    /// The activation scorers by layer family (`attention.self.query.weight`, ...), for
+    /// [`ActScore::Scorer`].
+    pub act_scorers: Vec<(String, sparsewire_se::scorer::Scorer)>,
+    /// Per site, `WᵀW / rows` of the weights that multiply it next (`None`: none do).
+    grams: std::sync::Mutex<HashMap<Site, Option<std::sync::Arc<Vec<f32>>>>>,
 }
 
 impl Setup {
@@ -380,21 +391,16 @@ impl Setup {
             reference,
             dictionaries: Default::default(),
             scales: Default::default(),
+            act_scorers: Vec::new(),
+            grams: Default::default(),
         })
     }
 
-    /// The column scale `score` ranks `site`'s values by (`None`: plain magnitude): the
-    /// root of the summed squared column norms of the dense weights that multiply the site
-    /// next (+1 for the residual, with [`ActScore::WeightedResidual`]).
-    fn act_scale(&self, site: Site, score: ActScore) -> Result<Option<Vec<f32>>, GridError> {
-        // The default, on every block of every cell: no lock, no lookup.
-        if score == ActScore::Magnitude {
-            return Ok(None);
-        }
-        if let Some(v) = self.scales.lock().expect("no panics").get(&(site, score)) {
-            return Ok(v.clone());
-        }
-        let (consumers, residual): (Vec<String>, bool) = match site {
+    /// The weights that multiply `site` next (a layer input: query, key and value; the FFN
+    /// input: its first matrix; the post-GELU values: its second), and whether the site also
+    /// feeds the residual addition.
+    fn consumers(&self, site: Site) -> (Vec<String>, bool) {
+        match site {
             Site::Hidden(i) if i < self.config.layers => (
                 [
                     "attention.self.query",
@@ -415,28 +421,116 @@ impl Setup {
                 vec![format!("encoder.layer.{i}.output.dense.weight")],
                 false,
             ),
+        }
+    }
+
+    /// The dense f32 weights of `name` as rows of `cols`.
+    fn consumer_weights(&self, name: &str, cols: usize) -> Result<Vec<f32>, GridError> {
+        let t = self
+            .weights
+            .tensors
+            .iter()
+            .find(|t| t.name.ends_with(name))
+            .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
+        let w = t
+            .to_f32_vec()
+            .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
+        if cols == 0 || w.len() % cols != 0 {
+            return Err(GridError::Other(format!(
+                "{name} has {} values, not rows of {cols}",
+                w.len()
+            )));
+        }
+        Ok(w)
+    }
+
+    /// `Σ WᵀW / Σ rows` over the weights that multiply `site` next (`None`: none do).
+    fn act_gram(&self, site: Site) -> Result<Option<std::sync::Arc<Vec<f32>>>, GridError> {
+        if let Some(g) = self.grams.lock().expect("no panics").get(&site) {
+            return Ok(g.clone());
+        }
+        let (consumers, _) = self.consumers(site);
+        let g = if consumers.is_empty() {
+            None
+        } else {
+            let cols = self.config.width(site);
+            let mut h = vec![0f32; cols * cols];
+            let mut rows = 0usize;
+            for name in &consumers {
+                let w = self.consumer_weights(name, cols)?;
+                for row in w.chunks_exact(cols) {
+                    rows += 1;
+                    for (a, &wa) in row.iter().enumerate() {
+                        for (hb, &wb) in h[a * cols..(a + 1) * cols].iter_mut().zip(row) {
+                            *hb += wa * wb;
+                        }
+                    }
+                }
+            }
+            h.iter_mut().for_each(|v| *v /= rows.max(1) as f32);
+            Some(std::sync::Arc::new(h))
         };
+        self.grams
+            .lock()
+            .expect("no panics")
+            .insert(site, g.clone());
+        Ok(g)
+    }
+
+    /// The mask [`ActScore::Scorer`] keeps of `site`'s block `v` (`[rows, cols]`), `keep` of
+    /// each token; `None` where no weights multiply the site (magnitude then).
+    fn scorer_mask(
+        &self,
+        site: Site,
+        v: &[f32],
+        rows: usize,
+        cols: usize,
+        keep: f32,
+    ) -> Result<Option<sparsewire_sparse::Mask>, GridError> {
+        let Some(g) = self.act_gram(site)? else {
+            return Ok(None);
+        };
+        let family = match site {
+            Site::Hidden(_) => "attention.self.query.weight",
+            Site::FfnIn(_) => "intermediate.dense.weight",
+            Site::FfnAct(_) => "output.dense.weight",
+        };
+        let scorer = self
+            .act_scorers
+            .iter()
+            .find(|(f, _)| f == family)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                GridError::Other(format!(
+                    "--activation-score scorer: no scorer for the {family} family (pass --activation-scorer FILE)"
+                ))
+            })?;
+        let scores = scorer.scores(v, rows, cols, &g, keep);
+        let m = sparsewire_se::scorer::top_k_rows(&scores, rows, cols, keep);
+        Ok(Some(sparsewire_sparse::Mask::from_fn(rows * cols, |i| {
+            m[i] > 0.5
+        })))
+    }
+
+    /// The column scale `score` ranks `site`'s values by (`None`: plain magnitude): the
+    /// root of the summed squared column norms of the dense weights that multiply the site
+    /// next (+1 for the residual, with [`ActScore::WeightedResidual`]).
+    fn act_scale(&self, site: Site, score: ActScore) -> Result<Option<Vec<f32>>, GridError> {
+        // The default, on every block of every cell: no lock, no lookup.
+        if matches!(score, ActScore::Magnitude | ActScore::Scorer) {
+            return Ok(None);
+        }
+        if let Some(v) = self.scales.lock().expect("no panics").get(&(site, score)) {
+            return Ok(v.clone());
+        }
+        let (consumers, residual) = self.consumers(site);
         let v = if consumers.is_empty() {
             None
         } else {
             let cols = self.config.width(site);
             let mut sq = vec![0f64; cols];
             for name in &consumers {
-                let t = self
-                    .weights
-                    .tensors
-                    .iter()
-                    .find(|t| t.name.ends_with(name.as_str()))
-                    .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
-                let w = t
-                    .to_f32_vec()
-                    .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
-                if cols == 0 || w.len() % cols != 0 {
-                    return Err(GridError::Other(format!(
-                        "{name} has {} values, not rows of {cols}",
-                        w.len()
-                    )));
-                }
+                let w = self.consumer_weights(name, cols)?;
                 for row in w.chunks_exact(cols) {
                     for (s, &x) in sq.iter_mut().zip(row) {
                         *s += f64::from(x) * f64::from(x);
@@ -583,11 +677,35 @@ fn sparsify_site(
     let cols = setup.config.width(site);
     let rows = v.len() / cols;
     let policy = a.policy.at(site);
-    let s = match setup.act_scale(site, a.score)? {
-        None => sparsify_activations(v, rows, cols, policy),
-        Some(scale) => sparsify_activations_scaled(v, rows, cols, policy, &scale),
-    }
-    .map_err(|e| GridError::Other(e.to_string()))?;
+    let scored = match (a.score, policy) {
+        (ActScore::Scorer, ActivationPolicy::KeepFraction(keep)) => {
+            setup.scorer_mask(site, v, rows, cols, keep)?
+        }
+        (ActScore::Scorer, _) => {
+            return Err(GridError::Other(
+                "--activation-score scorer needs a keep fraction".into(),
+            ))
+        }
+        _ => None,
+    };
+    let s = match (scored, setup.act_scale(site, a.score)?) {
+        (Some(mask), _) => {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            sparsewire_sparse::SparseTile::from_dense(
+                rows,
+                cols,
+                sparsewire_formats::Dtype::F32,
+                &bytes,
+                mask,
+            )
+            .map_err(|e| GridError::Other(e.to_string()))
+        }
+        (None, None) => {
+            sparsify_activations(v, rows, cols, policy).map_err(|e| GridError::Other(e.to_string()))
+        }
+        (None, Some(scale)) => sparsify_activations_scaled(v, rows, cols, policy, &scale)
+            .map_err(|e| GridError::Other(e.to_string())),
+    }?;
     // What is sent: the block as a real one-tensor stream (mask and kept values through
     // the codec, bf16, with its header), as `sparsewire_pipeline` writes it for the link;
     // its length is the byte count and its decoded values are what the next layer gets.

@@ -261,6 +261,10 @@ struct ScoreArgs {
         requires = "activation_keep"
     )]
     activation_score: sparsewire_eval::grid::ActScore,
+    /// The activation scorers for --activation-score scorer: the JSON `cargo xtask scorer
+    /// --activations` writes (docs/scorer_activations.json).
+    #[arg(long, value_name = "FILE")]
+    activation_scorer: Option<PathBuf>,
     /// Print the result as JSON on stdout (mean_cosine, top1_agreement, bytes_fraction, ...).
     #[arg(long)]
     json: bool,
@@ -395,7 +399,19 @@ fn run_score(a: ScoreArgs) -> Result<()> {
             return Err(format!("--activation-keep {k} is outside (0, 1]").into());
         }
     }
-    let (_, setup) = setup(&a.model, false)?;
+    let (_, mut setup) = setup(&a.model, false)?;
+    match (a.activation_score, &a.activation_scorer) {
+        (grid::ActScore::Scorer, Some(path)) => {
+            setup.act_scorers = read_act_scorers(path)?;
+        }
+        (grid::ActScore::Scorer, None) => {
+            return Err("--activation-score scorer needs --activation-scorer FILE (cargo xtask scorer --activations writes docs/scorer_activations.json)".into());
+        }
+        (_, Some(_)) => {
+            return Err("--activation-scorer is read only with --activation-score scorer".into());
+        }
+        _ => {}
+    }
     let file_bytes = std::fs::metadata(&a.weights)
         .map_err(|e| format!("{}: {e}", a.weights.display()))?
         .len();
@@ -670,4 +686,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The activation scorers of `cargo xtask scorer --activations`'s JSON, by layer family.
+fn read_act_scorers(
+    path: &std::path::Path,
+) -> Result<Vec<(String, sparsewire_se::scorer::Scorer)>> {
+    #[derive(serde::Deserialize)]
+    struct Fit {
+        family: String,
+        scorer: sparsewire_se::scorer::Scorer,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        fits: Vec<Fit>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let f: File = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not an activation scorer file: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for fit in f.fits {
+        fit.scorer
+            .check()
+            .map_err(|e| format!("{}: {}: {e}", path.display(), fit.family))?;
+        out.push((fit.family, fit.scorer));
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no scorers", path.display()).into());
+    }
+    Ok(out)
 }

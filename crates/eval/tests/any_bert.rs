@@ -261,6 +261,56 @@ fn a_tiny_bert_of_another_geometry_runs_the_quick_grid_and_score() {
     );
     let mw = weighted["mean_cosine"].as_f64().unwrap();
     assert!(mw < 1.0 && mw > 0.0 && mw != mc, "{weighted} against {mc}");
+    // A trained activation scorer at its start (no residual term) ranks a token's values by
+    // ln|a_j| + ln of the next weights' column norm: WINA, so `weighted`'s very masks.
+    let start = serde_json::json!({"hidden": 1, "w1": vec![0.0; 6], "b1": [0.0], "w2": [0.0], "u": vec![0.0; 6]});
+    let fits: Vec<_> = [
+        "attention.self.query.weight",
+        "intermediate.dense.weight",
+        "output.dense.weight",
+    ]
+    .iter()
+    .map(|f| serde_json::json!({"family": f, "scorer": start}))
+    .collect();
+    let file = d.path().join("act_scorers.json");
+    std::fs::write(&file, serde_json::json!({ "fits": fits }).to_string()).unwrap();
+    let scored = score(
+        &sw,
+        &[
+            "--activation-keep",
+            "0.5",
+            "--activation-score",
+            "scorer",
+            "--activation-scorer",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(scored["mean_cosine"], weighted["mean_cosine"], "{scored}");
+    // Without the file, or with a family missing: a clear error.
+    let scorer_refused = |extra: &[&str]| {
+        let o = eval()
+            .args(["score", "--model"])
+            .arg(&m)
+            .arg("--sentences")
+            .arg(&sentences)
+            .arg("--weights")
+            .arg(&sw)
+            .args(["--activation-keep", "0.5", "--activation-score", "scorer"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(scorer_refused(&[]).contains("--activation-scorer FILE"));
+    std::fs::write(
+        &file,
+        serde_json::json!({ "fits": [{"family": "output.dense.weight", "scorer": start}] })
+            .to_string(),
+    )
+    .unwrap();
+    let e = scorer_refused(&["--activation-scorer", file.to_str().unwrap()]);
+    assert!(e.contains("attention.self.query.weight"), "{e}");
 }
 
 #[test]
