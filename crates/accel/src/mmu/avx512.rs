@@ -108,19 +108,45 @@ fn fma_chunk<const SPARSE: bool>(
         });
     }
     assert!(c + 32 <= xi.len());
-    // SAFETY: lanes `p..p + cnt` of `values` exist (checked above); `xi` holds `c + 32`
-    // values (asserted).
-    let (v, x0, x1) = unsafe {
+    // SAFETY: values `p..p + cnt` exist (checked above); `xi` holds `c + 32` values
+    // (asserted).
+    let (even, odd, x0, x1) = unsafe {
+        let (even, odd) = widen_chunk::<SPARSE>(values.as_ptr() as *const u16, *p, m);
         (
-            _mm512_maskz_loadu_epi16(
-                _bzhi_u32(u32::MAX, cnt as u32),
-                values.as_ptr().add(2 * *p) as *const i16,
-            ),
+            even,
+            odd,
             _mm512_loadu_ps(xi.as_ptr().add(c)),
             _mm512_loadu_ps(xi.as_ptr().add(c + 16)),
         )
     };
     *p += cnt;
+    *a0 = _mm512_fmadd_ps(even, x0, *a0);
+    *a1 = _mm512_fmadd_ps(odd, x1, *a1);
+    Ok(())
+}
+
+/// The (even, odd) f32 weights of one 32-column bf16 chunk whose kept columns are the set
+/// bits of `m` (all 32 without `SPARSE`), from the kept values at `values + p`: a masked
+/// load of `popcount(m)` values, an expand to their columns, a shift and an AND (see
+/// [`fma_chunk`]).
+///
+/// # Safety
+/// Values `p .. p + popcount(m)` are readable; the CPU has the target features.
+#[inline]
+#[target_feature(enable = "popcnt,bmi2,avx512f,avx512bw,avx512vbmi2")]
+unsafe fn widen_chunk<const SPARSE: bool>(
+    values: *const u16,
+    p: usize,
+    m: u32,
+) -> (__m512, __m512) {
+    // SAFETY: the masked load reads lanes `0..popcount(m)` from `values + p`, readable
+    // by the caller's contract.
+    let v = unsafe {
+        _mm512_maskz_loadu_epi16(
+            _bzhi_u32(u32::MAX, m.count_ones()),
+            values.add(p) as *const i16,
+        )
+    };
     let v = if SPARSE {
         _mm512_maskz_expand_epi16(m, v)
     } else {
@@ -128,9 +154,7 @@ fn fma_chunk<const SPARSE: bool>(
     };
     let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
     let odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(-65536)));
-    *a0 = _mm512_fmadd_ps(even, x0, *a0);
-    *a1 = _mm512_fmadd_ps(odd, x1, *a1);
-    Ok(())
+    (even, odd)
 }
 
 /// How far ahead of the kept values being multiplied [`row_whole`] asks for them, in
@@ -249,7 +273,6 @@ unsafe fn row_whole<const SPARSE: bool>(
     acc: [&mut __m512; 4],
     ahead: usize,
 ) -> usize {
-    let high = _mm512_set1_epi32(-65536);
     let [a0, a1, a2, a3] = acc;
     let (mut s0, mut s1, mut s2, mut s3) = (*a0, *a1, *a2, *a3);
     let mask = |c: usize| -> u32 {
@@ -264,19 +287,9 @@ unsafe fn row_whole<const SPARSE: bool>(
     };
     // One chunk: (even, odd) weights and the kept count.
     let chunk = |p: usize, m: u32| {
-        let cnt = m.count_ones();
-        // SAFETY: `p + cnt` values exist (the caller's `p + full` bound).
-        let v = unsafe {
-            _mm512_maskz_loadu_epi16(_bzhi_u32(u32::MAX, cnt), values.add(p) as *const i16)
-        };
-        let v = if SPARSE {
-            _mm512_maskz_expand_epi16(m, v)
-        } else {
-            v
-        };
-        let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-        let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-        (even, odd, cnt as usize)
+        // SAFETY: `p + popcount(m)` values exist (the caller's `p + full` bound).
+        let (even, odd) = unsafe { widen_chunk::<SPARSE>(values, p, m) };
+        (even, odd, m.count_ones() as usize)
     };
     let mut c = 0;
     while c + 64 <= full {

@@ -192,33 +192,31 @@ pub fn dense_gemv(
     };
     check(&Weights::Stored(Values::Dense { dtype, bytes: w }), s, x, y)?;
     let chunk = rows.div_ceil(threads.max(1)).max(1);
-    if chunk >= rows {
-        // One thread: on the calling one, as the fused sparse path does.
-        y.fill(0.0);
-        return tile_mmo(
-            Weights::Stored(Values::Dense {
-                dtype,
-                bytes: &w[..rows * cols * vb],
-            }),
+    // Rows `r0..` into `yc`, from zero.
+    let block = |r0: usize, yc: &mut [f32]| {
+        yc.fill(0.0);
+        let s = TileShape {
+            rows: yc.len(),
+            ..s
+        };
+        let bytes = &w[r0 * cols * vb..(r0 + yc.len()) * cols * vb];
+        tile_mmo(
+            Weights::Stored(Values::Dense { dtype, bytes }),
             s,
             x,
-            y,
+            yc,
             &mut Vec::new(),
-        );
+        )
+        .expect("checked shapes");
+    };
+    if chunk >= rows {
+        // One thread: on the calling one, as the fused sparse path does.
+        block(0, y);
+        return Ok(());
     }
     std::thread::scope(|scope| {
         for (i, yc) in y.chunks_mut(chunk).enumerate() {
-            let r0 = i * chunk;
-            let wc = &w[r0 * cols * vb..(r0 + yc.len()) * cols * vb];
-            scope.spawn(move || {
-                yc.fill(0.0);
-                let s = TileShape {
-                    rows: yc.len(),
-                    ..s
-                };
-                let w = Weights::Stored(Values::Dense { dtype, bytes: wc });
-                tile_mmo(w, s, x, yc, &mut Vec::new()).expect("checked shapes");
-            });
+            scope.spawn(move || block(i * chunk, yc));
         }
     });
     Ok(())
