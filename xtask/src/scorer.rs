@@ -54,6 +54,87 @@ fn rows_of(x: &[f32], cols: usize, take: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// `--steps`: 1..=100000, the scorer's default without it.
+fn parse_steps(steps: Option<&str>) -> Result<usize, String> {
+    steps.map_or(Ok(ScorerConfig::default().steps), |s| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=100_000).contains(&n))
+            .ok_or(format!("--steps {s:?}: expected 1..=100000"))
+    })
+}
+
+/// Fits one scorer to each group of `layers` (`group` names a layer's group; groups in
+/// order of first appearance). Returns each group's name, scorer and fit, and each layer's
+/// group index. `what` and `start` (the rule the scorer starts from) label the progress.
+#[allow(clippy::type_complexity)]
+fn fit_groups(
+    layers: &[&Layer],
+    group: impl Fn(&Layer) -> String,
+    cfg: &ScorerConfig,
+    what: &str,
+    start: &str,
+) -> Result<(Vec<(String, scorer::Scorer, scorer::FitReport)>, Vec<usize>), String> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let f = group(l);
+        match groups.iter_mut().find(|(g, _)| *g == f) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((f, vec![i])),
+        }
+    }
+    let mut fits = Vec::new();
+    let mut group_of = vec![0usize; layers.len()];
+    for (name, members) in &groups {
+        let members_layers: Vec<Layer> = members.iter().map(|&i| layers[i].clone()).collect();
+        eprint!(
+            "{what}: fitting one scorer to {} layers ({name}) ... ",
+            members.len()
+        );
+        let (sc, fit) = scorer::fit(&members_layers, cfg).map_err(|e| e.to_string())?;
+        eprintln!(
+            "calibration error {:.4} -> {:.4} ({start} -> scorer, step {}), {:.1} s",
+            fit.wanda_loss, fit.loss, fit.best_step, fit.seconds
+        );
+        for &i in members {
+            group_of[i] = fits.len();
+        }
+        fits.push((name.clone(), sc, fit));
+    }
+    Ok((fits, group_of))
+}
+
+/// The table of fits: calibration error of the starting rule and of the scorer.
+fn fits_table(md: &mut String, fits: &[(String, scorer::Scorer, scorer::FitReport)], start: &str) {
+    let _ = writeln!(
+        md,
+        "| fitted to | calibration error² {start} | scorer | best step | fit seconds |\n|---|---:|---:|---:|---:|"
+    );
+    for (name, _, f) in fits {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.5} | {:.5} | {} | {:.1} |",
+            f.wanda_loss, f.loss, f.best_step, f.seconds
+        );
+    }
+}
+
+/// Writes `docs/{md_name}` and `docs/{json_name}` (pretty, newline-terminated).
+fn write_docs(
+    root: &Path,
+    md_name: &str,
+    md: &str,
+    json_name: &str,
+    json: &serde_json::Value,
+) -> Result<(), String> {
+    std::fs::write(root.join("docs").join(md_name), md).map_err(|e| e.to_string())?;
+    std::fs::write(
+        root.join("docs").join(json_name),
+        serde_json::to_string_pretty(json).map_err(|e| e.to_string())? + "\n",
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// The calibration and held-out token indices of MiniLM's activation file (even and odd
 /// sentences) and the token count.
 fn minilm_tokens(data: &Path) -> Result<(Vec<usize>, Vec<usize>, usize), String> {
@@ -164,12 +245,7 @@ pub fn run(
     let data = data
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("../shared/data"));
-    let steps = steps.map_or(Ok(ScorerConfig::default().steps), |s| {
-        s.parse::<usize>()
-            .ok()
-            .filter(|&n| (1..=100_000).contains(&n))
-            .ok_or(format!("--steps {s:?}: expected 1..=100000"))
-    })?;
+    let steps = parse_steps(steps)?;
     let shrink = shrink.map_or(Ok(0.0), |s| {
         s.parse::<f32>()
             .ok()
@@ -193,35 +269,22 @@ pub fn run(
             .map_err(|e| e.to_string())?;
         // One scorer for all of the model's layers, or (`--per-family`) one per MiniLM
         // layer family (query, key, value, intermediate, output across the 6 blocks).
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, s) in splits.iter().enumerate() {
-            let f = if per_family {
-                family(&s.cal.name)
+        let group = |l: &Layer| {
+            if per_family {
+                family(&l.name)
             } else {
                 "all layers".to_string()
-            };
-            match groups.iter_mut().find(|(g, _)| *g == f) {
-                Some((_, v)) => v.push(i),
-                None => groups.push((f, vec![i])),
             }
-        }
-        let mut scorer_of = vec![0usize; cal.len()];
-        for (name, members) in &groups {
-            let group: Vec<Layer> = members.iter().map(|&i| cal[i].clone()).collect();
-            eprint!(
-                "{model}: fitting one scorer to {} layers ({name}) ... ",
-                group.len()
-            );
-            let (sc, fit) = scorer::fit(&group, &cfg).map_err(|e| e.to_string())?;
-            eprintln!(
-                "calibration error {:.4} -> {:.4} (Wanda -> scorer, step {}), {:.1} s",
-                fit.wanda_loss, fit.loss, fit.best_step, fit.seconds
-            );
-            for &i in members {
-                scorer_of[i] = fits.len();
-            }
-            fits.push((format!("{model}, {name}"), sc, fit));
-        }
+        };
+        let cal_refs: Vec<&Layer> = cal.iter().collect();
+        let (model_fits, scorer_of) = fit_groups(&cal_refs, group, &cfg, model, "Wanda")?;
+        let first = fits.len();
+        fits.extend(
+            model_fits
+                .into_iter()
+                .map(|(name, sc, fit)| (format!("{model}, {name}"), sc, fit)),
+        );
+        let scorer_of: Vec<usize> = scorer_of.iter().map(|k| first + k).collect();
         for ((s, shrunk), &k) in splits.iter().zip(&cal).zip(&scorer_of) {
             let sc = &fits[k].1;
             let (l, h) = (&s.cal, &s.held);
@@ -336,14 +399,7 @@ pub fn run(
          the smallest output errors, they weighed too little in a loss shared with the other \
          24 layers.\n"
     );
-    let _ = writeln!(md, "| fitted to | calibration error² Wanda | scorer | best step | fit seconds |\n|---|---:|---:|---:|---:|");
-    for (model, _, f) in &fits {
-        let _ = writeln!(
-            md,
-            "| {model} | {:.5} | {:.5} | {} | {:.1} |",
-            f.wanda_loss, f.loss, f.best_step, f.seconds
-        );
-    }
+    fits_table(&mut md, &fits, "Wanda");
     let json = serde_json::json!({
         "command": command,
         "gram_shrinkage": shrink,
@@ -356,12 +412,7 @@ pub fn run(
         "scorer_below_wanda": [better, rows.len()],
         "fits": fits.iter().map(|(m, s, f)| serde_json::json!({"model": m, "scorer": s, "fit": f})).collect::<Vec<_>>(),
     });
-    std::fs::write(root.join("docs/SCORER.md"), md).map_err(|e| e.to_string())?;
-    std::fs::write(
-        root.join("docs/scorer.json"),
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n",
-    )
-    .map_err(|e| e.to_string())?;
+    write_docs(root, "SCORER.md", &md, "scorer.json", &json)?;
     eprintln!(
         "scorer below Wanda on {better} of {} layers; docs/SCORER.md written ({seconds:.0} s)",
         rows.len()
@@ -382,24 +433,6 @@ struct ActRow {
     scorer: f64,
 }
 
-/// `WᵀW / rows` of `w` (`[rows, cols]`): the Gram matrix the output error of a change `d`
-/// to one input vector is `dᵀ H d` of (times `rows`).
-fn weight_gram(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut h = vec![0f32; cols * cols];
-    for row in w.chunks_exact(cols) {
-        for (a, &wa) in row.iter().enumerate() {
-            if wa != 0.0 {
-                for (hb, &wb) in h[a * cols..(a + 1) * cols].iter_mut().zip(row) {
-                    *hb += wa * wb;
-                }
-            }
-        }
-    }
-    let n = rows.max(1) as f32;
-    h.iter_mut().for_each(|v| *v /= n);
-    h
-}
-
 /// `cargo xtask scorer --activations`: the trainable scorer choosing which of a layer's
 /// *input activations* cross the link, per token, against magnitude (`|x_j|`, the runtime
 /// sparsifier's top-k) and WINA (`|x_j| ‖W_·j‖`), on held-out tokens at equal kept
@@ -418,12 +451,7 @@ pub fn run_activations(root: &Path, data: Option<&str>, steps: Option<&str>) -> 
     let data = data
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("../shared/data"));
-    let steps = steps.map_or(Ok(ScorerConfig::default().steps), |s| {
-        s.parse::<usize>()
-            .ok()
-            .filter(|&n| (1..=100_000).contains(&n))
-            .ok_or(format!("--steps {s:?}: expected 1..=100000"))
-    })?;
+    let steps = parse_steps(steps)?;
     let t0 = Instant::now();
     let keep = 0.5f32;
     let cfg = ScorerConfig {
@@ -453,7 +481,9 @@ pub fn run_activations(root: &Path, data: Option<&str>, steps: Option<&str>) -> 
             ));
         }
         let w = t.to_f32_vec().ok_or("MiniLM f32 weights")?;
-        let h = weight_gram(&w, rows, cols);
+        // `WᵀW / rows`: the Gram matrix the output error of a change `d` to one input
+        // vector is `dᵀ H d` of (times `rows`).
+        let h = scorer::gram(&w, rows, cols);
         let layer = |take: &[usize]| Layer {
             name: t.name.clone(),
             w: rows_of(&inputs.x, cols, take),
@@ -467,32 +497,8 @@ pub fn run_activations(root: &Path, data: Option<&str>, steps: Option<&str>) -> 
         return Err("no MiniLM layer has captured inputs".into());
     }
     // One scorer per layer family, as for the weights.
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, (l, _, _)) in layers.iter().enumerate() {
-        let f = family(&l.name);
-        match groups.iter_mut().find(|(g, _)| *g == f) {
-            Some((_, v)) => v.push(i),
-            None => groups.push((f, vec![i])),
-        }
-    }
-    let mut fits = Vec::new();
-    let mut scorer_of = vec![0usize; layers.len()];
-    for (name, members) in &groups {
-        let group: Vec<Layer> = members.iter().map(|&i| layers[i].0.clone()).collect();
-        eprint!(
-            "activations into {name}: fitting one scorer to {} layers ... ",
-            group.len()
-        );
-        let (sc, fit) = scorer::fit(&group, &cfg).map_err(|e| e.to_string())?;
-        eprintln!(
-            "calibration error {:.4} -> {:.4} (WINA -> scorer, step {}), {:.1} s",
-            fit.wanda_loss, fit.loss, fit.best_step, fit.seconds
-        );
-        for &i in members {
-            scorer_of[i] = fits.len();
-        }
-        fits.push((name.clone(), sc, fit));
-    }
+    let cal: Vec<&Layer> = layers.iter().map(|(c, _, _)| c).collect();
+    let (fits, scorer_of) = fit_groups(&cal, |l| family(&l.name), &cfg, "activations", "WINA")?;
     let mut rows = Vec::new();
     for ((c, h, input), &k) in layers.iter().zip(&scorer_of) {
         let masked = |scores: &[f32]| -> Vec<f32> {
@@ -563,14 +569,7 @@ pub fn run_activations(root: &Path, data: Option<&str>, steps: Option<&str>) -> 
          below magnitude on **{below_mag}**; WINA is below magnitude on {wina_below_mag}.\n",
         rows.len()
     );
-    let _ = writeln!(md, "| fitted to | calibration error² WINA | scorer | best step | fit seconds |\n|---|---:|---:|---:|---:|");
-    for (name, _, f) in &fits {
-        let _ = writeln!(
-            md,
-            "| {name} | {:.5} | {:.5} | {} | {:.1} |",
-            f.wanda_loss, f.loss, f.best_step, f.seconds
-        );
-    }
+    fits_table(&mut md, &fits, "WINA");
     let json = serde_json::json!({
         "command": "cargo xtask scorer --activations",
         "cpu": cpu,
@@ -582,12 +581,13 @@ pub fn run_activations(root: &Path, data: Option<&str>, steps: Option<&str>) -> 
         "scorer_below_magnitude": [below_mag, rows.len()],
         "fits": fits.iter().map(|(m, s, f)| serde_json::json!({"family": m, "scorer": s, "fit": f})).collect::<Vec<_>>(),
     });
-    std::fs::write(root.join("docs/SCORER_ACTIVATIONS.md"), md).map_err(|e| e.to_string())?;
-    std::fs::write(
-        root.join("docs/scorer_activations.json"),
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n",
-    )
-    .map_err(|e| e.to_string())?;
+    write_docs(
+        root,
+        "SCORER_ACTIVATIONS.md",
+        &md,
+        "scorer_activations.json",
+        &json,
+    )?;
     eprintln!(
         "activation scorer below WINA on {below_wina} of {} layers, below magnitude on {below_mag}; docs/SCORER_ACTIVATIONS.md written ({seconds:.0} s)",
         rows.len()
