@@ -424,52 +424,46 @@ impl Setup {
         }
     }
 
-    /// The dense f32 weights of `name` as rows of `cols`.
-    fn consumer_weights(&self, name: &str, cols: usize) -> Result<Vec<f32>, GridError> {
-        let t = self
-            .weights
-            .tensors
-            .iter()
-            .find(|t| t.name.ends_with(name))
-            .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
-        let w = t
-            .to_f32_vec()
-            .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
-        if cols == 0 || w.len() % cols != 0 {
-            return Err(GridError::Other(format!(
-                "{name} has {} values, not rows of {cols}",
-                w.len()
-            )));
+    /// The dense f32 weights that multiply `site` next, stacked as rows of the site's width
+    /// (`None`: none do), and whether the site also feeds the residual addition.
+    fn consumer_rows(&self, site: Site) -> Result<(Option<Vec<f32>>, bool), GridError> {
+        let (consumers, residual) = self.consumers(site);
+        if consumers.is_empty() {
+            return Ok((None, residual));
         }
-        Ok(w)
+        let cols = self.config.width(site);
+        let mut rows = Vec::new();
+        for name in &consumers {
+            let t = self
+                .weights
+                .tensors
+                .iter()
+                .find(|t| t.name.ends_with(name.as_str()))
+                .ok_or_else(|| GridError::Other(format!("the model lacks {name}")))?;
+            let w = t
+                .to_f32_vec()
+                .ok_or_else(|| GridError::Other(format!("{name} is not float")))?;
+            if cols == 0 || w.len() % cols != 0 {
+                return Err(GridError::Other(format!(
+                    "{name} has {} values, not rows of {cols}",
+                    w.len()
+                )));
+            }
+            rows.extend(w);
+        }
+        Ok((Some(rows), residual))
     }
 
-    /// `Σ WᵀW / Σ rows` over the weights that multiply `site` next (`None`: none do).
+    /// `WᵀW / rows` of the weights that multiply `site` next, stacked (`None`: none do).
     fn act_gram(&self, site: Site) -> Result<Option<std::sync::Arc<Vec<f32>>>, GridError> {
         if let Some(g) = self.grams.lock().expect("no panics").get(&site) {
             return Ok(g.clone());
         }
-        let (consumers, _) = self.consumers(site);
-        let g = if consumers.is_empty() {
-            None
-        } else {
-            let cols = self.config.width(site);
-            let mut h = vec![0f32; cols * cols];
-            let mut rows = 0usize;
-            for name in &consumers {
-                let w = self.consumer_weights(name, cols)?;
-                for row in w.chunks_exact(cols) {
-                    rows += 1;
-                    for (a, &wa) in row.iter().enumerate() {
-                        for (hb, &wb) in h[a * cols..(a + 1) * cols].iter_mut().zip(row) {
-                            *hb += wa * wb;
-                        }
-                    }
-                }
-            }
-            h.iter_mut().for_each(|v| *v /= rows.max(1) as f32);
-            Some(std::sync::Arc::new(h))
-        };
+        let cols = self.config.width(site);
+        let g = self
+            .consumer_rows(site)?
+            .0
+            .map(|w| std::sync::Arc::new(sparsewire_se::scorer::gram(&w, w.len() / cols, cols)));
         self.grams
             .lock()
             .expect("no panics")
@@ -523,26 +517,23 @@ impl Setup {
         if let Some(v) = self.scales.lock().expect("no panics").get(&(site, score)) {
             return Ok(v.clone());
         }
-        let (consumers, residual) = self.consumers(site);
-        let v = if consumers.is_empty() {
-            None
-        } else {
-            let cols = self.config.width(site);
-            let mut sq = vec![0f64; cols];
-            for name in &consumers {
-                let w = self.consumer_weights(name, cols)?;
+        let cols = self.config.width(site);
+        let v = match self.consumer_rows(site)? {
+            (None, _) => None,
+            (Some(w), residual) => {
+                let mut sq = vec![0f64; cols];
                 for row in w.chunks_exact(cols) {
                     for (s, &x) in sq.iter_mut().zip(row) {
                         *s += f64::from(x) * f64::from(x);
                     }
                 }
+                let extra = if residual && score == ActScore::WeightedResidual {
+                    1.0
+                } else {
+                    0.0
+                };
+                Some(sq.iter().map(|s| (s + extra).sqrt() as f32).collect())
             }
-            let extra = if residual && score == ActScore::WeightedResidual {
-                1.0
-            } else {
-                0.0
-            };
-            Some(sq.iter().map(|s| (s + extra).sqrt() as f32).collect())
         };
         self.scales
             .lock()
