@@ -607,9 +607,10 @@ fn dropped_energy(original: &[f32], mask: &Mask) -> Errors {
 mod tests {
     use super::*;
 
-    /// The BF16 paths (mask and dropped energy straight from the bytes; the scores and the
-    /// blockwise energy the other patterns use) give what the f32 paths give on the
-    /// widened values, bit for bit: ragged lengths across the energy's blocks, many tied
+    /// The BF16 paths (mask straight from the bytes, dropped energy from its histogram;
+    /// the scores and the blockwise energy the other patterns use) give what the f32
+    /// paths give on the widened values, bit for bit (the histogram's energy to its last
+    /// bits): ragged lengths across the energy's blocks, many tied
     /// magnitudes, signed zeros, every sparsity step.
     #[test]
     fn bf16_magnitude_path_matches_the_f32_path() {
@@ -652,10 +653,11 @@ mod tests {
                 let slow = crate::pattern::unstructured_magnitude(&f, s);
                 assert_eq!(fast, slow, "n {n} sparsity {s}");
                 let b = dropped_energy(&f, &slow);
-                assert_eq!(
-                    a.rel_frobenius.to_bits(),
-                    b.rel_frobenius.to_bits(),
-                    "n {n} s {s}"
+                // Counted by magnitude, not summed value by value: the last bits may differ.
+                let (x, y) = (a.rel_frobenius, b.rel_frobenius);
+                assert!(
+                    (x - y).abs() <= 1e-14 * y.max(1e-300),
+                    "n {n} s {s}: {x} {y}"
                 );
                 // The other patterns' path: blockwise-widened energy, the same bits.
                 let (values, _) = bytes.as_chunks::<2>();
