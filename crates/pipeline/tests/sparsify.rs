@@ -632,3 +632,35 @@ fn nonfinite_keep_stores_them_exactly_and_drop_drops_them() {
         "{e}"
     );
 }
+
+/// BF16 magnitude with zero-fill reads the bytes directly and finds a NaN or infinity in
+/// its histogram: the policy applies as on the general path (refused by default and named;
+/// kept exactly with `keep`), for the unstructured select and for 2:4.
+#[test]
+fn bf16_nonfinite_meets_the_policy_on_the_direct_path() {
+    use sparsewire_se::NonFinite;
+    let w = weights(8, 16, 4);
+    let mut bytes: Vec<u8> = w
+        .iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    bytes[40..42].copy_from_slice(&half::bf16::INFINITY.to_le_bytes());
+    bytes[66..68].copy_from_slice(&half::bf16::NAN.to_le_bytes());
+    let f = TensorFile {
+        tensors: vec![Tensor::new("b.weight", Dtype::BF16, vec![8, 16], bytes).unwrap()],
+        metadata: vec![],
+    };
+    for pattern in [Pattern::Unstructured, Pattern::NM { n: 2, m: 4 }] {
+        let mut o = opts(Criterion::Magnitude, pattern, Budget::Sparsity(0.5));
+        o.rebuild = Rebuild::Zero;
+        let e = run(&f, &o).unwrap_err().to_string();
+        assert!(e.contains("b.weight"), "{pattern:?}: {e}");
+        o.nonfinite = NonFinite::Keep;
+        let (stream, _) = run(&f, &o).unwrap();
+        let back = decompress(&stream).unwrap().tensors[0]
+            .to_f32_vec()
+            .unwrap();
+        assert_eq!(back[20], f32::INFINITY, "{pattern:?}");
+        assert!(back[33].is_nan(), "{pattern:?}");
+    }
+}

@@ -91,8 +91,8 @@ pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
     unstructured_by(w, drop_count(w.len(), sparsity), |v| order_key(v.abs()))
 }
 
-/// [`unstructured_magnitude`] of BF16 weights read as their little-endian bytes, every
-/// value finite (the caller checks), with the dropped energy of the mask: the same mask
+/// [`unstructured_magnitude`] of BF16 weights read as their little-endian bytes, with the
+/// dropped energy of the mask, or `None` if a value is infinite or NaN: the same mask
 /// as the f32 path, with no f32 copy of the tensor. `|w|` of a finite BF16 value is its
 /// low 15 bits shifted up 16, so the select runs on those 15 bits: one histogram pass into
 /// 2^15 `u32` counters (128 KiB, not the generic pass's 512 KiB), then the mask sixteen
@@ -100,12 +100,17 @@ pub fn unstructured_magnitude(w: &[f32], sparsity: f64) -> Mask {
 /// threshold dropped, `ties` at it), not from a second walk over the values: each bucket's
 /// `count * w^2` is exact in f64, so the sums differ from the per-value ones only in
 /// their last bits (and are the more accurate).
-pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> (Mask, Errors) {
+pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Option<(Mask, Errors)> {
     let (values, _) = bytes.as_chunks::<2>();
     let n = values.len();
     let k = drop_count(n, sparsity);
     let mag = |b: &[u8; 2]| u16::from_le_bytes(*b) & 0x7fff;
+    // Infinity and NaN have the exponent all ones.
+    let nonfinite = |m: u16| m >= 0x7f80;
     if n > u32::MAX as usize || k == 0 {
+        if values.iter().any(|b| nonfinite(mag(b))) {
+            return None;
+        }
         let mut energy = Energy::default();
         let mask = if k == 0 {
             Mask::from_fn(n, |_| true)
@@ -115,11 +120,15 @@ pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> (Mask,
             })
         };
         energy.add_bf16(values, mask.as_bytes());
-        return (mask, energy.errors());
+        return Some((mask, energy.errors()));
     }
     let mut hist = vec![0u32; 1 << 15];
     for b in values {
         hist[mag(b) as usize] += 1;
+    }
+    // The histogram is the finiteness check: no separate pass over the values.
+    if hist[0x7f80..].iter().any(|&c| c != 0) {
+        return None;
     }
     // The bucket (magnitude) holding the k-th lowest and how many are below it.
     let (mut thr, mut below) = (0u16, 0usize);
@@ -159,10 +168,10 @@ pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> (Mask,
         let at = first + i;
         out[at / 8] |= (one(mag(b)) as u8) << (at % 8);
     }
-    (
+    Some((
         Mask::from_packed(out, n).expect("packed to its length"),
         energy.errors(),
-    )
+    ))
 }
 
 /// [`unstructured`] over `scores` ranked by `key_of(score)`.
