@@ -6,16 +6,23 @@ in this process, so its figures are its decoding and not interpreter start-up; i
 writes files, as it has no in-memory API). Install them with
 `pip install zstandard zipnn lmzip`; a missing peer is reported as such, never guessed.
 Ratios are compressed bytes / original file bytes; decode GB/s are original bytes per
-second, median of RUNS.
+second, median of at least RUNS runs and at least 0.2 s of runs, after a warm-up.
 """
 import json, os, statistics, sys, tempfile, time
 
 RUNS = int(os.environ.get("PEER_RUNS", "3"))
 
 
+# As sparsewire's figures (benches/src/lib.rs, MIN_TIMED_SECONDS): one untimed warm-up
+# run, then at least RUNS runs and at least this many seconds of them (at most 10000 runs).
+MIN_TIMED_SECONDS = 0.2
+
+
 def med(f):
+    f()
     ts = []
-    for _ in range(RUNS):
+    start = time.perf_counter()
+    while len(ts) < RUNS or (time.perf_counter() - start < MIN_TIMED_SECONDS and len(ts) < 10000):
         t = time.perf_counter()
         f()
         ts.append(time.perf_counter() - t)
