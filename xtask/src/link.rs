@@ -282,8 +282,11 @@ pub fn run_link(
         );
         // Lossless on a constant 4 GB/s link (a rate no case below runs at): what the
         // client waits a pass beyond the model with every cost above is the wake-up of
-        // client, host and pacer after the idle between passes.
-        const PASSES: u32 = 16;
+        // client, host and pacer after the idle between passes. 60 passes (12 s) after the
+        // first: a pass's waiting here ranges over 2x (5.6-10.6 ms in 60 passes of
+        // `sparsewire run` at 4 GB/s), and the 15 passes this took before gave 11.0 ms a
+        // pass where 60 gave 7.3.
+        const PASSES: u32 = 61;
         let s = calibrate(
             &host,
             Some(Trace::constant(4.0)?),
