@@ -387,7 +387,7 @@ impl Job<'_> {
             e.add_bf16(values, mask.as_bytes());
             (mask, e.errors())
         };
-        let tile = SparseTile::from_dense(self.rows, self.cols, Dtype::BF16, &data, mask).map_err(
+        let tile = SparseTile::from_dense(self.rows, self.cols, Dtype::BF16, data, mask).map_err(
             |source| SparsifyError::Tile {
                 tensor: self.tensor.name.to_string(),
                 source,
