@@ -183,6 +183,22 @@ struct RecoverArgs {
     /// magnitude, taylor (moving average of |g w|) or movement (-sum g w).
     #[arg(long, default_value = "magnitude", value_parser = train_criterion, requires = "gradual_end")]
     gradual_criterion: sparsewire_train::TrainCriterion,
+    /// Re-choose the masks every N steps during recovery (SR-STE): the student keeps
+    /// every weight (the dropped ones starting from the dense model's values), the
+    /// gradient reaches them straight through, and each mask is chosen again by magnitude
+    /// in --pattern at --sparsity every N steps and after the last. Without it (and
+    /// without --gradual-end) the post-hoc masks stay fixed.
+    #[arg(long, value_name = "N", conflicts_with = "gradual_end")]
+    remask_every: Option<usize>,
+    /// With --remask-every: each dropped weight's gradient gets this times its value,
+    /// pulling what stays dropped toward zero (SR-STE's sparse-refined term).
+    #[arg(long, default_value_t = 2e-4, requires = "remask_every")]
+    remask_decay: f64,
+    /// With --remask-every: where the dropped weights start, `dense` (the dense model's
+    /// values, so the first re-choice ranks every weight) or `zero` (the post-hoc mask
+    /// holds until training grows a dropped weight past a kept one).
+    #[arg(long, value_enum, default_value = "dense", requires = "remask_every")]
+    remask_shadow: sparsewire_eval::recover::Shadow,
     /// Training steps.
     #[arg(long, default_value_t = 300)]
     steps: usize,
@@ -470,6 +486,13 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
             every: a.gradual_every,
             criterion: a.gradual_criterion,
         }),
+        remask: a
+            .remask_every
+            .map(|every| sparsewire_eval::recover::Remask {
+                every,
+                decay: a.remask_decay,
+                shadow: a.remask_shadow,
+            }),
         embeddings: a.embeddings,
         max_seconds: a.max_seconds,
         checkpoint: None,
@@ -491,9 +514,9 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
         )
         .into());
     }
-    // Gradual runs are not checkpointed (the sparsifier's scores are not saved); a
-    // --resume of one is refused by the options' check.
-    if (a.checkpoint_every > 0 && o.gradual.is_none()) || a.resume {
+    // Gradual and re-masked runs are not checkpointed (the sparsifier's scores and the
+    // dense shadow are not saved); a --resume of one is refused by the options' check.
+    if (a.checkpoint_every > 0 && o.gradual.is_none() && o.remask.is_none()) || a.resume {
         o.checkpoint = Some(sparsewire_eval::checkpoint::Checkpointing {
             dir: ckpt_dir.clone(),
             every: a.checkpoint_every.max(1),
@@ -583,6 +606,10 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
                 "\n\nGradual pruning by {:?} over the first {} steps (masks every {}); the post-hoc row is the one-shot {} at the same sparsity.",
                 g.criterion, g.end, g.every, o.criterion
             ))
+            .or(o.remask.map(|r| format!(
+                "\n\nMasks re-chosen by magnitude every {} steps from a dense shadow trained straight through (SR-STE, decay {}); the post-hoc row is the one-shot {} the run started from.",
+                r.every, r.decay, o.criterion
+            )))
             .unwrap_or_default(),
         if rep.steps_done < o.steps {
             format!(

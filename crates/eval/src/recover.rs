@@ -7,7 +7,9 @@
 //! 2. The student's linear weights are `Var`s multiplied by their fixed masks in the
 //!    forward pass, so dropped weights get no gradient and stay dropped. Or, with
 //!    [`Gradual`], the student starts dense and `sparsewire_train::Sparsifier` prunes it
-//!    during training on the cubic schedule (magnitude, Taylor or movement scores). The teacher is
+//!    during training on the cubic schedule (magnitude, Taylor or movement scores). Or, with
+//!    [`Remask`] (SR-STE), the student keeps a dense shadow trained straight through and
+//!    its masks are chosen again by magnitude every few steps. The teacher is
 //!    the dense model, frozen. Loss per sentence: `1 - cos(student, teacher)` of the pooled
 //!    embeddings plus `hidden_weight` times the mean squared error of every layer's output
 //!    (the tensors that cross the link pulled toward the teacher's), averaged over a batch.
@@ -70,6 +72,9 @@ pub struct RecoverOptions {
     pub activation_sites: Sites,
     /// Gradual pruning during recovery instead of the post-hoc sparsifier's fixed masks.
     pub gradual: Option<Gradual>,
+    /// Masks re-chosen during recovery from a dense shadow of the weights (SR-STE)
+    /// instead of fixed.
+    pub remask: Option<Remask>,
     /// Sparsify (by magnitude, same sparsity and pattern) and train the word-embedding
     /// table too, as the linear weights; it then crosses the link in the same stream.
     pub embeddings: bool,
@@ -94,6 +99,33 @@ pub struct Gradual {
     pub criterion: sparsewire_train::TrainCriterion,
 }
 
+/// Masks that move during recovery, as in SR-STE (Zhou et al., "Learning N:M fine-grained
+/// structured sparse neural networks from scratch", 2021): the student holds every weight,
+/// a dense shadow (the post-hoc sparsifier's values where it kept; where it dropped, the
+/// dense model's values or zero, [`Shadow`]). The forward pass multiplies by the mask; the
+/// backward pass sends the gradient to every weight straight through (so a dropped weight
+/// can grow back), plus `decay` times each dropped weight (the sparse-refined term that
+/// pulls what stays dropped toward zero); every `every` steps and after the last, the mask
+/// is chosen again by magnitude in the same pattern and at the same sparsity. The post-hoc
+/// row of the report stays the one-shot `criterion`; the stream records magnitude.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Remask {
+    pub every: usize,
+    pub decay: f64,
+    /// Where the dropped weights' shadow starts.
+    pub shadow: Shadow,
+}
+
+/// The start of the dropped weights' dense shadow under [`Remask`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Shadow {
+    /// The dense model's values: the first re-choice ranks every weight by magnitude.
+    Dense,
+    /// Zero: the post-hoc mask holds until training grows a dropped weight past a kept one.
+    Zero,
+}
+
 impl Default for RecoverOptions {
     fn default() -> Self {
         RecoverOptions {
@@ -112,6 +144,7 @@ impl Default for RecoverOptions {
             activations: None,
             activation_sites: Sites::All,
             gradual: None,
+            remask: None,
             embeddings: false,
             max_seconds: None,
             checkpoint: None,
@@ -149,13 +182,24 @@ impl RecoverOptions {
                 ));
             }
         }
+        if let Some(r) = self.remask {
+            if r.every == 0 || r.every > self.steps || !(r.decay >= 0.0 && r.decay < 1.0) {
+                return bad(format!(
+                    "masks re-chosen every {} steps (1..={}) with a decay of {} ([0, 1))",
+                    r.every, self.steps, r.decay
+                ));
+            }
+            if self.gradual.is_some() {
+                return bad("re-chosen masks and gradual pruning are two ways of moving the masks: pick one".into());
+            }
+        }
         if let Some(c) = &self.checkpoint {
             if c.every == 0 {
                 return bad("checkpoints must be at least 1 step apart".into());
             }
-            if self.gradual.is_some() {
+            if self.gradual.is_some() || self.remask.is_some() {
                 return bad(
-                    "checkpoints are not written with gradual pruning (the sparsifier's scores are not saved)".into(),
+                    "checkpoints are not written with gradual pruning or re-chosen masks (the sparsifier's scores and the dense shadow are not saved)".into(),
                 );
             }
         }
@@ -293,6 +337,38 @@ impl Linear {
         self.keep = keep;
         Ok(())
     }
+
+    /// Chooses the mask again by the magnitude of the (dense shadow) weights, in
+    /// `pattern` at `sparsity` (ignored by N:M, whose pattern fixes it).
+    fn remask(&mut self, pattern: Pattern, sparsity: f32) -> Result<(), GridError> {
+        let w: Vec<f32> = self
+            .var
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(err)?;
+        let scores: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+        let (r, c) = self.shape;
+        let m = sparsewire_se::pattern::select(&scores, r, c, pattern, f64::from(sparsity))
+            .map_err(err)?;
+        self.set_keep((0..m.len()).map(|i| m.is_kept(i)).collect())
+    }
+}
+
+/// `teacher` with the student's weights as [`masked`] gives them in the forward pass, but
+/// with the gradient reaching every weight, the dropped ones included (straight through):
+/// `w - detach(w) * (1 - mask)` is `w * mask` in value and `w` to the backward pass.
+fn straight_through(teacher: &Bert, linears: &[Linear]) -> Result<Bert, GridError> {
+    let w: HashMap<String, Tensor> = linears
+        .iter()
+        .map(|l| {
+            let v = l.var.as_tensor();
+            let dropped = (v.detach() * (1.0 - &l.mask)?)?;
+            Ok((l.name.clone(), (v - dropped)?))
+        })
+        .collect::<Result<_, candle_core::Error>>()
+        .map_err(err)?;
+    Ok(teacher.with_linear_weights(&w)?)
 }
 
 /// splitmix64: a seeded shuffle that needs no dependency.
@@ -321,9 +397,19 @@ fn write_stream(
     let mut trained = Vec::with_capacity(linears.len());
     let mut w = sparsewire_stream::Writer::new(Vec::new(), Default::default()).map_err(err)?;
     for l in linears {
-        let v: Vec<f32> = (l.var.as_tensor() * &l.mask)
-            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        let mut v: Vec<f32> = l
+            .var
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
             .map_err(err)?;
+        // Dropped weights are +0 (a shadow's negative value times the mask would be -0,
+        // which the stream, rebuilding dropped weights as +0, would not give back).
+        for (x, &k) in v.iter_mut().zip(&l.keep) {
+            if !k {
+                *x = 0.0;
+            }
+        }
         let bytes = sparsewire_formats::from_f32(Dtype::BF16, &v).expect("bf16 is a float");
         let (r, c) = l.shape;
         trained.push(
@@ -488,7 +574,27 @@ pub fn recover(
             Some(tile) => (0..r * c).map(|i| tile.mask().is_kept(i)).collect(),
             None => vec![true; r * c],
         };
+        let dense = || {
+            setup
+                .weights
+                .tensors
+                .iter()
+                .find(|w| w.name == dec.name)
+                .and_then(|w| w.to_f32_vec())
+        };
         let (v, keep) = match o.gradual {
+            // The dense shadow: the post-hoc values where kept, the dense model's elsewhere.
+            None if o.remask.is_some_and(|r| r.shadow == Shadow::Dense) => (
+                dec.to_f32_vec().zip(dense()).map(|(mut v, d)| {
+                    for ((x, &k), &y) in v.iter_mut().zip(&keep).zip(&d) {
+                        if !k {
+                            *x = y;
+                        }
+                    }
+                    v
+                }),
+                keep,
+            ),
             None => (dec.to_f32_vec(), keep),
             // Gradual pruning starts from the dense weights, every one kept.
             Some(_) => (
@@ -592,7 +698,11 @@ pub fn recover(
         } else {
             o.lr * (o.steps - step) as f64 / (o.steps - o.warmup) as f64
         };
-        let student = masked(&teacher, &linears)?;
+        let student = if o.remask.is_some() {
+            straight_through(&teacher, &linears)?
+        } else {
+            masked(&teacher, &linears)?
+        };
         // The batch runs packed (one matrix product a layer for all its sentences), and
         // the loss is taken sentence by sentence from its rows, as if each ran alone.
         let mut segs: Vec<&[u32]> = Vec::with_capacity(o.batch);
@@ -692,7 +802,26 @@ pub fn recover(
         if let Some(sp) = &mut sparsifier {
             sp.observe(&grads).map_err(err)?;
         }
+        if let Some(r) = o.remask.filter(|r| r.decay > 0.0) {
+            for l in &linears {
+                if let Some(g) = grads.get(l.var.as_tensor()) {
+                    // Detached: a term that tracked the variable would chain each step's
+                    // graph into the optimiser's moments (memory grows without bound).
+                    let dropped = (l.var.as_tensor().detach() * (1.0 - &l.mask).map_err(err)?)
+                        .map_err(err)?;
+                    let g = (g + (dropped * r.decay).map_err(err)?).map_err(err)?;
+                    grads.insert(l.var.as_tensor(), g);
+                }
+            }
+        }
         opt.step(&grads, lr).map_err(err)?;
+        if let Some(r) = o.remask {
+            if (step + 1) % r.every == 0 {
+                for l in &mut linears {
+                    l.remask(o.pattern, o.sparsity)?;
+                }
+            }
+        }
         if let Some(sp) = &mut sparsifier {
             // Masks move on the schedule's steps; `step` zeroes the dropped weights after
             // every update (the optimiser's momentum would move them).
@@ -756,6 +885,12 @@ pub fn recover(
             }
         }
     }
+    // Moving masks are chosen once more after the last step, wherever the run stopped.
+    if o.remask.is_some() {
+        for l in &mut linears {
+            l.remask(o.pattern, o.sparsity)?;
+        }
+    }
     let train_seconds = seconds_before + t0.elapsed().as_secs_f64();
     let kept: usize = linears
         .iter()
@@ -763,9 +898,10 @@ pub fn recover(
         .sum();
     let total: usize = linears.iter().map(|l| l.shape.0 * l.shape.1).sum();
     // 4. What crosses the link, decoded and scored.
-    let recorded = match o.gradual {
-        Some(g) => g.criterion.recorded(),
-        None => o.criterion,
+    let recorded = match (o.gradual, o.remask) {
+        (Some(g), _) => g.criterion.recorded(),
+        (None, Some(_)) => Criterion::Magnitude,
+        (None, None) => o.criterion,
     };
     let (stream, trained) = write_stream(&linears, recorded, o.pattern)?;
     let model = overlay(setup, &stream)?;
