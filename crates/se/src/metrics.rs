@@ -116,18 +116,19 @@ impl Energy {
     }
 
     /// The energy of finite BF16 values counted by magnitude (`hist[m]`: how many have
-    /// `|w|`'s bits `m`; no count at infinity's or NaN's bits), every magnitude below `thr` dropped and `ties` of those at `thr`.
-    /// `count * w^2` is exact in f64 (an 8-bit significand squared, times a count below
-    /// 2^32), so only the adding up of the 2^15 terms rounds.
+    /// `|w|`'s bits `m`; no count at infinity's or NaN's bits), every magnitude below
+    /// `thr` dropped and `ties` of those at `thr`. `count * w^2` is exact in f64 (an 8-bit
+    /// significand squared, times a count below 2^32), so only the adding up of the 2^15
+    /// terms rounds.
     pub(crate) fn from_bf16_histogram(hist: &[u32], thr: u16, ties: usize) -> Energy {
         let mut e = Energy::default();
         let square = |m: usize| {
             let w = f64::from(f32::from_bits((m as u32) << 16));
             w * w
         };
-        // Buckets from 0x7f80 up are infinity and NaN: none is counted (all finite), and
-        // their squares would turn 0 * inf into NaN.
-        let finite = &hist[..hist.len().min(0x7f80)];
+        // Buckets from infinity's up: none is counted (all finite), and their squares would
+        // turn 0 * inf into NaN.
+        let finite = &hist[..hist.len().min(crate::pattern::BF16_NONFINITE as usize)];
         for (g, counts) in finite.chunks(8).enumerate() {
             for (j, &c) in counts.iter().enumerate() {
                 let m = 8 * g + j;
