@@ -184,7 +184,7 @@ struct RecoverArgs {
     #[arg(long, default_value = "magnitude", value_parser = train_criterion, requires = "gradual_end")]
     gradual_criterion: sparsewire_train::TrainCriterion,
     /// Re-choose the masks every N steps during recovery (SR-STE): the student keeps
-    /// every weight (the dropped ones starting from the dense model's values), the
+    /// every weight (the dropped ones starting as --remask-shadow says), the
     /// gradient reaches them straight through, and each mask is chosen again by magnitude
     /// in --pattern at --sparsity every N steps and after the last. Without it (and
     /// without --gradual-end) the post-hoc masks stay fixed.
@@ -607,8 +607,14 @@ fn run_recover(a: RecoverArgs) -> Result<()> {
                 g.criterion, g.end, g.every, o.criterion
             ))
             .or(o.remask.map(|r| format!(
-                "\n\nMasks re-chosen by magnitude every {} steps from a dense shadow trained straight through (SR-STE, decay {}); the post-hoc row is the one-shot {} the run started from.",
-                r.every, r.decay, o.criterion
+                "\n\nMasks re-chosen by magnitude every {} steps from a dense shadow trained straight through (SR-STE, decay {}; dropped weights starting at {}); the post-hoc row is the one-shot {} the run started from.",
+                r.every,
+                r.decay,
+                match r.shadow {
+                    sparsewire_eval::recover::Shadow::Dense => "the dense model's values",
+                    sparsewire_eval::recover::Shadow::Zero => "zero",
+                },
+                o.criterion
             )))
             .unwrap_or_default(),
         if rep.steps_done < o.steps {

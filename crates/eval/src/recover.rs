@@ -574,6 +574,7 @@ pub fn recover(
             Some(tile) => (0..r * c).map(|i| tile.mask().is_kept(i)).collect(),
             None => vec![true; r * c],
         };
+        // The dense model's values of this weight (the gradual start, the dense shadow).
         let dense = || {
             setup
                 .weights
@@ -597,15 +598,7 @@ pub fn recover(
             ),
             None => (dec.to_f32_vec(), keep),
             // Gradual pruning starts from the dense weights, every one kept.
-            Some(_) => (
-                setup
-                    .weights
-                    .tensors
-                    .iter()
-                    .find(|w| w.name == dec.name)
-                    .and_then(|w| w.to_f32_vec()),
-                vec![true; r * c],
-            ),
+            Some(_) => (dense(), vec![true; r * c]),
         };
         let v = v.ok_or_else(|| err(format!("linear weight {:?} is not float", dec.name)))?;
         linears.push(Linear::new(dec.name.clone(), v, keep, (r, c))?);
