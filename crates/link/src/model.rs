@@ -9,8 +9,8 @@
 //! takes [`Compute::seconds`] to decode and multiply a tile (seconds per dense byte at
 //! the tile's level, measured by runs at each level on an unlimited link with the same
 //! period as the runs predicted: a client that idles between passes computes slower than
-//! one running back to back), `frame_seconds` to take each
-//! answer off the socket (fitted from an unlimited link's lossless run, where that is
+//! one running back to back), `frame_seconds` at the tile's level to take each answer
+//! off the socket (from the same runs, where that and the pass-start wake-up below are
 //! all the waiting) and
 //! `other_seconds` a tile for the rest of its time, neither waiting nor computing (sending
 //! the request, placing the output; fitted from the same runs), plus
@@ -19,7 +19,7 @@
 //! run on a constant slow link, where every tile waits), plus `pass_seconds` of waiting
 //! at the first tile of a pass that started after an idle (client, host and pacer threads
 //! all asleep between passes wake, and the operating system schedules them on shared
-//! cores; fitted from a paced run at a link rate the predictions are not checked at). Not
+//! cores; what lossless runs with the period wait beyond the same runs back to back). Not
 //! modelled tile by tile: the operating system's scheduling, TCP's windows, the pacer's
 //! sleep granularity.
 
@@ -57,8 +57,9 @@ pub struct ModelOptions {
     /// Round trip on the socket, seconds.
     pub round_trip: f64,
     /// The client's time to take an answer off the socket (system calls and the copy),
-    /// seconds per tile; `run` counts it as waiting.
-    pub frame_seconds: f64,
+    /// seconds per tile at each ladder level (a sparse level's answer is shorter); `run`
+    /// counts it as waiting.
+    pub frame_seconds: Vec<f64>,
     /// The client's time per tile outside waiting and computing (the request's send, the
     /// output's copy, bookkeeping), seconds; `run` counts it as neither.
     pub other_seconds: f64,
@@ -96,17 +97,16 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
             "the model needs a window, a period and a schedule".into(),
         ));
     }
-    if o.compute.per_dense_byte.len() != ladder.len()
-        || o.compute
-            .per_dense_byte
-            .iter()
-            .any(|c| !(c.is_finite() && *c >= 0.0))
-    {
-        return Err(LinkError::Options(format!(
-            "the model needs a finite, non-negative compute cost for each of the {} ladder levels, not {:?}",
-            ladder.len(),
-            o.compute.per_dense_byte
-        )));
+    for (what, costs) in [
+        ("compute", &o.compute.per_dense_byte),
+        ("receive", &o.frame_seconds),
+    ] {
+        if costs.len() != ladder.len() || costs.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
+            return Err(LinkError::Options(format!(
+                "the model needs a finite, non-negative {what} cost for each of the {} ladder levels, not {costs:?}",
+                ladder.len(),
+            )));
+        }
     }
     // (tensor, tile, dense bytes, position in the schedule) in multiply order.
     let mut items = Vec::new();
@@ -170,12 +170,13 @@ pub fn simulate(m: &Manifest, trace: &Trace, o: &ModelOptions) -> Result<ModelRe
                 next += 1;
             }
             let (i, level, arrival) = flight.pop_front().expect("a request in flight");
+            let b = size(i, level);
             let woken = arrival > now;
-            let waited = (arrival - now).max(0.0) + o.frame_seconds + wake_up;
-            now = now.max(arrival) + o.frame_seconds + wake_up;
+            let receive = o.frame_seconds[level];
+            let waited = (arrival - now).max(0.0) + receive + wake_up;
+            now = now.max(arrival) + receive + wake_up;
             wake_up = 0.0;
             stall += waited;
-            let b = size(i, level);
             meter.arrived(&mut controller, b, waited, now);
             in_flight_bytes -= b as f64;
             bytes += b;
@@ -238,7 +239,7 @@ mod tests {
             duration: 1e-4,
             window: 1,
             round_trip: 0.0,
-            frame_seconds: 0.0,
+            frame_seconds: vec![0.0; 2],
             other_seconds: other,
             wake_seconds: wake,
             pass_seconds: 0.0,
@@ -287,10 +288,41 @@ mod tests {
             close(woken.busy_seconds - plain.busy_seconds, 0.25),
             "{woken:?}"
         );
+        // The receive cost of the tile's level is waited for, tile by tile.
+        let base = simulate(&m, &trace, &o).unwrap();
+        let receive = ModelOptions {
+            frame_seconds: vec![1e-4, 5e-5],
+            ..o.clone()
+        };
+        let r = simulate(&m, &trace, &receive).unwrap();
+        assert!(
+            close(r.stall_seconds - base.stall_seconds, n * 1e-4),
+            "{r:?}"
+        );
+        let sparse = ModelOptions {
+            policy: Policy::Fixed(0.5),
+            ..receive.clone()
+        };
+        let (r, base) = (
+            simulate(&m, &trace, &sparse).unwrap(),
+            simulate(
+                &m,
+                &trace,
+                &ModelOptions {
+                    policy: Policy::Fixed(0.5),
+                    ..o.clone()
+                },
+            )
+            .unwrap(),
+        );
+        assert!(
+            close(r.stall_seconds - base.stall_seconds, n * 5e-5),
+            "{r:?}"
+        );
     }
 
     #[test]
-    fn a_compute_cost_per_level_is_required() {
+    fn a_compute_and_a_receive_cost_per_level_are_required() {
         let m = Manifest {
             protocol: 1,
             levels: vec![0.0, 0.5],
@@ -304,7 +336,7 @@ mod tests {
             duration: 1.0,
             window: 1,
             round_trip: 0.0,
-            frame_seconds: 0.0,
+            frame_seconds: vec![0.0; 2],
             other_seconds: 0.0,
             wake_seconds: 0.0,
             pass_seconds: 0.0,
@@ -316,5 +348,14 @@ mod tests {
         };
         let e = simulate(&m, &Trace::constant(1.0).unwrap(), &o).unwrap_err();
         assert!(e.to_string().contains("2 ladder levels"), "{e}");
+        let o = ModelOptions {
+            compute: Compute {
+                per_dense_byte: vec![1e-9; 2],
+            },
+            frame_seconds: vec![0.0, f64::NAN],
+            ..o
+        };
+        let e = simulate(&m, &Trace::constant(1.0).unwrap(), &o).unwrap_err();
+        assert!(e.to_string().contains("receive cost"), "{e}");
     }
 }
