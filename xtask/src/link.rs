@@ -8,6 +8,7 @@
 //! sentences) against the dense model's, and each layer's output against the dense
 //! weights'. Writes docs/LINK.md and docs/link.json.
 
+use sparsewire_accel::calibrate::median;
 use sparsewire_link::client::{Client, ClientOptions};
 use sparsewire_link::controller::Spend;
 use sparsewire_link::host::{HostModel, HostOptions};
@@ -27,16 +28,6 @@ const PERIOD: f64 = 0.2;
 /// The rate the timing model takes for the calibration's unpaced link, GB/s (loopback
 /// moves a few GB/s; the model then waits only for what it charges the client).
 const UNLIMITED_GBPS: f64 = 1000.0;
-
-/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
 
 /// Every how many passes the sentence embeddings are measured.
 const EVERY: usize = 5;
