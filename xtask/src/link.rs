@@ -29,6 +29,11 @@ const PERIOD: f64 = 0.2;
 /// moves a few GB/s; the model then waits only for what it charges the client).
 const UNLIMITED_GBPS: f64 = 1000.0;
 
+/// The timing model's calibration: runs a setting, interleaved, whose median is each cost.
+const ROUNDS: usize = 5;
+/// Passes a calibration run (the first left out).
+const PASSES: u32 = 8;
+
 /// Every how many passes the sentence embeddings are measured.
 const EVERY: usize = 5;
 
@@ -218,8 +223,6 @@ pub fn run_link(
     // over passes, as the model predicts them). The result is the model's options with
     // those costs; each case sets its policy, spend and schedule on top.
     let costs = {
-        const ROUNDS: usize = 5;
-        const PASSES: u32 = 8;
         let period = Some(Duration::from_secs_f64(PERIOD));
         let policy_of = |i: usize| {
             if i == 0 {
@@ -589,7 +592,7 @@ pub fn run_link(
         .map(|r| rel(r.model.stall_fraction, r.report.stall_fraction))
         .fold(0f64, f64::max);
     md.push_str(&format!(
-        "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client decode-and-multiply time {} ns per dense byte at levels {:?}, from runs at each level on an unlimited link with the cases' period; {} µs to take an answer off the socket at those levels, from what the same runs wait, less the wake-up below; {:.1} µs a tile neither waiting nor computing, from the runs at each level; {:.1} µs more decode-and-multiply for a tile the client was woken for, from a short run at a constant 0.1 GB/s; {:.2} ms more waiting at the start of a pass after an idle, what the lossless runs wait beyond lossless runs back to back; each cost the median of 5 interleaved runs of 8 passes, the first left out, as the machine's speed changes for seconds at a time; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
+        "- The timing model (`sparsewire_link::model`: the same controller and meter on modelled clocks; client decode-and-multiply time {} ns per dense byte at levels {:?}, from runs at each level on an unlimited link with the cases' period; {} µs to take an answer off the socket at those levels, from what the same runs wait, less the wake-up below; {:.1} µs a tile neither waiting nor computing, from the runs at each level; {:.1} µs more decode-and-multiply for a tile the client was woken for, from a short run at a constant 0.1 GB/s; {:.2} ms more waiting at the start of a pass after an idle, what the lossless runs wait beyond lossless runs back to back; each cost the median of {ROUNDS} interleaved runs of {PASSES} passes, the first left out, as the machine's speed changes for seconds at a time; {} µs round trip) predicts deadline hits within 15% of `run` on every case (worst {:.1}%) and the stall share within 15% (worst {:.1}%): {}.\n",
         costs
             .compute
             .per_dense_byte
