@@ -249,18 +249,14 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     shared_id: u16,
     raw: impl FnOnce(&mut Vec<u8>),
 ) -> Result<EncodedStream, CodecError> {
-    let present: Vec<usize> = hist
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c > 0)
-        .map(|(s, _)| s)
-        .take(2)
-        .collect();
+    // The present symbols, read once: every question below looks at them alone (a
+    // 2048-symbol head scanned five times was most of a tiny tile's encode).
+    let present = rans::SymbolCounts::of(hist);
     if present.len() <= 1 {
         return Ok(EncodedStream {
             plane,
             codec: StreamCodec::Constant {
-                symbol: present.first().copied().unwrap_or(0) as u16,
+                symbol: present.first().unwrap_or(0) as u16,
             },
             bytes: Vec::new(),
         });
@@ -276,20 +272,19 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     // without fitting a model (near-uniform mantissa bytes spent a third of the encode
     // time in model fits that raw then beat). The margin keeps float rounding from
     // changing a choice the full comparison would make.
-    let entropy_bytes = entropy_bits(hist) / 8.0;
+    let entropy_bytes = present.entropy_bits() / 8.0;
     if entropy_bytes + overhead >= raw_unless * (1.0 + 1e-9) {
         return Ok(raw_stream(plane, raw));
     }
     let shared_bytes = shared
-        .and_then(|m| m.cost_bits(hist))
+        .and_then(|m| m.cost_bits_of(&present))
         .map(|b| b / 8.0 + overhead);
     // An own model costs at least the entropy plus a byte per symbol it lists; skip
     // fitting it when the shared model is already within that.
-    let present = hist.iter().filter(|&&c| c > 0).count() as f64;
     let local = match shared_bytes {
-        Some(s) if s <= entropy_bytes + overhead + present => None,
+        Some(s) if s <= entropy_bytes + overhead + present.len() as f64 => None,
         _ => {
-            let (m, b, bits) = Model::best_for_with_cost(hist).expect("two symbols are present");
+            let (m, b, bits) = Model::best_for_counts(&present).expect("two symbols are present");
             let cost = bits / 8.0 + overhead + b.len() as f64;
             Some((m, b, cost))
         }

@@ -70,7 +70,7 @@ const SIMD_BLOCK: usize = 2048;
 pub const MAX_ALPHABET: usize = 1 << 11;
 
 use model::TableKind;
-pub use model::{DecodeTable, Model};
+pub use model::{DecodeTable, Model, SymbolCounts};
 pub use sparsewire_metadata::varint::{get as get_varint, len as varint_len, put as put_varint};
 
 /// Per-symbol constants that turn the encoder's division into a multiply and shifts

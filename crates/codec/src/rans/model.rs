@@ -79,8 +79,16 @@ impl Model {
     /// scans otherwise). The choice and the model are the same as quantising, costing
     /// and serialising each precision in full.
     pub fn best_for_with_cost(counts: &[u64]) -> Option<(Model, Vec<u8>, f64)> {
-        assert!(counts.len() <= MAX_ALPHABET, "alphabet over MAX_ALPHABET");
-        let present = Present::of(counts);
+        Model::best_for_counts(&SymbolCounts::of(counts))
+    }
+
+    /// [`Model::best_for_with_cost`] of a histogram's present symbols.
+    pub fn best_for_counts(present: &SymbolCounts) -> Option<(Model, Vec<u8>, f64)> {
+        assert!(
+            present.alphabet <= MAX_ALPHABET,
+            "alphabet over MAX_ALPHABET"
+        );
+        let alphabet = present.alphabet;
         let tries: &[u32] = if present.total < 1 << 13 {
             &[12, 10, 8, 6]
         } else {
@@ -93,14 +101,14 @@ impl Model {
             };
             let shift = PRECISION_BITS - p;
             let bits = present.cost_bits(&freq, shift);
-            let total = bits / 8.0 + present.serialised_len(counts.len(), &freq) as f64;
+            let total = bits / 8.0 + present.serialised_len(alphabet, &freq) as f64;
             if best.as_ref().is_none_or(|b| total < b.3) {
                 best = Some((p, freq, bits, total));
             }
         }
         let (p, freq, bits, _) = best?;
-        let m = present.model(counts.len(), &freq, p);
-        let b = m.to_bytes();
+        let b = present.to_bytes(&freq, p);
+        let m = present.model(alphabet, &freq, p);
         Some((m, b, bits))
     }
 
@@ -109,7 +117,7 @@ impl Model {
     pub fn from_counts_at(counts: &[u64], precision: u32) -> Option<Model> {
         assert!(counts.len() <= MAX_ALPHABET, "alphabet over MAX_ALPHABET");
         assert!((1..=PRECISION_BITS).contains(&precision));
-        let present = Present::of(counts);
+        let present = SymbolCounts::of(counts);
         let freq = present.quantise(precision)?;
         Some(present.model(counts.len(), &freq, precision))
     }
@@ -147,6 +155,19 @@ impl Model {
             if c == 0 {
                 continue;
             }
+            let f = self.freq(s);
+            if f == 0 {
+                return None;
+            }
+            bits += c as f64 * (PRECISION_BITS as f64 - log2_tables().of[f as usize]);
+        }
+        Some(bits)
+    }
+
+    /// [`Model::cost_bits`] of a histogram's present symbols, term for term.
+    pub fn cost_bits_of(&self, present: &SymbolCounts) -> Option<f64> {
+        let mut bits = 0.0;
+        for (&s, &c) in present.symbols.iter().zip(&present.counts) {
             let f = self.freq(s);
             if f == 0 {
                 return None;
@@ -200,27 +221,74 @@ impl Model {
 }
 
 /// A histogram's present symbols (in increasing order) with their counts: what the
-/// quantiser, the cost and the serialised size depend on.
-struct Present {
+/// quantiser, the cost and the serialised size depend on. Read once from an
+/// alphabet-long histogram, then everything a plane's coder asks of it (constant or not,
+/// entropy, cost under a shared model, its own model) looks at the present symbols only.
+#[derive(Debug, Clone)]
+pub struct SymbolCounts {
+    alphabet: usize,
     symbols: Vec<usize>,
     counts: Vec<u64>,
     total: u64,
 }
 
-impl Present {
-    fn of(counts: &[u64]) -> Present {
-        let (symbols, counts): (Vec<usize>, Vec<u64>) = counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(s, &c)| (s, c))
-            .unzip();
-        let total = counts.iter().sum();
-        Present {
+impl SymbolCounts {
+    /// The present symbols of `counts` (an alphabet-long histogram).
+    pub fn of(counts: &[u64]) -> SymbolCounts {
+        let mut symbols = Vec::new();
+        let mut present = Vec::new();
+        for (s, &c) in counts.iter().enumerate() {
+            if c > 0 {
+                symbols.push(s);
+                present.push(c);
+            }
+        }
+        let total = present.iter().sum();
+        SymbolCounts {
+            alphabet: counts.len(),
             symbols,
-            counts,
+            counts: present,
             total,
         }
+    }
+
+    /// How many symbols occur.
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// Whether no symbol occurs.
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+
+    /// The lowest symbol that occurs.
+    pub fn first(&self) -> Option<usize> {
+        self.symbols.first().copied()
+    }
+
+    /// Order-0 entropy in bits: [`crate::entropy_bits`] of the histogram, term for term.
+    pub fn entropy_bits(&self) -> f64 {
+        let n = self.total as f64;
+        self.counts
+            .iter()
+            .map(|&c| -(c as f64) * (c as f64 / n).log2())
+            .sum()
+    }
+
+    /// [`Model::to_bytes`] of the model [`SymbolCounts::model`] gives, without it.
+    fn to_bytes(&self, freq: &[u32], precision: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.serialised_len(self.alphabet, freq));
+        out.push(precision as u8);
+        put_varint(&mut out, self.alphabet as u64);
+        put_varint(&mut out, self.symbols.len() as u64);
+        let mut prev: i64 = -1;
+        for (&s, &f) in self.symbols.iter().zip(freq) {
+            put_varint(&mut out, (s as i64 - prev) as u64);
+            put_varint(&mut out, f as u64);
+            prev = s as i64;
+        }
+        out
     }
 
     /// The present symbols' frequencies out of `2^precision` (each at least 1, summing to
@@ -525,8 +593,8 @@ mod tests {
     }
 
     /// The quantiser as first written, one heap step per unit moved: the reference
-    /// [`Present::quantise`] must match.
-    fn quantise_reference(present: &Present, precision: u32) -> Option<Vec<u32>> {
+    /// [`SymbolCounts::quantise`] must match.
+    fn quantise_reference(present: &SymbolCounts, precision: u32) -> Option<Vec<u32>> {
         let total_p = 1u32 << precision;
         let (counts, total) = (&present.counts, present.total);
         if counts.len() < 2 || counts.len() > total_p as usize {
@@ -605,7 +673,8 @@ mod tests {
                     _ => 1 + (next() % 100).pow(3),
                 })
                 .collect();
-            let present = Present {
+            let present = SymbolCounts {
+                alphabet: n,
                 symbols: (0..n).collect(),
                 total: counts.iter().sum(),
                 counts,
@@ -652,7 +721,7 @@ mod tests {
         for (i, s) in [0usize, 5, 130, 131, 900, 2047].iter().enumerate() {
             counts[*s] = 1 + 1000 * i as u64;
         }
-        let present = Present::of(&counts);
+        let present = SymbolCounts::of(&counts);
         for p in [12, 10, 8, 6, 3] {
             let freq = present.quantise(p).unwrap();
             let m = present.model(counts.len(), &freq, p);
@@ -661,6 +730,7 @@ mod tests {
                 m.to_bytes().len(),
                 "{p}"
             );
+            assert_eq!(present.to_bytes(&freq, p), m.to_bytes(), "{p}");
         }
     }
 }
