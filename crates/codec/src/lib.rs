@@ -52,7 +52,7 @@ use models::load;
 pub use models::{entropy_bits, PlaneHistograms, TensorDecoder, TensorModels};
 pub use planes::{
     decode_planes, decode_planes_chunked, encode_planes, encode_planes_counted,
-    plane_entropy_bytes, EncodedStream,
+    encode_planes_len_lower_bound, plane_entropy_bytes, EncodedStream,
 };
 pub use sparsewire_metadata::{Dtype, Plane, StreamCodec, StreamEntry, ValueCodec};
 pub use symbols::{decode_symbol_stream, encode_symbol_stream};

@@ -152,6 +152,56 @@ pub fn encode_planes(
     encode_planes_counted(layout, values, models, None)
 }
 
+/// A lower bound on the bytes [`encode_planes`] writes for `values` with no shared models
+/// (the sum of its streams' lengths), found without fitting a model: a plane is empty
+/// when constant, else raw or rANS, and a rANS plane holds at least its own model's
+/// symbol list (a gap and a frequency byte per present symbol), the stream's lane byte
+/// and states, and the words [`rans_words_lower_bound`] allows.
+///
+/// A tile of a few dozen values has about as many distinct symbols in each plane, so its
+/// planes cannot beat its raw bytes; the writer then skips fitting their models.
+pub fn encode_planes_len_lower_bound(layout: PlaneLayout, values: &[u8]) -> usize {
+    let n = values.len() / layout.value_bytes;
+    let planes = split(layout, values);
+    let Split { head, tail, bytes } = &planes;
+    let rans_floor = |hist: &[u64]| {
+        let present = rans::SymbolCounts::of(hist);
+        (present.len() > 1).then(|| {
+            present.model_bytes_lower_bound()
+                + rans::overhead_bytes(n)
+                + rans_words_lower_bound(present.entropy_bits(), n)
+        })
+    };
+    let mut len = match rans_floor(&histogram(head, 1 << layout.head_bits)) {
+        None => 0,
+        Some(floor) => floor.min(n * 2),
+    };
+    if layout.tail_bits > 0 && tail.iter().any(|&t| t != tail[0]) {
+        len += bits::packed_len(n, layout.tail_bits);
+    }
+    for plane in bytes.iter().take(layout.byte_planes) {
+        if let Some(floor) = rans_floor(&histogram(plane, 256)) {
+            len += floor.min(n);
+        }
+    }
+    planes.recycle();
+    len
+}
+
+/// A lower bound on the bytes of the words a rANS stream of `n` symbols with order-0
+/// entropy `entropy_bits` emits, under any model.
+///
+/// Each lane's state starts at 2^15 and ends below 2^31, and a symbol of frequency `f`
+/// multiplies it by at least `(2^12 / f) (7 / 8)` (the state is at least `8 f` when it is
+/// coded: the division's floor loses at most an eighth) while an emitted word divides it
+/// by at most `2^16 (17 / 16)`: so 16 bits a word cover the cross-entropy (never below
+/// the entropy) less 0.28 bits a symbol and 16 bits a lane. 0.3 and a byte of float
+/// margin are taken.
+fn rans_words_lower_bound(entropy_bits: f64, n: usize) -> usize {
+    let bits = entropy_bits - 0.3 * n as f64 - 16.0 * rans::lanes_for(n) as f64;
+    ((bits / 8.0).floor() - 1.0).max(0.0) as usize
+}
+
 /// [`encode_planes`] with the tile's plane histograms when the caller has them already
 /// (the writer counts each tile to fit the tensor's shared models), so they are not
 /// counted twice. `counts` must be `values`' own histograms ([`PlaneHistograms::add`] of

@@ -393,3 +393,55 @@ fn reused_zstd_compressor_writes_fresh_frames() {
         }
     }
 }
+
+/// The planes' lower bound never exceeds what the planes take, on every layout and on the
+/// inputs where it is tight (few distinct symbols, so rANS is close to the entropy; all
+/// distinct, where it must reach the raw size), and it does reach the raw size on a tile
+/// of a few dozen noisy floats (what lets the writer skip fitting their models).
+#[test]
+fn planes_lower_bound_is_below_the_planes() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for case in 0..3000 {
+        let dtype = [Dtype::F32, Dtype::BF16, Dtype::F16][case % 3];
+        let layout = PlaneLayout::for_dtype(dtype).unwrap();
+        let n = 1 + next() as usize % [8usize, 64, 400, 3000][(case / 3) % 4];
+        let distinct = 1 + next() % [2u64, 5, 40, 1 << 32][(case / 12) % 4];
+        let pool: Vec<u64> = (0..distinct.min(64)).map(|_| next()).collect();
+        let values: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                let v = if distinct > 64 {
+                    next()
+                } else {
+                    // Skewed: the first symbols of the pool far more often.
+                    let r = next() % 100;
+                    pool[(r * r / 100 % pool.len() as u64) as usize]
+                };
+                v.to_le_bytes()[..layout.value_bytes].to_vec()
+            })
+            .collect();
+        let none = TensorModels {
+            models: vec![None; 1 + layout.byte_planes],
+        };
+        let planes: usize = encode_planes(layout, &values, &none)
+            .unwrap()
+            .iter()
+            .map(|s| s.bytes.len())
+            .sum();
+        let floor = encode_planes_len_lower_bound(layout, &values);
+        assert!(
+            floor <= planes,
+            "case {case} {dtype} n={n}: {floor} > {planes}"
+        );
+    }
+    let noise: Vec<u8> = (0..24)
+        .flat_map(|i| ((i as f32 * 0.7371).sin() * 0.1).to_le_bytes())
+        .collect();
+    let layout = PlaneLayout::for_dtype(Dtype::F32).unwrap();
+    assert!(encode_planes_len_lower_bound(layout, &noise) >= noise.len());
+}

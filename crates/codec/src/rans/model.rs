@@ -95,13 +95,16 @@ impl Model {
             &[12]
         };
         let mut best: Option<(u32, Vec<u32>, f64, f64)> = None;
+        let scaled = present.scaled();
+        let gaps = present.serialised_gaps_len();
         for &p in tries {
-            let Some(freq) = present.quantise(p) else {
+            let Some(freq) = present.quantise_scaled(p, &scaled) else {
                 continue;
             };
             let shift = PRECISION_BITS - p;
             let bits = present.cost_bits(&freq, shift);
-            let total = bits / 8.0 + present.serialised_len(alphabet, &freq) as f64;
+            let freqs_len: usize = freq.iter().map(|&f| varint_len(f as u64)).sum();
+            let total = bits / 8.0 + (gaps + freqs_len) as f64;
             if best.as_ref().is_none_or(|b| total < b.3) {
                 best = Some((p, freq, bits, total));
             }
@@ -235,12 +238,20 @@ pub struct SymbolCounts {
 impl SymbolCounts {
     /// The present symbols of `counts` (an alphabet-long histogram).
     pub fn of(counts: &[u64]) -> SymbolCounts {
-        let mut symbols = Vec::new();
-        let mut present = Vec::new();
-        for (s, &c) in counts.iter().enumerate() {
-            if c > 0 {
-                symbols.push(s);
-                present.push(c);
+        // Sized exactly, then filled skipping runs of absent symbols eight at a time: a
+        // head's 2048 counts hold a few dozen present symbols in a small tile.
+        let n = counts.iter().filter(|&&c| c > 0).count();
+        let mut symbols = Vec::with_capacity(n);
+        let mut present = Vec::with_capacity(n);
+        for (block, chunk) in counts.chunks(8).enumerate() {
+            if chunk.iter().fold(0, |a, &c| a | c) == 0 {
+                continue;
+            }
+            for (k, &c) in chunk.iter().enumerate() {
+                if c > 0 {
+                    symbols.push(block * 8 + k);
+                    present.push(c);
+                }
             }
         }
         let total = present.iter().sum();
@@ -276,6 +287,12 @@ impl SymbolCounts {
             .sum()
     }
 
+    /// A lower bound on the length of any model of these symbols' serialised form: the
+    /// gaps as written and a byte per frequency.
+    pub fn model_bytes_lower_bound(&self) -> usize {
+        self.serialised_gaps_len() + self.symbols.len()
+    }
+
     /// [`Model::to_bytes`] of the model [`SymbolCounts::model`] gives, without it.
     fn to_bytes(&self, freq: &[u32], precision: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.serialised_len(self.alphabet, freq));
@@ -305,22 +322,37 @@ impl SymbolCounts {
     /// worse one after another, so the steps taken are the `k` best moves of all: see
     /// [`best_moves`], which finds them without a heap when no symbol moves twice.
     fn quantise(&self, precision: u32) -> Option<Vec<u32>> {
-        const _: () = assert!(PRECISION_BITS == 12);
+        self.quantise_scaled(precision, &self.scaled())
+    }
+
+    /// Each count scaled to the full precision, `floor(c * 2^12 / total)`: the floor at
+    /// precision `p` is this shifted right by `12 - p` (the floor of a floor divided by
+    /// an integer is the floor of the quotient), so the precisions tried share one
+    /// division per symbol.
+    fn scaled(&self) -> Vec<u64> {
+        let total = self.total;
+        self.counts
+            .iter()
+            .map(|&c| match c.checked_mul(TOTAL as u64) {
+                // c <= total < 2^52 in any real histogram: the 64-bit product is exact.
+                Some(m) => m / total,
+                None => (c as u128 * TOTAL as u128 / total as u128) as u64,
+            })
+            .collect()
+    }
+
+    /// [`SymbolCounts::quantise`] with [`SymbolCounts::scaled`] given.
+    fn quantise_scaled(&self, precision: u32, scaled: &[u64]) -> Option<Vec<u32>> {
+        const _: () = assert!(PRECISION_BITS == 12 && TOTAL == 1 << PRECISION_BITS);
         let total_p = 1u32 << precision;
-        let (counts, total) = (&self.counts, self.total);
+        let counts = &self.counts;
         if counts.len() < 2 || counts.len() > total_p as usize {
             return None;
         }
-        let mut freq: Vec<u32> = counts
+        let shift = PRECISION_BITS - precision;
+        let mut freq: Vec<u32> = scaled
             .iter()
-            .map(|&c| {
-                // c <= total < 2^52 in any real histogram: the 64-bit product is exact.
-                let scaled = match c.checked_mul(total_p as u64) {
-                    Some(m) => m / total,
-                    None => (c as u128 * total_p as u128 / total as u128) as u64,
-                };
-                (scaled as u32).max(1)
-            })
+            .map(|&q| ((q >> shift) as u32).max(1))
             .collect();
         let sum: u32 = freq.iter().sum();
         // `c * log2((f + 1) / f)`: the change in coded size when `f` becomes `f + 1`, the
@@ -355,6 +387,18 @@ impl SymbolCounts {
             bits += c as f64 * (PRECISION_BITS as f64 - log2_tables().of[(f << shift) as usize]);
         }
         bits
+    }
+
+    /// What [`SymbolCounts::serialised_len`] counts before the frequencies: the same at
+    /// every precision.
+    fn serialised_gaps_len(&self) -> usize {
+        let mut len = 1 + varint_len(self.alphabet as u64) + varint_len(self.symbols.len() as u64);
+        let mut prev: i64 = -1;
+        for &s in &self.symbols {
+            len += varint_len((s as i64 - prev) as u64);
+            prev = s as i64;
+        }
+        len
     }
 
     /// The length [`Model::to_bytes`] gives a model of `alphabet` symbols with these
@@ -731,6 +775,8 @@ mod tests {
                 "{p}"
             );
             assert_eq!(present.to_bytes(&freq, p), m.to_bytes(), "{p}");
+            let freqs: usize = freq.iter().map(|&f| varint_len(f as u64)).sum();
+            assert_eq!(present.serialised_gaps_len() + freqs, m.to_bytes().len());
         }
     }
 }

@@ -7,8 +7,8 @@ use crate::StreamError;
 use rayon::prelude::*;
 use sparsewire_codec::rans::Model;
 use sparsewire_codec::{
-    encode_planes_counted, encode_symbol_stream, encode_whole, CodecError, EncodedStream,
-    PlaneHistograms, PlaneLayout, TensorModels,
+    encode_planes_counted, encode_planes_len_lower_bound, encode_symbol_stream, encode_whole,
+    CodecError, EncodedStream, PlaneHistograms, PlaneLayout, TensorModels,
 };
 use sparsewire_formats::tiling::{default_tile_shape, TileGrid};
 use sparsewire_formats::TensorRef;
@@ -29,6 +29,10 @@ const LZ_MIN_GAIN: f64 = 0.98;
 const LZ_SCREEN_BYTES: usize = 16 << 10;
 /// The share of repeated words below which a large tile skips zstd's trial.
 const LZ_MIN_REPEATS: f64 = 0.01;
+/// A lone tile up to this size is checked against the planes' lower bound before their
+/// models are fitted; beyond it the bound is below the raw size (on the shared files it
+/// decides tiles of up to 96 values).
+const PLANES_FLOOR_BYTES: usize = 1024;
 /// Tiles coded at once per thread: enough to keep every thread busy, few enough that the
 /// tiles in flight stay a few MiB.
 const BATCH_PER_THREAD: usize = 4;
@@ -259,20 +263,41 @@ pub(super) fn dense<W: Write>(
         (ValueCodec::FloatPlanes, None)
     } else {
         let first = read(0)?;
-        let first_planes = planes(0, &first)?;
-        let p = streams_len(&first_planes);
         let z = if opts.try_lz && lz_may_pay(&first) {
             let z = encode_whole(ValueCodec::Zstd, &first, opts.zstd_level).map_err(err)?;
             Some(z.bytes.len())
         } else {
             None
         };
-        let codec = match z {
+        let choose = |p: usize| match z {
             Some(z) if (z as f64) < p as f64 * LZ_MIN_GAIN && z < first.len() => ValueCodec::Zstd,
             _ if p >= first.len() => ValueCodec::Raw,
             _ => ValueCodec::FloatPlanes,
         };
-        (codec, Some(first_planes))
+        // A lone tile (no shared models) of a few dozen values cannot be smaller as planes
+        // than raw: when the planes' lower bound already decides the choice as their size
+        // would, their models are not fitted (half the encode of PP-OCR's 135 tensors
+        // went to tensors of at most 1 KiB).
+        let floor = if n == 1 && first.len() <= PLANES_FLOOR_BYTES {
+            encode_planes_len_lower_bound(layout, &first)
+        } else {
+            0
+        };
+        let decided = (floor >= first.len())
+            .then(|| choose(floor))
+            .filter(|&c| match c {
+                // zstd beats the planes' floor, so any size they can have.
+                ValueCodec::Zstd => true,
+                // Raw, unless zstd is smaller than raw: then larger planes may let it win.
+                _ => z.is_none_or(|z| z >= first.len()),
+            });
+        match decided {
+            Some(codec) => (codec, None),
+            None => {
+                let first_planes = planes(0, &first)?;
+                (choose(streams_len(&first_planes)), Some(first_planes))
+            }
+        }
     };
     let first_planes = std::sync::Mutex::new(first_planes);
     let plane_models = if codec == ValueCodec::FloatPlanes {
