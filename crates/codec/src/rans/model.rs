@@ -238,22 +238,27 @@ pub struct SymbolCounts {
 impl SymbolCounts {
     /// The present symbols of `counts` (an alphabet-long histogram).
     pub fn of(counts: &[u64]) -> SymbolCounts {
-        // Sized exactly, then filled skipping runs of absent symbols eight at a time: a
-        // head's 2048 counts hold a few dozen present symbols in a small tile.
+        // Sized first, then filled without a branch per symbol (every symbol is written at
+        // the next free place, which advances only past a present one), skipping runs of
+        // absent symbols eight at a time: a head's 2048 counts hold a few dozen present
+        // symbols in a small tile, scattered enough that a branch per symbol mispredicts.
         let n = counts.iter().filter(|&&c| c > 0).count();
-        let mut symbols = Vec::with_capacity(n);
-        let mut present = Vec::with_capacity(n);
+        let mut symbols = vec![0usize; n + 1];
+        let mut present = vec![0u64; n + 1];
+        let mut len = 0;
         for (block, chunk) in counts.chunks(8).enumerate() {
             if chunk.iter().fold(0, |a, &c| a | c) == 0 {
                 continue;
             }
             for (k, &c) in chunk.iter().enumerate() {
-                if c > 0 {
-                    symbols.push(block * 8 + k);
-                    present.push(c);
-                }
+                // len <= n until the last present symbol is written, so in bounds.
+                symbols[len] = block * 8 + k;
+                present[len] = c;
+                len += usize::from(c > 0);
             }
         }
+        symbols.truncate(len);
+        present.truncate(len);
         let total = present.iter().sum();
         SymbolCounts {
             alphabet: counts.len(),

@@ -58,9 +58,17 @@ fn repeated_words(bytes: &[u8]) -> f64 {
     hits as f64 / n.max(1) as f64
 }
 
-/// Whether zstd's trial may pay on this float tile (see [`LZ_SCREEN_BYTES`]).
+/// A float tile smaller than this gets zstd's trial only when [`repeated_words`] finds
+/// repeats, as a large one: zstd's frame and literal headers leave it nothing to win on a
+/// few hundred bytes without matches (it won no such tile on the shared files), and the
+/// trial was a quarter of such a tile's encode.
+const LZ_TINY_BYTES: usize = 1024;
+
+/// Whether zstd's trial may pay on this float tile (see [`LZ_SCREEN_BYTES`] and
+/// [`LZ_TINY_BYTES`]).
 fn lz_may_pay(tile: &[u8]) -> bool {
-    tile.len() <= LZ_SCREEN_BYTES || repeated_words(tile) >= LZ_MIN_REPEATS
+    (LZ_TINY_BYTES..=LZ_SCREEN_BYTES).contains(&tile.len())
+        || repeated_words(tile) >= LZ_MIN_REPEATS
 }
 
 fn streams_len(s: &[EncodedStream]) -> usize {
@@ -712,8 +720,11 @@ mod tests {
         let rows: Vec<f32> = (0..60).flat_map(|_| row.iter().copied()).collect();
         assert!(repeated_words(&bytes(&rows)) > 0.9);
         assert!(lz_may_pay(&bytes(&rows)));
-        // Zeros count as repeats; small tiles always get the trial.
+        // Zeros count as repeats; small tiles always get the trial, tiny ones with repeats.
         assert_eq!(repeated_words(&[0u8; 64]), 1.0);
+        assert!(lz_may_pay(&[0u8; 64]));
+        assert!(!lz_may_pay(&random[..LZ_TINY_BYTES - 4]));
+        assert!(lz_may_pay(&random[..LZ_TINY_BYTES]));
         assert!(lz_may_pay(&random[..LZ_SCREEN_BYTES]));
         assert_eq!(repeated_words(&[]), 0.0);
     }
