@@ -47,14 +47,11 @@ thread_local! {
 fn split(layout: PlaneLayout, values: &[u8]) -> Split {
     let n = values.len() / layout.value_bytes;
     let mut s = SPLIT_POOL.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    s.head.clear();
-    s.head.resize(n, 0);
-    s.tail.clear();
-    s.tail.resize(if layout.tail_bits > 0 { n } else { 0 }, 0);
+    set_len_for_overwrite(&mut s.head, n);
+    set_len_for_overwrite(&mut s.tail, if layout.tail_bits > 0 { n } else { 0 });
     s.bytes.resize_with(layout.byte_planes, Vec::new);
     for b in &mut s.bytes {
-        b.clear();
-        b.resize(n, 0);
+        set_len_for_overwrite(b, n);
     }
     let Split { head, tail, bytes } = &mut s;
     let (b0, b1) = match bytes.as_mut_slice() {
@@ -64,6 +61,16 @@ fn split(layout: PlaneLayout, values: &[u8]) -> Split {
     };
     split_into(layout, values, head, tail, b0, b1);
     s
+}
+
+/// Makes a reused buffer `n` long for a writer that overwrites all of it: what it held
+/// stays (zeroing it first was 1% of an encode), only growth is zero-filled.
+pub(crate) fn set_len_for_overwrite<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    } else {
+        v.truncate(n);
+    }
 }
 
 impl Split {
@@ -334,15 +341,15 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
     let local = match shared_bytes {
         Some(s) if s <= entropy_bytes + overhead + present.len() as f64 => None,
         _ => {
-            let (m, b, bits) = Model::best_for_counts(&present).expect("two symbols are present");
-            let cost = bits / 8.0 + overhead + b.len() as f64;
-            Some((m, b, cost))
+            let fit = present.best_fit().expect("two symbols are present");
+            let cost = fit.bits / 8.0 + overhead + fit.len as f64;
+            Some((fit, cost))
         }
     };
     let best_rans = match (shared_bytes, &local) {
-        (Some(s), Some((_, _, l))) if s <= *l => (s, shared),
+        (Some(s), Some((_, l))) if s <= *l => (s, shared),
         (Some(s), None) => (s, shared),
-        (_, Some((_, _, l))) => (*l, None),
+        (_, Some((_, l))) => (*l, None),
         (None, None) => unreachable!("no shared model means an own model was fitted"),
     };
     if best_rans.0 >= raw_unless {
@@ -353,9 +360,9 @@ pub(crate) fn code_symbols<S: rans::EncodeSymbol>(
         rans::encode(symbols, m, &mut bytes)?;
         StreamCodec::RansShared { model: shared_id }
     } else {
-        let (m, b, _) = local.expect("chosen, so fitted");
-        bytes.extend_from_slice(&b);
-        rans::encode(symbols, &m, &mut bytes)?;
+        let (fit, _) = local.expect("chosen, so fitted");
+        bytes.extend_from_slice(&fit.to_bytes(&present));
+        rans::encode(symbols, &fit.model(&present), &mut bytes)?;
         StreamCodec::RansLocal
     };
     Ok(EncodedStream {

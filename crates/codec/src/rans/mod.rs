@@ -70,7 +70,7 @@ const SIMD_BLOCK: usize = 2048;
 pub const MAX_ALPHABET: usize = 1 << 11;
 
 use model::TableKind;
-pub use model::{DecodeTable, Model, SymbolCounts};
+pub use model::{DecodeTable, Fit, Model, SymbolCounts};
 pub use sparsewire_metadata::varint::{get as get_varint, len as varint_len, put as put_varint};
 
 /// Per-symbol constants that turn the encoder's division into a multiply and shifts
@@ -202,8 +202,7 @@ fn encode_lanes<S: EncodeSymbol, const L: usize>(
     // One word per symbol at most, and slack for the SIMD rounds' 16-byte stores; the
     // buffer is this thread's, reused from stream to stream.
     let mut words = WORDS.with(|w| std::mem::take(&mut *w.borrow_mut()));
-    words.clear();
-    words.resize(symbols.len() + 16, 0);
+    crate::planes::set_len_for_overwrite(&mut words, symbols.len() + 16);
     let mut count = 0usize;
     let mut states = [STATE_LOW; MAX_LANES];
     let mut ok = true;

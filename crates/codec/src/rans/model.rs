@@ -84,35 +84,8 @@ impl Model {
 
     /// [`Model::best_for_with_cost`] of a histogram's present symbols.
     pub fn best_for_counts(present: &SymbolCounts) -> Option<(Model, Vec<u8>, f64)> {
-        assert!(
-            present.alphabet <= MAX_ALPHABET,
-            "alphabet over MAX_ALPHABET"
-        );
-        let alphabet = present.alphabet;
-        let tries: &[u32] = if present.total < 1 << 13 {
-            &[12, 10, 8, 6]
-        } else {
-            &[12]
-        };
-        let mut best: Option<(u32, Vec<u32>, f64, f64)> = None;
-        let scaled = present.scaled();
-        let gaps = present.serialised_gaps_len();
-        for &p in tries {
-            let Some(freq) = present.quantise_scaled(p, &scaled) else {
-                continue;
-            };
-            let shift = PRECISION_BITS - p;
-            let bits = present.cost_bits(&freq, shift);
-            let freqs_len: usize = freq.iter().map(|&f| varint_len(f as u64)).sum();
-            let total = bits / 8.0 + (gaps + freqs_len) as f64;
-            if best.as_ref().is_none_or(|b| total < b.3) {
-                best = Some((p, freq, bits, total));
-            }
-        }
-        let (p, freq, bits, _) = best?;
-        let b = present.to_bytes(&freq, p);
-        let m = present.model(alphabet, &freq, p);
-        Some((m, b, bits))
+        let fit = present.best_fit()?;
+        Some((fit.model(present), fit.to_bytes(present), fit.bits))
     }
 
     /// Quantises a histogram to `precision` bits (`None` if it has fewer than two
@@ -283,13 +256,55 @@ impl SymbolCounts {
         self.symbols.first().copied()
     }
 
-    /// Order-0 entropy in bits: [`crate::entropy_bits`] of the histogram, term for term.
+    /// Order-0 entropy in bits: [`crate::entropy_bits`] of the histogram, as `n log2 n -
+    /// sum c log2 c` with the logs of counts up to 4096 from a table (a `log2` call per
+    /// symbol was 5% of a small tile's encode). Within 1e-12 of it, relatively (tested);
+    /// the coder's choices that use it keep margins far wider.
     pub fn entropy_bits(&self) -> f64 {
-        let n = self.total as f64;
-        self.counts
-            .iter()
-            .map(|&c| -(c as f64) * (c as f64 / n).log2())
-            .sum()
+        let log2 = &log2_tables().of;
+        let log2_of = |c: u64| match log2.get(c as usize) {
+            Some(&l) => l,
+            None => (c as f64).log2(),
+        };
+        let n = self.total;
+        let sum: f64 = self.counts.iter().map(|&c| c as f64 * log2_of(c)).sum();
+        (n as f64 * log2_of(n) - sum).max(0.0)
+    }
+
+    /// The cheapest model's quantisation, with its own serialised size counted (see
+    /// [`Model::best_for_with_cost`]): what it costs is known before the model is built,
+    /// so a plane that then goes raw builds none.
+    pub fn best_fit(&self) -> Option<Fit> {
+        assert!(self.alphabet <= MAX_ALPHABET, "alphabet over MAX_ALPHABET");
+        let tries: &[u32] = if self.total < 1 << 13 {
+            &[12, 10, 8, 6]
+        } else {
+            &[12]
+        };
+        let mut best: Option<Fit> = None;
+        let scaled = self.scaled();
+        let gaps = self.serialised_gaps_len();
+        for &p in tries {
+            let Some(freq) = self.quantise_scaled(p, &scaled) else {
+                continue;
+            };
+            let bits = self.cost_bits(&freq, PRECISION_BITS - p);
+            let freqs_len: usize = freq.iter().map(|&f| varint_len(f as u64)).sum();
+            let len = gaps + freqs_len;
+            let total = bits / 8.0 + len as f64;
+            if best
+                .as_ref()
+                .is_none_or(|b| total < b.bits / 8.0 + b.len as f64)
+            {
+                best = Some(Fit {
+                    precision: p,
+                    freq,
+                    bits,
+                    len,
+                });
+            }
+        }
+        best
     }
 
     /// A lower bound on the length of any model of these symbols' serialised form: the
@@ -387,9 +402,10 @@ impl SymbolCounts {
 
     /// [`Model::cost_bits`] of these counts under `freq` (out of `2^(12 - shift)`).
     fn cost_bits(&self, freq: &[u32], shift: u32) -> f64 {
+        let log2 = &log2_tables().of;
         let mut bits = 0.0;
         for (&c, &f) in self.counts.iter().zip(freq) {
-            bits += c as f64 * (PRECISION_BITS as f64 - log2_tables().of[(f << shift) as usize]);
+            bits += c as f64 * (PRECISION_BITS as f64 - log2[(f << shift) as usize]);
         }
         bits
     }
@@ -429,6 +445,30 @@ impl SymbolCounts {
     }
 }
 
+/// A quantised model of some [`SymbolCounts`], before it is built: [`SymbolCounts::best_fit`].
+#[derive(Debug, Clone)]
+pub struct Fit {
+    precision: u32,
+    /// The present symbols' frequencies out of `2^precision`.
+    freq: Vec<u32>,
+    /// The counts' coded size under it, in bits ([`Model::cost_bits`]).
+    pub bits: f64,
+    /// Its serialised length ([`Model::to_bytes`]).
+    pub len: usize,
+}
+
+impl Fit {
+    /// The model, for the counts it was fitted to.
+    pub fn model(&self, counts: &SymbolCounts) -> Model {
+        counts.model(counts.alphabet, &self.freq, self.precision)
+    }
+
+    /// [`Model::to_bytes`] of [`Fit::model`], without building it.
+    pub fn to_bytes(&self, counts: &SymbolCounts) -> Vec<u8> {
+        counts.to_bytes(&self.freq, self.precision)
+    }
+}
+
 /// A move's place in the quantiser's order as one integer: a larger key goes first. The
 /// gain's bits (a positive `f64` orders as its bits do; inverted when the smallest gain
 /// goes first) above the symbol inverted (ties to the lower symbol).
@@ -455,13 +495,14 @@ fn best_moves(symbols: usize, k: usize, key: impl Fn(usize, u32) -> Option<u128>
     if k == 0 {
         return Vec::new();
     }
-    let mut first: Vec<(u128, usize)> = (0..symbols)
-        .filter_map(|i| key(i, 0).map(|x| (x, i)))
-        .collect();
+    let mut first: Vec<(u128, usize)> = Vec::with_capacity(symbols);
+    first.extend((0..symbols).filter_map(|i| key(i, 0).map(|x| (x, i))));
     if k <= first.len() {
-        let (_, kth, _) = first.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0));
+        // Ascending, so the k largest end the slice.
+        let at = first.len() - k;
+        let (_, kth, _) = first.select_nth_unstable_by_key(at, |e| e.0);
         let threshold = kth.0;
-        let chosen = &first[..k];
+        let chosen = &first[at..];
         if chosen
             .iter()
             .all(|&(_, i)| key(i, 1).is_none_or(|x| x < threshold))
@@ -762,6 +803,32 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![0, 1, 2], "every first move when k is all of them");
         assert!(best_moves(3, 0, key).is_empty());
+    }
+
+    /// The table-driven entropy stays within 1e-12 of the term-by-term one, relatively,
+    /// from two symbols to full alphabets, with counts past the table's 4096.
+    #[test]
+    fn entropy_matches_the_term_by_term_sum() {
+        let mut rng = 0x0123_4567_89ab_cdefu64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for case in 0..2000 {
+            let alphabet = [2usize, 16, 256, 2048][case % 4];
+            let scale = [1u64, 10, 5000, 1 << 30][(case / 4) % 4];
+            let counts: Vec<u64> = (0..alphabet)
+                .map(|_| if next() % 3 == 0 { 0 } else { next() % scale })
+                .collect();
+            let exact = crate::entropy_bits(&counts);
+            let fast = SymbolCounts::of(&counts).entropy_bits();
+            assert!(
+                (fast - exact).abs() <= 1e-12 * exact.max(1.0),
+                "case {case}: {fast} vs {exact}"
+            );
+        }
     }
 
     #[test]
