@@ -31,7 +31,7 @@ const LZ_SCREEN_BYTES: usize = 16 << 10;
 const LZ_MIN_REPEATS: f64 = 0.01;
 /// A lone tile up to this size is checked against the planes' lower bound before their
 /// models are fitted; beyond it the bound is below the raw size (on the shared files it
-/// decides tiles of up to 96 values).
+/// decides tiles of up to 144 values).
 const PLANES_FLOOR_BYTES: usize = 1024;
 /// Tiles coded at once per thread: enough to keep every thread busy, few enough that the
 /// tiles in flight stay a few MiB.
