@@ -10,7 +10,7 @@
 //! comparing two builds; alternate them.
 
 use sparsewire_formats::input::InputFile;
-use sparsewire_pipeline::{compress, CompressOptions};
+use sparsewire_pipeline::{compress_into, CompressOptions};
 use sparsewire_se::{Budget, SparsifyOptions};
 use std::time::Instant;
 
@@ -35,10 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opts.encode.profile = sparsewire_stream::Profile::Fast;
     }
     let mut times = Vec::with_capacity(runs);
+    let mut stream = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        let (stream, _) = compress(&file, &opts)?;
-        std::hint::black_box(stream);
+        compress_into(&file, &opts, &mut stream)?;
+        std::hint::black_box(&stream);
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);

@@ -209,8 +209,30 @@ pub fn compress(
     file: &TensorFile,
     opts: &CompressOptions,
 ) -> Result<(Vec<u8>, CompressReport), PipelineError> {
+    let mut out = Vec::new();
+    let report = compress_into(file, opts, &mut out)?;
+    Ok((out, report))
+}
+
+/// [`compress`] into `out` (cleared first), reusing its allocation: what a sender that
+/// compresses at send time, again and again, calls. `out` is sized for the tensors' bytes
+/// before the stream is written, so it is not regrown (and copied) as the stream grows:
+/// the regrowing was a sixth of a 50% fast-profile encode of MiniLM. On an error `out` is
+/// left empty.
+pub fn compress_into(
+    file: &TensorFile,
+    opts: &CompressOptions,
+    out: &mut Vec<u8>,
+) -> Result<CompressReport, PipelineError> {
     let tensors: Vec<TensorRef> = file.tensors.iter().map(|t| t.as_ref()).collect();
-    compress_to(Vec::new(), &tensors, &file.metadata, opts, &mut |_| {})
+    let mut buf = std::mem::take(out);
+    buf.clear();
+    // A sparsified or lossless stream is at most about its tensors' bytes plus headers.
+    let raw = usize::try_from(file.byte_len()).unwrap_or(usize::MAX);
+    buf.reserve(raw.saturating_add(raw / 64).saturating_add(1 << 16));
+    let (buf, report) = compress_to(buf, &tensors, &file.metadata, opts, &mut |_| {})?;
+    *out = buf;
+    Ok(report)
 }
 
 /// Compresses `input` (.safetensors or .npy) into `output` (see the module docs).

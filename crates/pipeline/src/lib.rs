@@ -34,8 +34,8 @@ mod error;
 
 pub use activations::{encode_activation_tile, encode_activations, TENSOR as ACTIVATIONS_TENSOR};
 pub use compress::{
-    compress, compress_file, compress_to, CompressOptions, CompressReport, CompressedTensor,
-    Progress,
+    compress, compress_file, compress_into, compress_to, CompressOptions, CompressReport,
+    CompressedTensor, Progress,
 };
 pub use decompress::{
     decompress, decompress_file, read_rows, read_tensor, DecompressOptions, DecompressReport,
