@@ -116,6 +116,17 @@ pub(crate) fn bf16_any_nonfinite(values: &[[u8; 2]]) -> bool {
 /// `count * w^2` is exact in f64, so the sums differ from the per-value ones only in
 /// their last bits (and are the more accurate).
 pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Option<(Mask, Errors)> {
+    unstructured_magnitude_bf16_with(bytes, sparsity, true)
+}
+
+/// [`unstructured_magnitude_bf16`], the mask written 32 values a step by the AVX-512
+/// kernel (`sparsewire_sparse::bf16_mask_above`) where `simd` and the CPU allow, else by
+/// the scalar loop, its reference: the same mask either way (tested).
+fn unstructured_magnitude_bf16_with(
+    bytes: &[u8],
+    sparsity: f64,
+    simd: bool,
+) -> Option<(Mask, Errors)> {
     let (values, _) = bytes.as_chunks::<2>();
     let n = values.len();
     let k = drop_count(n, sparsity);
@@ -164,8 +175,24 @@ pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Option
             m >= thr
         }
     };
-    let (blocks, rest) = values.as_chunks::<16>();
-    for (o, blk) in out.chunks_exact_mut(2).zip(blocks) {
+    // Whole blocks of 32 by the kernel, those holding a magnitude at the threshold redone
+    // here in index order (ties are dropped in index order); the rest by the scalar loop.
+    let mut tie_blocks = Vec::new();
+    let simd_values = if simd
+        && sparsewire_sparse::bf16_mask_above(&bytes[..2 * n], thr, &mut out, &mut tie_blocks)
+    {
+        n / 32 * 32
+    } else {
+        0
+    };
+    for &b in &tie_blocks {
+        let bits = (0..32).fold(0u32, |bits, j| {
+            bits | (one(mag(&values[32 * b + j])) as u32) << j
+        });
+        out[4 * b..4 * b + 4].copy_from_slice(&bits.to_le_bytes());
+    }
+    let (blocks, rest) = values[simd_values..].as_chunks::<16>();
+    for (o, blk) in out[simd_values / 8..].chunks_exact_mut(2).zip(blocks) {
         let m: [u16; 16] = std::array::from_fn(|j| mag(&blk[j]));
         // Most blocks hold no value at the threshold: one comparison a lane, no branch.
         let at_thr = m.iter().fold(false, |a, &x| a | (x == thr));
@@ -176,7 +203,7 @@ pub(crate) fn unstructured_magnitude_bf16(bytes: &[u8], sparsity: f64) -> Option
         };
         o.copy_from_slice(&bits.to_le_bytes());
     }
-    let first = 16 * blocks.len();
+    let first = simd_values + 16 * blocks.len();
     for (i, b) in rest.iter().enumerate() {
         let at = first + i;
         out[at / 8] |= (one(mag(b)) as u8) << (at % 8);
@@ -380,6 +407,47 @@ pub fn select(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The AVX-512 mask kernel and the scalar loop give the same mask and errors: lengths
+    /// around the 32-value blocks, both signs, few distinct magnitudes (so many values tie
+    /// at the threshold, in blocks the kernel hands back) and many.
+    #[test]
+    fn bf16_magnitude_kernel_matches_the_scalar_loop() {
+        let mut probe = vec![0u8; 4];
+        if !sparsewire_sparse::bf16_mask_above(&[0u8; 64], 0, &mut probe, &mut Vec::new()) {
+            assert!(
+                std::env::var_os("SPARSEWIRE_ALLOW_NO_SIMD").is_some(),
+                "cannot test the bf16 mask kernel here (no AVX-512 F/BW/VBMI2, or a portable \
+                 build); set SPARSEWIRE_ALLOW_NO_SIMD=1 to skip"
+            );
+            eprintln!("skipped: no bf16 mask kernel on this build or CPU");
+            return;
+        }
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for case in 0..400 {
+            let n = [1usize, 31, 32, 33, 64, 100, 1000, 4099][case % 8];
+            let distinct = [2u64, 5, 50, 1 << 15][(case / 8) % 4];
+            let bytes: Vec<u8> = (0..n)
+                .flat_map(|_| {
+                    // Finite magnitudes: 0x3c00 (1.0) up to 0x6c00.
+                    let m = 0x3c00 + ((next() % distinct) * 3 % 0x3000) as u16;
+                    let sign = if next() % 2 == 0 { 0x8000 } else { 0 };
+                    (m | sign).to_le_bytes()
+                })
+                .collect();
+            let sparsity = [0.1, 0.5, 0.7, 0.93][(case / 32) % 4];
+            let simd = unstructured_magnitude_bf16_with(&bytes, sparsity, true).unwrap();
+            let scalar = unstructured_magnitude_bf16_with(&bytes, sparsity, false).unwrap();
+            assert_eq!(simd.0.as_bytes(), scalar.0.as_bytes(), "case {case} n={n}");
+            assert_eq!(format!("{:?}", simd.1), format!("{:?}", scalar.1), "case {case}");
+        }
+    }
 
     proptest! {
         #[test]

@@ -268,3 +268,49 @@ fn pack_kept_compress(
     unsafe { out.set_len(at) };
     Some(out)
 }
+
+/// The magnitude mask of little-endian bf16 values, 32 a step: bit `i` of `out` set where
+/// `|values[i]| > thr` (the sign bit ignored), for every whole block of 32 values; blocks
+/// holding a magnitude equal to `thr` are written as the others and their indices pushed
+/// to `tie_blocks`, for the caller to redo in order (ties are dropped in index order).
+/// Returns `false`, writing nothing, without the CPU features. The scalar reference is
+/// the caller's loop (`sparsewire-se`'s magnitude select); a test there compares the two.
+///
+/// Panics if `out` holds fewer than `4 * (values.len() / 64)` bytes.
+pub fn bf16_mask_above(
+    values: &[u8],
+    thr: u16,
+    out: &mut [u8],
+    tie_blocks: &mut Vec<usize>,
+) -> bool {
+    if !available() {
+        return false;
+    }
+    let blocks = values.len() / 64;
+    assert!(out.len() >= 4 * blocks, "mask buffer too short");
+    // SAFETY: features checked above; lengths asserted.
+    unsafe { bf16_mask_above_kernel(values, thr, &mut out[..4 * blocks], tie_blocks) };
+    true
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn bf16_mask_above_kernel(values: &[u8], thr: u16, out: &mut [u8], tie_blocks: &mut Vec<usize>) {
+    let abs = _mm512_set1_epi16(0x7fff);
+    let t = _mm512_set1_epi16(thr as i16);
+    for (b, (o, v)) in out
+        .chunks_exact_mut(4)
+        .zip(values.chunks_exact(64))
+        .enumerate()
+    {
+        // SAFETY: a 64-byte unaligned load from a 64-byte chunk.
+        let m = _mm512_and_si512(
+            unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) },
+            abs,
+        );
+        let gt = _mm512_cmpgt_epu16_mask(m, t);
+        if _mm512_cmpeq_epu16_mask(m, t) != 0 {
+            tie_blocks.push(b);
+        }
+        o.copy_from_slice(&gt.to_le_bytes());
+    }
+}

@@ -36,6 +36,23 @@ pub mod mask;
 pub mod tile;
 
 pub use codes::{MaskEncoding, MaskSymbols, NMTable};
+
+/// [`avx512::bf16_mask_above`] where this build and CPU have it; `false` (nothing
+/// written: use the scalar loop) elsewhere, the `portable` build included.
+pub fn bf16_mask_above(
+    values: &[u8],
+    thr: u16,
+    out: &mut [u8],
+    tie_blocks: &mut Vec<usize>,
+) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+    return avx512::bf16_mask_above(values, thr, out, tie_blocks);
+    #[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
+    {
+        let _ = (values, thr, out, tie_blocks);
+        false
+    }
+}
 pub use expand::{expand_f32, expand_f32_ref, Values};
 pub use layout::{Coo, Csc, Csr, LayoutKind, NmTile, SparseIndex};
 pub use mask::{binary_entropy, Mask, MaskRef};
