@@ -98,39 +98,26 @@ impl Tiles {
         w: &mut Writer<W>,
         streams: &[EncodedStream],
     ) -> Result<(), StreamError> {
-        let k = self.entries.len();
-        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(sparsewire_metadata::tile_seed(
-            self.index as u64,
-            k as u64,
-        ));
-        let mut len = 0u64;
         for s in streams {
-            h.update(&s.bytes);
-            w.out.write_all(&s.bytes).map_err(StreamError::Write)?;
-            len += s.bytes.len() as u64;
             if let StreamCodec::RansShared { model } = s.codec {
                 if let Some(u) = self.used.get_mut(model as usize) {
                     *u = true;
                 }
             }
         }
-        self.entries.push(TileEntry {
-            offset: w.data_len,
-            len,
-            checksum: h.digest(),
-            streams: streams.iter().map(EncodedStream::entry).collect(),
-        });
-        w.data_len += len;
-        Ok(())
+        self.put_pieces(
+            w,
+            streams.iter().map(|s| (s.plane, s.codec, [&s.bytes[..]])),
+        )
     }
 
     /// Writes a tile whose streams are given as borrowed pieces (each stream's bytes the
     /// concatenation of its pieces) and records its index entry: the same bytes, hash and
     /// entry as [`Tiles::put`] of streams holding those bytes, without copying them first.
-    fn put_pieces<W: Write>(
+    fn put_pieces<'a, W: Write, P: IntoIterator<Item = &'a [u8]>>(
         &mut self,
         w: &mut Writer<W>,
-        streams: &[(Plane, StreamCodec, &[&[u8]])],
+        streams: impl IntoIterator<Item = (Plane, StreamCodec, P)>,
     ) -> Result<(), StreamError> {
         let k = self.entries.len();
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(sparsewire_metadata::tile_seed(
@@ -138,8 +125,8 @@ impl Tiles {
             k as u64,
         ));
         let mut len = 0u64;
-        let mut entries = Vec::with_capacity(streams.len());
-        for &(plane, codec, pieces) in streams {
+        let mut entries = Vec::new();
+        for (plane, codec, pieces) in streams {
             let mut stream_len = 0u64;
             for piece in pieces {
                 h.update(piece);
@@ -640,15 +627,16 @@ pub(super) fn sparse<W: Write>(
             // The mask stream: the byte count (varint), then the packed bits as they are.
             let mut count = Vec::with_capacity(10);
             sparsewire_metadata::varint::put(&mut count, bits.len() as u64);
+            let none: &[u8] = &[];
             tiles.put_pieces(
                 w,
-                &[
+                [
                     (
                         Plane::Mask(MaskEncoding::Bitmask),
                         StreamCodec::Raw,
-                        &[&count, bits],
+                        [&count[..], bits],
                     ),
-                    (Plane::Whole, StreamCodec::Raw, &[t.values()]),
+                    (Plane::Whole, StreamCodec::Raw, [t.values(), none]),
                 ],
             )?;
             done += tile_bytes(k);
