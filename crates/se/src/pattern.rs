@@ -445,7 +445,11 @@ mod tests {
             let simd = unstructured_magnitude_bf16_with(&bytes, sparsity, true).unwrap();
             let scalar = unstructured_magnitude_bf16_with(&bytes, sparsity, false).unwrap();
             assert_eq!(simd.0.as_bytes(), scalar.0.as_bytes(), "case {case} n={n}");
-            assert_eq!(format!("{:?}", simd.1), format!("{:?}", scalar.1), "case {case}");
+            assert_eq!(
+                format!("{:?}", simd.1),
+                format!("{:?}", scalar.1),
+                "case {case}"
+            );
         }
     }
 
