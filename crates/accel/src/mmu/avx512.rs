@@ -139,18 +139,18 @@ unsafe fn widen_chunk<const SPARSE: bool>(
     p: usize,
     m: u32,
 ) -> (__m512, __m512) {
-    // SAFETY: the masked load reads lanes `0..popcount(m)` from `values + p`, readable
-    // by the caller's contract.
-    let v = unsafe {
-        _mm512_maskz_loadu_epi16(
-            _bzhi_u32(u32::MAX, m.count_ones()),
-            values.add(p) as *const i16,
-        )
-    };
     let v = if SPARSE {
-        _mm512_maskz_expand_epi16(m, v)
+        // SAFETY: the expand-load reads `popcount(m)` values from `values + p` (the other
+        // lanes are not read), readable by the caller's contract.
+        unsafe { _mm512_maskz_expandloadu_epi16(m, values.add(p) as *const i16) }
     } else {
-        v
+        // SAFETY: as above, lanes `0..popcount(m)`.
+        unsafe {
+            _mm512_maskz_loadu_epi16(
+                _bzhi_u32(u32::MAX, m.count_ones()),
+                values.add(p) as *const i16,
+            )
+        }
     };
     let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
     let odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(-65536)));
