@@ -85,18 +85,21 @@ pub fn bf16_chunk(
     if 2 * (*p + cnt) > values.len() {
         return Err(short(*p, cnt, values.len() / 2));
     }
-    // SAFETY: the masked load touches only the `cnt` lanes the mask enables, which lie
-    // inside `values` (checked just above).
+    let at = values.as_ptr().wrapping_add(2 * *p) as *const i16;
+    // SAFETY: either load touches only `cnt` values from `at` (the expand-load reads one
+    // per set bit of `m`, the masked load the `cnt` lanes it enables), which lie inside
+    // `values` (checked just above).
     let v = unsafe {
-        _mm512_maskz_loadu_epi16(low_mask(cnt), values.as_ptr().add(2 * *p) as *const i16)
+        if sparse {
+            // One expand-load: the kept values straight to their columns.
+            _mm512_maskz_expandloadu_epi16(m, at)
+        } else {
+            // Dense chunks are contiguous already: no expand.
+            _mm512_maskz_loadu_epi16(low_mask(cnt), at)
+        }
     };
     *p += cnt;
-    // Dense chunks are contiguous already: no expand.
-    Ok(bf16_to_f32(if sparse {
-        _mm512_maskz_expand_epi16(m, v)
-    } else {
-        v
-    }))
+    Ok(bf16_to_f32(v))
 }
 
 /// The next `m`-selected f32 weights (16 columns).
