@@ -1,6 +1,17 @@
 use super::*;
 use proptest::prelude::*;
 
+/// The crate's tests' pseudo-random numbers: xorshift64 from `seed`, each call the next
+/// state.
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 fn roundtrip(dtype: Dtype, values: &[u8]) -> Vec<EncodedStream> {
     let layout = PlaneLayout::for_dtype(dtype).unwrap();
     let mut h = PlaneHistograms::new(layout);
@@ -342,18 +353,11 @@ fn avx512_split_matches_the_scalar_split() {
         eprintln!("SKIPPED avx512_split_matches_the_scalar_split: no AVX-512 on this CPU or build");
         return;
     }
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32] {
         let l = PlaneLayout::for_dtype(dtype).unwrap();
         for n in [0usize, 1, 15, 16, 17, 63, 1000, 4099] {
-            let values: Vec<u8> = (0..n * l.value_bytes)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    rng as u8
-                })
-                .collect();
+            let values: Vec<u8> = (0..n * l.value_bytes).map(|_| next() as u8).collect();
             let planes = || {
                 (
                     vec![0u16; n],
@@ -400,13 +404,7 @@ fn reused_zstd_compressor_writes_fresh_frames() {
 /// of a few dozen noisy floats (what lets the writer skip fitting their models).
 #[test]
 fn planes_lower_bound_is_below_the_planes() {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     for case in 0..3000 {
         let dtype = [Dtype::F32, Dtype::BF16, Dtype::F16][case % 3];
         let layout = PlaneLayout::for_dtype(dtype).unwrap();

@@ -616,19 +616,13 @@ mod tests {
     /// magnitudes, signed zeros, every sparsity step.
     #[test]
     fn bf16_magnitude_path_matches_the_f32_path() {
-        let mut rng = 0x5151_7777_0000_1234u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::tests::xorshift(0x5151_7777_0000_1234);
         for n in [1usize, 7, 9, 4096, 4097, 9000, 20_011] {
             // Few distinct magnitudes (ties everywhere), both signs, zeros of both signs.
             let bytes: Vec<u8> = (0..n)
                 .flat_map(|_| {
                     let r = next();
-                    let mag = if r % 17 == 0 {
+                    let mag = if r.is_multiple_of(17) {
                         0
                     } else {
                         0x3c00 + (r >> 8) % 300
@@ -680,18 +674,12 @@ mod tests {
     /// lengths and random masks.
     #[test]
     fn dropped_energy_matches_the_definition() {
-        let mut rng = 0x0123_4567_89ab_cdefu64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::tests::xorshift(0x0123_4567_89ab_cdef);
         for n in [0usize, 1, 7, 8, 9, 63, 1001] {
             let v: Vec<f32> = (0..n)
                 .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
                 .collect();
-            let keep: Vec<bool> = (0..n).map(|_| next() % 3 != 0).collect();
+            let keep: Vec<bool> = (0..n).map(|_| !next().is_multiple_of(3)).collect();
             let mask = Mask::from_bools(&keep);
             let (mut d, mut t) = (0f64, 0f64);
             for (&x, &k) in v.iter().zip(&keep) {

@@ -374,6 +374,17 @@ fn check_inputs(inp: &LayerInputs<'_>, cols: usize) -> Result<(), SparsifyError>
 mod tests {
     use super::*;
 
+    /// The crate's tests' pseudo-random numbers: xorshift64 from `seed`, each call the
+    /// next state.
+    pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     #[test]
     fn config_checks() {
         assert!(SparsifyConfig::lossless().check().is_ok());

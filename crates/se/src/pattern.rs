@@ -423,13 +423,7 @@ mod tests {
             eprintln!("skipped: no bf16 mask kernel on this build or CPU");
             return;
         }
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         for case in 0..400 {
             let n = [1usize, 31, 32, 33, 64, 100, 1000, 4099][case % 8];
             let distinct = [2u64, 5, 50, 1 << 15][(case / 8) % 4];
@@ -437,7 +431,7 @@ mod tests {
                 .flat_map(|_| {
                     // Finite magnitudes: 0x3c00 (1.0) up to 0x6c00.
                     let m = 0x3c00 + ((next() % distinct) * 3 % 0x3000) as u16;
-                    let sign = if next() % 2 == 0 { 0x8000 } else { 0 };
+                    let sign = if next().is_multiple_of(2) { 0x8000 } else { 0 };
                     (m | sign).to_le_bytes()
                 })
                 .collect();
@@ -501,7 +495,7 @@ mod tests {
             }
             keep
         };
-        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut next = crate::tests::xorshift(0x1234_5678_9abc_def1);
         let specials = [
             0.0f32,
             -0.0,
@@ -517,9 +511,7 @@ mod tests {
             let n = 1 + case * 7 % 500;
             let scores: Vec<f32> = (0..n)
                 .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
+                    let rng = next();
                     match case % 5 {
                         0 => specials[(rng % specials.len() as u64) as usize],
                         1 => (rng % 5) as f32,

@@ -739,13 +739,7 @@ mod tests {
     /// its heap fallback give the reference's frequencies exactly.
     #[test]
     fn quantise_matches_the_one_step_at_a_time_reference() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::tests::xorshift(0x2545_f491_4f6c_dd1d);
         for case in 0..3000 {
             let n = 2 + next() as usize % [3usize, 30, 300, 3000][case % 4];
             let counts: Vec<u64> = (0..n)
@@ -809,18 +803,18 @@ mod tests {
     /// from two symbols to full alphabets, with counts past the table's 4096.
     #[test]
     fn entropy_matches_the_term_by_term_sum() {
-        let mut rng = 0x0123_4567_89ab_cdefu64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::tests::xorshift(0x0123_4567_89ab_cdef);
         for case in 0..2000 {
             let alphabet = [2usize, 16, 256, 2048][case % 4];
             let scale = [1u64, 10, 5000, 1 << 30][(case / 4) % 4];
             let counts: Vec<u64> = (0..alphabet)
-                .map(|_| if next() % 3 == 0 { 0 } else { next() % scale })
+                .map(|_| {
+                    if next().is_multiple_of(3) {
+                        0
+                    } else {
+                        next() % scale
+                    }
+                })
                 .collect();
             let exact = crate::entropy_bits(&counts);
             let fast = SymbolCounts::of(&counts).entropy_bits();

@@ -356,13 +356,7 @@ fn every_kernel_encodes_the_same_bytes() {
 /// cost is `cost_bits`'s; `varint_len` is the length `put_varint` writes.
 #[test]
 fn best_for_matches_the_full_alphabet_search() {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::tests::xorshift(0x9e37_79b9_7f4a_7c15);
     for case in 0..300 {
         let alphabet = [2usize, 16, 256, 2048][case % 4];
         let present = 2 + (next() as usize % alphabet.min(400));
