@@ -227,9 +227,8 @@ pub fn compress_into(
     let tensors: Vec<TensorRef> = file.tensors.iter().map(|t| t.as_ref()).collect();
     let mut buf = std::mem::take(out);
     buf.clear();
-    // A sparsified or lossless stream is at most about its tensors' bytes plus headers.
-    let raw = usize::try_from(file.byte_len()).unwrap_or(usize::MAX);
-    buf.reserve(raw.saturating_add(raw / 64).saturating_add(1 << 16));
+    // A sparsified stream is at most about as large as a lossless one.
+    buf.reserve(sparsewire_stream::out_capacity(file));
     let (buf, report) = compress_to(buf, &tensors, &file.metadata, opts, &mut |_| {})?;
     *out = buf;
     Ok(report)

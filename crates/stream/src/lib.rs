@@ -33,7 +33,7 @@ pub use reader::{default_memory_budget, DecodeLimits, RawTile, Reader};
 pub use source::{FileSource, Source};
 pub use sparsewire_codec::Kernel;
 pub use writer::{
-    encode, encode_into, encode_sparse, EncodeOptions, Profile, SparseTensor, Writer,
+    encode, encode_into, encode_sparse, out_capacity, EncodeOptions, Profile, SparseTensor, Writer,
 };
 
 /// First eight bytes of every stream.

@@ -242,7 +242,7 @@ pub fn encode_into(
 /// Room for the stream of `file` at up to its raw size (the usual case, since every codec
 /// falls back to raw): growing the output by doubling instead copies the stream several
 /// times and faults in fresh pages at every step.
-fn out_capacity(file: &TensorFile) -> usize {
+pub fn out_capacity(file: &TensorFile) -> usize {
     let raw: usize = file.tensors.iter().map(|t| t.data.len()).sum();
     raw.saturating_add(raw / 64).saturating_add(1 << 16)
 }
