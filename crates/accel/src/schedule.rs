@@ -58,6 +58,11 @@ pub struct Plan {
 pub enum ScheduleError {
     #[error("a reconstruction buffer of {capacity} bytes cannot hold one tile: the minimum is {minimum} bytes (the largest rebuilt tile)")]
     BufferTooSmall { capacity: u64, minimum: u64 },
+    /// The multiply, with no decode worker, found no step it may rebuild for the tile it
+    /// needs: the plan broke its own invariant (each step's gate is at or before the
+    /// position that first needs it). Reported instead of waiting forever.
+    #[error("the plan has no step open at trace position {position} and no decode worker to wait for (a scheduler bug)")]
+    Stuck { position: usize },
 }
 
 /// Plans the rebuilds of `trace` through a buffer of `capacity` bytes.

@@ -136,6 +136,15 @@ fn every_path_matches_the_scalar_reference() {
                                     assert_eq!(rep.buffer.hits > 0, buffer.is_none(), "{what}");
                                     let o = rep.overlap_efficiency.unwrap();
                                     assert!((0.0..=1.0).contains(&o));
+                                    // The multiply rebuilds tiles only instead of waiting;
+                                    // on one thread it rebuilds every one.
+                                    assert!(rep.multiply_rebuilds <= rep.buffer.misses);
+                                    if threads == 1 {
+                                        assert_eq!(
+                                            rep.multiply_rebuilds, rep.buffer.misses,
+                                            "{what}"
+                                        );
+                                    }
                                 }
                             }
                         }

@@ -7,19 +7,23 @@
 //!   MMU multiplies straight from the stored bytes ([`RawTile`]), skipping dropped weights;
 //!   `threads` workers each take whole row blocks of tiles. Decoding *is* the multiply, so
 //!   there is nothing to overlap and no buffer.
-//! - **pipelined** ([`pipelined`]): decode workers (`threads - 1`, at least one) follow the
-//!   plan: each step waits for its gate (the multiply at most `lookahead` positions
-//!   behind), evicts what the plan says, decodes and rebuilds the tile, and puts it in the
-//!   reconstruction buffer. The calling thread multiplies the tiles in trace order,
-//!   waiting only when a tile is not ready. The buffer's bytes never exceed its capacity
-//!   (the plan's pinning guarantees it; the buffer counts and reports its real peak).
+//! - **pipelined** ([`pipelined`]): decode workers (`threads - 1`) follow the plan: each
+//!   step waits for its gate (the multiply at most `lookahead` positions behind), evicts
+//!   what the plan says, decodes and rebuilds the tile, and puts it in the reconstruction
+//!   buffer. The calling thread multiplies the tiles in trace order; when the tile it needs
+//!   is not ready it rebuilds the next plan step whose gate it has passed itself, and waits
+//!   only when there is none (on one thread it rebuilds every tile just before its
+//!   multiply). The buffer's bytes never exceed its capacity (the plan's pinning
+//!   guarantees it; the buffer counts and reports its real peak).
 //!
 //! A workload is `passes` multiplies of the same weight (micro-batches of a batch): with a
 //! buffer that holds the whole tensor, passes after the first are hits.
 //!
 //! **Overlap efficiency** is the share of the shorter stage that was hidden:
 //! `(decode + compute - wall) / min(decode, compute)`, clamped to [0, 1], where `decode`
-//! is the decode workers' busy time divided by their number and `compute` the multiply's.
+//! is the time spent rebuilding (by the workers and by the multiply instead of waiting)
+//! divided by the number of workers and `compute` the multiply's. 1 means the multiply
+//! cost no wall time beyond the decode.
 
 mod pipelined;
 
@@ -151,8 +155,12 @@ pub struct Report {
     pub stored_bytes: u64,
     /// Dense bytes of the weight in its dtype, times passes, per second.
     pub weight_gbps: f64,
-    /// Decode workers' busy time / their number (pipelined), seconds.
+    /// Time spent rebuilding tiles (pipelined: by the decode workers and by the multiply
+    /// while it waited) / the number of decode workers, seconds.
     pub decode_seconds: f64,
+    /// Tiles the multiply rebuilt itself instead of waiting for a decode worker
+    /// (pipelined; 0 on the fused path).
+    pub multiply_rebuilds: u64,
     /// The multiply's busy time, seconds.
     pub compute_seconds: f64,
     /// Time the multiply waited for a tile, seconds.
@@ -348,6 +356,7 @@ fn empty_report(target: &Target, opts: &Options, path: Path, threads: usize) -> 
         stored_bytes: 0,
         weight_gbps: 0.0,
         decode_seconds: 0.0,
+        multiply_rebuilds: 0,
         compute_seconds: 0.0,
         stall_seconds: 0.0,
         overlap_efficiency: None,

@@ -146,8 +146,10 @@ pub fn run(a: Args) -> Result<()> {
     );
     if let Some(o) = r.overlap_efficiency {
         println!(
-            "decode {:.3} ms, multiply {:.3} ms, stalled {:.3} ms: overlap efficiency {:.0}%",
+            "decode {:.3} ms ({} of {} rebuilds by the multiply instead of waiting), multiply {:.3} ms, stalled {:.3} ms: overlap efficiency {:.0}%",
             rep.decode_seconds * 1e3,
+            rep.multiply_rebuilds,
+            rep.buffer.misses,
             rep.compute_seconds * 1e3,
             rep.stall_seconds * 1e3,
             o * 100.0
