@@ -195,6 +195,9 @@ pub fn calibrate<B: AsRef<[u8]> + Send + Sync>(
             gemm_macs_per_s: gemm.0 / gemm.1.max(1e-12),
             per_tile_us: 0.0,
             launch_us: launch * 1e6,
+            // The multiply thread rebuilds tiles itself rather than wait (exec's pipelined
+            // path); the engine is the one decode worker a second core runs.
+            rebuilds_when_idle: true,
         },
     };
     let mut out = Vec::new();

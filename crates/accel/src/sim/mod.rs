@@ -110,6 +110,11 @@ pub struct MmuSpec {
     /// Fixed cost to start one multiply (a kernel launch, threads starting), microseconds.
     #[serde(default)]
     pub launch_us: f64,
+    /// Whether the MMU rebuilds tiles itself (at the engine's rates) when the tile it needs
+    /// is not ready, as the CPU's pipelined path does (its multiply thread is a core that
+    /// can decode); false for an MMU that can only multiply.
+    #[serde(default)]
+    pub rebuilds_when_idle: bool,
 }
 
 /// Errors of a hardware description or workload.
@@ -216,6 +221,7 @@ impl HardwareSpec {
                     gemm_macs_per_s: 1e12,
                     per_tile_us: 0.2,
                     launch_us: 2.0,
+                    rebuilds_when_idle: false,
                 },
             }),
             // An H100 behind PCIe: 55 GB/s host-to-device (the measurement), 50 MB
@@ -240,6 +246,7 @@ impl HardwareSpec {
                     gemm_macs_per_s: 4e14,
                     per_tile_us: 2.0,
                     launch_us: 5.0,
+                    rebuilds_when_idle: false,
                 },
             }),
             _ => Err(SimError::UnknownPreset(name.into())),
@@ -357,8 +364,23 @@ pub fn simulate(
     let (mut bus_busy, mut eng_busy, mut mmu_busy) = (0f64, 0f64, 0f64);
     let mut bus_bytes = 0u64;
     let mut step = 0;
+    let help = hw.mmu.rebuilds_when_idle;
     for (p, &(id, _)) in plan.trace.iter().enumerate() {
-        while step < plan.steps.len() && plan.steps[step].pos <= p {
+        // Steps are issued in plan order, each to the engine, until the one position `p`
+        // needs is issued. With `rebuilds_when_idle`, while that tile would not be ready
+        // when the MMU is free, the next step goes to whichever of the engine and the MMU
+        // can start it first (the engine takes steps as it frees up; the MMU, idle, takes
+        // the next step whose gate it has passed), as the CPU's pipelined path does.
+        let need = plan.source[p];
+        loop {
+            if step > need && (!help || tl.rebuilds[need].end <= mmu_free) {
+                break;
+            }
+            if step >= plan.steps.len() || plan.steps[step].gate > p {
+                // Nothing the MMU may take: it waits for its tile (issued: the gates are
+                // in step order and `need`'s is at or before `p`).
+                break;
+            }
             let s = &plan.steps[step];
             let c = cost(s.tile.tile)?;
             let gate = if s.gate == 0 {
@@ -380,14 +402,24 @@ pub fn simulate(
             bus_free = t0 + dt;
             bus_busy += dt;
             bus_bytes += c.stored_bytes;
-            let r0 = eng_free.max(t0 + dt + lat);
+            let landed = t0 + dt + lat;
             let dr = c.elements as f64 / hw.engine_rate(c.method) + eng_tile;
+            let r0 = if help && mmu_free.max(landed) < eng_free.max(landed) {
+                // The MMU can start it first: it rebuilds it (busy time, not a stall).
+                let r0 = mmu_free.max(landed);
+                mmu_free = r0 + dr;
+                mmu_busy += dr;
+                r0
+            } else {
+                let r0 = eng_free.max(landed);
+                eng_free = r0 + dr;
+                eng_busy += dr;
+                r0
+            };
             tl.rebuilds.push(Span {
                 start: r0,
                 end: r0 + dr,
             });
-            eng_free = r0 + dr;
-            eng_busy += dr;
             step += 1;
         }
         let c = cost(id.tile)?;

@@ -30,6 +30,7 @@ fn unit() -> HardwareSpec {
         gemm_macs_per_s: 1e9,
         per_tile_us: 0.0,
         launch_us: 0.0,
+        rebuilds_when_idle: false,
     };
     hw
 }
@@ -102,6 +103,38 @@ fn closed_forms() {
     lat.bus.overhead_us = 100.0;
     let (r, _) = run(10, tile(4_000_000, 1_000_000), &lat, 4);
     assert!((r.total_seconds - 43.5e-3).abs() < 1e-12, "{r:?}");
+}
+
+#[test]
+fn an_mmu_that_rebuilds_when_idle_shares_the_decode() {
+    // Engine-bound: 0.1 ms transfers, 1 ms rebuilds, 10 us multiplies.
+    let mut hw = unit();
+    hw.mmu.gemv_macs_per_s = 1e11;
+    let t = tile(100_000, 1_000_000);
+    let (alone, _) = run(10, t, &hw, 16);
+    assert!((alone.total_seconds - 10.11e-3).abs() < 1e-12, "{alone:?}");
+    hw.mmu.rebuilds_when_idle = true;
+    let (shared, tl) = run(10, t, &hw, 16);
+    // Engine and MMU take turns: two rebuilds per 1 ms plus the multiplies in between.
+    assert!(shared.total_seconds < 0.55 * alone.total_seconds, "{shared:?}");
+    assert!(shared.total_seconds > 5e-3, "{shared:?}");
+    assert_eq!(tl.rebuilds.len(), 10);
+    // Busy rebuilding is not stalling.
+    assert!(shared.mmu_stall_fraction < alone.mmu_stall_fraction);
+    // Where the MMU is the slower stage (or the bus), it never needs to help: the same
+    // times as without.
+    for (t, gemv, la) in [
+        (tile(1_000_000, 1_000_000), 0.25e9, 16),
+        (tile(4_000_000, 1_000_000), 1e9, 4),
+    ] {
+        let mut a = unit();
+        a.mmu.gemv_macs_per_s = gemv;
+        let mut b = a.clone();
+        b.mmu.rebuilds_when_idle = true;
+        let (ra, _) = run(10, t, &a, la);
+        let (rb, _) = run(10, t, &b, la);
+        assert!((ra.total_seconds - rb.total_seconds).abs() < 1e-12, "{ra:?} {rb:?}");
+    }
 }
 
 #[test]
