@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2")
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -50,7 +50,7 @@ static EXPAND: [[u32; 8]; 256] = {
 /// AVX2 present; `*p..*p + 16` readable; table slots are `state & 0xfff` of a 4096-entry
 /// table.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "popcnt,avx2")]
 #[inline]
 unsafe fn round8(xs: &mut __m256i, p: &mut *const u8, tab: *const i32) -> u64 {
     // SAFETY: the caller's contract.
@@ -87,7 +87,7 @@ unsafe fn round8(xs: &mut __m256i, p: &mut *const u8, tab: *const i32) -> u64 {
 /// (each round takes at most one word per lane, so every 16-byte word load of a register
 /// stays inside `stream`: see `super::decode_rounds`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "popcnt,avx2")]
 pub(super) unsafe fn decode_rounds_avx2<const C: usize>(
     x: &mut [u32; 32],
     pos: &mut usize,

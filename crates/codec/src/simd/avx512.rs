@@ -22,6 +22,7 @@ pub(crate) fn available() -> bool {
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vbmi")
+            && std::is_x86_feature_detected!("popcnt")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -275,7 +276,7 @@ impl Tails5 {
 /// # Safety
 /// `*p..*p + 16` readable.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512vl,avx2")]
 #[inline]
 unsafe fn advance8(xs: &mut __m256i, p: &mut *const u8, f: __m256i, bias: __m256i) {
     let y = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32::<12>(*xs)), bias);
@@ -294,7 +295,7 @@ unsafe fn advance8(xs: &mut __m256i, p: &mut *const u8, f: __m256i, bias: __m256
 /// # Safety
 /// `*p..*p + 16` readable; `tab` a 4096-entry table (slots are `state & 0xfff`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512vl,avx2")]
 #[inline]
 unsafe fn compact8(xc: &mut __m256i, p: &mut *const u8, tab: *const i32) -> __m256i {
     let mask12 = _mm256_set1_epi32(0xfff);
@@ -315,7 +316,7 @@ unsafe fn compact8(xc: &mut __m256i, p: &mut *const u8, tab: *const i32) -> __m2
 /// # Safety
 /// As `avx2::decode_rounds_avx2`, with AVX-512 F and VL present.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512vl,avx2")]
 pub(super) unsafe fn decode_rounds_avx512<const C: usize>(
     x: &mut [u32; 32],
     pos: &mut usize,
@@ -346,7 +347,7 @@ pub(super) unsafe fn decode_rounds_avx512<const C: usize>(
 /// out.len() / 64` rounds the words present (`*pos + 64 rounds <= stream.len()`) and
 /// `packed` readable for `20 rounds + 12` bytes.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
 pub(super) unsafe fn decode_bf16_avx512(
     x: &mut [u32; 32],
     pos: &mut usize,
@@ -405,7 +406,7 @@ fn interleave16(half: usize) -> __m512i {
 /// readable for `20 rounds + 12` bytes and `byte1`, `byte0` for `32 rounds`; every head
 /// symbol the table yields below `2^11`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn decode_f32_avx512(
     x: &mut [u32; 32],
@@ -492,7 +493,7 @@ pub(super) unsafe fn decode_f32_avx512(
 /// # Safety
 /// As [`decode_rounds_avx512`], for `u16` output.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512vl,avx2")]
 pub(super) unsafe fn decode_rounds_wide_avx512<const C: usize>(
     x: &mut [u32; 32],
     pos: &mut usize,
@@ -526,7 +527,7 @@ pub(super) unsafe fn decode_rounds_wide_avx512<const C: usize>(
 /// # Safety
 /// `p..p + 8` symbols readable.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512vl,avx2")]
 #[inline]
 unsafe fn load8_reversed(syms: super::SymbolPtr, at: usize, rev: __m256i) -> __m256i {
     // SAFETY: the caller's contract.
@@ -554,7 +555,7 @@ unsafe fn load8_reversed(syms: super::SymbolPtr, at: usize, rev: __m256i) -> __m
 /// least one entry (`rcp | packed << 32`); `words` has room for `*count + 8 C * rounds +
 /// 8` words.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2")]
+#[target_feature(enable = "popcnt,avx512f,avx512vl,avx2")]
 pub(super) unsafe fn encode_rounds_avx512<const C: usize>(
     x: &mut [u32; 32],
     syms: super::SymbolPtr,
