@@ -116,7 +116,10 @@ fn an_mmu_that_rebuilds_when_idle_shares_the_decode() {
     hw.mmu.rebuilds_when_idle = true;
     let (shared, tl) = run(10, t, &hw, 16);
     // Engine and MMU take turns: two rebuilds per 1 ms plus the multiplies in between.
-    assert!(shared.total_seconds < 0.55 * alone.total_seconds, "{shared:?}");
+    assert!(
+        shared.total_seconds < 0.55 * alone.total_seconds,
+        "{shared:?}"
+    );
     assert!(shared.total_seconds > 5e-3, "{shared:?}");
     assert_eq!(tl.rebuilds.len(), 10);
     // Busy rebuilding is not stalling.
@@ -133,7 +136,10 @@ fn an_mmu_that_rebuilds_when_idle_shares_the_decode() {
         b.mmu.rebuilds_when_idle = true;
         let (ra, _) = run(10, t, &a, la);
         let (rb, _) = run(10, t, &b, la);
-        assert!((ra.total_seconds - rb.total_seconds).abs() < 1e-12, "{ra:?} {rb:?}");
+        assert!(
+            (ra.total_seconds - rb.total_seconds).abs() < 1e-12,
+            "{ra:?} {rb:?}"
+        );
     }
 }
 
