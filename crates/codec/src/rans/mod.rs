@@ -434,6 +434,7 @@ impl<'a> Decoder<'a> {
                 entries,
                 symbols,
                 direct,
+                ..
             } => {
                 let map = |v: u8| {
                     to_sym(if *direct {
@@ -541,13 +542,14 @@ impl<'a> Decoder<'a> {
                 entries,
                 symbols,
                 direct,
+                groups,
             },
         ) = (
             kernel == Kernel::Avx512 && kernel.available(),
             self.lanes,
             &table.kind,
         ) {
-            let symbols = (!*direct).then_some(&**symbols);
+            let symbols = crate::simd::ValueMap::new(*direct, symbols, groups.as_deref());
             // Each round reads 20 bytes of tails through a 32-byte window.
             let room = (out.len() / 64).min(packed.len().saturating_sub(12) / 20);
             return self.simd_rounds(room, |d, done, rounds| {
@@ -591,7 +593,11 @@ impl<'a> Decoder<'a> {
                     entries,
                     symbols,
                     direct,
-                } => HeadTable::Compact(entries, (!*direct).then_some(&**symbols)),
+                    groups,
+                } => HeadTable::Compact(
+                    entries,
+                    crate::simd::ValueMap::new(*direct, symbols, groups.as_deref()),
+                ),
                 TableKind::Wide(entries) => HeadTable::Wide(entries),
             };
             // Each round reads 20 bytes of tails through a 32-byte window.

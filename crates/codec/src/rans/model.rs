@@ -29,11 +29,16 @@ pub struct DecodeTable {
 #[derive(Debug, Clone)]
 pub(super) enum TableKind {
     /// `freq | bias << 12 | value << 24`, and the symbol of each value. `value` is the
-    /// symbol itself when every symbol is below 256 (`direct`), else its index.
+    /// symbol itself when every symbol is below 256 (`direct`); else, when the present
+    /// symbols fall in at most 32 aligned groups of eight (`s / 8`; a float head's
+    /// exponents come in runs), `8 g + s % 8` for the `g`-th group, with `groups[g]` the
+    /// group's offset, so that `symbols[v] = v + groups[v / 8]` for every `v` and a SIMD
+    /// kernel maps 32 values with one word permute and an add; else its index.
     Compact {
         entries: Box<[u32; TOTAL as usize]>,
         symbols: Box<[u16; 256]>,
         direct: bool,
+        groups: Option<Box<[u16; 32]>>,
     },
     /// `symbol | freq << 16 | bias << 32`.
     Wide(Box<[u64; TOTAL as usize]>),
@@ -624,18 +629,44 @@ impl DecodeTable {
         // first was a third of the build, and PP-OCR's small tensors build one per tile.
         let kind = if present.len() <= 256 {
             let direct = alphabet <= 256;
+            // `present` is increasing, so its groups `s / 8` come in runs.
+            let runs = present
+                .windows(2)
+                .filter(|w| w[0].0 >> 3 != w[1].0 >> 3)
+                .count()
+                + 1;
+            let mut groups = (!direct && runs <= 32).then(|| Box::new([0u16; 32]));
+            let (mut g, mut key) = (0usize, None);
             let mut entries = Vec::with_capacity(TOTAL as usize);
             let mut symbols = Box::new([0u16; 256]);
             for (index, &(s, f)) in present.iter().enumerate() {
-                let value = if direct { s } else { index as u32 };
+                let value = match (direct, groups.as_mut()) {
+                    (true, _) => s,
+                    (false, Some(offsets)) => {
+                        if key != Some(s >> 3) {
+                            g += key.is_some() as usize;
+                            key = Some(s >> 3);
+                            offsets[g] = (8 * ((s >> 3) - g as u32)) as u16;
+                        }
+                        8 * g as u32 + (s & 7)
+                    }
+                    (false, None) => index as u32,
+                };
                 symbols[value as usize] = s as u16;
                 let base = f as u32 | value << 24;
                 entries.extend((0..f as u32).map(|bias| base | bias << 12));
+            }
+            if let Some(offsets) = &groups {
+                // Every value, present or not, maps by the same rule.
+                for (v, s) in symbols.iter_mut().enumerate() {
+                    *s = (v as u16).wrapping_add(offsets[v / 8]);
+                }
             }
             TableKind::Compact {
                 entries: full_table(entries),
                 symbols,
                 direct,
+                groups,
             }
         } else {
             let mut entries = Vec::with_capacity(TOTAL as usize);
@@ -663,6 +694,77 @@ fn full_table<T: Copy + Default>(mut entries: Vec<T>) -> Box<[T; TOTAL as usize]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compact table numbers its values by groups of eight symbols when there are at
+    /// most 32 groups (`symbols[v] = v + groups[v / 8]` for every value), else by index;
+    /// either way every slot's value maps back to its symbol.
+    #[test]
+    fn compact_tables_number_values_by_group_when_they_can() {
+        let table = |symbols: &[u32]| {
+            let f = (TOTAL as usize / symbols.len()) as u16;
+            let mut present: Vec<(u32, u16)> = symbols.iter().map(|&s| (s, f)).collect();
+            present[0].1 += (TOTAL as usize - f as usize * symbols.len()) as u16;
+            (DecodeTable::build(2048, &present), present)
+        };
+        // Bell-like heads: runs of exponents on both signs, and zero: 15 groups.
+        let mut heads: Vec<u32> = vec![0];
+        heads.extend(420..460);
+        heads.extend(1444..1470);
+        let (t, present) = table(&heads);
+        let TableKind::Compact {
+            entries,
+            symbols,
+            groups,
+            direct,
+        } = &t.kind
+        else {
+            panic!("compact expected")
+        };
+        assert!(!direct);
+        let g = groups.as_ref().expect("15 groups: numbered by group");
+        for v in 0..256 {
+            assert_eq!(symbols[v], (v as u16).wrapping_add(g[v / 8]), "value {v}");
+        }
+        let mut slot = 0;
+        for &(s, f) in &present {
+            for _ in 0..f {
+                assert_eq!(symbols[(entries[slot] >> 24) as usize] as u32, s);
+                slot += 1;
+            }
+        }
+        // 40 groups (every eighth symbol): by index.
+        let heads: Vec<u32> = (0..40).map(|k| 8 * k + 3).collect();
+        let (t, present) = table(&heads);
+        let TableKind::Compact {
+            entries,
+            symbols,
+            groups,
+            ..
+        } = &t.kind
+        else {
+            panic!("compact expected")
+        };
+        assert!(groups.is_none());
+        let mut slot = 0;
+        for &(s, f) in &present {
+            for _ in 0..f {
+                assert_eq!(symbols[(entries[slot] >> 24) as usize] as u32, s);
+                slot += 1;
+            }
+        }
+        // Exactly 32 groups still fit; 33 do not.
+        assert!(matches!(
+            table(&(0..32).map(|k| 8 * k).collect::<Vec<_>>()).0.kind,
+            TableKind::Compact {
+                groups: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            table(&(0..33).map(|k| 8 * k).collect::<Vec<_>>()).0.kind,
+            TableKind::Compact { groups: None, .. }
+        ));
+    }
 
     /// An `f64` ordered by `total_cmp`, for the quantiser's heap.
     #[derive(Debug, Clone, Copy, PartialEq)]

@@ -230,6 +230,47 @@ impl SymbolTable {
     }
 }
 
+/// A [`super::ValueMap`] in registers, for the fused kernels. (One lives on the stack for
+/// a kernel call and its registers are what the rounds use: boxing the large variant
+/// would put a load in every round.)
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::large_enum_variant)]
+enum Lookup {
+    Direct,
+    /// `v + groups[v / 8]`: one word permute over a register of 32 offsets.
+    Groups(__m512i),
+    Table(SymbolTable),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lookup {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn load(map: super::ValueMap<'_>) -> Self {
+        match map {
+            super::ValueMap::Direct => Lookup::Direct,
+            // SAFETY: a 64-byte load of the 32 offsets.
+            super::ValueMap::Groups(g) => {
+                Lookup::Groups(unsafe { _mm512_loadu_si512(g.as_ptr() as *const __m512i) })
+            }
+            super::ValueMap::Table(t) => Lookup::Table(SymbolTable::load(t)),
+        }
+    }
+
+    /// The symbols of 32 word values below 256.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn apply(&self, v: __m512i) -> __m512i {
+        match self {
+            Lookup::Direct => v,
+            Lookup::Groups(g) => {
+                _mm512_add_epi16(v, _mm512_permutexvar_epi16(_mm512_srli_epi16::<3>(v), *g))
+            }
+            Lookup::Table(t) => t.lookup(v),
+        }
+    }
+}
+
 /// The constants that unpack 32 five-bit values from 20 bytes.
 #[cfg(target_arch = "x86_64")]
 struct Tails5 {
@@ -353,12 +394,12 @@ pub(super) unsafe fn decode_bf16_avx512(
     pos: &mut usize,
     stream: &[u8],
     table: &[u32; 4096],
-    symbols: Option<&[u16; 256]>,
+    symbols: super::ValueMap<'_>,
     packed: &[u8],
     out: &mut [u8],
 ) {
     let tab = table.as_ptr() as *const i32;
-    let lookup = symbols.map(|s| SymbolTable::load(s));
+    let lookup = Lookup::load(symbols);
     let tails = Tails5::new();
     let mut tail_at = packed.as_ptr();
     // SAFETY: the caller's contract, which is `run_rounds`'s; `compact8` reads 16 bytes at
@@ -367,11 +408,7 @@ pub(super) unsafe fn decode_bf16_avx512(
         let top = top_bytes();
         super::run_rounds::<4, u8>(x, pos, stream, out, 64, |xs, p, chunk| {
             let e: [__m256i; 4] = std::array::from_fn(|c| compact8(&mut xs[c], p, tab));
-            let v = values32(e, top);
-            let sym = match &lookup {
-                Some(t) => t.lookup(v),
-                None => v,
-            };
+            let sym = lookup.apply(values32(e, top));
             let tail = _mm512_cvtepu8_epi16(tails.unpack(tail_at));
             tail_at = tail_at.add(20);
             let o = _mm512_or_si512(_mm512_slli_epi16::<5>(sym), tail);
@@ -478,15 +515,11 @@ pub(super) unsafe fn decode_f32_avx512(
         match table {
             super::HeadTable::Compact(entries, symbols) => {
                 let tab = entries.as_ptr() as *const i32;
-                let lookup = symbols.map(|s| SymbolTable::load(s));
+                let lookup = Lookup::load(symbols);
                 let top = top_bytes();
                 super::run_rounds::<4, u8>(x, pos, stream, out, 128, |xs, p, chunk| {
                     let e: [__m256i; 4] = std::array::from_fn(|c| compact8(&mut xs[c], p, tab));
-                    let v = values32(e, top);
-                    let sym = match &lookup {
-                        Some(t) => t.lookup(v),
-                        None => v,
-                    };
+                    let sym = lookup.apply(values32(e, top));
                     merge(sym, chunk, &mut tail_at, &mut b1, &mut b0);
                 })
             }

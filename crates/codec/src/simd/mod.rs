@@ -186,7 +186,7 @@ pub(crate) fn decode_bf16_rounds(
     pos: &mut usize,
     stream: &[u8],
     table: &[u32; 4096],
-    symbols: Option<&[u16; 256]>,
+    symbols: ValueMap<'_>,
     packed: &[u8],
     out: &mut [u8],
 ) {
@@ -205,11 +205,35 @@ pub(crate) fn decode_bf16_rounds(
 }
 
 /// Where the fused F32 rounds find a round's head symbols: a compact table (8-bit values,
-/// mapped through `symbols` unless they are the symbols) or a wide one (64-bit entries).
+/// mapped to symbols by a [`ValueMap`]) or a wide one (64-bit entries).
 #[derive(Clone, Copy)]
 pub(crate) enum HeadTable<'a> {
-    Compact(&'a [u32; 4096], Option<&'a [u16; 256]>),
+    Compact(&'a [u32; 4096], ValueMap<'a>),
     Wide(&'a [u64; 4096]),
+}
+
+/// How a compact table's 8-bit values become symbols in the fused kernels: they are the
+/// symbols, or `v + groups[v / 8]` (one word permute), or `symbols[v]` (four).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ValueMap<'a> {
+    Direct,
+    Groups(&'a [u16; 32]),
+    Table(&'a [u16; 256]),
+}
+
+impl<'a> ValueMap<'a> {
+    /// The cheapest map a compact table allows.
+    pub(crate) fn new(
+        direct: bool,
+        symbols: &'a [u16; 256],
+        groups: Option<&'a [u16; 32]>,
+    ) -> Self {
+        match (direct, groups) {
+            (true, _) => ValueMap::Direct,
+            (false, Some(g)) => ValueMap::Groups(g),
+            (false, None) => ValueMap::Table(symbols),
+        }
+    }
 }
 
 /// Decodes `out.len() / 128` whole rounds of a 32-lane F32 head fused with the merge:
