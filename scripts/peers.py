@@ -13,13 +13,18 @@ import json, os, statistics, sys, tempfile, time
 RUNS = int(os.environ.get("PEER_RUNS", "3"))
 
 
-# As sparsewire's figures (benches/src/lib.rs, MIN_TIMED_SECONDS): one untimed warm-up
-# run, then at least RUNS runs and at least this many seconds of them (at most 10000 runs).
+# As sparsewire's figures (benches/src/lib.rs, MIN_WARMUP_SECONDS, MIN_TIMED_SECONDS):
+# untimed warm-up runs for at least MIN_WARMUP_SECONDS (at least one), then at least RUNS
+# runs and at least MIN_TIMED_SECONDS of them (at most 10000 runs).
+MIN_WARMUP_SECONDS = 0.1
 MIN_TIMED_SECONDS = 0.2
 
 
 def med(f):
+    warm = time.perf_counter()
     f()
+    while time.perf_counter() - warm < MIN_WARMUP_SECONDS:
+        f()
     ts = []
     start = time.perf_counter()
     while len(ts) < RUNS or (time.perf_counter() - start < MIN_TIMED_SECONDS and len(ts) < 10000):

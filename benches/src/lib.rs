@@ -98,14 +98,26 @@ pub fn cpu_model() -> String {
 /// same rule.
 pub const MIN_TIMED_SECONDS: f64 = 0.2;
 
+/// Untimed warm-up before each figure: runs until at least this many seconds have passed
+/// (at least one run). One run was too little for a pool's figure on this 2-vCPU VM: the
+/// first 10-20 two-thread decodes of MiniLM bf16 after a second of one-thread work ran
+/// 5-10% slower than the steady state (`decode_loop ... 25 2` against `... 200 2`), and a
+/// median of about 20 runs took them in. `scripts/peers.py` warms up by the same rule.
+pub const MIN_WARMUP_SECONDS: f64 = 0.1;
+
 /// The median of at least `runs` timed runs of `f` on `pool` and at least
-/// [`MIN_TIMED_SECONDS`] of them (at most 10000 runs), after one untimed warm-up run.
+/// [`MIN_TIMED_SECONDS`] of them (at most 10000 runs), after [`MIN_WARMUP_SECONDS`] of
+/// untimed warm-up runs.
 fn timed<T: Send>(
     pool: &rayon::ThreadPool,
     runs: usize,
     mut f: impl FnMut() -> Result<T, StreamError> + Send,
 ) -> Result<f64, StreamError> {
+    let warm = Instant::now();
     pool.install(&mut f)?;
+    while warm.elapsed().as_secs_f64() < MIN_WARMUP_SECONDS {
+        pool.install(&mut f)?;
+    }
     let mut times = Vec::with_capacity(runs);
     let start = Instant::now();
     while times.len() < runs

@@ -400,9 +400,9 @@ fn run_bench(args: &[String]) -> Result<(), String> {
     let table = format!(
         "# Benchmarks\n\nMade by `cargo xtask bench --runs {runs} --processes {processes}` on {cpu} ({cores} cores); sparsewire decode/encode kernels {}. \
 Single-thread unless the column says otherwise; speeds are GB (1e9 bytes) of original data per second. Each sparsewire figure is the median over {processes} \
-fresh `sparsewire bench --json` processes of each one's median of at least {runs} runs and at least 0.2 s of runs, after a warm-up run (encode and decode into output buffers reused across runs, as a sender or receiver that works repeatedly does); the decode column also gives the \
+fresh `sparsewire bench --json` processes of each one's median of at least {runs} runs and at least 0.2 s of runs, after at least 0.1 s of untimed warm-up runs (encode and decode into output buffers reused across runs, as a sender or receiver that works repeatedly does); the decode column also gives the \
 range over the processes, since decode speed on this VM differs by up to 1.5x between processes and is stable within one. Ratios are compressed bytes / \
-original file bytes. Peers measured by `scripts/peers.py` in the same run, one thread, by the same rule (median of at least 3 runs and 0.2 s, after a warm-up): zstd -3 (`zstandard`), ZipNN, and lmzip through its \
+original file bytes. Peers measured by `scripts/peers.py` in the same run, one thread, by the same rule (median of at least 3 runs and 0.2 s, after 0.1 s of warm-up runs): zstd -3 (`zstandard`), ZipNN, and lmzip through its \
 Python API (`lmz.api`, so its time is decoding, not interpreter start-up; it writes its output to a file).\n\n\
 | file | sparsewire size | zstd -3 | ZipNN | lmzip | sparsewire decode GB/s | decode, {cores} threads (x one) | ZipNN decode | lmzip decode | sparsewire encode GB/s |\n\
 |---|---|---|---|---|---|---|---|---|---|\n{}\n",
