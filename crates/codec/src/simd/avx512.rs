@@ -2,7 +2,10 @@
 //!
 //! - Symbol indices (a compact decode table's 8-bit values) become 16-bit symbols with
 //!   four two-register word permutes (`vpermt2w`, 64 entries each) and two blends on the
-//!   index's top bits: the 256-entry symbol table lives in eight registers.
+//!   index's top bits: the 256-entry symbol table lives in eight registers. In the fused
+//!   kernels, a table whose values are numbered by groups of eight symbols maps them with
+//!   one `vpermw` over 32 group offsets and an add instead ([`Lookup`]); a round's 32
+//!   values are first gathered from the four registers' entries by one `vpermt2b`.
 //! - 5-bit tails are unpacked with one byte permute (`vpermb`, each 64-bit lane gets the
 //!   five bytes of its eight values) and one `vpmultishiftqb` (each byte picks its bits).
 //! - BF16 values are `symbol << 5 | tail`, written 64 bytes per store; F32 values are
