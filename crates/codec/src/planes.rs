@@ -163,7 +163,7 @@ pub fn encode_planes(
 /// (the sum of its streams' lengths), found without fitting a model: a plane is empty
 /// when constant, else raw or rANS, and a rANS plane holds at least its own model's
 /// symbol list (a gap and a frequency byte per present symbol), the stream's lane byte
-/// and states, and the words [`rans_words_lower_bound`] allows.
+/// and states, and the words `rans_words_lower_bound` allows.
 ///
 /// A tile of a few dozen values has about as many distinct symbols in each plane, so its
 /// planes cannot beat its raw bytes; the writer then skips fitting their models.
