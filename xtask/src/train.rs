@@ -406,7 +406,7 @@ pub fn render(root: &Path) -> Result<(), String> {
 
 /// `cargo xtask demo-assets`: trains examples/train/digits_90.toml and writes the model
 /// the demo carries (assets/digits_90.swire) and 16 test digits (assets/digits_sample.
-/// safetensors: `pixels` U8 [16, 64] in 0..16, `labels` I32 [16]).
+/// safetensors: `pixels` U8 `[16, 64]` in 0..16, `labels` I32 `[16]`).
 pub fn demo_assets(root: &Path, data: Option<&str>) -> Result<(), String> {
     let data = digits_path(root, data);
     let p = root.join("examples/train/digits_90.toml");

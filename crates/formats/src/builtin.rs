@@ -5,8 +5,8 @@
 //! |---|---|---|---|
 //! | `encoder.attn.weight` | BF16 | [384, 384] | normal, sigma 0.04 (a linear layer) |
 //! | `encoder.ffn.weight` | F32 | [1536, 384] | normal, sigma 0.03, 1% outliers x8 |
-//! | `encoder.ffn.bias` | F32 | [1536] | normal, sigma 0.01 |
-//! | `norm.weight` | F16 | [384] | 1 + normal sigma 0.05 (LayerNorm gain) |
+//! | `encoder.ffn.bias` | F32 | `[1536]` | normal, sigma 0.01 |
+//! | `norm.weight` | F16 | `[384]` | 1 + normal sigma 0.05 (LayerNorm gain) |
 //! | `conv.weight` | F32 | [32, 16, 3, 3] | Laplace, scale 0.05 (conv filters) |
 //! | `embeddings.weight` | BF16 | [2000, 64] | normal sigma 0.05, rows 1500.. untrained (all 0) |
 //! | `position_ids` | I64 | [1, 512] | 0..511 (carried through, never dropped) |

@@ -4,9 +4,9 @@
 //!
 //! | layout | arrays |
 //! |---|---|
-//! | `csr` | `NAME.row_ptr` [rows + 1], `NAME.col_idx` [nnz], `NAME.values` [nnz], `NAME.shape` |
-//! | `csc` | `NAME.col_ptr` [cols + 1], `NAME.row_idx` [nnz], `NAME.values` [nnz], `NAME.shape` |
-//! | `coo` | `NAME.row` [nnz], `NAME.col` [nnz], `NAME.values` [nnz], `NAME.shape` |
+//! | `csr` | `NAME.row_ptr` `[rows + 1]`, `NAME.col_idx` `[nnz]`, `NAME.values` `[nnz]`, `NAME.shape` |
+//! | `csc` | `NAME.col_ptr` `[cols + 1]`, `NAME.row_idx` `[nnz]`, `NAME.values` `[nnz]`, `NAME.shape` |
+//! | `coo` | `NAME.row` `[nnz]`, `NAME.col` `[nnz]`, `NAME.values` `[nnz]`, `NAME.shape` |
 //!
 //! Indices are I64 (or U32 when asked: [`IndexType`]); `values` keep the tensor's dtype,
 //! bit for bit; `NAME.shape` (I64, one entry per dimension) is the tensor's own shape, which

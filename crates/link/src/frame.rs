@@ -12,7 +12,7 @@
 //! | kind | direction | payload |
 //! |---|---|---|
 //! | `Hello` | client -> host | protocol version `u16` |
-//! | `Manifest` | host -> client | JSON [`crate::Manifest`] |
+//! | `Manifest` | host -> client | JSON [`crate::host::Manifest`] |
 //! | `GetTile` | client -> host | tensor `u32`, tile `u32`, level `u16` |
 //! | `Tile` | host -> client | a one-tensor `.swire` stream: the tile's rows at that level |
 //! | `Error` | host -> client | UTF-8 message (the request `id` it answers) |

@@ -10,7 +10,7 @@
 //! (`PyArray::from_vec`: no second copy). Compress and decompress run with the interpreter
 //! released ([`Python::detach`]), so other Python threads go on meanwhile.
 //!
-//! Errors are raised as the classes of `sparsewire._errors` ([`errors`]): one base class,
+//! Errors are raised as the classes of `sparsewire._errors` (`errors.rs`): one base class,
 //! one subclass per family, each message the Rust error's.
 
 mod errors;

@@ -12,7 +12,7 @@
 //! [`calibration`] matches calibration inputs to layers, [`job`] decides per tensor what
 //! runs (criterion fallbacks) and runs it, choosing the reconstruction with
 //! `sparsewire-re`, giving a [`sparsewire_sparse::SparseTensor`] for the stream writer;
-//! [`levels`] picks each tensor's sparsity (uniform, by error, or under a byte budget with
+//! [`mod@levels`] picks each tensor's sparsity (uniform, by error, or under a byte budget with
 //! [`budget`]'s allocator); [`report`] says what happened. [`activations`] sparsifies
 //! activations at run time (nothing on disk).
 //!

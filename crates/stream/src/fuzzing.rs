@@ -111,7 +111,7 @@ fn large_stream(bf16: bool) -> Vec<u8> {
     crate::encode(&file, &EncodeOptions::default()).expect("encodes")
 }
 
-/// [`large_stream`] corrupted at a fuzzer-chosen offset (first byte: BF16 or F32; next four:
+/// `large_stream()` corrupted at a fuzzer-chosen offset (first byte: BF16 or F32; next four:
 /// the offset into the data section; the rest: XORed in there) with the checksums forged,
 /// decoded with every kernel the CPU has: none may panic, and where all succeed they must
 /// give the same bytes.

@@ -7,7 +7,7 @@
 //!   MMU multiplies straight from the stored bytes ([`RawTile`]), skipping dropped weights;
 //!   `threads` workers each take whole row blocks of tiles. Decoding *is* the multiply, so
 //!   there is nothing to overlap and no buffer.
-//! - **pipelined** ([`pipelined`]): decode workers (`threads - 1`) follow the plan: each
+//! - **pipelined** (`exec/pipelined.rs`): decode workers (`threads - 1`) follow the plan: each
 //!   step waits for its gate (the multiply at most `lookahead` positions behind), evicts
 //!   what the plan says, decodes and rebuilds the tile, and puts it in the reconstruction
 //!   buffer. The calling thread multiplies the tiles in trace order; when the tile it needs

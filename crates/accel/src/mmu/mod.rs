@@ -14,7 +14,7 @@
 //! - batch > 1: the tile is expanded once to f32 ([`sparsewire_sparse::expand_f32`]) and
 //!   multiplied by faer's GEMM, so expansion costs one pass over the tile for the batch.
 //!
-//! [`reference`] is the scalar definition every path is tested against.
+//! [`reference()`] is the scalar definition every path is tested against.
 
 use sparsewire_metadata::Dtype;
 use sparsewire_sparse::{expand_f32, expand_f32_ref, SparseError, Values};

@@ -16,7 +16,7 @@ pub struct Args {
     /// its order) or a file with one tensor name per line.
     #[arg(long, default_value = "all")]
     schedule: String,
-    /// lossless, fixed:S (one of the host's levels), or adaptive[:MAX] (the controller,
+    /// lossless, fixed:S (one of the host's levels), or `adaptive[:MAX]` (the controller,
     /// never sparser than MAX: against each pass's deadline with --period-ms, else within
     /// --stall-budget).
     #[arg(long, default_value = "adaptive")]

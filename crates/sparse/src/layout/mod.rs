@@ -1,4 +1,4 @@
-//! The sparse matrix layouts other libraries take, to and from a [`SparseTile`].
+//! The sparse matrix layouts other libraries take, to and from a [`crate::SparseTile`].
 //!
 //! | layout | arrays | order | from a tile |
 //! |---|---|---|---|
