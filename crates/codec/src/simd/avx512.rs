@@ -420,6 +420,39 @@ pub(super) unsafe fn decode_bf16_avx512(
     }
 }
 
+/// See [`super::fill_entries`].
+///
+/// # Safety
+/// AVX-512 F present; `out` writable for the sum of the items' `f` entries.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn fill_entries(out: *mut u32, items: &[(u32, u32)]) {
+    let lanes = _mm512_slli_epi32::<12>(_mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    ));
+    let step = _mm512_set1_epi32(16 << 12);
+    let mut at = out;
+    for &(base, f) in items {
+        let mut v = _mm512_or_si512(_mm512_set1_epi32(base as i32), lanes);
+        let f = f as usize;
+        let mut k = 0;
+        // SAFETY: entries `at .. at + f` are inside `out` (the caller's contract); whole
+        // stores below `f`, then one masked to the rest.
+        unsafe {
+            while k + 16 <= f {
+                _mm512_storeu_si512(at.add(k) as *mut __m512i, v);
+                v = _mm512_add_epi32(v, step);
+                k += 16;
+            }
+            if k < f {
+                let m = ((1u32 << (f - k)) - 1) as __mmask16;
+                _mm512_mask_storeu_epi32(at.add(k) as *mut i32, m, v);
+            }
+            at = at.add(f);
+        }
+    }
+}
+
 /// Byte indices picking the top byte of each of the 32 dwords of two registers (for
 /// `vpermt2b`): byte `i` of the result is byte `4 i + 3` of the pair.
 #[cfg(target_arch = "x86_64")]

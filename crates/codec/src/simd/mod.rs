@@ -57,6 +57,26 @@ pub(crate) use avx512::{
     available as avx512_available, map_symbols, merge_bf16, merge_f32, unpack5,
 };
 
+/// Appends to `out`, for each `(base, f)` of `items` in order, the `f` entries `base | i
+/// << 12` for `i` in `0..f`: a compact decode table's slots, 16 a store (the last store of
+/// each symbol masked) where a compiled loop wrote four. Returns false, with `out`
+/// untouched, without AVX-512 (the caller's loop does it then).
+pub(crate) fn fill_entries(out: &mut Vec<u32>, items: &[(u32, u32)]) -> bool {
+    if !avx512_available() {
+        return false;
+    }
+    let total: usize = items.iter().map(|&(_, f)| f as usize).sum();
+    out.reserve(total);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `total` entries of spare capacity are reserved above and the kernel writes
+    // exactly `total` (every item's `f`, masked at its end) before the length is set.
+    unsafe {
+        avx512::fill_entries(out.as_mut_ptr().add(out.len()), items);
+        out.set_len(out.len() + total);
+    }
+    true
+}
+
 /// Checks what every rounds kernel relies on: 16 or 32 lanes, whole rounds, and words for
 /// every round even if every lane refilled in each (so each register's 16-byte word load
 /// stays inside `stream`: at the `c`-th register of the last round at least

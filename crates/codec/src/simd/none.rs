@@ -9,6 +9,10 @@ pub(crate) fn avx512_available() -> bool {
     false
 }
 
+pub(crate) fn fill_entries(_: &mut Vec<u32>, _: &[(u32, u32)]) -> bool {
+    false
+}
+
 pub(crate) fn merge_bf16(_: &[u8], _: Option<&[u16; 256]>, _: &[u8], _: &mut [u8]) -> usize {
     0
 }
