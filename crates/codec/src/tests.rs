@@ -299,13 +299,7 @@ proptest! {
 fn every_kernel_decodes_every_layout_and_table_kind_alike() {
     let _ =
         crate::rans::tests::simd_kernels("every_kernel_decodes_every_layout_and_table_kind_alike");
-    let mut seed = 3u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(3);
     for n in [1usize, 31, 33, 100, 1000, 1500, 5000, 9000, 70_000] {
         // Bell-shaped weights (a compact head table) and values spread over the whole
         // exponent range (more than 256 head symbols: a wide table).

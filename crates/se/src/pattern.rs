@@ -420,7 +420,10 @@ mod tests {
                 "cannot test the bf16 mask kernel here (no AVX-512 F/BW/VBMI2, or a portable \
                  build); set SPARSEWIRE_ALLOW_NO_SIMD=1 to skip"
             );
-            eprintln!("skipped: no bf16 mask kernel on this build or CPU");
+            eprintln!(
+                "SKIPPED bf16_magnitude_kernel_matches_the_scalar_loop: no bf16 mask kernel \
+                 on this build or CPU"
+            );
             return;
         }
         let mut next = crate::tests::xorshift(0x9e37_79b9_7f4a_7c15);

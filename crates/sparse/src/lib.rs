@@ -36,6 +36,10 @@ pub mod mask;
 pub mod tile;
 
 pub use codes::{MaskEncoding, MaskSymbols, NMTable};
+pub use expand::{expand_f32, expand_f32_ref, Values};
+pub use layout::{Coo, Csc, Csr, LayoutKind, NmTile, SparseIndex};
+pub use mask::{binary_entropy, Mask, MaskRef};
+pub use tile::{value_bytes, SparseTile, SparseTileRef};
 
 /// [`avx512::bf16_mask_above`] where this build and CPU have it; `false` (nothing
 /// written: use the scalar loop) elsewhere, the `portable` build included.
@@ -53,10 +57,6 @@ pub fn bf16_mask_above(
         false
     }
 }
-pub use expand::{expand_f32, expand_f32_ref, Values};
-pub use layout::{Coo, Csc, Csr, LayoutKind, NmTile, SparseIndex};
-pub use mask::{binary_entropy, Mask, MaskRef};
-pub use tile::{value_bytes, SparseTile, SparseTileRef};
 
 /// A sparsified tensor, as the sparsification engine hands it to the stream writer: its
 /// 2-D view as one [`SparseTile`] (mask and kept values in the dtype stored), and what the

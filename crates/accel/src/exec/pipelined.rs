@@ -193,12 +193,13 @@ pub(super) fn run<B: AsRef<[u8]> + Send + Sync>(
             }
         }
     };
-    // The next plan step, taken if the multiply has passed its gate (`consumed`): the
-    // multiply takes one only then, so it never waits on itself.
-    let take_open = |consumed: usize| -> Option<usize> {
+    // The next plan step, taken if its gate is at most `open` (a worker takes any and
+    // waits for its gate; the multiply only one whose gate it has passed, so it never
+    // waits on itself).
+    let take_step = |open: usize| -> Option<usize> {
         let mut g = store.lock().expect("no panics under the lock");
         let i = g.next_step;
-        (i < plan.steps.len() && plan.steps[i].gate <= consumed).then(|| {
+        (i < plan.steps.len() && plan.steps[i].gate <= open).then(|| {
             g.next_step += 1;
             i
         })
@@ -210,16 +211,7 @@ pub(super) fn run<B: AsRef<[u8]> + Send + Sync>(
             .map(|_| {
                 s.spawn(|| {
                     let mut busy = Duration::ZERO;
-                    loop {
-                        let i = {
-                            let mut g = store.lock().expect("no panics under the lock");
-                            let i = g.next_step;
-                            if i >= plan.steps.len() {
-                                break;
-                            }
-                            g.next_step += 1;
-                            i
-                        };
+                    while let Some(i) = take_step(usize::MAX) {
                         let step = &plan.steps[i];
                         progress.wait(&store, &cv, || progress.consumed.load(SeqCst) >= step.gate);
                         if progress.aborted.load(SeqCst) {
@@ -249,7 +241,7 @@ pub(super) fn run<B: AsRef<[u8]> + Send + Sync>(
             while !progress.ready[i].load(SeqCst) && !progress.aborted.load(SeqCst) {
                 // Not ready: rebuild the next open step here rather than wait (on two
                 // cores the multiply is idle most of the time when decoding is slower)...
-                if let Some(j) = take_open(pos) {
+                if let Some(j) = take_step(pos) {
                     match do_step(j) {
                         Some(b) => helped += b,
                         None => break,

@@ -740,6 +740,17 @@ mod tests {
             present[0].1 += (TOTAL as usize - f as usize * symbols.len()) as u16;
             (DecodeTable::build(2048, &present), present)
         };
+        // Every slot's value maps back to the slot's symbol.
+        let maps_back =
+            |entries: &[u32; TOTAL as usize], symbols: &[u16; 256], present: &[(u32, u16)]| {
+                let mut slot = 0;
+                for &(s, f) in present {
+                    for _ in 0..f {
+                        assert_eq!(symbols[(entries[slot] >> 24) as usize] as u32, s);
+                        slot += 1;
+                    }
+                }
+            };
         // Bell-like heads: runs of exponents on both signs, and zero: 15 groups.
         let mut heads: Vec<u32> = vec![0];
         heads.extend(420..460);
@@ -759,13 +770,7 @@ mod tests {
         for v in 0..256 {
             assert_eq!(symbols[v], (v as u16).wrapping_add(g[v / 8]), "value {v}");
         }
-        let mut slot = 0;
-        for &(s, f) in &present {
-            for _ in 0..f {
-                assert_eq!(symbols[(entries[slot] >> 24) as usize] as u32, s);
-                slot += 1;
-            }
-        }
+        maps_back(entries, symbols, &present);
         // 40 groups (every eighth symbol): by index.
         let heads: Vec<u32> = (0..40).map(|k| 8 * k + 3).collect();
         let (t, present) = table(&heads);
@@ -779,13 +784,7 @@ mod tests {
             panic!("compact expected")
         };
         assert!(groups.is_none());
-        let mut slot = 0;
-        for &(s, f) in &present {
-            for _ in 0..f {
-                assert_eq!(symbols[(entries[slot] >> 24) as usize] as u32, s);
-                slot += 1;
-            }
-        }
+        maps_back(entries, symbols, &present);
         // Exactly 32 groups still fit; 33 do not.
         assert!(matches!(
             table(&(0..32).map(|k| 8 * k).collect::<Vec<_>>()).0.kind,

@@ -620,12 +620,13 @@ pub(super) fn sparse<W: Write>(
         // tile goes straight from the sparse tensor to the output, in order (coding them
         // into streams first copied every byte twice: a sixth of a 50% encode of MiniLM).
         let mut done = 0u64;
+        let mut count = Vec::with_capacity(10);
         for k in 0..n {
             let piece = crop(k)?;
             let t = piece.get();
             let bits = t.mask().as_bytes();
             // The mask stream: the byte count (varint), then the packed bits as they are.
-            let mut count = Vec::with_capacity(10);
+            count.clear();
             sparsewire_metadata::varint::put(&mut count, bits.len() as u64);
             let none: &[u8] = &[];
             tiles.put_pieces(
