@@ -1,5 +1,5 @@
-//! AVX-512 batch-1 multiplies straight from stored tiles: the matrix unit's only `unsafe`
-//! code. Each row's weights are decoded in registers by the sparse crate's chunk decoders
+//! AVX-512 batch-1 multiplies straight from stored tiles, and the cache eviction of
+//! benchmarks ([`evict`]): the matrix unit's only `unsafe` code. Each row's weights are decoded in registers by the sparse crate's chunk decoders
 //! (masked load of the kept values, `vpexpand` to their columns; bf16 widened by a shift
 //! and an AND against an input de-interleaved once per tile, see [`fma_chunk`]) and
 //! multiplied into four accumulators; nothing is written but the outputs. A row's whole
@@ -409,4 +409,16 @@ fn gemv_f32(
         *o += _mm512_reduce_add_ps(a);
     }
     all_read(p, values, 4)
+}
+
+/// `clflush` on every cache line of the `len` bytes at address `at`, a live slice's (see
+/// [`super::evict_from_caches`]), then `mfence`. SSE2, so every x86-64 CPU has it.
+pub fn evict(at: usize, len: usize) {
+    for line in (at & !63..at + len).step_by(64) {
+        // SAFETY: `line` lies in a cache line holding bytes of a live slice, so it is
+        // mapped; `clflush` reads nothing and only writes the line back if it is dirty.
+        unsafe { _mm_clflush(line as *const u8) };
+    }
+    // SAFETY: SSE2 is part of x86-64.
+    unsafe { _mm_mfence() };
 }

@@ -222,6 +222,25 @@ pub fn dense_gemv(
     Ok(())
 }
 
+/// Evicts `data` from every cache level (x86-64 `clflush` by cache line, then a fence), so
+/// that the next read of them comes from memory: what a benchmark of a multiply "with the
+/// weights from memory" needs. Writing a buffer larger than the cache instead leaves part
+/// of a last-level cache of hundreds of MB warm, and its dirty lines then compete with the
+/// measured reads for the memory bus. Returns `false` where it cannot (other
+/// architectures, or the `portable` build), so the caller falls back to such a buffer.
+pub fn evict_from_caches<T>(data: &[T]) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+    {
+        avx512::evict(data.as_ptr() as usize, std::mem::size_of_val(data));
+        true
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
+    {
+        let _ = data;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

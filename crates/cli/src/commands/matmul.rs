@@ -48,8 +48,9 @@ pub struct Args {
     /// Timed runs; medians are reported.
     #[arg(long, default_value_t = 5, value_parser = args::count)]
     runs: usize,
-    /// Flush the last-level cache (write 64 MiB) before every timed run, compressed and
-    /// dense alike: weights then stream from memory, as for a model larger than the cache.
+    /// Evict the weights from every cache level (x86-64 clflush; elsewhere, write 64 MiB)
+    /// before every timed run, compressed and dense alike: weights then stream from
+    /// memory, as for a model larger than the cache.
     #[arg(long)]
     cold: bool,
     /// Print a JSON report on stdout.

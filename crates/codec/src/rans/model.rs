@@ -38,6 +38,8 @@ pub(super) enum TableKind {
         entries: Box<[u32; TOTAL as usize]>,
         symbols: Box<[u16; 256]>,
         direct: bool,
+        // Read by the SIMD kernels only, which the portable build leaves out.
+        #[cfg_attr(feature = "portable", allow(dead_code))]
         groups: Option<Box<[u16; 32]>>,
     },
     /// `symbol | freq << 16 | bias << 32`.
