@@ -414,6 +414,10 @@ fn gemv_f32(
 /// `clflush` on every cache line of the `len` bytes at address `at`, a live slice's (see
 /// [`super::evict_from_caches`]), then `mfence`. SSE2, so every x86-64 CPU has it.
 pub fn evict(at: usize, len: usize) {
+    // An empty slice's pointer may dangle (an empty `Vec`'s does): nothing to evict.
+    if len == 0 {
+        return;
+    }
     for line in (at & !63..at + len).step_by(64) {
         // SAFETY: `line` lies in a cache line holding bytes of a live slice, so it is
         // mapped; `clflush` reads nothing and only writes the line back if it is dirty.

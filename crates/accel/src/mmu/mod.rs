@@ -318,6 +318,25 @@ mod tests {
     }
 
     #[test]
+    fn eviction_keeps_the_data_and_says_where_it_works() {
+        // Unaligned starts and odd lengths, dirty lines included: clflush writes them back.
+        let mut data: Vec<u32> = (0..10_000).collect();
+        for (at, len) in [(0usize, 0usize), (1, 1), (3, 17), (5, 9_990)] {
+            data[at] ^= 0xdead_beef;
+            let done = evict_from_caches(&data[at..at + len]);
+            assert_eq!(
+                done,
+                cfg!(all(target_arch = "x86_64", not(feature = "portable")))
+            );
+            data[at] ^= 0xdead_beef;
+            assert!(data.iter().enumerate().all(|(i, &v)| v == i as u32));
+        }
+        // An empty Vec's dangling pointer is not touched.
+        let empty: Vec<u64> = Vec::new();
+        evict_from_caches(&empty);
+    }
+
+    #[test]
     fn wrong_lengths_and_counts_are_errors() {
         let s = TileShape {
             rows: 2,
