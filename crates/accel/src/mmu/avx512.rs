@@ -308,8 +308,9 @@ unsafe fn row_whole<const SPARSE: bool>(
         (even, odd, m.count_ones() as usize)
     };
     // A row starting on a whole byte (every row when the tile's columns are a multiple of
-    // 8) reads its mask as 32-bit words with no shift: 16-18% faster in L2 than the
-    // shifted 64-bit read, whose extra ALU work competes with the vector ports.
+    // 8) reads its mask as 32-bit words with no shift, whose ALU work competes with the
+    // vector ports: part of the change that took the sparse kernel from 16.4 to 18.6 G
+    // weights/s in L2 (docs/ARCHITECTURE.md, 2026-12-08; not measured on its own).
     let aligned = SPARSE && row.is_multiple_of(8);
     let chunk_at = |p: usize, c: usize| {
         let m = if aligned {
