@@ -332,24 +332,6 @@ pub fn bench_matmul<B: AsRef<[u8]> + Send + Sync>(
     runs: usize,
     cold: bool,
 ) -> Result<MatmulBench, BenchError> {
-    let mut flush_buf = Vec::new();
-    // What the timed runs read: the stream, and the dense baselines' weights.
-    let mut weights: Vec<&[u8]> = vec![reader.source().as_ref()];
-    let mut w32_floats: &[f32] = &[];
-    let mut flush = |weights: &[&[u8]], w32: &[f32]| {
-        // Evicting exactly the weights leaves nothing of them in a last-level cache of any
-        // size and no dirty lines behind; the written buffer is the fallback.
-        if !cold
-            || (weights.iter().all(|w| mmu::evict_from_caches(w)) && mmu::evict_from_caches(w32))
-        {
-            return;
-        }
-        flush_buf.resize(COLD_FLUSH_BYTES, 0u8);
-        for (i, chunk) in flush_buf.chunks_mut(64).enumerate() {
-            chunk[0] = i as u8;
-        }
-        std::hint::black_box(&flush_buf);
-    };
     let runs = runs.max(1);
     // The scalar reference first: it also checks the tensor (dtype, input length).
     let reference = exec::reference(reader, t, x, opts.batch)?;
@@ -374,17 +356,35 @@ pub fn bench_matmul<B: AsRef<[u8]> + Send + Sync>(
         }
         None => None,
     };
-    if let Some((d, w32)) = &dense {
-        weights.push(&d.data);
-        w32_floats = w32;
-    }
+    // What the timed runs read: the stream, and the dense baselines' weights.
+    let (dense_bytes, w32_floats): (&[u8], &[f32]) = match &dense {
+        Some((d, w32)) => (&d.data, w32),
+        None => (&[], &[]),
+    };
+    let mut flush_buf = Vec::new();
+    let mut flush = || {
+        // Evicting exactly the weights leaves nothing of them in a last-level cache of any
+        // size and no dirty lines behind; the written buffer is the fallback.
+        if !cold
+            || (mmu::evict_from_caches(reader.source().as_ref())
+                && mmu::evict_from_caches(dense_bytes)
+                && mmu::evict_from_caches(w32_floats))
+        {
+            return;
+        }
+        flush_buf.resize(COLD_FLUSH_BYTES, 0u8);
+        for (i, chunk) in flush_buf.chunks_mut(64).enumerate() {
+            chunk[0] = i as u8;
+        }
+        std::hint::black_box(&flush_buf);
+    };
     let mut ws = Workspace::default();
     let (mut secs, mut native, mut faer_s) = (vec![], vec![], vec![]);
     let mut reports = Vec::new();
     let mut y = Vec::new();
     let mut y_dense = Vec::new();
     for _ in 0..runs {
-        flush(&weights, w32_floats);
+        flush();
         let (yy, rep) = exec::matmul_in(reader, t, x, opts, &mut ws)?;
         secs.push(rep.seconds);
         reports.push(rep);
@@ -392,14 +392,14 @@ pub fn bench_matmul<B: AsRef<[u8]> + Send + Sync>(
         if let Some((d, w32)) = &dense {
             if opts.batch == 1 && matches!(d.dtype, Dtype::BF16 | Dtype::F32) {
                 let mut yd = vec![0f32; rows];
-                flush(&weights, w32_floats);
+                flush();
                 let t0 = Instant::now();
                 mmu::dense_gemv(&d.data, d.dtype, rows, cols, x, &mut yd, opts.threads)
                     .expect("checked shapes");
                 native.push(t0.elapsed().as_secs_f64());
             }
             let mut yd = vec![0f32; opts.batch * rows];
-            flush(&weights, w32_floats);
+            flush();
             let t0 = Instant::now();
             dense_faer(w32, rows, cols, x, opts.batch, opts.threads, &mut yd);
             faer_s.push(t0.elapsed().as_secs_f64());

@@ -1,7 +1,8 @@
 //! AVX-512 batch-1 multiplies straight from stored tiles, and the cache eviction of
-//! benchmarks ([`evict`]): the matrix unit's only `unsafe` code. Each row's weights are decoded in registers by the sparse crate's chunk decoders
-//! (masked load of the kept values, `vpexpand` to their columns; bf16 widened by a shift
-//! and an AND against an input de-interleaved once per tile, see [`fma_chunk`]) and
+//! benchmarks ([`evict`]): the matrix unit's only `unsafe` code. Each row's weights are
+//! decoded in registers by the sparse crate's chunk decoders (a load of the kept values,
+//! `vpexpand` to their columns; bf16 widened by a shift and an AND against an input
+//! de-interleaved once per tile into aligned registers, see [`fma_chunk`]) and
 //! multiplied into four accumulators; nothing is written but the outputs. A row's whole
 //! chunks run without per-chunk bounds checks once the row is checked ([`row_whole`]),
 //! with the values and mask bits prefetched [`PREFETCH_BYTES`] ahead, and the rows' lanes
@@ -290,14 +291,22 @@ unsafe fn row_whole<const SPARSE: bool>(
 ) -> usize {
     let [a0, a1, a2, a3] = acc;
     let (mut s0, mut s1, mut s2, mut s3) = (*a0, *a1, *a2, *a3);
+    // A row starting on a whole byte (every row when the tile's columns are a multiple of
+    // 8) reads its mask as 32-bit words with no shift, whose ALU work competes with the
+    // vector ports: part of the change that took the sparse kernel from 16.4 to 18.6 G
+    // weights/s in L2 (docs/ARCHITECTURE.md, 2026-12-08; not measured on its own).
+    let aligned = row.is_multiple_of(8);
     let mask = |c: usize| -> u32 {
-        if SPARSE {
-            let at = row + c;
+        let at = row + c;
+        if !SPARSE {
+            u32::MAX
+        } else if aligned {
             // SAFETY: inside the bytes the caller vouches for.
+            unsafe { (bits.add(at / 8) as *const u32).read_unaligned() }
+        } else {
+            // SAFETY: as above.
             let w = unsafe { (bits.add(at / 8) as *const u64).read_unaligned() };
             (w >> (at % 8)) as u32
-        } else {
-            u32::MAX
         }
     };
     // One chunk: (even, odd) weights and the kept count.
@@ -307,20 +316,6 @@ unsafe fn row_whole<const SPARSE: bool>(
         let (even, odd) = unsafe { widen_chunk::<SPARSE, true>(values, p, m) };
         (even, odd, m.count_ones() as usize)
     };
-    // A row starting on a whole byte (every row when the tile's columns are a multiple of
-    // 8) reads its mask as 32-bit words with no shift, whose ALU work competes with the
-    // vector ports: part of the change that took the sparse kernel from 16.4 to 18.6 G
-    // weights/s in L2 (docs/ARCHITECTURE.md, 2026-12-08; not measured on its own).
-    let aligned = SPARSE && row.is_multiple_of(8);
-    let chunk_at = |p: usize, c: usize| {
-        let m = if aligned {
-            // SAFETY: inside the bytes the caller vouches for.
-            unsafe { (bits.add((row + c) / 8) as *const u32).read_unaligned() }
-        } else {
-            mask(c)
-        };
-        chunk(p, m)
-    };
     let mut c = 0;
     while c + 64 <= full {
         let pf = values.wrapping_add(p + ahead) as *const i8;
@@ -329,8 +324,8 @@ unsafe fn row_whole<const SPARSE: bool>(
         if SPARSE {
             _mm_prefetch::<_MM_HINT_T0>(bits.wrapping_add((row + c) / 8 + ahead / 8) as *const i8);
         }
-        let (e0, o0, n0) = chunk_at(p, c);
-        let (e1, o1, n1) = chunk_at(p + n0, c + 32);
+        let (e0, o0, n0) = chunk(p, mask(c));
+        let (e1, o1, n1) = chunk(p + n0, mask(c + 32));
         p += n0 + n1;
         // SAFETY: `c + 64 <= full`.
         unsafe {
